@@ -1,0 +1,236 @@
+/* flashattn: exact attention with the FlashAttention algorithm, on CUDA and OpenCL devices.
+ *
+ * O = softmax(scale · Q Kᵀ + mask) · V and its gradients, computed in tiles that fit the device's on-chip
+ * memory, with an online softmax; the Sq × Sk score matrix never reaches device memory.
+ *
+ * Every function returns an fa_status; on error, fa_context_last_error() holds a sentence naming the
+ * argument or the device call and the values involved, and no output has been written.
+ * A context is used by one thread at a time; separate contexts may be used from separate threads.
+ */
+#ifndef FLASHATTN_H
+#define FLASHATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(FLASHATTN_BUILDING) && defined(__GNUC__)
+#define FA_API __attribute__((visibility("default")))
+#else
+#define FA_API
+#endif
+
+#define FLASHATTN_VERSION_MAJOR 0
+#define FLASHATTN_VERSION_MINOR 1
+#define FLASHATTN_VERSION_PATCH 0
+
+/** Status of every call. */
+typedef enum fa_status {
+  FA_SUCCESS = 0,
+  FA_ERROR_INVALID_ARGUMENT,    /* null pointer, bad shape, stride, dtype or option */
+  FA_ERROR_UNSUPPORTED,         /* valid, but this backend or device cannot run it (say, head dim 512) */
+  FA_ERROR_BACKEND_UNAVAILABLE, /* backend not built in, its driver absent, or no device */
+  FA_ERROR_OUT_OF_MEMORY,
+  FA_ERROR_DEVICE,              /* a driver or runtime call failed; the message has its code */
+  FA_ERROR_KERNEL_BUILD,        /* run-time compilation failed; the message has the log's head */
+} fa_status;
+
+typedef enum fa_backend { FA_BACKEND_AUTO = 0, FA_BACKEND_CUDA, FA_BACKEND_OPENCL } fa_backend;
+typedef enum fa_dtype { FA_F32 = 0, FA_F16, FA_BF16 } fa_dtype;
+/** FA_ALGO_STANDARD materialises the Sq × Sk scores in device memory (GEMM through CLBlast or cuBLAS). */
+typedef enum fa_algo { FA_ALGO_FLASH = 0, FA_ALGO_STANDARD } fa_algo;
+
+typedef struct fa_context fa_context; /* backend, device, stream or queue, compiled kernels, workspace */
+typedef struct fa_buffer fa_buffer;   /* device memory owned by, or wrapped into, a context */
+
+/** Largest head dimension any backend serves. */
+#define FA_MAX_HEAD_DIM 256
+
+/**
+ * Version of the library that is loaded, as MAJOR * 10000 + MINOR * 100 + PATCH.
+ * Compare with FLASHATTN_VERSION_* to detect a header/library mismatch.
+ */
+FA_API int fa_version(void);
+
+/** The loaded library's version as "MAJOR.MINOR.PATCH". Never NULL. */
+FA_API const char *fa_version_string(void);
+
+/** A constant English name for a status ("FA_ERROR_INVALID_ARGUMENT"). Never NULL. */
+FA_API const char *fa_status_string(fa_status s);
+
+/** Name of a backend ("cuda", "opencl", "auto"). Never NULL. */
+FA_API const char *fa_backend_name(fa_backend b);
+
+/** Name of a dtype ("f32", "f16", "bf16"). Never NULL. */
+FA_API const char *fa_dtype_name(fa_dtype d);
+
+/** Bytes per element of a dtype (4 or 2), 0 for a value outside the enum. */
+FA_API size_t fa_dtype_size(fa_dtype d);
+
+/**
+ * Whether a backend was built into this library: 1 or 0. A built-in backend may still find no
+ * driver or device at run time; fa_device_count() tells.
+ */
+FA_API int fa_backend_built(fa_backend b);
+
+/**
+ * Number of devices a backend sees now.
+ * @param b      FA_BACKEND_CUDA or FA_BACKEND_OPENCL.
+ * @param count  receives the number; 0 when the backend cannot run here.
+ * @return FA_SUCCESS, FA_ERROR_INVALID_ARGUMENT (count NULL, b not a concrete backend) or
+ *         FA_ERROR_BACKEND_UNAVAILABLE (not built in, driver absent), with *count set to 0.
+ */
+FA_API fa_status fa_device_count(fa_backend b, int *count);
+
+/** Options for fa_context_create(). Fill with fa_context_options_default() and change what you need. */
+typedef struct fa_context_options {
+  fa_backend backend; /* FA_BACKEND_AUTO reads FLASHATTN_BACKEND (cuda|opencl|auto, default auto) */
+  int device;         /* -1 reads FLASHATTN_DEVICE, default 0; else the device index within the backend */
+  void *native_queue; /* optional: the caller's CUstream / cudaStream_t, or cl_command_queue */
+} fa_context_options;
+
+/** Defaults: backend FA_BACKEND_AUTO, device -1, no native queue. @param opt must not be NULL. */
+FA_API void fa_context_options_default(fa_context_options *opt);
+
+/**
+ * Create a context on one device.
+ * @param opt  options, or NULL for fa_context_options_default().
+ * @param out  receives the context; set to NULL on error.
+ * With a native_queue, work is enqueued on the caller's stream or queue (the library retains a
+ * cl_command_queue; a CUDA stream must outlive the context), and its device is the context's device.
+ * @return FA_SUCCESS; FA_ERROR_BACKEND_UNAVAILABLE when the backend is not built in, has no driver or no
+ *         such device; FA_ERROR_INVALID_ARGUMENT for an unknown FLASHATTN_BACKEND or FLASHATTN_DEVICE
+ *         value. On error, fa_last_create_error() says why.
+ */
+FA_API fa_status fa_context_create(const fa_context_options *opt, fa_context **out);
+
+/** Why the last fa_context_create() of this thread failed ("" if it did not). Never NULL. */
+FA_API const char *fa_last_create_error(void);
+
+/** Destroy a context: waits for its work, frees its workspace and kernels. NULL is a no-op. */
+FA_API void fa_context_destroy(fa_context *ctx);
+
+/** The sentence describing the last error on this context ("" if none). Never NULL, even for NULL ctx. */
+FA_API const char *fa_context_last_error(const fa_context *ctx);
+
+/** Tile sizes a kernel uses for one head dimension and dtype. */
+typedef struct fa_tiles {
+  int block_q;            /* Br: query rows per work-group / thread block */
+  int block_k;            /* Bc: key rows per tile */
+  int threads;            /* work-items / threads per group */
+  size_t local_mem_bytes; /* on-chip memory one group uses */
+} fa_tiles;
+
+/** What a context runs on. */
+typedef struct fa_device_info {
+  fa_backend backend;
+  int device_index;              /* within the backend */
+  char name[256];                /* device name */
+  char platform[256];            /* OpenCL platform name, or "CUDA <driver version>" */
+  char driver_version[64];
+  char api_version[64];          /* "OpenCL 3.0 ...", or "sm_90" */
+  size_t local_mem_bytes;        /* on-chip memory the tiles are sized against (after FLASHATTN_LOCAL_MEM_BYTES) */
+  size_t device_local_mem_bytes; /* on-chip memory per group as the device reports it */
+  size_t global_mem_bytes;
+  int compute_units;
+  int max_work_group_size;
+  int compute_capability;        /* CUDA: major * 10 + minor; OpenCL: 0 */
+  int tensor_cores;              /* 1 when the flash kernels use matrix instructions for f16/bf16 */
+} fa_device_info;
+
+/** Describe the context's device. @return FA_ERROR_INVALID_ARGUMENT when ctx or info is NULL. */
+FA_API fa_status fa_context_info(const fa_context *ctx, fa_device_info *info);
+
+/**
+ * Tiles the forward flash kernel uses on this context for a head dimension and dtype.
+ * @return FA_ERROR_UNSUPPORTED when the head dim is not served.
+ */
+FA_API fa_status fa_context_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out);
+
+/** Wait until all work enqueued on the context has finished. */
+FA_API fa_status fa_synchronize(fa_context *ctx);
+
+/** Allocate device memory owned by the context. bytes must be > 0. Contents are undefined. */
+FA_API fa_status fa_buffer_create(fa_context *ctx, size_t bytes, fa_buffer **out);
+
+/**
+ * Wrap the caller's device memory without a copy: a CUdeviceptr (passed as (void *)(uintptr_t)ptr) for
+ * CUDA, a cl_mem for OpenCL (retained until fa_buffer_destroy). bytes is how much of it may be used.
+ */
+FA_API fa_status fa_buffer_wrap(fa_context *ctx, void *native, size_t bytes, fa_buffer **out);
+
+/** Copy host memory into a buffer; blocks until the copy is done. */
+FA_API fa_status fa_buffer_write(fa_context *ctx, fa_buffer *dst, size_t offset, const void *src, size_t bytes);
+
+/** Copy a buffer into host memory; waits for work enqueued before it, then for the copy. */
+FA_API fa_status fa_buffer_read(fa_context *ctx, const fa_buffer *src, size_t offset, void *dst, size_t bytes);
+
+/** Size in bytes of a buffer, 0 for NULL. */
+FA_API size_t fa_buffer_size(const fa_buffer *buf);
+
+/** Free a buffer (or release a wrapped one). Call before destroying its context. NULL is a no-op. */
+FA_API void fa_buffer_destroy(fa_buffer *buf);
+
+/**
+ * A view of device memory. BSHD order: shape and stride per dimension, strides in elements.
+ * The last dimension must be contiguous (stride 1). lse is [B, H, S] and uses shape[3] = 1.
+ */
+typedef struct fa_tensor {
+  fa_buffer *buf;
+  size_t offset; /* bytes into buf; a multiple of the element size */
+  fa_dtype dtype;
+  int64_t shape[4], stride[4];
+} fa_tensor;
+
+/** Fill a tensor with a packed (contiguous, row-major) layout of the given shape. */
+FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dtype dtype,
+                             int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+
+/** What to compute. Zero-initialise, then set fields: zero means the default for each. */
+typedef struct fa_attention_desc {
+  fa_algo algo;
+  float softmax_scale; /* 0: 1/sqrt(head_dim); must be finite and >= 0 */
+  int causal;          /* mask key j for query i when j > i + (Sk - Sq): bottom-right aligned */
+  int deterministic;   /* backward: bit-identical gradients from run to run on one device */
+} fa_attention_desc;
+
+/**
+ * Forward pass: o = softmax(scale · q kᵀ [causal mask]) v, and optionally the per-row log-sum-exp.
+ * @param q    [B, Sq, Hq, D]
+ * @param k,v  [B, Sk, Hkv, D], Hq a multiple of Hkv: query head h reads key/value head h / (Hq / Hkv)
+ * @param o    [B, Sq, Hq, D], same dtype as q, k, v
+ * @param lse  [B, Hq, Sq, 1] float32 (natural log, of the scaled scores), or NULL. A row whose keys are
+ *             all masked gets o = 0 and lse = -inf.
+ * Enqueues the work and returns; fa_synchronize() waits.
+ */
+FA_API fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                            const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,
+                            const fa_tensor *lse);
+
+/**
+ * Backward pass: dq, dk, dv from q, k, v, the forward's o and lse, and dout (the gradient of o),
+ * recomputing the scores in tiles. Shapes as fa_forward(); dout like o; dq like q; dk, dv like k.
+ * With GQA, dk and dv sum over the query heads that share a key/value head.
+ */
+FA_API fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                             const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,
+                             const fa_tensor *lse, const fa_tensor *dout, const fa_tensor *dq,
+                             const fa_tensor *dk, const fa_tensor *dv);
+
+/**
+ * Device memory the context holds beyond the caller's buffers (workspace, score matrices of the
+ * standard algorithm), now and at its peak since the last reset.
+ */
+FA_API fa_status fa_context_memory(const fa_context *ctx, size_t *current_bytes, size_t *peak_bytes);
+
+/** Reset the peak that fa_context_memory() reports to the current value. */
+FA_API fa_status fa_context_reset_peak_memory(fa_context *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHATTN_H */

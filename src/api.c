@@ -1,0 +1,531 @@
+/* The public API: argument checks, backend choice, dispatch through the backend table.
+ * Every check happens here, once, before any backend code runs, so that a bad call writes nothing. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "config.h"
+
+/* ---- names, versions, errors ---- */
+
+int fa_version(void) {
+  return FLASHATTN_VERSION_MAJOR * 10000 + FLASHATTN_VERSION_MINOR * 100 + FLASHATTN_VERSION_PATCH;
+}
+
+const char *fa_version_string(void) { return FA_VERSION_STRING; }
+
+const char *fa_status_string(fa_status s) {
+  switch (s) {
+  case FA_SUCCESS: return "FA_SUCCESS";
+  case FA_ERROR_INVALID_ARGUMENT: return "FA_ERROR_INVALID_ARGUMENT";
+  case FA_ERROR_UNSUPPORTED: return "FA_ERROR_UNSUPPORTED";
+  case FA_ERROR_BACKEND_UNAVAILABLE: return "FA_ERROR_BACKEND_UNAVAILABLE";
+  case FA_ERROR_OUT_OF_MEMORY: return "FA_ERROR_OUT_OF_MEMORY";
+  case FA_ERROR_DEVICE: return "FA_ERROR_DEVICE";
+  case FA_ERROR_KERNEL_BUILD: return "FA_ERROR_KERNEL_BUILD";
+  }
+  return "FA_STATUS_UNKNOWN";
+}
+
+const char *fa_backend_name(fa_backend b) {
+  switch (b) {
+  case FA_BACKEND_AUTO: return "auto";
+  case FA_BACKEND_CUDA: return "cuda";
+  case FA_BACKEND_OPENCL: return "opencl";
+  }
+  return "unknown";
+}
+
+const char *fa_dtype_name(fa_dtype d) {
+  switch (d) {
+  case FA_F32: return "f32";
+  case FA_F16: return "f16";
+  case FA_BF16: return "bf16";
+  }
+  return "unknown";
+}
+
+size_t fa_dtype_size(fa_dtype d) {
+  switch (d) {
+  case FA_F32: return 4;
+  case FA_F16:
+  case FA_BF16: return 2;
+  }
+  return 0;
+}
+
+fa_status fa_fail(fa_context *ctx, fa_status status, const char *fmt, ...) {
+  if (ctx) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
+    va_end(ap);
+  }
+  return status;
+}
+
+const char *fa_context_last_error(const fa_context *ctx) { return ctx ? ctx->last_error : ""; }
+
+static _Thread_local char create_error[1024];
+
+const char *fa_last_create_error(void) { return create_error; }
+
+static fa_status create_fail(fa_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static fa_status create_fail(fa_status status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(create_error, sizeof create_error, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+void fa_mem_track(fa_context *ctx, int64_t delta_bytes) {
+  if (delta_bytes < 0 && (size_t)(-delta_bytes) > ctx->mem_current) delta_bytes = -(int64_t)ctx->mem_current;
+  ctx->mem_current += (size_t)delta_bytes; /* wraps back correctly for negative deltas */
+  if (ctx->mem_current > ctx->mem_peak) ctx->mem_peak = ctx->mem_current;
+}
+
+size_t fa_env_local_mem(size_t device_bytes) {
+  const char *env = getenv("FLASHATTN_LOCAL_MEM_BYTES");
+  if (!env || !*env) return device_bytes;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(env, &end, 10);
+  if (errno || *end || v == 0) return device_bytes;
+  return v < device_bytes ? (size_t)v : device_bytes;
+}
+
+/* ---- backends and contexts ---- */
+
+static const fa_backend_ops *backend_table(fa_backend b) {
+#if FA_HAVE_CUDA
+  if (b == FA_BACKEND_CUDA) return &fa_cuda_ops;
+#endif
+#if FA_HAVE_OPENCL
+  if (b == FA_BACKEND_OPENCL) return &fa_opencl_ops;
+#endif
+  (void)b;
+  return NULL;
+}
+
+int fa_backend_built(fa_backend b) { return backend_table(b) != NULL; }
+
+static fa_status count_devices(fa_backend b, int *count, char *msg, size_t msg_len) {
+  *count = 0;
+  const fa_backend_ops *ops = backend_table(b);
+  if (!ops) {
+    snprintf(msg, msg_len, "the %s backend is not built into this library", fa_backend_name(b));
+    return FA_ERROR_BACKEND_UNAVAILABLE;
+  }
+  return ops->device_count(count, msg, msg_len);
+}
+
+fa_status fa_device_count(fa_backend b, int *count) {
+  if (!count) return FA_ERROR_INVALID_ARGUMENT;
+  *count = 0;
+  if (b != FA_BACKEND_CUDA && b != FA_BACKEND_OPENCL) return FA_ERROR_INVALID_ARGUMENT;
+  char msg[512];
+  return count_devices(b, count, msg, sizeof msg);
+}
+
+void fa_context_options_default(fa_context_options *opt) {
+  if (!opt) return;
+  memset(opt, 0, sizeof *opt);
+  opt->backend = FA_BACKEND_AUTO;
+  opt->device = -1;
+}
+
+/* FLASHATTN_BACKEND for a caller who asked for FA_BACKEND_AUTO. */
+static fa_status backend_from_env(fa_backend *out) {
+  const char *env = getenv("FLASHATTN_BACKEND");
+  if (!env || !*env || strcmp(env, "auto") == 0) *out = FA_BACKEND_AUTO;
+  else if (strcmp(env, "cuda") == 0) *out = FA_BACKEND_CUDA;
+  else if (strcmp(env, "opencl") == 0) *out = FA_BACKEND_OPENCL;
+  else
+    return create_fail(FA_ERROR_INVALID_ARGUMENT,
+                       "FLASHATTN_BACKEND: unknown value '%.64s' (expected cuda, opencl or auto)", env);
+  return FA_SUCCESS;
+}
+
+/* FLASHATTN_DEVICE for a caller who passed device -1; -1 again when unset (the backend's default). */
+static fa_status device_from_env(int *out) {
+  const char *env = getenv("FLASHATTN_DEVICE");
+  *out = -1;
+  if (!env || !*env) return FA_SUCCESS;
+  char *end;
+  errno = 0;
+  long v = strtol(env, &end, 10);
+  if (errno || *end || v < 0 || v > INT_MAX)
+    return create_fail(FA_ERROR_INVALID_ARGUMENT,
+                       "FLASHATTN_DEVICE: '%.64s' is not a device index (a whole number >= 0)", env);
+  *out = (int)v;
+  return FA_SUCCESS;
+}
+
+/* auto: CUDA when a CUDA device answers, else OpenCL (whose default device is the first GPU). */
+static fa_status pick_backend(fa_backend requested, fa_backend *out) {
+  if (requested != FA_BACKEND_AUTO) {
+    *out = requested;
+    return FA_SUCCESS;
+  }
+  char cuda_msg[512] = "", cl_msg[512] = "";
+  int n = 0;
+  if (count_devices(FA_BACKEND_CUDA, &n, cuda_msg, sizeof cuda_msg) == FA_SUCCESS && n > 0) {
+    *out = FA_BACKEND_CUDA;
+    return FA_SUCCESS;
+  }
+  if (count_devices(FA_BACKEND_OPENCL, &n, cl_msg, sizeof cl_msg) == FA_SUCCESS && n > 0) {
+    *out = FA_BACKEND_OPENCL;
+    return FA_SUCCESS;
+  }
+  return create_fail(FA_ERROR_BACKEND_UNAVAILABLE, "no backend has a device: cuda: %s; opencl: %s",
+                     cuda_msg[0] ? cuda_msg : "no device", cl_msg[0] ? cl_msg : "no device");
+}
+
+fa_status fa_context_create(const fa_context_options *opt, fa_context **out) {
+  create_error[0] = '\0';
+  if (!out) return create_fail(FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new context is NULL");
+  *out = NULL;
+  fa_context_options o;
+  if (opt) o = *opt;
+  else fa_context_options_default(&o);
+  if (o.backend != FA_BACKEND_AUTO && o.backend != FA_BACKEND_CUDA && o.backend != FA_BACKEND_OPENCL)
+    return create_fail(FA_ERROR_INVALID_ARGUMENT, "opt->backend: unknown value %d", (int)o.backend);
+  if (o.device < -1)
+    return create_fail(FA_ERROR_INVALID_ARGUMENT, "opt->device: %d is not a device index (-1 or >= 0)", o.device);
+  fa_status st;
+  fa_backend b = o.backend;
+  if (b == FA_BACKEND_AUTO && (st = backend_from_env(&b)) != FA_SUCCESS) return st;
+  if (o.device == -1 && (st = device_from_env(&o.device)) != FA_SUCCESS) return st;
+  if ((st = pick_backend(b, &b)) != FA_SUCCESS) return st;
+
+  char msg[512] = "";
+  int n = 0;
+  if ((st = count_devices(b, &n, msg, sizeof msg)) != FA_SUCCESS)
+    return create_fail(st, "%s backend unavailable: %s", fa_backend_name(b), msg);
+  if (n == 0) return create_fail(FA_ERROR_BACKEND_UNAVAILABLE, "%s backend: no device", fa_backend_name(b));
+  if (o.device >= n)
+    return create_fail(FA_ERROR_BACKEND_UNAVAILABLE, "%s backend: device %d requested, %d present",
+                       fa_backend_name(b), o.device, n);
+
+  fa_context *ctx = calloc(1, sizeof *ctx);
+  if (!ctx) return create_fail(FA_ERROR_OUT_OF_MEMORY, "fa_context_create: out of host memory");
+  ctx->ops = backend_table(b);
+  if ((st = ctx->ops->create(ctx, o.device, o.native_queue)) != FA_SUCCESS) {
+    create_fail(st, "%s", ctx->last_error[0] ? ctx->last_error : fa_status_string(st));
+    free(ctx);
+    return st;
+  }
+  ctx->info.backend = b;
+  *out = ctx;
+  return FA_SUCCESS;
+}
+
+void fa_context_destroy(fa_context *ctx) {
+  if (!ctx) return;
+  ctx->ops->destroy(ctx);
+  free(ctx);
+}
+
+fa_status fa_context_info(const fa_context *ctx, fa_device_info *info) {
+  if (!ctx || !info) return FA_ERROR_INVALID_ARGUMENT;
+  *info = ctx->info;
+  return FA_SUCCESS;
+}
+
+static fa_status check_head_dim(fa_context *ctx, const char *what, int64_t d) {
+  if (d <= 0) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: head dim %lld is not positive", what, (long long)d);
+  if (d > FA_MAX_HEAD_DIM)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "%s: head dim %lld is above the %d this build supports", what,
+                   (long long)d, FA_MAX_HEAD_DIM);
+  if (d % 8)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "%s: head dim %lld is not a multiple of 8, which the kernels need",
+                   what, (long long)d);
+  return FA_SUCCESS;
+}
+
+static int valid_dtype(fa_dtype d) { return d == FA_F32 || d == FA_F16 || d == FA_BF16; }
+
+fa_status fa_context_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: NULL");
+  if (!valid_dtype(dtype)) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "dtype: unknown value %d", (int)dtype);
+  fa_status st = check_head_dim(ctx, "head_dim", head_dim);
+  if (st != FA_SUCCESS) return st;
+  return ctx->ops->tiles(ctx, head_dim, dtype, out);
+}
+
+fa_status fa_synchronize(fa_context *ctx) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  return ctx->ops->synchronize(ctx);
+}
+
+fa_status fa_context_memory(const fa_context *ctx, size_t *current_bytes, size_t *peak_bytes) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  if (current_bytes) *current_bytes = ctx->mem_current;
+  if (peak_bytes) *peak_bytes = ctx->mem_peak;
+  return FA_SUCCESS;
+}
+
+fa_status fa_context_reset_peak_memory(fa_context *ctx) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  ctx->mem_peak = ctx->mem_current;
+  return FA_SUCCESS;
+}
+
+/* ---- buffers ---- */
+
+static fa_status new_buffer(fa_context *ctx, size_t bytes, int owned, uint64_t native, fa_buffer **out) {
+  fa_buffer *b = calloc(1, sizeof *b);
+  if (!b) return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "fa_buffer: out of host memory");
+  b->ctx = ctx;
+  b->bytes = bytes;
+  b->owned = owned;
+  b->native = native;
+  *out = b;
+  return FA_SUCCESS;
+}
+
+fa_status fa_buffer_create(fa_context *ctx, size_t bytes, fa_buffer **out) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new buffer is NULL");
+  *out = NULL;
+  if (bytes == 0) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "bytes: 0 (a buffer needs at least one byte)");
+  uint64_t native = 0;
+  fa_status st = ctx->ops->buffer_alloc(ctx, bytes, &native);
+  if (st != FA_SUCCESS) return st;
+  if ((st = new_buffer(ctx, bytes, 1, native, out)) != FA_SUCCESS) {
+    ctx->ops->buffer_free(ctx, native);
+    return st;
+  }
+  fa_mem_track(ctx, (int64_t)bytes);
+  return FA_SUCCESS;
+}
+
+fa_status fa_buffer_wrap(fa_context *ctx, void *native, size_t bytes, fa_buffer **out) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new buffer is NULL");
+  *out = NULL;
+  if (!native) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "native: NULL memory object");
+  if (bytes == 0) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "bytes: 0 (a buffer needs at least one byte)");
+  uint64_t handle = (uint64_t)(uintptr_t)native;
+  fa_status st = ctx->ops->buffer_wrap(ctx, handle, bytes);
+  if (st != FA_SUCCESS) return st;
+  if ((st = new_buffer(ctx, bytes, 0, handle, out)) != FA_SUCCESS) ctx->ops->buffer_unwrap(ctx, handle);
+  return st;
+}
+
+size_t fa_buffer_size(const fa_buffer *buf) { return buf ? buf->bytes : 0; }
+
+void fa_buffer_destroy(fa_buffer *buf) {
+  if (!buf) return;
+  fa_context *ctx = buf->ctx;
+  if (buf->owned) {
+    ctx->ops->buffer_free(ctx, buf->native);
+    fa_mem_track(ctx, -(int64_t)buf->bytes);
+  } else {
+    ctx->ops->buffer_unwrap(ctx, buf->native);
+  }
+  free(buf);
+}
+
+static fa_status check_range(fa_context *ctx, const char *name, const fa_buffer *buf, size_t offset, size_t bytes) {
+  if (!buf) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buffer is NULL", name);
+  if (buf->ctx != ctx) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buffer belongs to another context", name);
+  if (offset > buf->bytes || bytes > buf->bytes - offset)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: bytes [%zu, %zu + %zu) reach past the buffer's %zu bytes",
+                   name, offset, offset, bytes, buf->bytes);
+  return FA_SUCCESS;
+}
+
+fa_status fa_buffer_write(fa_context *ctx, fa_buffer *dst, size_t offset, const void *src, size_t bytes) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  fa_status st = check_range(ctx, "dst", dst, offset, bytes);
+  if (st != FA_SUCCESS) return st;
+  if (bytes == 0) return FA_SUCCESS;
+  if (!src) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "src: NULL host pointer for %zu bytes", bytes);
+  return ctx->ops->buffer_write(ctx, dst->native, offset, src, bytes);
+}
+
+fa_status fa_buffer_read(fa_context *ctx, const fa_buffer *src, size_t offset, void *dst, size_t bytes) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  fa_status st = check_range(ctx, "src", src, offset, bytes);
+  if (st != FA_SUCCESS) return st;
+  if (bytes == 0) return FA_SUCCESS;
+  if (!dst) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "dst: NULL host pointer for %zu bytes", bytes);
+  return ctx->ops->buffer_read(ctx, src->native, offset, dst, bytes);
+}
+
+void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dtype dtype, int64_t d0, int64_t d1,
+                      int64_t d2, int64_t d3) {
+  if (!t) return;
+  memset(t, 0, sizeof *t);
+  t->buf = buf;
+  t->offset = offset;
+  t->dtype = dtype;
+  t->shape[0] = d0, t->shape[1] = d1, t->shape[2] = d2, t->shape[3] = d3;
+  t->stride[3] = 1;
+  t->stride[2] = d3;
+  t->stride[1] = d2 * d3;
+  t->stride[0] = d1 * d2 * d3;
+}
+
+/* ---- tensor checks ---- */
+
+/* What a tensor operand must look like; 0 in shape means "any positive size" (the first operand sets it). */
+typedef struct tensor_rule {
+  const char *name;
+  fa_dtype dtype;
+  const char *dtype_from; /* the operand whose dtype this must match */
+  int64_t shape[4];
+  const char *shape_from[4]; /* which operand or quantity each expected size comes from */
+  int contiguous_last;       /* stride[3] must be 1 (not lse: its last dimension has size 1) */
+} tensor_rule;
+
+static const char *dim_names[4] = {"batch", "seqlen", "heads", "head dim"};
+static const char *lse_dim_names[4] = {"batch", "heads", "seqlen", "last dim"};
+
+/* Largest element index + 1 that the view touches, or -1 on overflow. */
+static int64_t tensor_extent(const fa_tensor *t) {
+  int64_t last = 0;
+  for (int i = 0; i < 4; i++) {
+    int64_t step;
+    if (__builtin_mul_overflow(t->shape[i] - 1, t->stride[i], &step) || __builtin_add_overflow(last, step, &last))
+      return -1;
+  }
+  return last + 1;
+}
+
+static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_tensor *t, fa_view *view) {
+  const char **names = r->contiguous_last ? dim_names : lse_dim_names;
+  if (!t) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: tensor is NULL", r->name);
+  if (!t->buf) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buf is NULL", r->name);
+  if (t->buf->ctx != ctx) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buffer belongs to another context", r->name);
+  if (!valid_dtype(t->dtype)) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: unknown dtype %d", r->name, (int)t->dtype);
+  if (t->dtype != r->dtype)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: dtype %s differs from %s's %s", r->name,
+                   fa_dtype_name(t->dtype), r->dtype_from, fa_dtype_name(r->dtype));
+  for (int i = 0; i < 4; i++) {
+    if (t->shape[i] <= 0)
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: %s (shape[%d]) is %lld, must be positive", r->name, names[i],
+                     i, (long long)t->shape[i]);
+    if (t->shape[i] > INT32_MAX)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "%s: %s (shape[%d]) is %lld, above the %d the kernels index",
+                     r->name, names[i], i, (long long)t->shape[i], INT32_MAX);
+    if (r->shape[i] && t->shape[i] != r->shape[i])
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: %s (shape[%d]) is %lld, expected %lld as %s", r->name,
+                     names[i], i, (long long)t->shape[i], (long long)r->shape[i], r->shape_from[i]);
+    if (t->stride[i] < 0)
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: stride[%d] is %lld, negative strides are not supported",
+                     r->name, i, (long long)t->stride[i]);
+  }
+  if (r->contiguous_last && t->stride[3] != 1)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: stride[3] is %lld, the head dim must be contiguous (1)",
+                   r->name, (long long)t->stride[3]);
+  size_t es = fa_dtype_size(t->dtype);
+  if (t->offset % es)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: offset %zu bytes is not a multiple of the %zu-byte element",
+                   r->name, t->offset, es);
+  int64_t extent = tensor_extent(t);
+  int64_t end_bytes;
+  if (extent < 0 || __builtin_mul_overflow(extent, (int64_t)es, &end_bytes) ||
+      (uint64_t)end_bytes > (uint64_t)t->buf->bytes || t->offset > t->buf->bytes - (size_t)end_bytes)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                   "%s: shape [%lld, %lld, %lld, %lld] with strides [%lld, %lld, %lld, %lld] at offset %zu reaches "
+                   "past the end of its %zu-byte buffer",
+                   r->name, (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2],
+                   (long long)t->shape[3], (long long)t->stride[0], (long long)t->stride[1], (long long)t->stride[2],
+                   (long long)t->stride[3], t->offset, t->buf->bytes);
+  view->buf = t->buf;
+  view->offset = (int64_t)(t->offset / es);
+  for (int i = 0; i < 4; i++) view->stride[i] = t->stride[i];
+  return FA_SUCCESS;
+}
+
+static tensor_rule rule(const char *name, fa_dtype dtype, const char *dtype_from, int64_t d0, int64_t d1, int64_t d2,
+                        int64_t d3, const char *from) {
+  tensor_rule r = {name, dtype, dtype_from, {d0, d1, d2, d3}, {from, from, from, from}, 1};
+  return r;
+}
+
+static fa_status check_desc(fa_context *ctx, const fa_attention_desc *desc) {
+  if (!desc) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc: NULL attention descriptor");
+  if (desc->algo != FA_ALGO_FLASH && desc->algo != FA_ALGO_STANDARD)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->algo: unknown value %d", (int)desc->algo);
+  float s = desc->softmax_scale;
+  if (isnan(s) || isinf(s) || s < 0)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->softmax_scale: %g (must be finite and >= 0; 0 means 1/sqrt(D))",
+                   (double)s);
+  return FA_SUCCESS;
+}
+
+/* Checks q, k, v, o (and lse when given or required) and fills the problem's shared part. */
+static fa_status check_attention(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                 const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
+                                 int lse_required, fa_problem *p) {
+  fa_status st;
+  memset(p, 0, sizeof *p);
+  if ((st = check_desc(ctx, desc)) != FA_SUCCESS) return st;
+  if (!q) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "q: tensor is NULL");
+  tensor_rule rq = rule("q", q->dtype, "q", 0, 0, 0, 0, "");
+  if ((st = check_tensor(ctx, &rq, q, &p->q)) != FA_SUCCESS) return st;
+  if ((st = check_head_dim(ctx, "q", q->shape[3])) != FA_SUCCESS) return st;
+  p->dtype = q->dtype;
+  p->batch = q->shape[0], p->seqlen_q = q->shape[1], p->heads_q = q->shape[2], p->head_dim = q->shape[3];
+
+  if (!k) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k: tensor is NULL");
+  tensor_rule rk = rule("k", p->dtype, "q", p->batch, 0, 0, p->head_dim, "in q");
+  if ((st = check_tensor(ctx, &rk, k, &p->k)) != FA_SUCCESS) return st;
+  p->seqlen_k = k->shape[1], p->heads_kv = k->shape[2];
+  if (p->heads_q % p->heads_kv)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k: %lld key/value heads do not divide q's %lld heads",
+                   (long long)p->heads_kv, (long long)p->heads_q);
+  tensor_rule rv = rule("v", p->dtype, "q", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in k");
+  if ((st = check_tensor(ctx, &rv, v, &p->v)) != FA_SUCCESS) return st;
+  tensor_rule ro = rule("o", p->dtype, "q", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in q");
+  if ((st = check_tensor(ctx, &ro, o, &p->o)) != FA_SUCCESS) return st;
+  if (lse || lse_required) {
+    tensor_rule rl = rule("lse", FA_F32, "the float32 that lse always has", p->batch, p->heads_q, p->seqlen_q, 1,
+                          "[B, Hq, Sq, 1] from q");
+    rl.contiguous_last = 0;
+    if (!lse) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "lse: tensor is NULL, and the backward pass needs it");
+    if ((st = check_tensor(ctx, &rl, lse, &p->lse)) != FA_SUCCESS) return st;
+  }
+  p->algo = desc->algo;
+  p->causal = desc->causal != 0;
+  p->deterministic = desc->deterministic != 0;
+  p->scale = desc->softmax_scale > 0 ? desc->softmax_scale : (float)(1.0 / sqrt((double)p->head_dim));
+  return FA_SUCCESS;
+}
+
+fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q, const fa_tensor *k,
+                     const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  fa_problem p;
+  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 0, &p);
+  if (st != FA_SUCCESS) return st;
+  return ctx->ops->forward(ctx, &p);
+}
+
+fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q, const fa_tensor *k,
+                      const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse, const fa_tensor *dout,
+                      const fa_tensor *dq, const fa_tensor *dk, const fa_tensor *dv) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  fa_problem p;
+  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 1, &p);
+  if (st != FA_SUCCESS) return st;
+  tensor_rule rdo = rule("dout", p.dtype, "q", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in o");
+  tensor_rule rdq = rule("dq", p.dtype, "q", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in q");
+  tensor_rule rdk = rule("dk", p.dtype, "q", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in k");
+  tensor_rule rdv = rule("dv", p.dtype, "q", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in v");
+  if ((st = check_tensor(ctx, &rdo, dout, &p.dout)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &rdq, dq, &p.dq)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &rdk, dk, &p.dk)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &rdv, dv, &p.dv)) != FA_SUCCESS) return st;
+  return ctx->ops->backward(ctx, &p);
+}

@@ -1,0 +1,86 @@
+/* The internal backend interface: api.c validates a call once, fills a plain fa_problem and hands it to
+ * one table of function pointers. Backends never re-validate what api.c checked. */
+#ifndef FA_BACKEND_H
+#define FA_BACKEND_H
+
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "flashattn.h"
+
+#define FA_HIDDEN __attribute__((visibility("hidden")))
+
+/* Device memory: a cl_mem (as a pointer value) or a CUdeviceptr, whichever the backend uses. */
+struct fa_buffer {
+  fa_context *ctx;
+  size_t bytes;
+  int owned; /* 0: wrapped caller memory, not freed by us */
+  uint64_t native;
+};
+
+/* One tensor operand after validation: where its first element is and how to step through it. */
+typedef struct fa_view {
+  const fa_buffer *buf; /* NULL: operand absent (lse in a forward call that did not ask for it) */
+  int64_t offset;       /* in elements of the operand's dtype */
+  int64_t stride[4];    /* elements; BSHD order (lse: B, H, S) */
+} fa_view;
+
+typedef struct fa_problem {
+  fa_algo algo;
+  fa_dtype dtype; /* of q, k, v, o and every gradient; lse is always float32 */
+  int causal;
+  int deterministic;
+  float scale; /* resolved: never 0 */
+  int64_t batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim;
+  fa_view q, k, v, o, lse;  /* forward and backward */
+  fa_view dout, dq, dk, dv; /* backward only */
+} fa_problem;
+
+typedef struct fa_backend_ops {
+  fa_backend kind;
+  const char *name;
+  /* Devices visible now; on failure *count = 0 and msg (size msg_len) says why. */
+  fa_status (*device_count)(int *count, char *msg, size_t msg_len);
+  /* Fill ctx->impl and ctx->info for device `device`: api.c has checked it is below device_count; -1 asks
+   * for the backend's default (OpenCL: the first GPU, else device 0; CUDA: device 0). With native_queue,
+   * the device is the queue's or stream's and `device` is ignored. */
+  fa_status (*create)(fa_context *ctx, int device, void *native_queue);
+  void (*destroy)(fa_context *ctx);
+  fa_status (*synchronize)(fa_context *ctx);
+  fa_status (*tiles)(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out);
+  fa_status (*buffer_alloc)(fa_context *ctx, size_t bytes, uint64_t *native);
+  void (*buffer_free)(fa_context *ctx, uint64_t native);
+  /* Check a caller's memory object for fa_buffer_wrap (that it exists, belongs to this device and holds
+   * `bytes`) and take a reference where the API has one. */
+  fa_status (*buffer_wrap)(fa_context *ctx, uint64_t native, size_t bytes);
+  void (*buffer_unwrap)(fa_context *ctx, uint64_t native);
+  fa_status (*buffer_write)(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes);
+  fa_status (*buffer_read)(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes);
+  fa_status (*forward)(fa_context *ctx, const fa_problem *p);
+  fa_status (*backward)(fa_context *ctx, const fa_problem *p);
+} fa_backend_ops;
+
+struct fa_context {
+  const fa_backend_ops *ops;
+  void *impl;
+  fa_device_info info;
+  size_t mem_current, mem_peak; /* bytes allocated through this context: buffers and workspace */
+  char last_error[1024];
+};
+
+/* Record `status` and a printf-style sentence as the context's last error; returns status. */
+FA_HIDDEN fa_status fa_fail(fa_context *ctx, fa_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Account device memory the backend allocates (+bytes) or frees (-bytes) for fa_context_memory(). */
+FA_HIDDEN void fa_mem_track(fa_context *ctx, int64_t delta_bytes);
+
+/* Environment helpers shared by both backends. */
+/* FLASHATTN_LOCAL_MEM_BYTES lowers the on-chip budget: min(device_bytes, env) when set and valid. */
+FA_HIDDEN size_t fa_env_local_mem(size_t device_bytes);
+
+/* Backend tables; a backend that was not built in has a NULL entry. */
+extern FA_HIDDEN const fa_backend_ops fa_opencl_ops;
+extern FA_HIDDEN const fa_backend_ops fa_cuda_ops;
+
+#endif

@@ -1,0 +1,25 @@
+/* On-disk cache of compiled kernels, shared by both backends.
+ * Directory: FLASHATTN_CACHE_DIR, else $XDG_CACHE_HOME/flashattn, else $HOME/.cache/flashattn.
+ * FLASHATTN_CACHE_DIR=off disables it. An entry is keyed by a string the backend builds from the source's
+ * hash, the build options, the device and the driver version; the full key is stored in the entry and
+ * compared on load, with the payload's length and checksum, so a collision, a truncated or a corrupt file
+ * is a miss. Writes go to a temporary file that is renamed into place. */
+#ifndef FA_CACHE_H
+#define FA_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+/* 64-bit FNV-1a of n bytes, continuing from seed (use FA_HASH_SEED to start). */
+#define FA_HASH_SEED 0xcbf29ce484222325ull
+FA_HIDDEN uint64_t fa_hash64(const void *data, size_t n, uint64_t seed);
+
+/* The payload stored under key, malloc'd (caller frees), with its size; NULL on a miss. */
+FA_HIDDEN void *fa_cache_load(const char *key, size_t *size);
+
+/* Store a payload under key; best effort: returns 0 on success, -1 when nothing was written. */
+FA_HIDDEN int fa_cache_store(const char *key, const void *data, size_t size);
+
+#endif

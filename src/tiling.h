@@ -1,0 +1,31 @@
+/* Tile sizes from the device's on-chip memory: pure functions, shared by both backends. */
+#ifndef FA_TILING_H
+#define FA_TILING_H
+
+#include <stddef.h>
+
+#include "backend.h"
+
+/* What a device offers one work-group / thread block. */
+typedef struct fa_tile_limits {
+  size_t local_mem_bytes; /* on-chip budget per group, after FLASHATTN_LOCAL_MEM_BYTES */
+  int max_group_size;     /* work-items / threads per group */
+  int simd_width;         /* lanes executed together: 32 on NVIDIA, 1 where it does not matter */
+} fa_tile_limits;
+
+/* The paper's Algorithm 1 starting point for M bytes of SRAM and head dim d:
+ * Bc = ceil(M / (4 d)) with M counted in float32 elements, Br = min(Bc, d). */
+FA_HIDDEN void fa_tiles_paper(size_t bytes, int head_dim, int *block_q, int *block_k);
+
+/* Tiles of the OpenCL flash kernels (kernels/flash_fwd.cl, flash_bwd.cl): see tiling.c for the layout
+ * they size. Return FA_ERROR_UNSUPPORTED when even the smallest tile does not fit. */
+FA_HIDDEN fa_status fa_tiles_opencl_forward(const fa_tile_limits *lim, int head_dim, fa_tiles *out);
+FA_HIDDEN fa_status fa_tiles_opencl_backward(const fa_tile_limits *lim, int head_dim, fa_tiles *out);
+
+/* Tiles of the CUDA flash kernels (kernels/flash_fwd.cu, flash_bwd.cu). */
+FA_HIDDEN fa_status fa_tiles_cuda_forward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype,
+                                          fa_tiles *out);
+FA_HIDDEN fa_status fa_tiles_cuda_backward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype,
+                                           fa_tiles *out);
+
+#endif
