@@ -1,0 +1,129 @@
+/* flashattn-demo: flash attention on the default backend at a few sizes, against the float64 reference,
+ * with the error and the time of each. Exit status 1 when a result misses its accuracy bound. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "flashattn.h"
+#include "reference.h"
+
+typedef struct demo_case {
+  fa_dtype dtype;
+  int64_t batch, heads, seqlen, head_dim;
+  int causal;
+} demo_case;
+
+static const demo_case cases[] = {
+    {FA_F32, 1, 4, 256, 64, 0},
+    {FA_F32, 2, 4, 512, 64, 1},
+    {FA_F16, 1, 8, 1024, 64, 1},
+    {FA_BF16, 1, 2, 1000, 128, 0},
+};
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double tolerance(fa_dtype d) { return d == FA_F32 ? 1e-5 : d == FA_F16 ? 2e-3 : 1e-2; }
+
+/* Round a value to the dtype and write its bits at dst[i]. */
+static void store(fa_dtype d, void *dst, size_t i, double x) {
+  if (d == FA_F32) ((float *)dst)[i] = (float)x;
+  else if (d == FA_F16) ((uint16_t *)dst)[i] = ref_f32_to_f16((float)x);
+  else ((uint16_t *)dst)[i] = ref_f32_to_bf16((float)x);
+}
+
+static double load(fa_dtype d, const void *src, size_t i) {
+  if (d == FA_F32) return ((const float *)src)[i];
+  if (d == FA_F16) return ref_f16_to_f32(((const uint16_t *)src)[i]);
+  return ref_bf16_to_f32(((const uint16_t *)src)[i]);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Runs one case; returns 0 when within bounds, 1 when not, -1 on an error (printed). */
+static int run_case(fa_context *ctx, const demo_case *c, unsigned seed) {
+  ref_problem rp = {c->batch, c->seqlen, c->seqlen, c->heads, c->heads, c->head_dim,
+                    1.0 / sqrt((double)c->head_dim), c->causal};
+  size_t n = ref_q_elems(&rp), es = fa_dtype_size(c->dtype), bytes = n * es;
+  double *host[4], *ref_o = malloc(n * sizeof(double));
+  void *stored = malloc(bytes);
+  fa_buffer *buf[4] = {0};
+  fa_tensor t[4];
+  int result = -1;
+  srand(seed);
+  for (int i = 0; i < 4; i++) host[i] = malloc(n * sizeof(double));
+  for (int i = 0; i < 4; i++) {
+    if (fa_buffer_create(ctx, bytes, &buf[i]) != FA_SUCCESS) goto fail;
+    fa_tensor_packed(&t[i], buf[i], 0, c->dtype, c->batch, c->seqlen, c->heads, c->head_dim);
+    if (i == 3) break; /* o: written by the call */
+    for (size_t e = 0; e < n; e++) {
+      store(c->dtype, stored, e, 2.0 * rand() / RAND_MAX - 1.0);
+      host[i][e] = load(c->dtype, stored, e); /* the reference sees exactly what the device stores */
+    }
+    if (fa_buffer_write(ctx, buf[i], 0, stored, bytes) != FA_SUCCESS) goto fail;
+  }
+  fa_attention_desc desc = {0};
+  desc.causal = c->causal;
+  double times[7];
+  for (int r = 0; r < 8; r++) { /* the first run compiles the kernel (or loads it from the cache) */
+    double t0 = now_s();
+    if (fa_forward(ctx, &desc, &t[0], &t[1], &t[2], &t[3], NULL) != FA_SUCCESS || fa_synchronize(ctx) != FA_SUCCESS)
+      goto fail;
+    if (r > 0) times[r - 1] = now_s() - t0;
+  }
+  qsort(times, 7, sizeof *times, cmp_double);
+  if (fa_buffer_read(ctx, buf[3], 0, stored, bytes) != FA_SUCCESS) goto fail;
+  for (size_t e = 0; e < n; e++) host[3][e] = load(c->dtype, stored, e);
+  if (ref_forward(&rp, host[0], host[1], host[2], ref_o, NULL) != 0) goto fail;
+  double err = ref_rel_error(host[3], ref_o, n);
+  double flops = 4.0 * c->batch * c->heads * c->seqlen * c->seqlen * c->head_dim * (c->causal ? 0.5 : 1.0);
+  result = !(err <= tolerance(c->dtype));
+  printf("%-4s B=%lld H=%lld S=%-5lld D=%-3lld %-6s  error %.2e (bound %.0e) %-4s  %8.3f ms  %7.1f GFLOP/s\n",
+         fa_dtype_name(c->dtype), (long long)c->batch, (long long)c->heads, (long long)c->seqlen,
+         (long long)c->head_dim, c->causal ? "causal" : "full", err, tolerance(c->dtype), result ? "FAIL" : "ok",
+         times[3] * 1e3, flops / times[3] * 1e-9);
+  goto done;
+fail:
+  printf("%-4s S=%lld D=%lld: %s\n", fa_dtype_name(c->dtype), (long long)c->seqlen, (long long)c->head_dim,
+         fa_context_last_error(ctx));
+done:
+  for (int i = 0; i < 4; i++) {
+    fa_buffer_destroy(buf[i]);
+    free(host[i]);
+  }
+  free(ref_o);
+  free(stored);
+  return result;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1) {
+    printf("usage: %s\nRuns flash attention on the default backend (FLASHATTN_BACKEND, FLASHATTN_DEVICE)\n"
+           "at a few sizes and compares each result with a float64 CPU reference.\n",
+           argv[0]);
+    return 0;
+  }
+  fa_context *ctx;
+  if (fa_context_create(NULL, &ctx) != FA_SUCCESS) {
+    fprintf(stderr, "flashattn-demo: %s\n", fa_last_create_error());
+    return 1;
+  }
+  fa_device_info info;
+  fa_context_info(ctx, &info);
+  printf("flashattn %s on %s: %s (%s)\n", fa_version_string(), fa_backend_name(info.backend), info.name,
+         info.platform);
+  printf("time: median of 7 runs after a warm-up, host clock around fa_forward + fa_synchronize\n");
+  int bad = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) bad |= run_case(ctx, &cases[i], 1234u + (unsigned)i) != 0;
+  fa_context_destroy(ctx);
+  return bad;
+}
