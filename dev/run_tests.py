@@ -26,7 +26,11 @@ def fix(s):
 
 for t in tests:
     env = dict(os.environ)
-    env.update({k: fix(v) for k, v in (t.get('env') or {}).items()})
+    for k, v in (t.get('env') or {}).items():
+        v = fix(v)
+        if k == 'LD_LIBRARY_PATH' and os.environ.get(k):  # keep the carried OpenCL loader's path
+            v = v + ':' + os.environ[k]
+        env[k] = v
     env.update(extra)
     cmd = [fix(c) for c in t['cmd']]
     name = re.sub(r'[^A-Za-z0-9_.-]', '_', t['name'])

@@ -1,0 +1,482 @@
+/* Backward attention, FlashAttention-2's ordering (Dao 2023, Algorithm 2): the scores are recomputed tile by
+ * tile from q, k and the forward's lse, never stored; dK and dV are summed in private memory by the work-group
+ * that owns a block of keys.
+ *
+ *   q, o, dout, dq [B, Sq, Hq, D]; k, v, dk, dv [B, Sk, Hkv, D]; lse [B, Hq, Sq] float32 (natural log of the
+ *   scaled scores). ws: float32 workspace, Di [B, Hq, Sq] at di_off and (DQ_ATOMIC) dQ [B, Hq, Sq, D] at dq_off.
+ *   Query head h reads key/value head h / group. Key j is masked for row i when causal and j > i + (Sk - Sq).
+ *
+ *   S = scale Q K^T, P = exp(S - lse), dV = P^T dO, dP = dO V^T, Di = rowsum(dO o O), dS = P o (dP - Di),
+ *   dK = scale dS^T Q, dQ = scale dS K.
+ *
+ * Kernels, launched in this order by src/opencl/cl_backward.c:
+ *   flash_bwd_pre         Di, one work-item per row; zeroes the dQ accumulator when zero_dq.
+ *   flash_bwd_dkdv        one group of BC work-items per (block of BC keys, kv head, batch); work-item j owns
+ *                         key row j: its K and V rows and its dK and dV accumulators are private. It walks the
+ *                         query blocks of every query head of its GQA group (so dK and dV sum over the group
+ *                         without atomics), skipping blocks the causal mask hides entirely. With DQ_ATOMIC, it
+ *                         also adds dS K into the dQ accumulator with compare-and-swap loops.
+ *   flash_bwd_dq          (without DQ_ATOMIC) one group of BR work-items per (block of BR queries, head, batch);
+ *                         work-item i owns query row i and walks the key blocks, recomputing S and dP, and
+ *                         writes dq itself: no atomics, a fixed summation order, bit-identical runs.
+ *   flash_bwd_dq_convert  (with DQ_ATOMIC) the float32 accumulator, times scale, into dq's dtype and strides.
+ *
+ * Rows with every key masked have lse = -inf: their offset becomes +inf, so P = exp2(s - inf) = 0 for finite
+ * and masked (-inf) scores alike, never NaN. Padding rows (past Sq) get the same +inf, padding keys (past Sk)
+ * a forced P = 0.
+ *
+ * Compile-time parameters (the host's -D defines; src/tiling.c sizes BR and BC for the local memory):
+ *   HEAD_DIM  D, a multiple of 8
+ *   BR, BC    queries per block, keys per block
+ *   VEC       floats per vector (1, 2, 4, 8): divides BR, BC and D. Each work-item runs explicit vectors,
+ *             which PoCL turns into AVX; one work-item per row needs no barrier inside a tile's arithmetic.
+ *   DQ_ATOMIC 1: dQ by atomics in flash_bwd_dkdv (then flash_bwd_dq_convert); 0: by flash_bwd_dq
+ *
+ * Local memory, floats. flash_bwd_dkdv: Qs and dOs BR*D row-major (for dK and dV, vectors over columns), QT
+ * and dOT D*BR transposed (for S and dP, vectors over queries), lse2 and Di BR; with DQ_ATOMIC also Ks BC*D
+ * and dSs BR*BC. flash_bwd_dq: KT and VT D*BC transposed, Ks BC*D. fa_tiles_opencl_backward() counts the
+ * larger of the two. */
+
+#ifndef HEAD_DIM
+#error "HEAD_DIM must be defined"
+#endif
+#define D HEAD_DIM
+
+#if VEC == 1
+typedef float floatv;
+#define VLD(p) (*(p))
+#define VST(x, p) (*(p) = (x))
+#elif VEC == 2
+typedef float2 floatv;
+#define VLD(p) vload2(0, p)
+#define VST(x, p) vstore2(x, 0, p)
+#elif VEC == 4
+typedef float4 floatv;
+#define VLD(p) vload4(0, p)
+#define VST(x, p) vstore4(x, 0, p)
+#elif VEC == 8
+typedef float8 floatv;
+#define VLD(p) vload8(0, p)
+#define VST(x, p) vstore8(x, 0, p)
+#else
+#error "VEC must be 1, 2, 4 or 8"
+#endif
+
+#if BR % VEC != 0 || BC % VEC != 0 || D % VEC != 0
+#error "BR, BC and D must be multiples of VEC"
+#endif
+#define RV (BR / VEC) /* vectors across a query block */
+#define CV (BC / VEC) /* vectors across a key block */
+#define DV (D / VEC)  /* vectors across a row */
+
+#ifndef RPW
+#define RPW 1
+#endif
+#if BR % RPW != 0 || BC % RPW != 0
+#error "BR and BC must be multiples of RPW"
+#endif
+#define WGK (BC / RPW) /* work-items of flash_bwd_dkdv */
+#define WGQ (BR / RPW) /* work-items of flash_bwd_dq */
+
+/* Register blocking: RPW rows times this many vectors of accumulators (at most 8 in all: AVX2 has 16
+ * registers) stay in registers across an inner loop. */
+#define ACC_MAX (8 / RPW)
+#if ACC_MAX >= 8 && RV % 8 == 0
+#define RB 8
+#elif ACC_MAX >= 4 && RV % 4 == 0
+#define RB 4
+#elif ACC_MAX >= 2 && RV % 2 == 0
+#define RB 2
+#else
+#define RB 1
+#endif
+#if ACC_MAX >= 8 && CV % 8 == 0
+#define CB 8
+#elif ACC_MAX >= 4 && CV % 4 == 0
+#define CB 4
+#elif ACC_MAX >= 2 && CV % 2 == 0
+#define CB 2
+#else
+#define CB 1
+#endif
+#if ACC_MAX >= 8 && DV % 8 == 0
+#define DB 8
+#elif ACC_MAX >= 4 && DV % 4 == 0
+#define DB 4
+#elif ACC_MAX >= 2 && DV % 2 == 0
+#define DB 2
+#else
+#define DB 1
+#endif
+
+/* P = exp2(s * scale_log2 - lse2): lse in base 2, and +inf for a row whose keys are all masked. */
+inline float row_lse2(float lse) { return lse == -INFINITY ? INFINITY : lse * FA_LOG2E; }
+
+/* OpenCL 1.2 has no float atomic add: compare-and-swap on the bits. */
+inline void atomic_add_f32(volatile __global float *p, float x) {
+  volatile __global uint *u = (volatile __global uint *)p;
+  uint old = *u, seen;
+  do {
+    seen = old;
+    old = atomic_cmpxchg(u, seen, as_uint(as_float(seen) + x));
+  } while (old != seen);
+}
+
+/* Di = rowsum(dO o O). Grid (Sq rounded up, Hq, B). */
+__kernel void flash_bwd_pre(__global const fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
+                            __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh,
+                            __global float *ws, long di_off, long dq_off, int zero_dq, int Sq, int Hq) {
+  const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+  if (i >= Sq) return;
+  const long ob = o_off + b * o_sb + (long)i * o_ss + h * o_sh;
+  const long gb = g_off + b * g_sb + (long)i * g_ss + h * g_sh;
+  float acc = 0.0f;
+  for (int d = 0; d < D; d++) acc = mad(fa_load(dout, gb + d), fa_load(o, ob + d), acc);
+  const long row = ((long)b * Hq + h) * Sq + i;
+  ws[di_off + row] = acc;
+  if (zero_dq)
+    for (int d = 0; d < D; d++) ws[dq_off + row * D + d] = 0.0f;
+}
+
+/* dK and dV (and with DQ_ATOMIC, dQ) for one block of BC keys. Grid (ceil(Sk / BC) * WGK, Hkv, B). Work-item w
+ * owns keys k0 + w + r * WGK, r < RPW. */
+__kernel __attribute__((reqd_work_group_size(WGK, 1, 1))) void
+flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
+               __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh,
+               __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
+               __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh,
+               __global fa_t *dk, long dk_off, long dk_sb, long dk_ss, long dk_sh,
+               __global fa_t *dv, long dv_off, long dv_sb, long dv_ss, long dv_sh,
+               __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
+               __global float *ws, long di_off, long dq_off,
+               int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2) {
+  __local float Qs[BR * D];
+  __local float QT[D * BR];
+  __local float Gs[BR * D]; /* dO */
+  __local float GT[D * BR];
+  __local float L2[BR];
+  __local float Di[BR];
+#if DQ_ATOMIC
+  __local float Ks[BC * D];
+  __local float dSs[BR * BC];
+#endif
+
+  const int lid = get_local_id(0);
+  const int k0 = get_group_id(0) * BC;
+  const int hk = get_group_id(1), b = get_group_id(2);
+  const long diag = (long)Sk - Sq; /* row i sees keys j <= i + diag */
+
+  /* This work-item's key rows (zero past Sk), and their dK, dV accumulators. */
+  float kr[RPW * D], vr[RPW * D], dka[RPW * D], dva[RPW * D];
+  for (int r = 0; r < RPW; r++) {
+    const int j = k0 + lid + r * WGK;
+    const long kb = k_off + b * k_sb + (long)j * k_ss + hk * k_sh;
+    const long vb = v_off + b * v_sb + (long)j * v_ss + hk * v_sh;
+    for (int d = 0; d < D; d++) {
+      kr[r * D + d] = j < Sk ? fa_load(k, kb + d) : 0.0f;
+      vr[r * D + d] = j < Sk ? fa_load(v, vb + d) : 0.0f;
+      dka[r * D + d] = 0.0f;
+      dva[r * D + d] = 0.0f;
+#if DQ_ATOMIC
+      Ks[(lid + r * WGK) * D + d] = kr[r * D + d];
+#endif
+    }
+  }
+
+  /* Rows before k0 - diag see no key of this block: start at the query block holding that row. */
+  int qstart = 0;
+  if (causal) {
+    qstart = (int)clamp((long)k0 - diag, 0L, (long)Sq);
+    qstart -= qstart % BR;
+  }
+
+  for (int g = 0; g < group; g++) {
+    const int h = hk * group + g;
+    const long qb = q_off + b * q_sb + h * q_sh;
+    const long gb = g_off + b * g_sb + h * g_sh;
+    const long lb = l_off + b * l_sb + h * l_sh;
+    const long rowb = ((long)b * Hq + h) * Sq; /* this head's first row in the workspace */
+
+    for (int q0 = qstart; q0 < Sq; q0 += BR) {
+      barrier(CLK_LOCAL_MEM_FENCE); /* the previous block's readers are done */
+      for (int x = lid; x < BR * D; x += WGK) {
+        const int rr = x / D, dd = x - rr * D, i = q0 + rr;
+        float qx = 0.0f, gx = 0.0f;
+        if (i < Sq) {
+          qx = fa_load(q, qb + (long)i * q_ss + dd);
+          gx = fa_load(dout, gb + (long)i * g_ss + dd);
+        }
+        Qs[x] = qx;
+        QT[dd * BR + rr] = qx;
+        Gs[x] = gx;
+        GT[dd * BR + rr] = gx;
+      }
+      for (int x = lid; x < BR; x += WGK) {
+        const int i = q0 + x;
+        L2[x] = i < Sq ? row_lse2(lse[lb + (long)i * l_ss]) : INFINITY;
+        Di[x] = i < Sq ? ws[di_off + rowb + i] : 0.0f;
+      }
+      barrier(CLK_LOCAL_MEM_FENCE);
+
+      /* s = K Q^T, then dp = V dO^T, for the RPW keys over the block's queries, VEC queries per vector:
+       * per step d, RB vectors of the tile feed RPW * RB multiply-adds. */
+      float s[RPW * BR], dp[RPW * BR];
+      for (int pass = 0; pass < 2; pass++) {
+        const float *a = pass ? vr : kr;
+        const __local float *bt = pass ? GT : QT;
+        float *out = pass ? dp : s;
+        for (int c0 = 0; c0 < RV; c0 += RB) {
+          floatv acc[RPW][RB];
+#pragma unroll
+          for (int r = 0; r < RPW; r++)
+#pragma unroll
+            for (int u = 0; u < RB; u++) acc[r][u] = (floatv)(0.0f);
+#pragma unroll 2
+          for (int dd = 0; dd < D; dd++) {
+            floatv t[RB];
+#pragma unroll
+            for (int u = 0; u < RB; u++) t[u] = VLD(bt + dd * BR + (c0 + u) * VEC);
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+              const floatv ad = (floatv)(a[r * D + dd]);
+#pragma unroll
+              for (int u = 0; u < RB; u++) acc[r][u] = mad(ad, t[u], acc[r][u]);
+            }
+          }
+#pragma unroll
+          for (int r = 0; r < RPW; r++)
+#pragma unroll
+            for (int u = 0; u < RB; u++) VST(acc[r][u], out + r * BR + (c0 + u) * VEC);
+        }
+      }
+
+      /* P and dS, VEC queries per vector (the vector exp2 is what keeps this step cheap on CPUs). Key j is
+       * visible to row i when i >= j - diag (causal) and j < Sk; padding rows have lse2 = +inf. */
+      for (int r = 0; r < RPW; r++) {
+        const int j = k0 + lid + r * WGK;
+        for (int c = 0; c < RV; c++) {
+          const floatv p = exp2(mad(VLD(s + r * BR + c * VEC), (floatv)(scale_log2), -VLD(L2 + c * VEC)));
+          VST(p, s + r * BR + c * VEC);
+        }
+        const long first = causal ? (long)j - diag : LONG_MIN;
+        if (j >= Sk || q0 < first)
+          for (int x = 0; x < BR; x++)
+            if (j >= Sk || q0 + x < first) s[r * BR + x] = 0.0f;
+        for (int c = 0; c < RV; c++)
+          VST(VLD(s + r * BR + c * VEC) * (VLD(dp + r * BR + c * VEC) - VLD(Di + c * VEC)), dp + r * BR + c * VEC);
+      }
+
+      /* dV += P^T dO, then dK += dS^T Q (scale applied at the end), VEC columns per vector: per query x, DB
+       * vectors of the tile feed RPW * DB multiply-adds. */
+      for (int pass = 0; pass < 2; pass++) {
+        const float *w = pass ? dp : s;
+        const __local float *tile = pass ? Qs : Gs;
+        float *accum = pass ? dka : dva;
+        for (int c0 = 0; c0 < DV; c0 += DB) {
+          floatv acc[RPW][DB];
+#pragma unroll
+          for (int r = 0; r < RPW; r++)
+#pragma unroll
+            for (int u = 0; u < DB; u++) acc[r][u] = VLD(accum + r * D + (c0 + u) * VEC);
+#pragma unroll 2
+          for (int x = 0; x < BR; x++) {
+            floatv t[DB];
+#pragma unroll
+            for (int u = 0; u < DB; u++) t[u] = VLD(tile + x * D + (c0 + u) * VEC);
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+              const floatv wx = (floatv)(w[r * BR + x]);
+#pragma unroll
+              for (int u = 0; u < DB; u++) acc[r][u] = mad(wx, t[u], acc[r][u]);
+            }
+          }
+#pragma unroll
+          for (int r = 0; r < RPW; r++)
+#pragma unroll
+            for (int u = 0; u < DB; u++) VST(acc[r][u], accum + r * D + (c0 + u) * VEC);
+        }
+      }
+
+#if DQ_ATOMIC
+      /* dQ_i += dS_i K over this block's keys: the BR x DV output vectors spread over the group. */
+      for (int r = 0; r < RPW; r++)
+        for (int x = 0; x < BR; x++) dSs[x * BC + lid + r * WGK] = dp[r * BR + x];
+      barrier(CLK_LOCAL_MEM_FENCE);
+      for (int y = lid; y < BR * DV; y += WGK) {
+        const int rr = y / DV, cv = y - rr * DV, i = q0 + rr;
+        if (i >= Sq) continue;
+        floatv acc = (floatv)(0.0f);
+        for (int jj = 0; jj < BC; jj++) acc = mad((floatv)(dSs[rr * BC + jj]), VLD(Ks + jj * D + cv * VEC), acc);
+        float accs[VEC];
+        VST(acc, accs);
+        volatile __global float *dst = ws + dq_off + (rowb + i) * D + cv * VEC;
+        for (int e = 0; e < VEC; e++)
+          if (accs[e] != 0.0f) atomic_add_f32(dst + e, accs[e]);
+      }
+#endif
+    }
+  }
+
+  for (int r = 0; r < RPW; r++) {
+    const int j = k0 + lid + r * WGK;
+    if (j >= Sk) continue;
+    const long kb = dk_off + b * dk_sb + (long)j * dk_ss + hk * dk_sh;
+    const long vb = dv_off + b * dv_sb + (long)j * dv_ss + hk * dv_sh;
+    for (int d = 0; d < D; d++) {
+      fa_store(dk, kb + d, dka[r * D + d] * scale);
+      fa_store(dv, vb + d, dva[r * D + d]);
+    }
+  }
+}
+
+#if !DQ_ATOMIC
+/* dq for one block of BR queries, walking the key blocks. Grid (ceil(Sq / BR) * WGQ, Hq, B). Work-item w owns
+ * queries q0 + w + r * WGQ, r < RPW. */
+__kernel __attribute__((reqd_work_group_size(WGQ, 1, 1))) void
+flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
+             __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh,
+             __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
+             __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh,
+             __global fa_t *dq, long dq_off, long dq_sb, long dq_ss, long dq_sh,
+             __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
+             __global const float *ws, long di_off,
+             int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2) {
+  __local float KT[D * BC];
+  __local float VT[D * BC];
+  __local float Ks[BC * D];
+
+  const int lid = get_local_id(0);
+  const int q0 = get_group_id(0) * BR;
+  const int h = get_group_id(1), b = get_group_id(2);
+  const int hk = h / group;
+  const long diag = (long)Sk - Sq;
+
+  /* This work-item's query and dO rows (zero past Sq), their lse2 and Di, and the dQ accumulators. */
+  float qr[RPW * D], gr[RPW * D], dqa[RPW * D], l2[RPW], di[RPW];
+  for (int r = 0; r < RPW; r++) {
+    const int i = q0 + lid + r * WGQ;
+    const long qb = q_off + b * q_sb + (long)i * q_ss + h * q_sh;
+    const long gb = g_off + b * g_sb + (long)i * g_ss + h * g_sh;
+    for (int d = 0; d < D; d++) {
+      qr[r * D + d] = i < Sq ? fa_load(q, qb + d) : 0.0f;
+      gr[r * D + d] = i < Sq ? fa_load(dout, gb + d) : 0.0f;
+      dqa[r * D + d] = 0.0f;
+    }
+    l2[r] = i < Sq ? row_lse2(lse[l_off + b * l_sb + h * l_sh + (long)i * l_ss]) : INFINITY;
+    di[r] = i < Sq ? ws[di_off + ((long)b * Hq + h) * Sq + i] : 0.0f;
+  }
+
+  const long kb = k_off + b * k_sb + hk * k_sh;
+  const long vb = v_off + b * v_sb + hk * v_sh;
+  /* Keys past the last row's diagonal are masked for the whole block: those tiles are never visited. */
+  int kend = Sk;
+  if (causal) kend = (int)clamp((long)min(q0 + BR, Sq) + diag, 0L, (long)Sk);
+
+  for (int k0 = 0; k0 < kend; k0 += BC) {
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int x = lid; x < BC * D; x += WGQ) {
+      const int jj = x / D, dd = x - jj * D, kj = k0 + jj;
+      float kx = 0.0f, vx = 0.0f;
+      if (kj < Sk) {
+        kx = fa_load(k, kb + (long)kj * k_ss + dd);
+        vx = fa_load(v, vb + (long)kj * v_ss + dd);
+      }
+      KT[dd * BC + jj] = kx;
+      VT[dd * BC + jj] = vx;
+      Ks[x] = kx;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    /* s = Q K^T, then dp = dO V^T, for the RPW queries over the block's keys, VEC keys per vector. */
+    float s[RPW * BC], dp[RPW * BC];
+    for (int pass = 0; pass < 2; pass++) {
+      const float *a = pass ? gr : qr;
+      const __local float *bt = pass ? VT : KT;
+      float *out = pass ? dp : s;
+      for (int c0 = 0; c0 < CV; c0 += CB) {
+        floatv acc[RPW][CB];
+#pragma unroll
+        for (int r = 0; r < RPW; r++)
+#pragma unroll
+          for (int u = 0; u < CB; u++) acc[r][u] = (floatv)(0.0f);
+#pragma unroll 2
+        for (int dd = 0; dd < D; dd++) {
+          floatv t[CB];
+#pragma unroll
+          for (int u = 0; u < CB; u++) t[u] = VLD(bt + dd * BC + (c0 + u) * VEC);
+#pragma unroll
+          for (int r = 0; r < RPW; r++) {
+            const floatv ad = (floatv)(a[r * D + dd]);
+#pragma unroll
+            for (int u = 0; u < CB; u++) acc[r][u] = mad(ad, t[u], acc[r][u]);
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < RPW; r++)
+#pragma unroll
+          for (int u = 0; u < CB; u++) VST(acc[r][u], out + r * BC + (c0 + u) * VEC);
+      }
+    }
+
+    /* P and dS, VEC keys per vector. Keys past Sk and, causal, past i + diag are masked. */
+    for (int r = 0; r < RPW; r++) {
+      const int i = q0 + lid + r * WGQ;
+      for (int c = 0; c < CV; c++) {
+        const floatv p = exp2(mad(VLD(s + r * BC + c * VEC), (floatv)(scale_log2), (floatv)(-l2[r])));
+        VST(p, s + r * BC + c * VEC);
+      }
+      const long last = causal ? min((long)i + diag, (long)Sk - 1) : (long)Sk - 1; /* last visible key */
+      if (k0 + BC - 1 > last)
+        for (int x = 0; x < BC; x++)
+          if (k0 + x > last) s[r * BC + x] = 0.0f;
+      for (int c = 0; c < CV; c++)
+        VST(VLD(s + r * BC + c * VEC) * (VLD(dp + r * BC + c * VEC) - (floatv)(di[r])), dp + r * BC + c * VEC);
+    }
+
+    /* dQ += dS K, VEC columns per vector. */
+    for (int c0 = 0; c0 < DV; c0 += DB) {
+      floatv acc[RPW][DB];
+#pragma unroll
+      for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int u = 0; u < DB; u++) acc[r][u] = VLD(dqa + r * D + (c0 + u) * VEC);
+#pragma unroll 2
+      for (int x = 0; x < BC; x++) {
+        floatv t[DB];
+#pragma unroll
+        for (int u = 0; u < DB; u++) t[u] = VLD(Ks + x * D + (c0 + u) * VEC);
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+          const floatv wx = (floatv)(dp[r * BC + x]);
+#pragma unroll
+          for (int u = 0; u < DB; u++) acc[r][u] = mad(wx, t[u], acc[r][u]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int u = 0; u < DB; u++) VST(acc[r][u], dqa + r * D + (c0 + u) * VEC);
+    }
+  }
+
+  for (int r = 0; r < RPW; r++) {
+    const int i = q0 + lid + r * WGQ;
+    if (i >= Sq) continue;
+    const long ob = dq_off + b * dq_sb + (long)i * dq_ss + h * dq_sh;
+    for (int d = 0; d < D; d++) fa_store(dq, ob + d, dqa[r * D + d] * scale);
+  }
+}
+#endif
+
+#if DQ_ATOMIC
+/* dq = scale * the float32 accumulator, in dq's dtype and strides. Grid (Sq rounded up, Hq, B). */
+__kernel void flash_bwd_dq_convert(__global const float *ws, long acc_off,
+                                   __global fa_t *dq, long dq_off, long dq_sb, long dq_ss, long dq_sh,
+                                   int Sq, int Hq, float scale) {
+  const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+  if (i >= Sq) return;
+  const long src = acc_off + (((long)b * Hq + h) * Sq + i) * D;
+  const long dst = dq_off + b * dq_sb + (long)i * dq_ss + h * dq_sh;
+  for (int d = 0; d < D; d++) fa_store(dq, dst + d, ws[src + d] * scale);
+}
+#endif

@@ -1,0 +1,335 @@
+/* Forward attention, FlashAttention Algorithm 1 (Dao et al. 2022): one pass over key/value tiles held in local
+ * memory, online softmax (running max m and sum l per query row), O accumulated in float32 registers, the
+ * Sq x Sk scores never stored.
+ *
+ *   q [B, Sq, Hq, D], k and v [B, Sk, Hkv, D], o like q, lse [B, Hq, Sq] float32 (natural log); any strides
+ *   (elements, 64-bit), the last dimension contiguous.
+ *   Grid: (ceil(Sq / BR) * WG, Hq, B) work-items in groups of WG = BR * TPR / RPT: one group per (block of BR
+ *   query rows, head, batch). Query head h reads key/value head h / group. Key j is masked for row i when
+ *   causal and j > i + (Sk - Sq); key tiles wholly above the block's last diagonal are skipped. A row with
+ *   every key masked gets o = 0 and lse = -inf.
+ *
+ * Compile-time parameters (the host's -D defines; src/tiling.c sizes BR and BC for the local memory):
+ *   HEAD_DIM  D, a multiple of 8
+ *   BR, BC    query rows per group, keys per tile
+ *   TPR, RPT  the two layouts. CPU (TPR = 1): a work-item owns RPT whole rows (RPT = 2 when BR is even): their
+ *             D accumulators and BC scores are private, the arithmetic is explicit vectors of VEC floats
+ *             (PoCL turns them into AVX; it does not vectorise this code across work-items), each K and V
+ *             vector loaded serves the RPT rows, and there is no barrier inside a tile's arithmetic.
+ *             GPU (TPR = 8, RPT = 1): a row's keys and columns are interleaved across its TPR work-items
+ *             (D / TPR accumulators each, no large private arrays), the row max is reduced through local
+ *             memory and P is shared through local memory for O += P V.
+ *   VEC       floats per vector (1, 2, 4, 8, 16); BC and D are multiples of TPR * VEC
+ *   KT_PAD    padding of the rows of KT, Qs and Ps (1 on GPUs: the rows a warp reads at once, or the transposed
+ *             K it writes, fall in different banks; 0 on CPUs)
+ *
+ * Local memory, floats: Qs BR*(D+pad) (q pre-scaled by scale*log2 e, so exp2 gives the softmax), KT D*(BC+pad)
+ * (K transposed: the scores of VEC consecutive keys are one vector FMA per d), Vs BC*D, and with TPR > 1
+ * Ps BR*(BC+pad) and red BR*TPR. fa_tiles_opencl_forward() counts the same.
+ *
+ * Work per group and key tile: 4*BR*BC*D flops against 2*BC*D elements staged: the intensity grows with BR.
+ * docs/PERFORMANCE.md has the measurements behind these choices. */
+
+#ifndef HEAD_DIM
+#error "HEAD_DIM must be defined"
+#endif
+#define D HEAD_DIM
+#ifndef RPT
+#define RPT 1
+#endif
+#if RPT > 1 && TPR > 1
+#error "RPT > 1 only with TPR = 1"
+#endif
+#if BR % RPT != 0
+#error "BR must be a multiple of RPT"
+#endif
+#define WG (BR * TPR / RPT)
+#define KT_LD (BC + KT_PAD)
+#define Q_LD (D + KT_PAD)
+#define P_LD (BC + KT_PAD)
+#define SN (BC / TPR) /* scores per work-item per tile */
+#define ON (D / TPR)  /* output columns per work-item */
+
+#if VEC == 1
+typedef float floatv;
+typedef int intv;
+#define IOTA 0
+#define VLD(p) (*(p))
+#define VST(x, p) (*(p) = (x))
+#elif VEC == 2
+typedef float2 floatv;
+typedef int2 intv;
+#define IOTA (int2)(0, 1)
+#define VLD(p) vload2(0, p)
+#define VST(x, p) vstore2(x, 0, p)
+#elif VEC == 4
+typedef float4 floatv;
+typedef int4 intv;
+#define IOTA (int4)(0, 1, 2, 3)
+#define VLD(p) vload4(0, p)
+#define VST(x, p) vstore4(x, 0, p)
+#elif VEC == 8
+typedef float8 floatv;
+typedef int8 intv;
+#define IOTA (int8)(0, 1, 2, 3, 4, 5, 6, 7)
+#define VLD(p) vload8(0, p)
+#define VST(x, p) vstore8(x, 0, p)
+#elif VEC == 16
+typedef float16 floatv;
+typedef int16 intv;
+#define IOTA (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define VLD(p) vload16(0, p)
+#define VST(x, p) vstore16(x, 0, p)
+#else
+#error "VEC must be 1, 2, 4, 8 or 16"
+#endif
+
+#if SN % VEC != 0 || ON % VEC != 0
+#error "BC / TPR and D / TPR must be multiples of VEC"
+#endif
+#define SV (SN / VEC) /* score vectors per work-item */
+#define OV (ON / VEC) /* output vectors per work-item */
+
+/* Horizontal max and sum of a floatv. */
+#if VEC == 1
+#define hmax(x) (x)
+#define hsum(x) (x)
+#elif VEC == 2
+#define hmax(x) fmax((x).s0, (x).s1)
+#define hsum(x) ((x).s0 + (x).s1)
+#elif VEC == 4
+#define hmax(x) fmax(fmax((x).s0, (x).s1), fmax((x).s2, (x).s3))
+#define hsum(x) (((x).s0 + (x).s1) + ((x).s2 + (x).s3))
+#elif VEC == 8
+inline float hmax(float8 x) { float4 y = fmax(x.lo, x.hi); return fmax(fmax(y.s0, y.s1), fmax(y.s2, y.s3)); }
+inline float hsum(float8 x) { float4 y = x.lo + x.hi; return (y.s0 + y.s1) + (y.s2 + y.s3); }
+#else
+inline float hmax(float16 x) { float8 z = fmax(x.lo, x.hi); float4 y = fmax(z.lo, z.hi); return fmax(fmax(y.s0, y.s1), fmax(y.s2, y.s3)); }
+inline float hsum(float16 x) { float8 z = x.lo + x.hi; float4 y = z.lo + z.hi; return (y.s0 + y.s1) + (y.s2 + y.s3); }
+#endif
+
+/* Register blocking: SB score vectors and OB output vectors stay in registers across the inner loop. */
+#if SV % 4 == 0
+#define SB 4
+#elif SV % 2 == 0
+#define SB 2
+#else
+#define SB 1
+#endif
+#if OV % 8 == 0 && RPT == 1
+#define OB 8
+#elif OV % 4 == 0
+#define OB 4
+#elif OV % 2 == 0
+#define OB 2
+#else
+#define OB 1
+#endif
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void
+flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
+          __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh,
+          __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
+          __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
+          __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse,
+          int Sq, int Sk, int group, int causal, float scale_log2) {
+  __local float Qs[BR * Q_LD];
+  __local float KT[D * KT_LD];
+  __local float Vs[BC * D];
+#if TPR > 1
+  __local float Ps[BR * P_LD];
+  __local float red[BR * TPR];
+#endif
+
+  const int lid = get_local_id(0);
+  const int r0 = (lid / TPR) * RPT, t = lid % TPR; /* rows r0 .. r0+RPT-1 of the block; lane t of TPR */
+  const int q0 = get_group_id(0) * BR;
+  const int h = get_group_id(1), b = get_group_id(2);
+  const int hk = h / group;
+  const long diag = (long)Sk - Sq; /* row i sees keys j <= i + diag */
+
+  const long qb = q_off + b * q_sb + h * q_sh;
+  const long kb = k_off + b * k_sb + hk * k_sh;
+  const long vb = v_off + b * v_sb + hk * v_sh;
+
+#if TPR == 1
+  /* CPU layout: work-items run one after another, so each copies whole rows (sequential reads). */
+  for (int rr = lid; rr < BR; rr += WG)
+    for (int dd = 0; dd < D; dd += 8) {
+      float8 x = q0 + rr < Sq ? fa_load8(q, qb + (long)(q0 + rr) * q_ss + dd) * scale_log2 : (float8)(0.0f);
+      vstore8(x, 0, Qs + rr * Q_LD + dd);
+    }
+#else
+  /* GPU layout: neighbouring work-items read neighbouring elements (coalesced). */
+  for (int x = lid; x < BR * D; x += WG) {
+    int rr = x / D, dd = x - rr * D;
+    Qs[rr * Q_LD + dd] = q0 + rr < Sq ? fa_load(q, qb + (long)(q0 + rr) * q_ss + dd) * scale_log2 : 0.0f;
+  }
+#endif
+
+  float oacc[RPT * ON]; /* row u's columns at oacc[u * ON ..] */
+  for (int x = 0; x < RPT * ON; x++) oacc[x] = 0.0f;
+  float m[RPT], l[RPT];
+  for (int u = 0; u < RPT; u++) m[u] = FA_MAX_INIT, l[u] = 0.0f;
+
+  /* Keys past the last row's diagonal are masked for the whole block: those tiles are never visited. */
+  int kend = Sk;
+  if (causal) {
+    long last = (long)min(q0 + BR, Sq) - 1 + diag + 1;
+    kend = (int)clamp(last, 0L, (long)Sk);
+  }
+
+  for (int k0 = 0; k0 < kend; k0 += BC) {
+    barrier(CLK_LOCAL_MEM_FENCE); /* Qs written (first tile) and the previous tile's readers done */
+#if TPR == 1
+    for (int jj = lid; jj < BC; jj += WG) {
+      const int kj = k0 + jj;
+      for (int dd = 0; dd < D; dd += 8) {
+        float8 kx = (float8)(0.0f), vx = (float8)(0.0f);
+        if (kj < Sk) {
+          kx = fa_load8(k, kb + (long)kj * k_ss + dd);
+          vx = fa_load8(v, vb + (long)kj * v_ss + dd);
+        }
+        vstore8(vx, 0, Vs + jj * D + dd);
+        __local float *kt = KT + dd * KT_LD + jj;
+        kt[0] = kx.s0, kt[KT_LD] = kx.s1, kt[2 * KT_LD] = kx.s2, kt[3 * KT_LD] = kx.s3;
+        kt[4 * KT_LD] = kx.s4, kt[5 * KT_LD] = kx.s5, kt[6 * KT_LD] = kx.s6, kt[7 * KT_LD] = kx.s7;
+      }
+    }
+#else
+    for (int x = lid; x < BC * D; x += WG) {
+      int jj = x / D, dd = x - jj * D;
+      int kj = k0 + jj;
+      float kx = 0.0f, vx = 0.0f;
+      if (kj < Sk) {
+        kx = fa_load(k, kb + (long)kj * k_ss + dd);
+        vx = fa_load(v, vb + (long)kj * v_ss + dd);
+      }
+      KT[dd * KT_LD + jj] = kx;
+      Vs[x] = vx;
+    }
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    /* S = Q K^T for this work-item's rows and keys: score vector c of row u, at s[u * SN + c * VEC], holds
+     * keys (c*TPR + t)*VEC .. +VEC-1 of the tile. Each K vector loaded serves RPT rows. */
+    float s[RPT * SN];
+    for (int c0 = 0; c0 < SV; c0 += SB) {
+      floatv acc[RPT][SB];
+#pragma unroll
+      for (int u = 0; u < RPT; u++)
+#pragma unroll
+        for (int w = 0; w < SB; w++) acc[u][w] = (floatv)(0.0f);
+      const __local float *kt = KT + ((c0 * TPR + t) * VEC);
+#pragma unroll 4
+      for (int dd = 0; dd < D; dd++) {
+        floatv kv[SB];
+#pragma unroll
+        for (int w = 0; w < SB; w++) kv[w] = VLD(kt + dd * KT_LD + w * TPR * VEC);
+#pragma unroll
+        for (int u = 0; u < RPT; u++) {
+          floatv qd = (floatv)(Qs[(r0 + u) * Q_LD + dd]);
+#pragma unroll
+          for (int w = 0; w < SB; w++) acc[u][w] = fma(qd, kv[w], acc[u][w]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < RPT; u++)
+#pragma unroll
+        for (int w = 0; w < SB; w++) VST(acc[u][w], s + u * SN + (c0 + w) * VEC);
+    }
+
+    /* Mask keys past Sk and, on tiles that reach past the block's first diagonal, the causal ones. */
+    if (k0 + BC > Sk || (causal && k0 + BC - 1 > q0 + diag)) {
+      for (int u = 0; u < RPT; u++) {
+        /* the last key row u sees, relative to k0, clamped to [-1, BC] so that it fits an int */
+        const long last = causal ? min((long)(q0 + r0 + u) + diag, (long)Sk - 1) : (long)Sk - 1;
+        const int lim = (int)clamp(last - k0, -1L, (long)BC);
+        for (int c = 0; c < SV; c++) {
+          intv key = (intv)((c * TPR + t) * VEC) + IOTA;
+          VST(select(VLD(s + u * SN + c * VEC), (floatv)(-INFINITY), key > (intv)(lim)), s + u * SN + c * VEC);
+        }
+      }
+    }
+
+    /* Online softmax per row, on whole vectors (PoCL vectorises exp2 only when it is given vectors):
+     * m_new = max(m, rowmax), p = exp2(s - m_new), l = l * alpha + rowsum(p), O *= alpha. */
+    float alpha[RPT];
+    for (int u = 0; u < RPT; u++) {
+      floatv mv = (floatv)(FA_MAX_INIT);
+      for (int c = 0; c < SV; c++) mv = fmax(mv, VLD(s + u * SN + c * VEC));
+      float mt = hmax(mv);
+#if TPR > 1
+      red[lid] = mt;
+      barrier(CLK_LOCAL_MEM_FENCE);
+      for (int w = 0; w < TPR; w++) mt = fmax(mt, red[(r0 + u) * TPR + w]);
+#endif
+      const float mnew = fmax(m[u], mt);
+      alpha[u] = exp2(m[u] - mnew); /* both finite */
+      floatv lv = (floatv)(0.0f);
+      for (int c = 0; c < SV; c++) {
+        floatv p = exp2(VLD(s + u * SN + c * VEC) - mnew);
+        VST(p, s + u * SN + c * VEC);
+        lv += p;
+      }
+      l[u] = l[u] * alpha[u] + hsum(lv); /* with TPR > 1 a partial sum over this lane's keys, summed at the end */
+      m[u] = mnew;
+    }
+
+#if TPR > 1
+    for (int c = 0; c < SV; c++)
+      for (int e = 0; e < VEC; e++) Ps[r0 * P_LD + (c * TPR + t) * VEC + e] = s[c * VEC + e];
+    barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+
+    /* O = diag(alpha) O + P V for this work-item's rows and columns: output vector c holds columns
+     * (c*TPR + t)*VEC .. +VEC-1. Each V vector loaded serves RPT rows. */
+    for (int c0 = 0; c0 < OV; c0 += OB) {
+      floatv acc[RPT][OB];
+#pragma unroll
+      for (int u = 0; u < RPT; u++)
+#pragma unroll
+        for (int w = 0; w < OB; w++) acc[u][w] = VLD(oacc + u * ON + (c0 + w) * VEC) * alpha[u];
+      const __local float *vs = Vs + ((c0 * TPR + t) * VEC);
+      for (int j = 0; j < BC; j++) {
+        floatv vv[OB];
+#pragma unroll
+        for (int w = 0; w < OB; w++) vv[w] = VLD(vs + j * D + w * TPR * VEC);
+#pragma unroll
+        for (int u = 0; u < RPT; u++) {
+#if TPR > 1
+          floatv pj = (floatv)(Ps[r0 * P_LD + j]);
+#else
+          floatv pj = (floatv)(s[u * SN + j]);
+#endif
+#pragma unroll
+          for (int w = 0; w < OB; w++) acc[u][w] = fma(pj, vv[w], acc[u][w]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < RPT; u++)
+#pragma unroll
+        for (int w = 0; w < OB; w++) VST(acc[u][w], oacc + u * ON + (c0 + w) * VEC);
+    }
+  }
+
+#if TPR > 1
+  barrier(CLK_LOCAL_MEM_FENCE); /* everyone is done reading red in the last tile */
+  red[lid] = l[0];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  l[0] = 0.0f;
+  for (int w = 0; w < TPR; w++) l[0] += red[r0 * TPR + w];
+#endif
+
+  for (int u = 0; u < RPT; u++) {
+    const int i = q0 + r0 + u;
+    if (i >= Sq) break;
+    /* l > 0 exactly when some key was visible (its p is 1); otherwise o = 0 and lse = -inf. */
+    const float inv = l[u] > 0.0f ? 1.0f / l[u] : 0.0f;
+    const long ob = o_off + b * o_sb + (long)i * o_ss + h * o_sh;
+    for (int c = 0; c < OV; c++)
+      for (int e = 0; e < VEC; e++) fa_store(o, ob + (c * TPR + t) * VEC + e, oacc[u * ON + c * VEC + e] * inv);
+    if (has_lse && t == 0)
+      lse[l_off + b * l_sb + h * l_sh + (long)i * l_ss] = l[u] > 0.0f ? (m[u] + log2(l[u])) * FA_LN2 : -INFINITY;
+  }
+}

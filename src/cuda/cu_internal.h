@@ -1,0 +1,207 @@
+/* The CUDA backend's shared state and helpers: the driver and NVRTC entry points (opened with dlopen, so the
+ * library loads where neither exists), one fa_cu per context (device, primary context, stream, device facts),
+ * kernels compiled with NVRTC and cached in memory and on disk, launches and a scratch workspace.
+ * Used by cu_loader.c, cu_nvrtc.c, cu_module.c, cu_context.c, cu_flash.c, cu_backward.c and cu_standard.c.
+ * cuda.h and nvrtc.h are included for their types only: nothing links against libcuda or libnvrtc. */
+#ifndef FA_CU_INTERNAL_H
+#define FA_CU_INTERNAL_H
+
+#include <cuda.h>
+#include <nvrtc.h>
+
+#include "backend.h"
+#include "tiling.h"
+
+/* ---- cu_loader.c: entry points ---- */
+
+/* The driver entry points we use, resolved by their versioned symbol names (cuMemAlloc_v2, ...).
+ * Field names drop the "cu" prefix so that cuda.h's renaming macros do not touch them. */
+typedef struct fa_cu_driver {
+  CUresult (*Init)(unsigned int flags);
+  CUresult (*DriverGetVersion)(int *version);
+  CUresult (*GetErrorName)(CUresult err, const char **str);
+  CUresult (*GetErrorString)(CUresult err, const char **str);
+  CUresult (*DeviceGetCount)(int *count);
+  CUresult (*DeviceGet)(CUdevice *dev, int ordinal);
+  CUresult (*DeviceGetName)(char *name, int len, CUdevice dev);
+  CUresult (*DeviceGetAttribute)(int *value, CUdevice_attribute attr, CUdevice dev);
+  CUresult (*DeviceTotalMem)(size_t *bytes, CUdevice dev);
+  CUresult (*DevicePrimaryCtxRetain)(CUcontext *ctx, CUdevice dev);
+  CUresult (*DevicePrimaryCtxRelease)(CUdevice dev);
+  CUresult (*CtxPushCurrent)(CUcontext ctx);
+  CUresult (*CtxPopCurrent)(CUcontext *ctx);
+  CUresult (*CtxGetDevice)(CUdevice *dev);
+  CUresult (*StreamCreate)(CUstream *stream, unsigned int flags);
+  CUresult (*StreamDestroy)(CUstream stream);
+  CUresult (*StreamSynchronize)(CUstream stream);
+  CUresult (*StreamGetCtx)(CUstream stream, CUcontext *ctx);
+  CUresult (*MemAlloc)(CUdeviceptr *ptr, size_t bytes);
+  CUresult (*MemFree)(CUdeviceptr ptr);
+  CUresult (*MemGetAddressRange)(CUdeviceptr *base, size_t *size, CUdeviceptr ptr);
+  CUresult (*PointerGetAttribute)(void *data, CUpointer_attribute attr, CUdeviceptr ptr);
+  CUresult (*MemcpyHtoDAsync)(CUdeviceptr dst, const void *src, size_t bytes, CUstream stream);
+  CUresult (*MemcpyDtoHAsync)(void *dst, CUdeviceptr src, size_t bytes, CUstream stream);
+  CUresult (*MemcpyDtoDAsync)(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream stream);
+  CUresult (*MemsetD8Async)(CUdeviceptr dst, unsigned char value, size_t n, CUstream stream);
+  CUresult (*MemsetD32Async)(CUdeviceptr dst, unsigned int value, size_t n, CUstream stream);
+  CUresult (*ModuleLoadData)(CUmodule *module, const void *image);
+  CUresult (*ModuleUnload)(CUmodule module);
+  CUresult (*ModuleGetFunction)(CUfunction *fn, CUmodule module, const char *name);
+  CUresult (*FuncGetAttribute)(int *value, CUfunction_attribute attr, CUfunction fn);
+  CUresult (*FuncSetAttribute)(CUfunction fn, CUfunction_attribute attr, int value);
+  CUresult (*LaunchKernel)(CUfunction fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                           unsigned int by, unsigned int bz, unsigned int shared_bytes, CUstream stream,
+                           void **params, void **extra);
+} fa_cu_driver;
+
+typedef struct fa_cu_nvrtc {
+  nvrtcResult (*Version)(int *major, int *minor);
+  const char *(*GetErrorString)(nvrtcResult err);
+  nvrtcResult (*CreateProgram)(nvrtcProgram *prog, const char *src, const char *name, int num_headers,
+                               const char *const *headers, const char *const *include_names);
+  nvrtcResult (*CompileProgram)(nvrtcProgram prog, int num_options, const char *const *options);
+  nvrtcResult (*GetProgramLogSize)(nvrtcProgram prog, size_t *size);
+  nvrtcResult (*GetProgramLog)(nvrtcProgram prog, char *log);
+  nvrtcResult (*GetCUBINSize)(nvrtcProgram prog, size_t *size);
+  nvrtcResult (*GetCUBIN)(nvrtcProgram prog, char *cubin);
+  nvrtcResult (*DestroyProgram)(nvrtcProgram *prog);
+} fa_cu_nvrtc;
+
+/* Open libcuda.so.1 and resolve the driver table (once per process; later calls return the first result).
+ * On failure msg says why ("libcuda.so.1: <dlerror>", "libcuda.so.1: no symbol cuMemAlloc_v2"). */
+FA_HIDDEN fa_status fa_cu_load_driver(const fa_cu_driver **out, char *msg, size_t msg_len);
+
+/* Open NVRTC (FLASHATTN_NVRTC, else libnvrtc.so, .so.13, .so.12, .so.11.2, then $CUDA_HOME/lib64 and
+ * /usr/local/cuda/lib64) and resolve its table, once per process. version is major * 1000 + minor * 10. */
+FA_HIDDEN fa_status fa_cu_load_nvrtc(const fa_cu_nvrtc **out, int *version, char *msg, size_t msg_len);
+
+/* "CUDA_ERROR_OUT_OF_MEMORY: out of memory" for a driver result (the names come from the driver itself). */
+FA_HIDDEN void fa_cu_result_text(const fa_cu_driver *cu, CUresult r, char *buf, size_t len);
+
+/* ---- cu_nvrtc.c: compiling kernels (no device or context needed: dev/nvrtc_check.c uses it too) ---- */
+
+/* Compile kernels/<file> with NVRTC for gpu arch `arch` ("sm_90") with the space-separated `defines`
+ * ("-DHEAD_DIM=128 -DBLOCK_N=64"); the headers it #includes ("x.cuh") are taken from kernels/ as well.
+ * On success *image is a malloc'd CUBIN (caller frees) of *size bytes, and *log (may be NULL) the
+ * malloc'd compile log (ptxas notes when `verbose`). On failure FA_ERROR_KERNEL_BUILD (or
+ * FA_ERROR_OUT_OF_MEMORY) and msg holds "nvrtcCompileProgram(<file> <defines>): <log head>". */
+FA_HIDDEN fa_status fa_cu_compile(const fa_cu_nvrtc *nv, const char *file, const char *defines, const char *arch,
+                                  int verbose, void **image, size_t *size, char **log, char *msg, size_t msg_len);
+
+/* The options fa_cu_compile passes to NVRTC besides the defines (part of the cache key). */
+#define FA_CU_NVRTC_OPTIONS "-default-device -std=c++14 --use_fast_math"
+
+/* ---- cu_variants.c: which kernel variant serves a problem (pure, shared with dev/nvrtc_check.c) ---- */
+
+/* The -D define that selects the storage type in kernels/cuda_common.cuh: "-DFA_DTYPE=0|1|2". */
+FA_HIDDEN const char *fa_cu_dtype_define(fa_dtype dtype);
+
+typedef struct fa_cu_fwd_variant {
+  int tc;             /* 1: flash_fwd_tc (tensor cores); 0: flash_fwd_simt (CUDA cores) */
+  int q_regs;         /* flash_fwd_tc holds Q in registers */
+  fa_tiles tiles;     /* block_q, block_k, threads per block, dynamic shared bytes */
+  const char *kernel; /* the function's name in kernels/flash_fwd.cu */
+  char defines[160];  /* what it is compiled with */
+} fa_cu_fwd_variant;
+
+/* The forward kernel for a head dim and dtype on a device of compute capability cc_major.x within the
+ * limits; async: q, k and v rows all start on 16-byte boundaries (cp.async loads). FA_ERROR_UNSUPPORTED
+ * when no tile fits the shared-memory budget. */
+FA_HIDDEN fa_status fa_cu_forward_variant(const fa_tile_limits *lim, int cc_major, int head_dim, fa_dtype dtype,
+                                          int async, fa_cu_fwd_variant *out);
+
+/* ---- the context ---- */
+
+/* A module compiled for this context and the one kernel taken from it. */
+typedef struct fa_cu_module {
+  struct fa_cu_module *next;
+  char *key; /* "<file>|<defines>|<kernel>" */
+  CUmodule module;
+  CUfunction function;
+  int shared_limit; /* dynamic shared bytes the function is allowed so far (48 KiB by default) */
+} fa_cu_module;
+
+/* What the backend keeps in ctx->impl. */
+typedef struct fa_cu {
+  const fa_cu_driver *cu;
+  const fa_cu_nvrtc *nv;
+  int nvrtc_version; /* major * 1000 + minor * 10 */
+  int driver_version; /* cuDriverGetVersion: 13000 for 13.0 */
+  CUdevice device;
+  int ordinal;
+  CUcontext context; /* the device's primary context (retained), or the caller's stream's context */
+  int retained;      /* 1: we hold a reference on the primary context */
+  CUstream stream;   /* ours, or the caller's native_queue */
+  int own_stream;
+
+  /* Device facts, queried once at create. */
+  int cc_major, cc_minor, sm_count, max_threads;
+  size_t shared_optin;  /* CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN */
+  char arch[16];        /* "sm_90" */
+  char name[256];
+
+  fa_cu_module *modules;
+
+  /* Scratch device memory shared by the backend's calls; contents undefined between calls. */
+  CUdeviceptr workspace;
+  size_t workspace_bytes;
+} fa_cu;
+
+static inline fa_cu *fa_cu_of(const fa_context *ctx) { return (fa_cu *)ctx->impl; }
+
+/* fa_fail() for a failed driver call: "<call>: CUDA_ERROR_X: <text>", FA_ERROR_OUT_OF_MEMORY for
+ * CUDA_ERROR_OUT_OF_MEMORY, FA_ERROR_DEVICE for the rest. */
+FA_HIDDEN fa_status fa_cu_fail(fa_context *ctx, const char *call, CUresult r);
+
+/* Make the context's CUDA context current on this thread for the length of one call (push), and give the
+ * caller's back (pop). Every entry point that touches the driver brackets its work with these. */
+FA_HIDDEN fa_status fa_cu_push(fa_context *ctx);
+FA_HIDDEN void fa_cu_pop(fa_context *ctx);
+
+/* ---- cu_module.c ---- */
+
+/* A kernel `kernel` from kernels/<file> compiled with `defines` for this device: compiled once per context
+ * (NVRTC, or the on-disk cache: key = source hash, options, device name, arch, driver and NVRTC versions)
+ * and kept until the context is destroyed. When shared_bytes > 48 KiB, the function's dynamic shared
+ * memory limit is raised to it. Call between fa_cu_push and fa_cu_pop.
+ * Errors: FA_ERROR_KERNEL_BUILD with the log's head, FA_ERROR_DEVICE, FA_ERROR_OUT_OF_MEMORY. */
+FA_HIDDEN fa_status fa_cu_function(fa_context *ctx, const char *file, const char *defines, const char *kernel,
+                                   size_t shared_bytes, CUfunction *out);
+
+/* Unload every module of the context (at destroy). */
+FA_HIDDEN void fa_cu_modules_release(fa_context *ctx);
+
+/* Launch on the context's stream; `what` names the kernel in the error sentence. */
+FA_HIDDEN fa_status fa_cu_launch(fa_context *ctx, CUfunction fn, const unsigned grid[3], unsigned threads,
+                                 size_t shared_bytes, void **params, const char *what);
+
+/* The context's scratch buffer, grown (never shrunk) to at least `bytes`, its growth tracked by
+ * fa_mem_track(). Valid until the next fa_cu_workspace() call or context destruction; contents undefined.
+ * A grow first waits for the stream (work in flight may still use the old buffer). Call between push/pop.
+ * Errors: FA_ERROR_OUT_OF_MEMORY with a sentence. */
+FA_HIDDEN fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out);
+
+/* Free the workspace now. Call between push/pop. */
+FA_HIDDEN void fa_cu_workspace_release(fa_context *ctx);
+
+/* What the device offers one thread block, after FLASHATTN_LOCAL_MEM_BYTES, for the tiling functions. */
+FA_HIDDEN void fa_cu_tile_limits(const fa_context *ctx, fa_tile_limits *lim);
+
+
+/* A view's device address: the buffer's plus the view's element offset. */
+static inline CUdeviceptr fa_cu_addr(const fa_view *v, size_t elem_bytes) {
+  return (CUdeviceptr)(v->buf->native + (uint64_t)v->offset * elem_bytes);
+}
+
+/* ---- the entry points of the backend table (cu_context.c) that live in other files ---- */
+/* cu_flash.c: FA_ALGO_FLASH forward, and the dispatch to the standard path. */
+FA_HIDDEN fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p);
+/* cu_flash.c: the forward tiles for a head dim and dtype (the table's .tiles entry). */
+FA_HIDDEN fa_status fa_cu_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out);
+/* cu_standard.c: FA_ALGO_STANDARD forward (scores in device memory, GEMMs through cuBLAS). */
+FA_HIDDEN fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p);
+FA_HIDDEN fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p); /* cu_standard.c: FA_ALGO_STANDARD backward */
+/* cu_backward.c: the backward pass. */
+FA_HIDDEN fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p);
+
+#endif

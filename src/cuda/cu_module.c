@@ -1,0 +1,201 @@
+/* Kernels for one context: compiled by NVRTC (cu_nvrtc.c) or taken from the on-disk cache, loaded as
+ * modules once per context and kept until it is destroyed; launches; the scratch workspace. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "cu_internal.h"
+#include "kernels.h"
+
+/* FNV-1a over the kernel file and every header it pulls in (fa_cu_compile sees the same texts). */
+static fa_status source_hash(const char *file, uint64_t *hash, char *msg, size_t msg_len) {
+  size_t len = 0;
+  char *src = fa_kernel_source(file, &len, msg, msg_len);
+  if (!src) return FA_ERROR_KERNEL_BUILD;
+  uint64_t h = fa_hash64(src, len, FA_HASH_SEED);
+  /* Headers: any #include "x" line names a kernels/ file; hash them in order of appearance. */
+  for (const char *p = strstr(src, "#include \""); p; p = strstr(p + 1, "#include \"")) {
+    const char *name = p + 10, *end = strchr(name, '"');
+    if (!end || end - name > 200) continue;
+    char hdr[256];
+    memcpy(hdr, name, (size_t)(end - name));
+    hdr[end - name] = '\0';
+    size_t hlen = 0;
+    char *text = fa_kernel_source(hdr, &hlen, msg, msg_len);
+    if (!text) {
+      free(src);
+      return FA_ERROR_KERNEL_BUILD;
+    }
+    h = fa_hash64(text, hlen, h);
+    free(text);
+  }
+  free(src);
+  *hash = h;
+  return FA_SUCCESS;
+}
+
+/* Load a CUBIN as a module and take `kernel` from it. */
+static CUresult load_module(const fa_cu *c, const void *image, const char *kernel, CUmodule *mod, CUfunction *fn) {
+  CUresult r = c->cu->ModuleLoadData(mod, image);
+  if (r != CUDA_SUCCESS) return r;
+  r = c->cu->ModuleGetFunction(fn, *mod, kernel);
+  if (r != CUDA_SUCCESS) {
+    c->cu->ModuleUnload(*mod);
+    *mod = NULL;
+  }
+  return r;
+}
+
+/* Build (or fetch from disk) and load the module for one entry. */
+static fa_status build_entry(fa_context *ctx, const char *file, const char *defines, const char *kernel,
+                             fa_cu_module *e) {
+  fa_cu *c = fa_cu_of(ctx);
+  char msg[1024] = "";
+  uint64_t hash = 0;
+  fa_status st = source_hash(file, &hash, msg, sizeof msg);
+  if (st != FA_SUCCESS) return fa_fail(ctx, st, "%s", msg);
+
+  size_t key_len = strlen(file) + strlen(defines) + strlen(c->name) + strlen(FA_CU_NVRTC_OPTIONS) + 160;
+  char *key = malloc(key_len);
+  if (!key) return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "%s: out of host memory", file);
+  snprintf(key, key_len, "cuda|%s|%016llx|%s|%s %s|%s|driver %d|nvrtc %d", file, (unsigned long long)hash,
+           c->arch, FA_CU_NVRTC_OPTIONS, defines, c->name, c->driver_version, c->nvrtc_version);
+
+  size_t size = 0;
+  void *image = fa_cache_load(key, &size);
+  CUresult r = CUDA_ERROR_INVALID_IMAGE;
+  if (image) {
+    r = load_module(c, image, kernel, &e->module, &e->function);
+    free(image);
+    image = NULL;
+  }
+  if (r != CUDA_SUCCESS) { /* a miss, or an entry the driver refuses: build it afresh */
+    st = fa_cu_compile(c->nv, file, defines, c->arch, 0, &image, &size, NULL, msg, sizeof msg);
+    if (st != FA_SUCCESS) {
+      free(key);
+      return fa_fail(ctx, st, "%s", msg);
+    }
+    r = load_module(c, image, kernel, &e->module, &e->function);
+    if (r == CUDA_SUCCESS) fa_cache_store(key, image, size);
+    free(image);
+    if (r != CUDA_SUCCESS) {
+      free(key);
+      char text[256];
+      fa_cu_result_text(c->cu, r, text, sizeof text);
+      return fa_fail(ctx, r == CUDA_ERROR_OUT_OF_MEMORY ? FA_ERROR_OUT_OF_MEMORY : FA_ERROR_DEVICE,
+                     "cuModuleLoadData/cuModuleGetFunction(%s %s, %s): %s", file, defines, kernel, text);
+    }
+  }
+  free(key);
+  e->shared_limit = 48 * 1024;
+  return FA_SUCCESS;
+}
+
+fa_status fa_cu_function(fa_context *ctx, const char *file, const char *defines, const char *kernel,
+                         size_t shared_bytes, CUfunction *out) {
+  fa_cu *c = fa_cu_of(ctx);
+  size_t key_len = strlen(file) + strlen(defines) + strlen(kernel) + 3;
+  char *key = malloc(key_len);
+  if (!key) return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "%s: out of host memory", file);
+  snprintf(key, key_len, "%s|%s|%s", file, defines, kernel);
+  fa_cu_module *e = c->modules;
+  while (e && strcmp(e->key, key) != 0) e = e->next;
+  if (!e) {
+    e = calloc(1, sizeof *e);
+    if (!e) {
+      free(key);
+      return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "%s: out of host memory", file);
+    }
+    fa_status st = build_entry(ctx, file, defines, kernel, e);
+    if (st != FA_SUCCESS) {
+      free(e);
+      free(key);
+      return st;
+    }
+    e->key = key;
+    e->next = c->modules;
+    c->modules = e;
+  } else {
+    free(key);
+  }
+  /* Above 48 KiB a block's dynamic shared memory must be allowed per function (the opt-in limit). */
+  if (shared_bytes > (size_t)e->shared_limit) {
+    if (shared_bytes > c->shared_optin)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "%s: %zu bytes of shared memory per block, the device allows %zu",
+                     kernel, shared_bytes, c->shared_optin);
+    CUresult r = c->cu->FuncSetAttribute(e->function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                         (int)shared_bytes);
+    if (r != CUDA_SUCCESS) return fa_cu_fail(ctx, "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", r);
+    e->shared_limit = (int)shared_bytes;
+  }
+  *out = e->function;
+  return FA_SUCCESS;
+}
+
+void fa_cu_modules_release(fa_context *ctx) {
+  fa_cu *c = fa_cu_of(ctx);
+  while (c->modules) {
+    fa_cu_module *e = c->modules;
+    c->modules = e->next;
+    if (e->module) c->cu->ModuleUnload(e->module);
+    free(e->key);
+    free(e);
+  }
+}
+
+fa_status fa_cu_launch(fa_context *ctx, CUfunction fn, const unsigned grid[3], unsigned threads,
+                       size_t shared_bytes, void **params, const char *what) {
+  fa_cu *c = fa_cu_of(ctx);
+  if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0) return FA_SUCCESS;
+  if (grid[1] > 65535 || grid[2] > 65535)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "%s: grid %u x %u x %u is beyond the 65535 limit of y and z", what,
+                   grid[0], grid[1], grid[2]);
+  CUresult r = c->cu->LaunchKernel(fn, grid[0], grid[1], grid[2], threads, 1, 1, (unsigned)shared_bytes, c->stream,
+                                   params, NULL);
+  if (r != CUDA_SUCCESS) {
+    char text[256];
+    fa_cu_result_text(c->cu, r, text, sizeof text);
+    return fa_fail(ctx, r == CUDA_ERROR_OUT_OF_MEMORY ? FA_ERROR_OUT_OF_MEMORY : FA_ERROR_DEVICE,
+                   "cuLaunchKernel(%s, grid %u x %u x %u, %u threads, %zu shared bytes): %s", what, grid[0], grid[1],
+                   grid[2], threads, shared_bytes, text);
+  }
+  return FA_SUCCESS;
+}
+
+fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out) {
+  fa_cu *c = fa_cu_of(ctx);
+  if (bytes == 0) bytes = 1;
+  if (c->workspace && c->workspace_bytes >= bytes) {
+    *out = c->workspace;
+    return FA_SUCCESS;
+  }
+  if (c->workspace) {
+    /* Work in flight may still read the old buffer: wait before freeing it. */
+    CUresult r = c->cu->StreamSynchronize(c->stream);
+    if (r != CUDA_SUCCESS) return fa_cu_fail(ctx, "cuStreamSynchronize", r);
+    fa_cu_workspace_release(ctx);
+  }
+  CUdeviceptr p = 0;
+  CUresult r = c->cu->MemAlloc(&p, bytes);
+  if (r != CUDA_SUCCESS) {
+    char text[256];
+    fa_cu_result_text(c->cu, r, text, sizeof text);
+    return fa_fail(ctx, r == CUDA_ERROR_OUT_OF_MEMORY ? FA_ERROR_OUT_OF_MEMORY : FA_ERROR_DEVICE,
+                   "cuMemAlloc: workspace of %zu bytes: %s", bytes, text);
+  }
+  c->workspace = p;
+  c->workspace_bytes = bytes;
+  fa_mem_track(ctx, (int64_t)bytes);
+  *out = p;
+  return FA_SUCCESS;
+}
+
+void fa_cu_workspace_release(fa_context *ctx) {
+  fa_cu *c = fa_cu_of(ctx);
+  if (!c->workspace) return;
+  c->cu->MemFree(c->workspace);
+  fa_mem_track(ctx, -(int64_t)c->workspace_bytes);
+  c->workspace = 0;
+  c->workspace_bytes = 0;
+}

@@ -1,0 +1,36 @@
+/* Which forward kernel variant serves a problem: the kernel, its tiles and the -D defines it is compiled
+ * with. Pure (no device, no context), so dev/nvrtc_check.c enumerates exactly what the library compiles. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cu_internal.h"
+
+const char *fa_cu_dtype_define(fa_dtype dtype) {
+  switch (dtype) {
+  case FA_F16: return "-DFA_DTYPE=1";
+  case FA_BF16: return "-DFA_DTYPE=2";
+  default: return "-DFA_DTYPE=0";
+  }
+}
+
+fa_status fa_cu_forward_variant(const fa_tile_limits *lim, int cc_major, int head_dim, fa_dtype dtype, int async,
+                                fa_cu_fwd_variant *out) {
+  memset(out, 0, sizeof *out);
+  /* Tensor cores need mma.m16n8k16 with f16/bf16 inputs: sm_80 and later. Before that, and when the budget
+   * (FLASHATTN_LOCAL_MEM_BYTES) is too small for the tensor-core tiles, 16-bit types take the CUDA-core
+   * kernel, which converts them to float32 in shared memory. */
+  if (dtype != FA_F32 && cc_major >= 8 && fa_tiles_cuda_forward(lim, head_dim, dtype, &out->tiles) == FA_SUCCESS) {
+    out->tc = 1;
+    out->q_regs = head_dim <= 128; /* the layout fa_tiles_cuda_forward sized */
+    out->kernel = "flash_fwd_tc";
+    snprintf(out->defines, sizeof out->defines, "-DFA_TC=1 %s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ASYNC=%d -DQ_IN_REGS=%d",
+             fa_cu_dtype_define(dtype), head_dim, out->tiles.block_k, async != 0, out->q_regs);
+    return FA_SUCCESS;
+  }
+  fa_status st = fa_tiles_cuda_forward(lim, head_dim, FA_F32, &out->tiles);
+  if (st != FA_SUCCESS) return st;
+  out->kernel = "flash_fwd_simt";
+  snprintf(out->defines, sizeof out->defines, "-DFA_TC=0 %s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d",
+           fa_cu_dtype_define(dtype), head_dim, out->tiles.block_q, out->tiles.block_k);
+  return FA_SUCCESS;
+}

@@ -1,0 +1,219 @@
+/* The OpenCL backward pass (FA_ALGO_FLASH): tiles, build options and the launches of kernels/flash_bwd.cl.
+ *
+ * Three launches, FlashAttention-2's order: flash_bwd_pre (Di = rowsum(dO o O) into the workspace), then
+ * flash_bwd_dkdv (dK, dV per block of keys) and the dQ part, one of two schemes:
+ *   separate  flash_bwd_dq, one group per block of queries walking the key blocks; it recomputes S and dP
+ *             (7 matrix products in all instead of 5) but needs no atomics and writes dq directly, in a fixed
+ *             order: deterministic. Workspace B*Hq*Sq floats.
+ *   atomic    flash_bwd_dkdv adds dS K into a float32 accumulator with compare-and-swap loops, then
+ *             flash_bwd_dq_convert writes dq. Workspace B*Hq*Sq*(D+1) floats. Not deterministic.
+ * p->deterministic always takes the separate scheme; otherwise FA_CL_BWD_DEFAULT_ATOMIC decides (see
+ * docs/PERFORMANCE.md for the measurement behind it). For measurements, FLASHATTN_OPENCL_BWD_DQ=atomic|separate
+ * picks the scheme of non-deterministic calls, FLASHATTN_OPENCL_BWD_TILES=BRxBC[xRPW] the tiles and rows per
+ * work-item (when they fit),
+ * FLASHATTN_OPENCL_VEC the vector width (when it divides BR, BC and D).
+ *
+ * Everything that can fail short of the driver's launch (tiles, kernels, workspace, arguments) is done before
+ * the first launch, so that an error leaves every output untouched. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cl_internal.h"
+#include "tiling.h"
+
+#define FA_CL_BWD_DEFAULT_ATOMIC 0
+
+/* The tiles for this context, after the FLASHATTN_OPENCL_BWD_TILES override. */
+static fa_status bwd_tiles(fa_context *ctx, int d, fa_tiles *out) {
+  fa_tile_limits lim;
+  fa_cl_tile_limits(ctx, &lim);
+  fa_status s = fa_tiles_opencl_backward(&lim, d, out);
+  if (s != FA_SUCCESS)
+    return fa_fail(ctx, s, "flash backward: head dim %d: no tile fits in %zu bytes of local memory (the smallest needs %d)",
+                   d, lim.local_mem_bytes, (5 * d + 3) * (int)sizeof(float));
+  const char *env = getenv("FLASHATTN_OPENCL_BWD_TILES");
+  int br, bc, rpw = out->block_k / out->threads;
+  int n = env ? sscanf(env, "%dx%dx%d", &br, &bc, &rpw) : 0;
+  if (n >= 2 && br >= 1 && bc >= 1 && rpw >= 1 && br % rpw == 0 && bc % rpw == 0 && br <= lim.max_group_size &&
+      bc <= lim.max_group_size) {
+    size_t dkdv = 4 * (size_t)br * d + 2 * (size_t)br + (size_t)bc * d + (size_t)br * bc, dq = 3 * (size_t)bc * d;
+    size_t bytes = (dkdv > dq ? dkdv : dq) * sizeof(float);
+    if (bytes <= lim.local_mem_bytes) *out = (fa_tiles){br, bc, bc / rpw, bytes};
+  }
+  return FA_SUCCESS;
+}
+
+/* Floats per vector: the widest of 8/4/2/1 that divides BR, BC and D, or FLASHATTN_OPENCL_VEC where it does. */
+static int pick_vec(int br, int bc, int d) {
+  const char *env = getenv("FLASHATTN_OPENCL_VEC");
+  if (env && *env) {
+    int want = atoi(env);
+    if ((want == 1 || want == 2 || want == 4 || want == 8) && br % want == 0 && bc % want == 0 && d % want == 0)
+      return want;
+  }
+  for (int vec = 8; vec > 1; vec /= 2)
+    if (br % vec == 0 && bc % vec == 0 && d % vec == 0) return vec;
+  return 1;
+}
+
+static int use_atomic(const fa_problem *p) {
+  if (p->deterministic) return 0;
+  const char *env = getenv("FLASHATTN_OPENCL_BWD_DQ");
+  if (env && strcmp(env, "atomic") == 0) return 1;
+  if (env && strcmp(env, "separate") == 0) return 0;
+  return FA_CL_BWD_DEFAULT_ATOMIC;
+}
+
+/* Arguments in order, each failure named after the kernel. */
+typedef struct arg_list {
+  fa_context *ctx;
+  cl_kernel kernel;
+  const char *what;
+  cl_uint next;
+  fa_status status;
+} arg_list;
+
+static void arg(arg_list *a, size_t size, const void *value) {
+  if (a->status == FA_SUCCESS) a->status = fa_cl_arg(a->ctx, a->kernel, a->next, size, value, a->what);
+  a->next++;
+}
+static void arg_mem(arg_list *a, cl_mem m) { arg(a, sizeof m, &m); }
+static void arg_long(arg_list *a, int64_t x) {
+  cl_long v = x;
+  arg(a, sizeof v, &v);
+}
+static void arg_int(arg_list *a, int64_t x) {
+  cl_int v = (cl_int)x;
+  arg(a, sizeof v, &v);
+}
+static void arg_float(arg_list *a, float x) {
+  cl_float v = x;
+  arg(a, sizeof v, &v);
+}
+/* A BSHD view: buffer, offset and the batch, seq and head strides (lse: batch, head, seq). */
+static void arg_view(arg_list *a, const fa_view *view) {
+  arg_mem(a, fa_cl_mem(view->buf));
+  arg_long(a, view->offset);
+  for (int x = 0; x < 3; x++) arg_long(a, view->stride[x]);
+}
+
+static arg_list args_of(fa_context *ctx, cl_kernel kernel, const char *what) {
+  return (arg_list){ctx, kernel, what, 0, FA_SUCCESS};
+}
+
+static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
+  fa_cl *cl = fa_cl_of(ctx);
+  const int d = (int)p->head_dim;
+  fa_tiles tiles;
+  fa_status s = bwd_tiles(ctx, d, &tiles);
+  if (s != FA_SUCCESS) return s;
+  const int br = tiles.block_q, bc = tiles.block_k, rpw = tiles.block_k / tiles.threads;
+  const int atomic = use_atomic(p);
+  char options[256];
+  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DVEC=%d -DDQ_ATOMIC=%d",
+           fa_cl_dtype_define(p->dtype), d, br, bc, rpw, pick_vec(br, bc, d), atomic);
+  cl_kernel pre, dkdv, dq;
+  if ((s = fa_cl_kernel(ctx, "flash_bwd.cl", options, "flash_bwd_pre", &pre)) != FA_SUCCESS) return s;
+  if ((s = fa_cl_kernel(ctx, "flash_bwd.cl", options, "flash_bwd_dkdv", &dkdv)) != FA_SUCCESS) return s;
+  if ((s = fa_cl_kernel(ctx, "flash_bwd.cl", options, atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &dq)) !=
+      FA_SUCCESS)
+    return s;
+
+  /* Workspace: Di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
+  size_t rows, floats, bytes;
+  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, &rows) ||
+      __builtin_mul_overflow(rows, (size_t)p->seqlen_q, &rows) ||
+      __builtin_mul_overflow(rows, atomic ? (size_t)d + 1 : 1, &floats) ||
+      __builtin_mul_overflow(floats, sizeof(float), &bytes))
+    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "flash backward: workspace for %lld x %lld x %lld rows overflows size_t",
+                   (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+  cl_mem ws;
+  if ((s = fa_cl_workspace(ctx, bytes, &ws)) != FA_SUCCESS) return s;
+  const int64_t di_off = 0, dq_off = (int64_t)rows;
+
+  const int group = (int)(p->heads_q / p->heads_kv);
+  const float scale_log2 = p->scale * 1.4426950408889634f;
+
+  arg_list a = args_of(ctx, pre, "flash_bwd_pre");
+  arg_view(&a, &p->o);
+  arg_view(&a, &p->dout);
+  arg_mem(&a, ws);
+  arg_long(&a, di_off);
+  arg_long(&a, dq_off);
+  arg_int(&a, atomic);
+  arg_int(&a, p->seqlen_q);
+  arg_int(&a, p->heads_q);
+  if (a.status != FA_SUCCESS) return a.status;
+
+  a = args_of(ctx, dkdv, "flash_bwd_dkdv");
+  arg_view(&a, &p->q);
+  arg_view(&a, &p->k);
+  arg_view(&a, &p->v);
+  arg_view(&a, &p->dout);
+  arg_view(&a, &p->dk);
+  arg_view(&a, &p->dv);
+  arg_view(&a, &p->lse);
+  arg_mem(&a, ws);
+  arg_long(&a, di_off);
+  arg_long(&a, dq_off);
+  arg_int(&a, p->seqlen_q);
+  arg_int(&a, p->seqlen_k);
+  arg_int(&a, p->heads_q);
+  arg_int(&a, group);
+  arg_int(&a, p->causal != 0);
+  arg_float(&a, p->scale);
+  arg_float(&a, scale_log2);
+  if (a.status != FA_SUCCESS) return a.status;
+
+  if (atomic) {
+    a = args_of(ctx, dq, "flash_bwd_dq_convert");
+    arg_mem(&a, ws);
+    arg_long(&a, dq_off);
+    arg_view(&a, &p->dq);
+    arg_int(&a, p->seqlen_q);
+    arg_int(&a, p->heads_q);
+    arg_float(&a, p->scale);
+  } else {
+    a = args_of(ctx, dq, "flash_bwd_dq");
+    arg_view(&a, &p->q);
+    arg_view(&a, &p->k);
+    arg_view(&a, &p->v);
+    arg_view(&a, &p->dout);
+    arg_view(&a, &p->dq);
+    arg_view(&a, &p->lse);
+    arg_mem(&a, ws);
+    arg_long(&a, di_off);
+    arg_int(&a, p->seqlen_q);
+    arg_int(&a, p->seqlen_k);
+    arg_int(&a, p->heads_q);
+    arg_int(&a, group);
+    arg_int(&a, p->causal != 0);
+    arg_float(&a, p->scale);
+    arg_float(&a, scale_log2);
+  }
+  if (a.status != FA_SUCCESS) return a.status;
+
+  /* Row-wise kernels: groups of up to 64 work-items over the rows. */
+  size_t row_local = cl->max_group_size < 64 ? cl->max_group_size : 64;
+  size_t row_global[3] = {fa_cl_round_up((size_t)p->seqlen_q, row_local), (size_t)p->heads_q, (size_t)p->batch};
+  size_t row_local3[3] = {row_local, 1, 1};
+  if ((s = fa_cl_launch(ctx, pre, 3, row_global, row_local3, "flash_bwd_pre")) != FA_SUCCESS) return s;
+
+  size_t kv_blocks = (size_t)((p->seqlen_k + bc - 1) / bc), q_blocks = (size_t)((p->seqlen_q + br - 1) / br);
+  size_t kv_local[3] = {(size_t)(bc / rpw), 1, 1};
+  size_t kv_global[3] = {kv_blocks * kv_local[0], (size_t)p->heads_kv, (size_t)p->batch};
+  if ((s = fa_cl_launch(ctx, dkdv, 3, kv_global, kv_local, "flash_bwd_dkdv")) != FA_SUCCESS) return s;
+
+  if (atomic) return fa_cl_launch(ctx, dq, 3, row_global, row_local3, "flash_bwd_dq_convert");
+  size_t q_local[3] = {(size_t)(br / rpw), 1, 1};
+  size_t q_global[3] = {q_blocks * q_local[0], (size_t)p->heads_q, (size_t)p->batch};
+  return fa_cl_launch(ctx, dq, 3, q_global, q_local, "flash_bwd_dq");
+}
+
+fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p) {
+  if (p->algo != FA_ALGO_FLASH)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "fa_backward: FA_ALGO_STANDARD has no OpenCL backward pass yet (FA_ALGO_FLASH has one)");
+  return flash_backward(ctx, p);
+}

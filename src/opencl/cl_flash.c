@@ -1,0 +1,95 @@
+/* The OpenCL forward pass: tiles for the context's device, the build options of kernels/flash_fwd.cl, and
+ * its launch. FA_ALGO_STANDARD goes to cl_standard.c. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cl_internal.h"
+#include "tiling.h"
+
+fa_status fa_cl_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
+  (void)dtype; /* tiles hold float32 in local memory whatever the storage type */
+  fa_tile_limits lim;
+  fa_cl_tile_limits(ctx, &lim);
+  fa_status s = fa_tiles_opencl_forward(&lim, head_dim, out);
+  if (s != FA_SUCCESS)
+    return fa_fail(ctx, s, "flash forward: head dim %d: no tile fits in %zu bytes of local memory (the smallest needs %d)",
+                   head_dim, lim.local_mem_bytes, 12 * head_dim);
+  return FA_SUCCESS;
+}
+
+/* Floats per vector: scalar in the GPU layout (several work-items per row, interleaved); in the CPU layout
+ * the widest of 8/4/2/1 that divides BC and D. FLASHATTN_OPENCL_VEC (1, 2, 4, 8, 16) overrides it where it
+ * divides both, for measurements (docs/PERFORMANCE.md compares them). */
+static int pick_vec(int bc, int d, int tpr) {
+  if (tpr > 1) return 1;
+  const char *env = getenv("FLASHATTN_OPENCL_VEC");
+  if (env && *env) {
+    int want = atoi(env);
+    if ((want == 1 || want == 2 || want == 4 || want == 8 || want == 16) && bc % want == 0 && d % want == 0)
+      return want;
+  }
+  for (int vec = 8; vec > 1; vec /= 2)
+    if (bc % vec == 0 && d % vec == 0) return vec;
+  return 1;
+}
+
+static fa_status set_view(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_view *view, int with_buffer) {
+  static const char *what = "flash_fwd";
+  fa_status s = FA_SUCCESS;
+  if (with_buffer) {
+    cl_mem mem = fa_cl_mem(view->buf);
+    s = fa_cl_arg(ctx, kern, (*arg)++, sizeof mem, &mem, what);
+  }
+  cl_long vals[4] = {view->offset, view->stride[0], view->stride[1], view->stride[2]};
+  for (int x = 0; x < 4 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof vals[x], &vals[x], what);
+  return s;
+}
+
+static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
+  if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash forward: sequence lengths above 2^31-1 (Sq %lld, Sk %lld)",
+                   (long long)p->seqlen_q, (long long)p->seqlen_k);
+  const int d = (int)p->head_dim;
+  fa_tiles tiles;
+  fa_status s = fa_cl_tiles(ctx, d, p->dtype, &tiles);
+  if (s != FA_SUCCESS) return s;
+  /* Work-items per row (GPU layout) or rows per work-item (CPU layout), from the group size. */
+  const int br = tiles.block_q, bc = tiles.block_k;
+  const int tpr = tiles.threads >= br ? tiles.threads / br : 1, rpt = tiles.threads < br ? br / tiles.threads : 1;
+  const int vec = pick_vec(bc, d, tpr);
+  char options[256];
+  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DTPR=%d -DRPT=%d -DVEC=%d -DKT_PAD=%d",
+           fa_cl_dtype_define(p->dtype), d, br, bc, tpr, rpt, vec, tpr > 1 ? 1 : 0);
+  cl_kernel kern;
+  if ((s = fa_cl_kernel(ctx, "flash_fwd.cl", options, "flash_fwd", &kern)) != FA_SUCCESS) return s;
+
+  cl_uint arg = 0;
+  if ((s = set_view(ctx, kern, &arg, &p->q, 1)) != FA_SUCCESS) return s;
+  if ((s = set_view(ctx, kern, &arg, &p->k, 1)) != FA_SUCCESS) return s;
+  if ((s = set_view(ctx, kern, &arg, &p->v, 1)) != FA_SUCCESS) return s;
+  if ((s = set_view(ctx, kern, &arg, &p->o, 1)) != FA_SUCCESS) return s;
+  /* Without lse, the kernel never touches its pointer: pass q's buffer so that the argument is valid. */
+  cl_int has_lse = p->lse.buf != NULL;
+  cl_mem lse_mem = has_lse ? fa_cl_mem(p->lse.buf) : fa_cl_mem(p->q.buf);
+  if ((s = fa_cl_arg(ctx, kern, arg++, sizeof lse_mem, &lse_mem, "flash_fwd")) != FA_SUCCESS) return s;
+  fa_view lse_view = p->lse;
+  if (!has_lse) lse_view = (fa_view){0};
+  if ((s = set_view(ctx, kern, &arg, &lse_view, 0)) != FA_SUCCESS) return s;
+  cl_int ints[4] = {has_lse, (cl_int)p->seqlen_q, (cl_int)p->seqlen_k, (cl_int)(p->heads_q / p->heads_kv)};
+  for (int x = 0; x < 4 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, arg++, sizeof ints[x], &ints[x], "flash_fwd");
+  cl_int causal = p->causal != 0;
+  cl_float scale_log2 = p->scale * 1.4426950408889634f;
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof causal, &causal, "flash_fwd");
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, "flash_fwd");
+  if (s != FA_SUCCESS) return s;
+
+  size_t blocks = (size_t)((p->seqlen_q + br - 1) / br);
+  size_t local[3] = {(size_t)tiles.threads, 1, 1};
+  size_t global[3] = {blocks * (size_t)tiles.threads, (size_t)p->heads_q, (size_t)p->batch};
+  return fa_cl_launch(ctx, kern, 3, global, local, "flash_fwd");
+}
+
+fa_status fa_cl_forward(fa_context *ctx, const fa_problem *p) {
+  if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_forward(ctx, p);
+  return flash_forward(ctx, p);
+}

@@ -1,0 +1,120 @@
+/* The OpenCL backend's shared state and helpers: one fa_cl per context (device, queue, device facts),
+ * programs built from the kernels/ sources and cached in memory and on disk, kernels, and a scratch workspace.
+ * Used by cl_context.c, cl_flash.c, cl_backward.c and cl_standard.c. */
+#ifndef FA_CL_INTERNAL_H
+#define FA_CL_INTERNAL_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+
+#include "backend.h"
+#include "tiling.h"
+
+/* A built program and the kernels created from it, kept for the context's lifetime. */
+typedef struct fa_cl_kernel_entry {
+  struct fa_cl_kernel_entry *next;
+  char *name;
+  cl_kernel kernel;
+} fa_cl_kernel_entry;
+
+typedef struct fa_cl_program_entry {
+  struct fa_cl_program_entry *next;
+  char *key; /* "<files>|<options>" */
+  cl_program program;
+  fa_cl_kernel_entry *kernels;
+} fa_cl_program_entry;
+
+/* What the backend keeps in ctx->impl. */
+typedef struct fa_cl {
+  cl_platform_id platform;
+  cl_device_id device;
+  cl_context context;     /* ours, or the caller's queue's (retained either way) */
+  cl_command_queue queue; /* ours, or the caller's native_queue (retained either way) */
+  int profiling;          /* the queue has CL_QUEUE_PROFILING_ENABLE: events carry timestamps */
+  int in_order;           /* 0 for a caller's out-of-order queue: fa_cl_launch() then puts barriers between commands */
+
+  /* Device facts, queried once at create. */
+  int is_cpu, is_gpu, is_nvidia, is_pocl;
+  cl_ulong local_mem_bytes; /* CL_DEVICE_LOCAL_MEM_SIZE as reported (ctx->info has the budget after the env) */
+  size_t max_group_size;
+  cl_uint compute_units;
+  cl_ulong global_mem_bytes, max_alloc_bytes;
+  cl_uint mem_base_align_bits; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN: sub-buffer origins must be multiples */
+  int cl_c_major, cl_c_minor;  /* CL_DEVICE_OPENCL_C_VERSION */
+  char device_name[256], vendor[256], platform_name[256], driver_version[64], device_version[128];
+
+  fa_cl_program_entry *programs;
+
+  /* Scratch device memory shared by the backend's calls; contents undefined between calls. */
+  cl_mem workspace;
+  size_t workspace_bytes;
+} fa_cl;
+
+static inline fa_cl *fa_cl_of(const fa_context *ctx) { return (fa_cl *)ctx->impl; }
+
+/* The name of an OpenCL error code ("CL_OUT_OF_RESOURCES"), or "CL error <n>" for an unknown one
+ * (the text then lives in a static buffer: fine for messages, not for keeping). */
+FA_HIDDEN const char *fa_cl_error_name(cl_int err);
+
+/* fa_fail() for a failed driver call: "<call>: <CL_NAME>", and FA_ERROR_OUT_OF_MEMORY for the
+ * allocation codes, FA_ERROR_DEVICE for the rest. */
+FA_HIDDEN fa_status fa_cl_fail(fa_context *ctx, const char *call, cl_int err);
+
+/* A kernel from a program built from kernels/common.cl followed by `files` (space-separated names under
+ * kernels/, e.g. "flash_fwd.cl"), with build `options` (the -D defines). Programs and kernels are built
+ * once per context and kept until it is destroyed; the program binary is also kept in the on-disk cache
+ * (src/cache.c). The kernel belongs to the context: do not release it. Since a context is used by one
+ * thread at a time, setting its arguments and enqueueing it is safe.
+ * Errors: FA_ERROR_KERNEL_BUILD with the build log's head, FA_ERROR_DEVICE, FA_ERROR_OUT_OF_MEMORY. */
+FA_HIDDEN fa_status fa_cl_kernel(fa_context *ctx, const char *files, const char *options, const char *name,
+                                 cl_kernel *out);
+
+/* The context's scratch buffer, grown (never shrunk) to at least `bytes`, with its growth tracked by
+ * fa_mem_track(). Valid until the next fa_cl_workspace() call or context destruction; contents undefined.
+ * A call that needs several regions asks once for their sum and addresses them by offset (kernel args)
+ * or with clCreateSubBuffer (origins aligned to mem_base_align_bits / 8).
+ * Errors: FA_ERROR_OUT_OF_MEMORY when the device cannot hold it (bytes > CL_DEVICE_MAX_MEM_ALLOC_SIZE,
+ * or an allocation failure). */
+FA_HIDDEN fa_status fa_cl_workspace(fa_context *ctx, size_t bytes, cl_mem *out);
+
+/* Free the workspace now (for example after a large standard-attention call). */
+FA_HIDDEN void fa_cl_workspace_release(fa_context *ctx);
+
+/* Enqueue an NDRange launch of `kernel` (arguments already set) on the context's queue, behind a barrier
+ * when the queue is out of order, so that launches and copies of one context run in issue order.
+ * `local` may be NULL. `what` names the kernel in the error sentence. */
+FA_HIDDEN fa_status fa_cl_launch(fa_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global,
+                                 const size_t *local, const char *what);
+
+/* Set argument `index` of `kernel` from `size` bytes at `value` (NULL for a __local size), failing with a
+ * sentence that names the kernel and the argument. */
+FA_HIDDEN fa_status fa_cl_arg(fa_context *ctx, cl_kernel kernel, cl_uint index, size_t size, const void *value,
+                              const char *what);
+
+/* What the device offers one work-group, after FLASHATTN_LOCAL_MEM_BYTES, for the tiling functions. */
+FA_HIDDEN void fa_cl_tile_limits(const fa_context *ctx, fa_tile_limits *lim);
+
+/* The -D define that selects the storage type in kernels/common.cl: "-DFA_DTYPE=0|1|2" (f32, f16, bf16). */
+FA_HIDDEN const char *fa_cl_dtype_define(fa_dtype dtype);
+
+/* A buffer's cl_mem. */
+static inline cl_mem fa_cl_mem(const fa_buffer *buf) { return (cl_mem)(uintptr_t)buf->native; }
+
+/* Launch sizes rounded up: the smallest multiple of `multiple` >= n. */
+static inline size_t fa_cl_round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+/* The entry points of the backend table (cl_context.c) that live in other files. */
+/* cl_flash.c: FA_ALGO_FLASH forward, and the dispatch to the standard path. */
+FA_HIDDEN fa_status fa_cl_forward(fa_context *ctx, const fa_problem *p);
+/* cl_flash.c: the forward tiles for a head dim (the table's .tiles entry). */
+FA_HIDDEN fa_status fa_cl_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out);
+/* cl_standard.c: FA_ALGO_STANDARD forward (scores in device memory, GEMMs through CLBlast). */
+FA_HIDDEN fa_status fa_cl_standard_forward(fa_context *ctx, const fa_problem *p);
+/* cl_standard_bwd.c: FA_ALGO_STANDARD backward (P, dP, dS in device memory, GEMMs through CLBlast). */
+FA_HIDDEN fa_status fa_cl_standard_backward(fa_context *ctx, const fa_problem *p);
+/* cl_backward.c: the backward pass (both algorithms: the flash one recomputes, by tiles). */
+FA_HIDDEN fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p);
+
+#endif

@@ -1,0 +1,463 @@
+/* Argument errors: every bad call returns FA_ERROR_INVALID_ARGUMENT (FA_ERROR_UNSUPPORTED where the call is
+ * valid but not served), leaves a sentence naming the argument in fa_context_last_error(), and writes
+ * nothing: outputs are poisoned before the call and must read back bit-identical after it.
+ *
+ * Each case starts from a valid call (B=2, Sq=8, Sk=12, Hq=4, Hkv=2, D=16, float32, packed, in buffers
+ * big enough for any head dim tried) and breaks one thing. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+enum { B = 2, SQ = 8, SK = 12, HQ = 4, HKV = 2, D = 16 };
+#define BUF_BYTES ((size_t)1 << 19) /* room for D = 512 in every tensor */
+
+/* The operands of one call; a case mutates a copy, then the call reads through the pointers. */
+typedef struct call {
+  fa_context *ctx;
+  fa_attention_desc desc;
+  fa_tensor q, k, v, o, lse, dout, dq, dk, dv;
+  const fa_attention_desc *descp;
+  const fa_tensor *qp, *kp, *vp, *op, *lsep, *doutp, *dqp, *dkp, *dvp;
+} call;
+
+/* Buffers of one backend, created on first use: inputs hold zeros, outputs poison. */
+typedef struct fixture {
+  fa_context *ctx, *other; /* other: a second context, for a buffer that belongs elsewhere */
+  fa_buffer *buf[9];       /* q k v o lse dout dq dk dv */
+  fa_buffer *foreign;
+  unsigned char *poison;
+} fixture;
+
+static fixture fixtures[2];
+
+static fixture *get_fixture(int bi) {
+  fixture *f = &fixtures[bi];
+  if (f->ctx) return f;
+  f->ctx = th_context(bi);
+  f->poison = malloc(BUF_BYTES);
+  ck_assert_ptr_nonnull(f->poison);
+  memset(f->poison, 0xff, BUF_BYTES); /* 0xffffffff and 0xffff: NaN in every dtype */
+  for (int i = 0; i < 9; i++) {
+    ck_assert_int_eq(fa_buffer_create(f->ctx, BUF_BYTES, &f->buf[i]), FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_write(f->ctx, f->buf[i], 0, f->poison, BUF_BYTES), FA_SUCCESS);
+  }
+  fa_context_options opt;
+  fa_context_options_default(&opt);
+  opt.backend = th_backend_kind(bi);
+  ck_assert_int_eq(fa_context_create(&opt, &f->other), FA_SUCCESS);
+  ck_assert_int_eq(fa_buffer_create(f->other, BUF_BYTES, &f->foreign), FA_SUCCESS);
+  return f;
+}
+
+static void free_fixtures(void) {
+  for (int i = 0; i < 2; i++) {
+    fixture *f = &fixtures[i];
+    for (int j = 0; j < 9; j++) fa_buffer_destroy(f->buf[j]);
+    fa_buffer_destroy(f->foreign);
+    fa_context_destroy(f->other);
+    free(f->poison);
+    memset(f, 0, sizeof *f);
+  }
+}
+
+static void valid_call(fixture *f, call *c) {
+  memset(c, 0, sizeof *c);
+  c->ctx = f->ctx;
+  fa_tensor_packed(&c->q, f->buf[0], 0, FA_F32, B, SQ, HQ, D);
+  fa_tensor_packed(&c->k, f->buf[1], 0, FA_F32, B, SK, HKV, D);
+  fa_tensor_packed(&c->v, f->buf[2], 0, FA_F32, B, SK, HKV, D);
+  fa_tensor_packed(&c->o, f->buf[3], 0, FA_F32, B, SQ, HQ, D);
+  fa_tensor_packed(&c->lse, f->buf[4], 0, FA_F32, B, HQ, SQ, 1);
+  fa_tensor_packed(&c->dout, f->buf[5], 0, FA_F32, B, SQ, HQ, D);
+  fa_tensor_packed(&c->dq, f->buf[6], 0, FA_F32, B, SQ, HQ, D);
+  fa_tensor_packed(&c->dk, f->buf[7], 0, FA_F32, B, SK, HKV, D);
+  fa_tensor_packed(&c->dv, f->buf[8], 0, FA_F32, B, SK, HKV, D);
+  c->descp = &c->desc;
+  c->qp = &c->q, c->kp = &c->k, c->vp = &c->v, c->op = &c->o, c->lsep = &c->lse;
+  c->doutp = &c->dout, c->dqp = &c->dq, c->dkp = &c->dk, c->dvp = &c->dv;
+}
+
+/* Every tensor of the call gets head dim d (packed strides follow). */
+static void set_head_dim(call *c, int64_t d) {
+  fa_tensor *ts[] = {&c->q, &c->k, &c->v, &c->o, &c->dout, &c->dq, &c->dk, &c->dv};
+  for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+    fa_tensor_packed(ts[i], ts[i]->buf, ts[i]->offset, ts[i]->dtype, ts[i]->shape[0], ts[i]->shape[1],
+                     ts[i]->shape[2], d);
+}
+
+static void repack(fa_tensor *t) {
+  fa_tensor_packed(t, t->buf, t->offset, t->dtype, t->shape[0], t->shape[1], t->shape[2], t->shape[3]);
+}
+
+/* One error case: how it breaks the valid call, what it must return, which words the message must hold
+ * (alternatives separated by '|', matched as whole words, case-insensitive). NULL ctx: no message. */
+typedef struct err_case {
+  const char *what;
+  fa_status want;
+  const char *names;
+} err_case;
+
+#define INV FA_ERROR_INVALID_ARGUMENT
+#define UNS FA_ERROR_UNSUPPORTED
+
+/* Breaks c for forward/backward case i; returns the case, or a case with what == NULL past the end. */
+static err_case break_call(int i, call *c, fixture *f, int backward) {
+  const int64_t big = (int64_t)1 << 40;
+  switch (i) {
+  case 0: c->ctx = NULL; return (err_case){"NULL context", INV, NULL};
+  case 1: c->descp = NULL; return (err_case){"NULL descriptor", INV, "desc"};
+  case 2: c->qp = NULL; return (err_case){"NULL q", INV, "q"};
+  case 3: c->kp = NULL; return (err_case){"NULL k", INV, "k"};
+  case 4: c->vp = NULL; return (err_case){"NULL v", INV, "v"};
+  case 5: c->op = NULL; return (err_case){"NULL o", INV, "o"};
+  case 6: c->q.buf = NULL; return (err_case){"q with a NULL buffer", INV, "q"};
+  case 7: c->o.buf = NULL; return (err_case){"o with a NULL buffer", INV, "o"};
+  case 8: c->lse.buf = NULL; return (err_case){"lse with a NULL buffer", INV, "lse"};
+  case 9: c->q.shape[1] = 0; return (err_case){"q with seqlen 0", INV, "q"};
+  case 10: c->k.shape[1] = -1; return (err_case){"k with seqlen -1", INV, "k"};
+  case 11: c->q.shape[0] = 0, c->k.shape[0] = 0, c->v.shape[0] = 0, c->o.shape[0] = 0;
+    return (err_case){"batch 0 everywhere", INV, "q"};
+  case 12: c->k.shape[2] = -2; return (err_case){"k with -2 heads", INV, "k"};
+  case 13: c->k.shape[0] = 3, c->v.shape[0] = 3; repack(&c->k), repack(&c->v);
+    return (err_case){"k and v with batch 3, q with 2", INV, "k"};
+  case 14: c->v.shape[0] = 1; repack(&c->v); return (err_case){"v with batch 1, q and k with 2", INV, "v"};
+  case 15: c->k.shape[3] = 8, c->v.shape[3] = 8; repack(&c->k), repack(&c->v);
+    return (err_case){"k and v head dim 8, q 16", INV, "k"};
+  case 16: c->v.shape[3] = 8; repack(&c->v); return (err_case){"v head dim 8, q and k 16", INV, "v"};
+  case 17: c->k.shape[2] = 3, c->v.shape[2] = 3; repack(&c->k), repack(&c->v);
+    return (err_case){"Hq 4 not a multiple of Hkv 3", INV, "k|heads"};
+  case 18: c->k.shape[2] = 8, c->v.shape[2] = 8; repack(&c->k), repack(&c->v);
+    return (err_case){"Hkv 8 above Hq 4", INV, "k|heads"};
+  case 19: c->v.shape[1] = SK - 1; repack(&c->v); return (err_case){"v seqlen differs from k's", INV, "v"};
+  case 20: c->o.shape[1] = SQ - 1; repack(&c->o); return (err_case){"o seqlen differs from q's", INV, "o"};
+  case 21: c->o.shape[2] = HQ / 2; repack(&c->o); return (err_case){"o heads differ from q's", INV, "o"};
+  case 22: c->o.shape[3] = 8; repack(&c->o); return (err_case){"o head dim differs from q's", INV, "o"};
+  case 23: fa_tensor_packed(&c->lse, c->lse.buf, 0, FA_F32, B, SQ, HQ, 1);
+    return (err_case){"lse shaped [B, Sq, Hq] instead of [B, Hq, Sq]", INV, "lse"};
+  case 24: fa_tensor_packed(&c->lse, c->lse.buf, 0, FA_F32, B, HQ, SQ, 2);
+    return (err_case){"lse with last dim 2", INV, "lse"};
+  case 25: c->lse.dtype = FA_F16; return (err_case){"lse in f16", INV, "lse"};
+  case 26: c->k.dtype = FA_F16; return (err_case){"k in f16, q in f32", INV, "k"};
+  case 27: c->o.dtype = FA_BF16; return (err_case){"o in bf16, q in f32", INV, "o"};
+  case 28: c->q.dtype = (fa_dtype)9; return (err_case){"q with dtype 9", INV, "q"};
+  case 29: c->q.stride[3] = 2; return (err_case){"q last stride 2", INV, "q"};
+  case 30: c->o.stride[3] = 0; return (err_case){"o last stride 0", INV, "o"};
+  case 31: c->k.stride[1] = -c->k.stride[1], c->k.offset = (size_t)(SK - 1) * HKV * D * 4;
+    return (err_case){"k with a negative seqlen stride (in bounds)", INV, "k"};
+  case 32: c->o.stride[2] = -D, c->o.offset = (size_t)(HQ - 1) * D * 4;
+    return (err_case){"o with a negative head stride (in bounds)", INV, "o"};
+  case 33: c->q.offset = BUF_BYTES - 64; return (err_case){"q reaching past the end of its buffer", INV, "q"};
+  case 34: c->v.stride[0] = (int64_t)(BUF_BYTES / 4); return (err_case){"v batch stride past the end", INV, "v"};
+  case 35: c->o.offset = 2; return (err_case){"o offset not a multiple of the element size", INV, "o"};
+  case 36: c->q.shape[1] = big, c->o.shape[1] = big; repack(&c->q), repack(&c->o);
+    return (err_case){"q and o with seqlen 2^40 in a 512 KiB buffer", INV, "q"};
+  case 37: c->k.shape[1] = INT32_MAX, c->v.shape[1] = INT32_MAX, c->k.stride[1] = big;
+    return (err_case){"k seqlen 2^31-1 with stride 2^40: extent overflows", INV, "k"};
+  case 38: c->v.stride[0] = INT64_MAX / 2; return (err_case){"v batch stride 2^62: extent overflows", INV, "v"};
+  case 39: c->o.offset = SIZE_MAX - 3; return (err_case){"o offset SIZE_MAX - 3", INV, "o"};
+  case 40: c->lse.stride[2] = SQ * 100000; return (err_case){"lse reaching past the end of its buffer", INV, "lse"};
+  case 41: set_head_dim(c, 0); return (err_case){"head dim 0", INV, "q|head"};
+  case 42: set_head_dim(c, 264); return (err_case){"head dim 264 (above 256)", UNS, "q|head"};
+  case 43: set_head_dim(c, 512); return (err_case){"head dim 512", UNS, "q|head"};
+  case 44: c->desc.softmax_scale = NAN; return (err_case){"softmax_scale NaN", INV, "softmax_scale|scale"};
+  case 45: c->desc.softmax_scale = -1; return (err_case){"softmax_scale -1", INV, "softmax_scale|scale"};
+  case 46: c->desc.softmax_scale = INFINITY; return (err_case){"softmax_scale inf", INV, "softmax_scale|scale"};
+  case 47: c->desc.algo = (fa_algo)7; return (err_case){"algo 7", INV, "algo"};
+  case 48: c->q.buf = f->foreign; return (err_case){"q in a buffer of another context", INV, "q"};
+  case 49: c->o.buf = f->foreign; return (err_case){"o in a buffer of another context", INV, "o"};
+  }
+  if (!backward) return (err_case){NULL, 0, NULL};
+  switch (i) { /* backward only */
+  case 50: c->lsep = NULL; return (err_case){"backward without lse", INV, "lse"};
+  case 51: c->doutp = NULL; return (err_case){"NULL dout", INV, "dout"};
+  case 52: c->dqp = NULL; return (err_case){"NULL dq", INV, "dq"};
+  case 53: c->dkp = NULL; return (err_case){"NULL dk", INV, "dk"};
+  case 54: c->dvp = NULL; return (err_case){"NULL dv", INV, "dv"};
+  case 55: c->dout.shape[1] = SQ + 1; repack(&c->dout); return (err_case){"dout seqlen differs from o's", INV, "dout"};
+  case 56: c->dq.shape[2] = HKV; repack(&c->dq); return (err_case){"dq heads like k, not q", INV, "dq"};
+  case 57: c->dk.shape[1] = SQ; repack(&c->dk); return (err_case){"dk seqlen like q, not k", INV, "dk"};
+  case 58: c->dv.shape[2] = HQ; repack(&c->dv); return (err_case){"dv heads like q, not v", INV, "dv"};
+  case 59: c->dv.shape[3] = 8; repack(&c->dv); return (err_case){"dv head dim 8", INV, "dv"};
+  case 60: c->dq.dtype = FA_F16; return (err_case){"dq in f16", INV, "dq"};
+  case 61: c->dout.dtype = FA_BF16; return (err_case){"dout in bf16", INV, "dout"};
+  case 62: c->dk.stride[3] = 2; return (err_case){"dk last stride 2", INV, "dk"};
+  case 63: c->dv.offset = BUF_BYTES - 64; return (err_case){"dv reaching past the end of its buffer", INV, "dv"};
+  case 64: c->dq.stride[1] = -c->dq.stride[1], c->dq.offset = BUF_BYTES / 2;
+    return (err_case){"dq with a negative stride", INV, "dq"};
+  case 65: c->dk.buf = NULL; return (err_case){"dk with a NULL buffer", INV, "dk"};
+  case 66: c->dv.buf = f->foreign; return (err_case){"dv in a buffer of another context", INV, "dv"};
+  case 67: c->o.shape[2] = HKV; repack(&c->o); return (err_case){"backward: o heads like k", INV, "o"};
+  case 68: fa_tensor_packed(&c->lse, c->lse.buf, 0, FA_F32, B, HQ, SK, 1);
+    return (err_case){"backward: lse with Sk rows instead of Sq", INV, "lse"};
+  case 69: c->lse.dtype = FA_BF16; return (err_case){"backward: lse in bf16", INV, "lse"};
+  case 70: c->dout.shape[0] = 0; return (err_case){"dout with batch 0", INV, "dout"};
+  }
+  return (err_case){NULL, 0, NULL};
+}
+
+enum { N_FORWARD_CASES = 50, N_BACKWARD_CASES = 71 };
+
+/* Whether word w (of len n) appears in msg delimited by characters that cannot be part of a name. */
+static int has_word(const char *msg, const char *w, size_t n) {
+  for (const char *p = msg; *p; p++) {
+    if (strncasecmp(p, w, n) != 0) continue;
+    int left = p == msg || !(p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z') || (p[-1] >= 'A' && p[-1] <= 'Z') ||
+                             (p[-1] >= '0' && p[-1] <= '9'));
+    char r = p[n];
+    int right = !(r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9'));
+    if (left && right) return 1;
+  }
+  return 0;
+}
+
+static int names_any(const char *msg, const char *names) {
+  const char *p = names;
+  while (*p) {
+    const char *bar = strchr(p, '|');
+    size_t n = bar ? (size_t)(bar - p) : strlen(p);
+    if (has_word(msg, p, n)) return 1;
+    if (!bar) break;
+    p = bar + 1;
+  }
+  return 0;
+}
+
+/* Leave an unrelated message behind, so a call that fails without writing its own is caught. */
+static void stale_message(fa_context *ctx) {
+  fa_buffer *none = NULL;
+  fa_buffer_create(ctx, 0, &none);
+}
+
+static void check_untouched(fixture *f, const char *what, int backward) {
+  static const char *names[9] = {"q", "k", "v", "o", "lse", "dout", "dq", "dk", "dv"};
+  unsigned char *got = malloc(BUF_BYTES);
+  ck_assert_ptr_nonnull(got);
+  ck_assert_int_eq(fa_synchronize(f->ctx), FA_SUCCESS);
+  for (int j = 3; j < 9; j++) {
+    if (j == 5) continue; /* dout is an input */
+    if (!backward && j > 5) continue;
+    ck_assert_int_eq(fa_buffer_read(f->ctx, f->buf[j], 0, got, BUF_BYTES), FA_SUCCESS);
+    ck_assert_msg(memcmp(got, f->poison, BUF_BYTES) == 0, "%s: %s was written by a call that failed", what, names[j]);
+  }
+  free(got);
+}
+
+static void run_error_case(int i, int backward) {
+  err_case e = {NULL, 0, NULL};
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fixture *f = get_fixture(bi);
+    call c;
+    valid_call(f, &c);
+    e = break_call(i, &c, f, backward);
+    if (bi == 0) th_case_begin("%s: %s", backward ? "fa_backward" : "fa_forward", e.what);
+    stale_message(f->ctx);
+    char stale[1024];
+    snprintf(stale, sizeof stale, "%s", fa_context_last_error(f->ctx));
+    fa_status st = backward ? fa_backward(c.ctx, c.descp, c.qp, c.kp, c.vp, c.op, c.lsep, c.doutp, c.dqp, c.dkp, c.dvp)
+                            : fa_forward(c.ctx, c.descp, c.qp, c.kp, c.vp, c.op, c.lsep);
+    const char *msg = fa_context_last_error(f->ctx);
+    ck_assert_msg(st == e.want, "%s: %s: returned %s, want %s (message: \"%s\")", th_case(), th_backend_label(bi),
+                  fa_status_string(st), fa_status_string(e.want), msg);
+    if (e.names) {
+      ck_assert_msg(msg[0] && strcmp(msg, stale) != 0, "%s: %s: no message for this error (last: \"%s\")", th_case(),
+                    th_backend_label(bi), msg);
+      ck_assert_msg(names_any(msg, e.names), "%s: %s: message \"%s\" names none of %s", th_case(),
+                    th_backend_label(bi), msg, e.names);
+    }
+    check_untouched(f, th_case(), backward);
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+
+START_TEST(t_forward_errors) {
+  run_error_case(_i, 0);
+}
+END_TEST
+
+START_TEST(t_backward_errors) {
+  run_error_case(_i, 1);
+}
+END_TEST
+
+/* The valid call itself must pass the checks (else every case above proves nothing). The backward may be
+ * unsupported by a backend still being written: that is a skip, not a pass. */
+START_TEST(t_valid_call_accepted) {
+  th_case_begin("the unbroken call is accepted (forward%s)", _i ? " and backward" : "");
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fixture *f = get_fixture(bi);
+    call c;
+    valid_call(f, &c);
+    fa_status st = fa_forward(c.ctx, c.descp, c.qp, c.kp, c.vp, c.op, c.lsep);
+    ck_assert_msg(st == FA_SUCCESS, "%s: fa_forward: %s: %s", th_backend_label(bi), fa_status_string(st),
+                  fa_context_last_error(f->ctx));
+    if (_i) {
+      st = fa_backward(c.ctx, c.descp, c.qp, c.kp, c.vp, c.op, c.lsep, c.doutp, c.dqp, c.dkp, c.dvp);
+      if (st == FA_ERROR_UNSUPPORTED) {
+        th_unsupported(bi, fa_context_last_error(f->ctx));
+      } else {
+        ck_assert_msg(st == FA_SUCCESS, "%s: fa_backward: %s: %s", th_backend_label(bi), fa_status_string(st),
+                      fa_context_last_error(f->ctx));
+        th_ran(bi);
+      }
+    } else {
+      th_ran(bi);
+    }
+    ck_assert_int_eq(fa_synchronize(f->ctx), FA_SUCCESS);
+    /* Outputs now hold results: poison them again for the next cases. */
+    for (int j = 3; j < 9; j++)
+      ck_assert_int_eq(fa_buffer_write(f->ctx, f->buf[j], 0, f->poison, BUF_BYTES), FA_SUCCESS);
+  }
+  th_finish_case();
+}
+END_TEST
+
+/* FLASHATTN_BACKEND / FLASHATTN_DEVICE and the options, through fa_context_create. */
+static void set_env(const char *name, const char *value) {
+  if (value) setenv(name, value, 1);
+  else unsetenv(name);
+}
+
+static char *save_env(const char *name) {
+  const char *v = getenv(name);
+  return v ? strdup(v) : NULL;
+}
+
+static void expect_create(const fa_context_options *opt, fa_status want, const char *what, const char *word) {
+  fa_context *ctx = (fa_context *)&ctx; /* not NULL: create must set it */
+  fa_status st = fa_context_create(opt, &ctx);
+  const char *msg = fa_last_create_error();
+  ck_assert_msg(st == want, "%s: returned %s, want %s (\"%s\")", what, fa_status_string(st), fa_status_string(want),
+                msg);
+  if (want == FA_SUCCESS) {
+    ck_assert_ptr_nonnull(ctx);
+    fa_context_destroy(ctx);
+    return;
+  }
+  ck_assert_msg(ctx == NULL, "%s: *out not set to NULL on error", what);
+  ck_assert_msg(msg[0] != 0, "%s: fa_last_create_error() is empty", what);
+  if (word) ck_assert_msg(strstr(msg, word) != NULL, "%s: message \"%s\" does not name %s", what, msg, word);
+}
+
+START_TEST(t_environment) {
+  th_case_begin("FLASHATTN_BACKEND, FLASHATTN_DEVICE and options at context creation");
+  char *old_backend = save_env("FLASHATTN_BACKEND"), *old_device = save_env("FLASHATTN_DEVICE");
+  fa_context_options opt;
+  fa_context_options_default(&opt);
+  int n_cuda = 0, n_cl = 0;
+  fa_device_count(FA_BACKEND_CUDA, &n_cuda);
+  fa_device_count(FA_BACKEND_OPENCL, &n_cl);
+
+  set_env("FLASHATTN_DEVICE", NULL);
+  set_env("FLASHATTN_BACKEND", "vulkan");
+  expect_create(&opt, FA_ERROR_INVALID_ARGUMENT, "FLASHATTN_BACKEND=vulkan", "FLASHATTN_BACKEND");
+  expect_create(NULL, FA_ERROR_INVALID_ARGUMENT, "FLASHATTN_BACKEND=vulkan, NULL options", "FLASHATTN_BACKEND");
+  set_env("FLASHATTN_BACKEND", "cuda");
+  expect_create(&opt, n_cuda > 0 ? FA_SUCCESS : FA_ERROR_BACKEND_UNAVAILABLE, "FLASHATTN_BACKEND=cuda", NULL);
+  set_env("FLASHATTN_BACKEND", "opencl");
+  expect_create(&opt, n_cl > 0 ? FA_SUCCESS : FA_ERROR_BACKEND_UNAVAILABLE, "FLASHATTN_BACKEND=opencl", NULL);
+  if (n_cl > 0) {
+    set_env("FLASHATTN_DEVICE", "abc");
+    expect_create(&opt, FA_ERROR_INVALID_ARGUMENT, "FLASHATTN_DEVICE=abc", "FLASHATTN_DEVICE");
+    set_env("FLASHATTN_DEVICE", "-3");
+    expect_create(&opt, FA_ERROR_INVALID_ARGUMENT, "FLASHATTN_DEVICE=-3", "FLASHATTN_DEVICE");
+    set_env("FLASHATTN_DEVICE", "9999");
+    expect_create(&opt, FA_ERROR_BACKEND_UNAVAILABLE, "FLASHATTN_DEVICE=9999", NULL);
+  }
+  set_env("FLASHATTN_DEVICE", NULL);
+  set_env("FLASHATTN_BACKEND", NULL);
+  /* An explicit backend ignores FLASHATTN_BACKEND. */
+  set_env("FLASHATTN_BACKEND", "vulkan");
+  fa_context_options o2 = opt;
+  o2.backend = FA_BACKEND_OPENCL;
+  expect_create(&o2, n_cl > 0 ? FA_SUCCESS : FA_ERROR_BACKEND_UNAVAILABLE, "backend opencl, FLASHATTN_BACKEND=vulkan",
+                NULL);
+  set_env("FLASHATTN_BACKEND", NULL);
+  o2.device = 9999;
+  expect_create(&o2, FA_ERROR_BACKEND_UNAVAILABLE, "opencl device 9999", NULL);
+  o2.device = -2;
+  expect_create(&o2, FA_ERROR_INVALID_ARGUMENT, "device -2", "device");
+  o2 = opt;
+  o2.backend = (fa_backend)42;
+  expect_create(&o2, FA_ERROR_INVALID_ARGUMENT, "backend 42", "backend");
+  if (n_cuda == 0) {
+    o2 = opt;
+    o2.backend = FA_BACKEND_CUDA;
+    expect_create(&o2, FA_ERROR_BACKEND_UNAVAILABLE, "backend cuda on a machine without a CUDA device", NULL);
+  }
+  ck_assert_int_eq(fa_context_create(&opt, NULL), FA_ERROR_INVALID_ARGUMENT);
+
+  int n = 7;
+  ck_assert_int_eq(fa_device_count(FA_BACKEND_AUTO, &n), FA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(n, 0);
+  ck_assert_int_eq(fa_device_count((fa_backend)42, &n), FA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(fa_device_count(FA_BACKEND_OPENCL, NULL), FA_ERROR_INVALID_ARGUMENT);
+
+  set_env("FLASHATTN_BACKEND", old_backend);
+  set_env("FLASHATTN_DEVICE", old_device);
+  free(old_backend);
+  free(old_device);
+  th_ran(0);
+  th_finish_case();
+}
+END_TEST
+
+/* The smaller entry points: NULL handles and out-of-range requests. */
+START_TEST(t_api_errors) {
+  th_case_begin("NULL and out-of-range arguments of the other calls");
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fa_context *ctx = th_context(bi);
+    fa_buffer *b = (fa_buffer *)&b;
+    fa_device_info info;
+    fa_tiles tiles;
+    size_t cur, peak;
+    char host[16];
+    ck_assert_int_eq(fa_context_info(NULL, &info), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_context_info(ctx, NULL), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_synchronize(NULL), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_context_tiles(NULL, 64, FA_F32, &tiles), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_context_tiles(ctx, 64, FA_F32, NULL), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_context_tiles(ctx, 64, (fa_dtype)5, &tiles), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_ne(fa_context_tiles(ctx, 0, FA_F32, &tiles), FA_SUCCESS);
+    ck_assert_int_eq(fa_context_tiles(ctx, 512, FA_F32, &tiles), FA_ERROR_UNSUPPORTED);
+    ck_assert_int_eq(fa_context_memory(NULL, &cur, &peak), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_context_reset_peak_memory(NULL), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_buffer_create(NULL, 16, &b), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_buffer_create(ctx, 0, &b), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(b);
+    ck_assert_msg(fa_context_last_error(ctx)[0], "fa_buffer_create(0 bytes): no message");
+    ck_assert_int_eq(fa_buffer_create(ctx, 16, NULL), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_buffer_wrap(ctx, NULL, 16, &b), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_buffer_wrap(NULL, host, 16, &b), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_buffer_write(ctx, NULL, 0, host, 16), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_buffer_read(ctx, NULL, 0, host, 16), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(fa_buffer_size(NULL), 0);
+    fa_buffer_destroy(NULL);
+    fa_context_destroy(NULL);
+    ck_assert_str_eq(fa_context_last_error(NULL), "");
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
+static Suite *make_suite(void) {
+  Suite *s = suite_create("errors");
+  TCase *tc = tcase_create("errors");
+  tcase_set_timeout(tc, TH_TIMEOUT_S);
+  tcase_add_loop_test(tc, t_valid_call_accepted, 0, 2);
+  tcase_add_loop_test(tc, t_forward_errors, 0, N_FORWARD_CASES);
+  tcase_add_loop_test(tc, t_backward_errors, 0, N_BACKWARD_CASES);
+  tcase_add_test(tc, t_environment);
+  tcase_add_test(tc, t_api_errors);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  th_set_cleanup(free_fixtures);
+  return th_main(make_suite(), 1);
+}

@@ -1,0 +1,748 @@
+/* flashattn-bench: times fa_forward / fa_backward over a grid of shapes and prints CSV with the columns
+ * ../shared/device/sdpa_anchor.py prints for PyTorch, so that both can be joined on the shape columns.
+ * Uses the public API only. See usage() for the options and for how the timing is taken. */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "flashattn.h"
+
+#define MAX_LIST 64
+
+typedef struct int_list {
+  int n;
+  long v[MAX_LIST];
+} int_list;
+
+typedef enum mode { MODE_FWD = 0, MODE_BWD, MODE_FWDBWD } mode;
+static const char *const mode_names[] = {"fwd", "bwd", "fwdbwd"};
+/* FLOPs relative to the forward, as in the FlashAttention papers: backward 2.5x, forward+backward 3.5x. */
+static const double mode_flops[] = {1.0, 2.5, 3.5};
+
+typedef struct options {
+  fa_backend backend;
+  int device;
+  int_list algos, modes, dtypes, head_dims, seqlens, causal;
+  long batch, heads, heads_kv; /* 0: derived from total_tokens and model_dim */
+  long total_tokens, model_dim;
+  int iters, warmup;
+  const char *plot;
+} options;
+
+/* One row of the CSV, kept for --plot. */
+typedef struct result {
+  int algo, mode, dtype, head_dim, causal;
+  long batch, heads_q, heads_kv, seqlen;
+  double ms, tflops;
+  size_t peak_bytes;
+} result;
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: flashattn-bench [options]\n"
+             "Times flashattn's forward and backward passes and prints CSV on stdout:\n"
+             "  backend,algo,dtype,batch,heads_q,heads_kv,seqlen_q,seqlen_k,head_dim,causal,mode,ms,tflops,peak_bytes\n"
+             "\n"
+             "  --backend cuda|opencl|auto   backend (default auto: FLASHATTN_BACKEND, else CUDA, else OpenCL)\n"
+             "  --device N                   device index within the backend (default: FLASHATTN_DEVICE, else 0)\n"
+             "  --algos LIST                 flash,standard (default both)\n"
+             "  --modes LIST                 fwd,bwd,fwdbwd (default fwd,fwdbwd)\n"
+             "  --dtypes LIST                f32,f16,bf16 (default f16,bf16)\n"
+             "  --head-dims LIST             default 64,128\n"
+             "  --seqlens LIST               seqlen_q = seqlen_k (default 512,1024,2048,4096,8192,16384)\n"
+             "  --causal LIST                0,1 (default 0,1)\n"
+             "  --batch N --heads N          fixed batch and query heads, or:\n"
+             "  --total-tokens N             batch = max(1, N / seqlen)    (default 16384)\n"
+             "  --model-dim N                heads = max(1, N / head_dim)  (default 2048)\n"
+             "  --heads-kv N                 key/value heads (GQA; must divide the query heads; default = heads)\n"
+             "  --iters N                    timed iterations, median reported (default 20)\n"
+             "  --warmup N                   untimed iterations first (default 3; the first compiles kernels)\n"
+             "  --plot FILE.png              also draw runtime and peak memory against seqlen with gnuplot\n"
+             "  --help                       this text\n"
+             "\n"
+             "Timing: the library has no public event API yet, so each iteration is timed on the host with a\n"
+             "monotonic clock from an idle queue to the return of fa_synchronize() after the call(s); ms is the\n"
+             "median over --iters. It includes launch overhead, which matters only for tiny shapes.\n"
+             "mode bwd times fa_backward alone (after one untimed forward for o and lse); fwdbwd times both.\n"
+             "TFLOP/s: forward 4*B*H*Sq*Sk*D, halved when causal; bwd 2.5x, fwdbwd 3.5x that.\n"
+             "peak_bytes: the context's peak device memory over the case (fa_context_memory): the case's own\n"
+             "buffers (q, k, v, o, lse; dout, dq, dk, dv for the backward) plus the library's workspace. Each case\n"
+             "runs in a fresh context, so no workspace carries over from the case before.\n"
+             "A case that runs out of memory prints ms and tflops as nan and peak_bytes as the bytes it tried to\n"
+             "hold: its buffers plus the allocation the library refused (the size its error sentence names).\n"
+             "An unsupported case prints nan too, with the bytes it held. Both say why on stderr.\n"
+             "The exit status is 1 when some case failed for another reason.\n"
+             "Inputs are random normal numbers (seed fixed), never zeros.\n");
+}
+
+/* ---- option parsing ---- */
+
+static int parse_long(const char *s, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end) return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_ints(const char *opt, const char *s, int_list *out, long min) {
+  out->n = 0;
+  const char *p = s;
+  while (*p) {
+    char item[64];
+    size_t len = strcspn(p, ",");
+    long v;
+    if (len == 0 || len >= sizeof item || out->n == MAX_LIST) {
+      fprintf(stderr, "flashattn-bench: %s: bad list '%s'\n", opt, s);
+      return -1;
+    }
+    memcpy(item, p, len);
+    item[len] = 0;
+    if (parse_long(item, &v) || v < min) {
+      fprintf(stderr, "flashattn-bench: %s: '%s' is not an integer >= %ld\n", opt, item, min);
+      return -1;
+    }
+    out->v[out->n++] = v;
+    p += len;
+    if (*p == ',') p++;
+  }
+  if (out->n == 0) {
+    fprintf(stderr, "flashattn-bench: %s: empty list\n", opt);
+    return -1;
+  }
+  return 0;
+}
+
+/* A list of names, each mapped to its index in `names`. */
+static int parse_names(const char *opt, const char *s, const char *const *names, int count, int_list *out) {
+  out->n = 0;
+  const char *p = s;
+  while (*p) {
+    size_t len = strcspn(p, ",");
+    int found = -1;
+    for (int i = 0; i < count; i++)
+      if (strlen(names[i]) == len && strncmp(names[i], p, len) == 0) found = i;
+    if (found < 0 || out->n == MAX_LIST) {
+      fprintf(stderr, "flashattn-bench: %s: unknown value '%.*s' in '%s' (expected", opt, (int)len, p, s);
+      for (int i = 0; i < count; i++)
+        fprintf(stderr, "%s%s", i ? "," : " ", names[i]);
+      fprintf(stderr, ")\n");
+      return -1;
+    }
+    out->v[out->n++] = found;
+    p += len;
+    if (*p == ',') p++;
+  }
+  if (out->n == 0) {
+    fprintf(stderr, "flashattn-bench: %s: empty list\n", opt);
+    return -1;
+  }
+  return 0;
+}
+
+static const char *const algo_names[] = {"flash", "standard"};   /* FA_ALGO_FLASH, FA_ALGO_STANDARD */
+static const char *const dtype_names[] = {"f32", "f16", "bf16"}; /* FA_F32, FA_F16, FA_BF16 */
+static const char *const backend_names[] = {"auto", "cuda", "opencl"};
+
+/* Returns 0 to run, 1 after --help, -1 on a bad option. */
+static int parse_options(int argc, char **argv, options *o) {
+  memset(o, 0, sizeof *o);
+  o->backend = FA_BACKEND_AUTO;
+  o->device = -1;
+  o->total_tokens = 16384;
+  o->model_dim = 2048;
+  o->iters = 20;
+  o->warmup = 3;
+  parse_names("--algos", "flash,standard", algo_names, 2, &o->algos);
+  parse_names("--modes", "fwd,fwdbwd", mode_names, 3, &o->modes);
+  parse_names("--dtypes", "f16,bf16", dtype_names, 3, &o->dtypes);
+  parse_ints("--head-dims", "64,128", &o->head_dims, 1);
+  parse_ints("--seqlens", "512,1024,2048,4096,8192,16384", &o->seqlens, 1);
+  parse_ints("--causal", "0,1", &o->causal, 0);
+
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i], *val = NULL;
+    char name[64];
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+      usage(stdout);
+      return 1;
+    }
+    if (strncmp(arg, "--", 2) != 0) {
+      fprintf(stderr, "flashattn-bench: unexpected argument '%s' (see --help)\n", arg);
+      return -1;
+    }
+    /* --name=value or --name value */
+    const char *eq = strchr(arg, '=');
+    size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (nlen >= sizeof name) {
+      fprintf(stderr, "flashattn-bench: unknown option '%s' (see --help)\n", arg);
+      return -1;
+    }
+    memcpy(name, arg, nlen);
+    name[nlen] = 0;
+    if (eq)
+      val = eq + 1;
+    else if (i + 1 < argc)
+      val = argv[++i];
+    else {
+      fprintf(stderr, "flashattn-bench: %s needs a value (see --help)\n", name);
+      return -1;
+    }
+
+    long n = 0;
+    int rc = 0;
+    if (strcmp(name, "--backend") == 0) {
+      int_list l;
+      rc = parse_names(name, val, backend_names, 3, &l);
+      if (!rc && l.n != 1) {
+        fprintf(stderr, "flashattn-bench: --backend takes one value\n");
+        rc = -1;
+      }
+      if (!rc) o->backend = l.v[0] == 1 ? FA_BACKEND_CUDA : l.v[0] == 2 ? FA_BACKEND_OPENCL : FA_BACKEND_AUTO;
+    } else if (strcmp(name, "--algos") == 0) {
+      rc = parse_names(name, val, algo_names, 2, &o->algos);
+    } else if (strcmp(name, "--modes") == 0) {
+      rc = parse_names(name, val, mode_names, 3, &o->modes);
+    } else if (strcmp(name, "--dtypes") == 0) {
+      rc = parse_names(name, val, dtype_names, 3, &o->dtypes);
+    } else if (strcmp(name, "--head-dims") == 0) {
+      rc = parse_ints(name, val, &o->head_dims, 1);
+    } else if (strcmp(name, "--seqlens") == 0) {
+      rc = parse_ints(name, val, &o->seqlens, 1);
+    } else if (strcmp(name, "--causal") == 0) {
+      rc = parse_ints(name, val, &o->causal, 0);
+      for (int j = 0; !rc && j < o->causal.n; j++)
+        if (o->causal.v[j] > 1) {
+          fprintf(stderr, "flashattn-bench: --causal takes 0 and/or 1\n");
+          rc = -1;
+        }
+    } else if (strcmp(name, "--plot") == 0) {
+      o->plot = val;
+    } else {
+      /* the single-integer options */
+      struct {
+        const char *name;
+        long min;
+        long *dst_l;
+        int *dst_i;
+      } ints[] = {
+          {"--batch", 1, &o->batch, NULL},         {"--heads", 1, &o->heads, NULL},
+          {"--heads-kv", 1, &o->heads_kv, NULL},   {"--total-tokens", 1, &o->total_tokens, NULL},
+          {"--model-dim", 1, &o->model_dim, NULL}, {"--iters", 1, NULL, &o->iters},
+          {"--warmup", 0, NULL, &o->warmup},       {"--device", 0, NULL, &o->device},
+      };
+      int k = -1;
+      for (int j = 0; j < (int)(sizeof ints / sizeof ints[0]); j++)
+        if (strcmp(name, ints[j].name) == 0) k = j;
+      if (k < 0) {
+        fprintf(stderr, "flashattn-bench: unknown option '%s' (see --help)\n", name);
+        return -1;
+      }
+      if (parse_long(val, &n) || n < ints[k].min || n > INT32_MAX) {
+        fprintf(stderr, "flashattn-bench: %s: '%s' is not an integer >= %ld\n", name, val, ints[k].min);
+        return -1;
+      }
+      if (ints[k].dst_l)
+        *ints[k].dst_l = n;
+      else
+        *ints[k].dst_i = (int)n;
+    }
+    if (rc) return -1;
+  }
+  if ((o->batch > 0) != (o->heads > 0)) {
+    fprintf(stderr, "flashattn-bench: give --batch and --heads together (or neither, to use "
+                    "--total-tokens and --model-dim)\n");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- host data ---- */
+
+/* splitmix64: a small, fixed-seed generator so runs are repeatable. */
+static uint64_t rng_next(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* Standard normal by Box-Muller, like torch.randn in the anchor. */
+static float rng_normal(uint64_t *s) {
+  double u1 = ((rng_next(s) >> 11) + 1.0) * 0x1.0p-53; /* (0, 1] so log() is finite */
+  double u2 = (rng_next(s) >> 11) * 0x1.0p-53;
+  return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u, e = (x >> 23) & 0xff, m = x & 0x7fffffu;
+  if (e == 0xff) return (uint16_t)(sign | 0x7c00u | (m ? 0x200u : 0));
+  int exp = (int)e - 127 + 15;
+  if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
+  if (exp <= 0) { /* subnormal half, or zero */
+    if (exp < -10) return (uint16_t)sign;
+    m |= 0x800000u;
+    int shift = 14 - exp;
+    uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+  }
+  uint32_t h = ((uint32_t)exp << 10) | (m >> 13), rem = m & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
+    h++; /* a carry into the exponent is the right rounding, up to infinity */
+  return (uint16_t)(sign | h);
+}
+
+static uint16_t f32_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+  x += 0x7fffu + ((x >> 16) & 1u);                                           /* round to nearest even */
+  return (uint16_t)(x >> 16);
+}
+
+/* n random normal elements in dtype dt, malloc'd. */
+static void *random_tensor(size_t n, fa_dtype dt, uint64_t seed) {
+  size_t es = fa_dtype_size(dt);
+  unsigned char *p = malloc(n * es);
+  if (!p) return NULL;
+  uint64_t s = seed;
+  for (size_t i = 0; i < n; i++) {
+    float f = rng_normal(&s);
+    if (dt == FA_F32) {
+      memcpy(p + 4 * i, &f, 4);
+    } else {
+      uint16_t h = dt == FA_F16 ? f32_to_f16(f) : f32_to_bf16(f);
+      memcpy(p + 2 * i, &h, 2);
+    }
+  }
+  return p;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* The largest "<number> bytes" in an error sentence (e.g. "workspace: 34764488704 bytes is above ..."), or 0. */
+static size_t bytes_in_message(const char *msg) {
+  size_t best = 0;
+  for (const char *p = strstr(msg, " bytes"); p; p = strstr(p + 1, " bytes")) {
+    const char *q = p;
+    while (q > msg && q[-1] >= '0' && q[-1] <= '9')
+      q--;
+    if (q == p) continue;
+    unsigned long long v = strtoull(q, NULL, 10);
+    if (v > best && v <= SIZE_MAX) best = (size_t)v;
+  }
+  return best;
+}
+
+/* ---- one case ---- */
+
+typedef struct shape {
+  fa_dtype dtype;
+  long batch, heads_q, heads_kv, seqlen, head_dim;
+  int causal;
+} shape;
+
+/* Host inputs of one shape, shared by its cases: q, k, v and dout. */
+typedef struct host_inputs {
+  void *q, *kv[2], *dout;
+  size_t q_bytes, kv_bytes;
+} host_inputs;
+
+typedef struct case_result {
+  fa_status status;
+  double ms;
+  size_t peak_bytes;
+} case_result;
+
+enum { T_Q, T_K, T_V, T_O, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, T_COUNT };
+
+/* Run one (shape, algo, mode) case in a fresh context. Returns the status of the first failing call. */
+static case_result run_case(const options *o, const shape *sh, const host_inputs *in, fa_algo algo, mode md, char *why,
+                            size_t why_len) {
+  case_result r = {FA_SUCCESS, NAN, 0};
+  fa_context_options copt;
+  fa_context *ctx = NULL;
+  fa_buffer *buf[T_COUNT] = {0};
+  fa_tensor t[T_COUNT];
+  size_t attempted = 0;
+  int buffers_failed = 0;
+  double *times = NULL;
+  why[0] = 0;
+
+  fa_context_options_default(&copt);
+  copt.backend = o->backend;
+  copt.device = o->device;
+  r.status = fa_context_create(&copt, &ctx);
+  if (r.status != FA_SUCCESS) {
+    snprintf(why, why_len, "fa_context_create: %s", fa_last_create_error());
+    return r;
+  }
+  fa_context_reset_peak_memory(ctx);
+
+  const int backward = md != MODE_FWD;
+  const long B = sh->batch, S = sh->seqlen, Hq = sh->heads_q, Hkv = sh->heads_kv, D = sh->head_dim;
+  for (int i = 0; i < T_COUNT; i++) {
+    int is_kv = i == T_K || i == T_V || i == T_DK || i == T_DV;
+    if (!backward && i >= T_DOUT) break;
+    fa_dtype dt = i == T_LSE ? FA_F32 : sh->dtype;
+    size_t bytes = i == T_LSE ? (size_t)(B * Hq * S) * 4 : is_kv ? in->kv_bytes : in->q_bytes;
+    attempted += bytes;
+    r.status = fa_buffer_create(ctx, bytes, &buf[i]);
+    if (r.status != FA_SUCCESS) {
+      snprintf(why, why_len, "fa_buffer_create(%zu bytes): %s", bytes, fa_context_last_error(ctx));
+      buffers_failed = 1; /* `attempted` has this buffer already */
+      goto done;
+    }
+    if (i == T_LSE)
+      fa_tensor_packed(&t[i], buf[i], 0, FA_F32, B, Hq, S, 1);
+    else
+      fa_tensor_packed(&t[i], buf[i], 0, dt, B, S, is_kv ? Hkv : Hq, D);
+    const void *src = i == T_Q ? in->q : i == T_K ? in->kv[0] : i == T_V ? in->kv[1] : i == T_DOUT ? in->dout : NULL;
+    if (src) {
+      r.status = fa_buffer_write(ctx, buf[i], 0, src, bytes);
+      if (r.status != FA_SUCCESS) {
+        snprintf(why, why_len, "fa_buffer_write: %s", fa_context_last_error(ctx));
+        goto done;
+      }
+    }
+  }
+
+  fa_attention_desc desc;
+  memset(&desc, 0, sizeof desc);
+  desc.algo = algo;
+  desc.causal = sh->causal;
+
+  /* The backward needs the forward's o and lse: compute them once, untimed. */
+  if (md == MODE_BWD) {
+    r.status = fa_forward(ctx, &desc, &t[T_Q], &t[T_K], &t[T_V], &t[T_O], &t[T_LSE]);
+    if (r.status == FA_SUCCESS) r.status = fa_synchronize(ctx);
+    if (r.status != FA_SUCCESS) {
+      snprintf(why, why_len, "fa_forward: %s", fa_context_last_error(ctx));
+      goto done;
+    }
+  }
+
+  times = malloc(sizeof *times * (size_t)o->iters);
+  if (!times) {
+    r.status = FA_ERROR_OUT_OF_MEMORY;
+    snprintf(why, why_len, "host memory for %d timings", o->iters);
+    goto done;
+  }
+  for (int it = 0; it < o->warmup + o->iters; it++) {
+    double t0 = now_ms();
+    const char *call = "fa_forward";
+    if (md != MODE_BWD) r.status = fa_forward(ctx, &desc, &t[T_Q], &t[T_K], &t[T_V], &t[T_O], &t[T_LSE]);
+    if (r.status == FA_SUCCESS && md != MODE_FWD) {
+      call = "fa_backward";
+      r.status = fa_backward(ctx, &desc, &t[T_Q], &t[T_K], &t[T_V], &t[T_O], &t[T_LSE], &t[T_DOUT], &t[T_DQ], &t[T_DK],
+                             &t[T_DV]);
+    }
+    if (r.status == FA_SUCCESS) {
+      call = "fa_synchronize";
+      r.status = fa_synchronize(ctx);
+    }
+    if (r.status != FA_SUCCESS) {
+      snprintf(why, why_len, "%s: %s", call, fa_context_last_error(ctx));
+      goto done;
+    }
+    if (it >= o->warmup) times[it - o->warmup] = now_ms() - t0;
+  }
+  qsort(times, (size_t)o->iters, sizeof *times, cmp_double);
+  r.ms = times[o->iters / 2]; /* the same element as the anchor's median */
+
+done:;
+  size_t cur = 0, peak = 0;
+  fa_context_memory(ctx, &cur, &peak);
+  r.peak_bytes = peak;
+  if (r.status == FA_ERROR_OUT_OF_MEMORY && !buffers_failed) {
+    /* What the case tried to hold: the buffers it asked for, plus the request the library refused, which
+     * fa_context_memory() cannot count since it never existed; the library's sentence names its size. */
+    size_t refused = bytes_in_message(why);
+    if (attempted < cur) attempted = cur;
+    if (refused <= SIZE_MAX - attempted) attempted += refused;
+  }
+  if (r.status != FA_SUCCESS && attempted > r.peak_bytes) r.peak_bytes = attempted;
+  free(times);
+  for (int i = 0; i < T_COUNT; i++)
+    fa_buffer_destroy(buf[i]);
+  fa_context_destroy(ctx);
+  return r;
+}
+
+/* ---- plot ---- */
+
+static int list_has_many(const int_list *l) { return l->n > 1; }
+
+/* A series is every field but seqlen (and what seqlen drags along: batch under --total-tokens). */
+static int same_series(const result *a, const result *b) {
+  return a->algo == b->algo && a->mode == b->mode && a->dtype == b->dtype && a->head_dim == b->head_dim &&
+         a->causal == b->causal;
+}
+
+/* Data and a gnuplot script in a temporary folder: runtime and peak memory against seqlen, one line per
+ * series, like Figure 3 of the FlashAttention paper. Failed cases are left out. Returns 0 when the PNG was
+ * written. */
+static int plot(const options *o, const char *backend, const result *res, int nres) {
+  char dir[] = "/tmp/flashattn-bench-XXXXXX", data[64], script[64];
+  int rc = -1, *series = NULL, nseries = 0;
+  FILE *fd = NULL, *fs = NULL;
+  if (system("gnuplot --version >/dev/null 2>&1") != 0) {
+    fprintf(stderr, "flashattn-bench: --plot: gnuplot is not installed (or not on PATH); no plot written\n");
+    return -1;
+  }
+  /* the first case of each series that has at least one timing */
+  series = malloc(sizeof *series * (size_t)(nres ? nres : 1));
+  if (!series) return -1;
+  for (int i = 0; i < nres; i++) {
+    int known = 0;
+    for (int j = 0; j < nseries && !known; j++)
+      known = same_series(&res[series[j]], &res[i]);
+    if (!known && !isnan(res[i].ms)) series[nseries++] = i;
+  }
+  if (nseries == 0) {
+    fprintf(stderr, "flashattn-bench: --plot: no case ran; no plot written\n");
+    free(series);
+    return -1;
+  }
+  if (!mkdtemp(dir)) {
+    fprintf(stderr, "flashattn-bench: --plot: mkdtemp %s: %s\n", dir, strerror(errno));
+    free(series);
+    return -1;
+  }
+  snprintf(data, sizeof data, "%s/data.txt", dir);
+  snprintf(script, sizeof script, "%s/plot.gp", dir);
+  fd = fopen(data, "w");
+  fs = fopen(script, "w");
+  if (!fd || !fs) {
+    fprintf(stderr, "flashattn-bench: --plot: cannot write in %s: %s\n", dir, strerror(errno));
+    goto out;
+  }
+
+  fprintf(fs,
+          "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1400,560 font ',11' } "
+          "else { set terminal png size 1400,560 }\n"
+          "set output '%s'\n"
+          "set datafile missing '?'\n"
+          "set multiplot layout 1,2 title 'flashattn-bench on %s: %s'\n"
+          "set logscale x 2\nset logscale y 10\nset grid\nset key top left\n"
+          "set xlabel 'sequence length'\nset xtics rotate by -45\n",
+          o->plot, backend,
+          o->batch ? "fixed batch and heads" : "batch = total tokens / seqlen, heads = model dim / head dim");
+  /* colours that stay apart on white, then cycle */
+  static const char *const colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
+                                        "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  for (int i = 0; i < 8; i++)
+    fprintf(fs, "set linetype %d lc rgb '%s' lw 2 pt %d\n", i + 1, colours[i], i + 1);
+  fprintf(fs, "set linetype cycle 8\n");
+  for (int pass = 0; pass < 2; pass++) {
+    fprintf(fs, "set ylabel '%s'\nset title '%s'\nplot ", pass ? "peak device memory (MiB)" : "runtime (ms)",
+            pass ? "memory footprint" : "runtime");
+    for (int j = 0; j < nseries; j++) {
+      const result *a = &res[series[j]];
+      char title[160];
+      int n = snprintf(title, sizeof title, "%s %s", algo_names[a->algo], mode_names[a->mode]);
+      if (list_has_many(&o->dtypes)) n += snprintf(title + n, sizeof title - (size_t)n, " %s", dtype_names[a->dtype]);
+      if (list_has_many(&o->head_dims)) n += snprintf(title + n, sizeof title - (size_t)n, " d=%d", a->head_dim);
+      if (list_has_many(&o->causal)) snprintf(title + n, sizeof title - (size_t)n, "%s", a->causal ? " causal" : "");
+      fprintf(fs, "%s'%s' index %d using 1:%d with linespoints linetype %d title '%s'", j ? ", \\\n     " : "", data, j,
+              pass ? 3 : 2, j + 1, title);
+    }
+    fprintf(fs, "\n");
+  }
+  fprintf(fs, "unset multiplot\n");
+
+  /* one data block per series, separated by two blank lines (gnuplot's 'index') */
+  for (int j = 0; j < nseries; j++) {
+    const result *a = &res[series[j]];
+    fprintf(fd, "# %s %s %s d=%d causal=%d\n# seqlen ms peak_MiB\n", algo_names[a->algo], mode_names[a->mode],
+            dtype_names[a->dtype], a->head_dim, a->causal);
+    for (int i = 0; i < nres; i++) {
+      const result *b = &res[i];
+      if (!same_series(a, b)) continue;
+      /* a failed case has no runtime, and what it tried to hold is not what it used: a gap in both lines */
+      if (isnan(b->ms))
+        fprintf(fd, "%ld ? ?\n", b->seqlen);
+      else
+        fprintf(fd, "%ld %.6g %.6g\n", b->seqlen, b->ms, b->peak_bytes / 1048576.0);
+    }
+    fprintf(fd, "\n\n");
+  }
+  int werr = fclose(fd) != 0;
+  werr |= fclose(fs) != 0;
+  fd = fs = NULL;
+  if (werr) {
+    fprintf(stderr, "flashattn-bench: --plot: writing %s: %s\n", dir, strerror(errno));
+    goto out;
+  }
+
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "gnuplot '%s'", script);
+  if (system(cmd) != 0) {
+    fprintf(stderr, "flashattn-bench: --plot: '%s' failed; no plot written\n", cmd);
+    goto out;
+  }
+  fprintf(stderr, "flashattn-bench: wrote %s\n", o->plot);
+  rc = 0;
+out:
+  if (fd) fclose(fd);
+  if (fs) fclose(fs);
+  free(series);
+  remove(data);
+  remove(script);
+  rmdir(dir);
+  return rc;
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv) {
+  options o;
+  int prc = parse_options(argc, argv, &o);
+  if (prc) return prc > 0 ? 0 : 2;
+  if (o.plot && strchr(o.plot, '\'')) {
+    fprintf(stderr, "flashattn-bench: --plot: the file name must not contain a quote\n");
+    return 2;
+  }
+
+  const int progress = isatty(2);
+  const long total = (long)o.dtypes.n * o.head_dims.n * o.causal.n * o.seqlens.n * o.algos.n * o.modes.n;
+  result *res = calloc((size_t)total, sizeof *res);
+  if (!res) {
+    fprintf(stderr, "flashattn-bench: out of host memory\n");
+    return 1;
+  }
+  int nres = 0, failed = 0;
+  char backend[32] = "";
+
+  /* Name the backend once, from a context made like every case's. */
+  {
+    fa_context_options copt;
+    fa_context *ctx;
+    fa_device_info info;
+    fa_context_options_default(&copt);
+    copt.backend = o.backend;
+    copt.device = o.device;
+    fa_status s = fa_context_create(&copt, &ctx);
+    if (s != FA_SUCCESS) {
+      fprintf(stderr, "flashattn-bench: fa_context_create: %s: %s\n", fa_status_string(s), fa_last_create_error());
+      free(res);
+      return 1;
+    }
+    if (fa_context_info(ctx, &info) == FA_SUCCESS) {
+      snprintf(backend, sizeof backend, "%s", fa_backend_name(info.backend));
+      fprintf(stderr, "flashattn-bench: %s device %d: %s (%s)\n", backend, info.device_index, info.name, info.platform);
+    }
+    fa_context_destroy(ctx);
+  }
+
+  printf("backend,algo,dtype,batch,heads_q,heads_kv,seqlen_q,seqlen_k,head_dim,causal,mode,ms,tflops,peak_bytes\n");
+  fflush(stdout);
+
+  long done_cases = 0;
+  for (int di = 0; di < o.dtypes.n; di++)
+    for (int hi = 0; hi < o.head_dims.n; hi++)
+      for (int ci = 0; ci < o.causal.n; ci++)
+        for (int si = 0; si < o.seqlens.n; si++) {
+          shape sh;
+          sh.dtype = (fa_dtype)o.dtypes.v[di];
+          sh.head_dim = o.head_dims.v[hi];
+          sh.causal = (int)o.causal.v[ci];
+          sh.seqlen = o.seqlens.v[si];
+          sh.batch = o.batch ? o.batch : (o.total_tokens / sh.seqlen > 0 ? o.total_tokens / sh.seqlen : 1);
+          sh.heads_q = o.heads ? o.heads : (o.model_dim / sh.head_dim > 0 ? o.model_dim / sh.head_dim : 1);
+          sh.heads_kv = o.heads_kv ? o.heads_kv : sh.heads_q;
+          const long ncases = (long)o.algos.n * o.modes.n;
+          if (sh.heads_q % sh.heads_kv) {
+            fprintf(stderr, "flashattn-bench: skipping d=%ld: %ld query heads are not a multiple of %ld kv heads\n",
+                    sh.head_dim, sh.heads_q, sh.heads_kv);
+            done_cases += ncases;
+            failed = 1;
+            continue;
+          }
+
+          host_inputs in;
+          size_t es = fa_dtype_size(sh.dtype);
+          size_t nq = (size_t)(sh.batch * sh.seqlen * sh.heads_q * sh.head_dim);
+          size_t nkv = (size_t)(sh.batch * sh.seqlen * sh.heads_kv * sh.head_dim);
+          in.q_bytes = nq * es;
+          in.kv_bytes = nkv * es;
+          uint64_t seed = 0x5eed0000u + (uint64_t)si * 977 + (uint64_t)hi * 31 + (uint64_t)di;
+          in.q = random_tensor(nq, sh.dtype, seed);
+          in.kv[0] = random_tensor(nkv, sh.dtype, seed + 1);
+          in.kv[1] = random_tensor(nkv, sh.dtype, seed + 2);
+          in.dout = random_tensor(nq, sh.dtype, seed + 3);
+          if (!in.q || !in.kv[0] || !in.kv[1] || !in.dout) {
+            fprintf(stderr, "flashattn-bench: out of host memory for %zu + 2 x %zu elements\n", nq, nkv);
+            free(in.q), free(in.kv[0]), free(in.kv[1]), free(in.dout);
+            free(res);
+            return 1;
+          }
+
+          for (int ai = 0; ai < o.algos.n; ai++)
+            for (int mi = 0; mi < o.modes.n; mi++) {
+              fa_algo algo = (fa_algo)o.algos.v[ai];
+              mode md = (mode)o.modes.v[mi];
+              char label[160], why[1200];
+              snprintf(label, sizeof label, "%s %s %s b=%ld h=%ld/%ld s=%ld d=%ld causal=%d", algo_names[algo],
+                       mode_names[md], dtype_names[sh.dtype], sh.batch, sh.heads_q, sh.heads_kv, sh.seqlen, sh.head_dim,
+                       sh.causal);
+              done_cases++;
+              if (progress) fprintf(stderr, "\r\033[K[%ld/%ld] %s ...", done_cases, total, label);
+
+              case_result r = run_case(&o, &sh, &in, algo, md, why, sizeof why);
+              double flops = 4.0 * sh.batch * sh.heads_q * (double)sh.seqlen * sh.seqlen * sh.head_dim *
+                             (sh.causal ? 0.5 : 1.0) * mode_flops[md];
+              double tflops = r.status == FA_SUCCESS ? flops / r.ms / 1e9 : NAN;
+              if (r.status != FA_SUCCESS) {
+                if (progress) fprintf(stderr, "\r\033[K");
+                fprintf(stderr, "flashattn-bench: %s: %s: %s\n", label, fa_status_string(r.status), why);
+                if (r.status != FA_ERROR_OUT_OF_MEMORY && r.status != FA_ERROR_UNSUPPORTED) failed = 1;
+              }
+              printf("%s,%s,%s,%ld,%ld,%ld,%ld,%ld,%ld,%d,%s,", backend, algo_names[algo], dtype_names[sh.dtype],
+                     sh.batch, sh.heads_q, sh.heads_kv, sh.seqlen, sh.seqlen, sh.head_dim, sh.causal, mode_names[md]);
+              if (r.status == FA_SUCCESS)
+                printf("%.4f,%.4g,%zu\n", r.ms, tflops, r.peak_bytes);
+              else
+                printf("nan,nan,%zu\n", r.peak_bytes);
+              fflush(stdout);
+
+              result *x = &res[nres++];
+              x->algo = algo;
+              x->mode = md;
+              x->dtype = sh.dtype;
+              x->head_dim = (int)sh.head_dim;
+              x->causal = sh.causal;
+              x->batch = sh.batch;
+              x->heads_q = sh.heads_q;
+              x->heads_kv = sh.heads_kv;
+              x->seqlen = sh.seqlen;
+              x->ms = r.status == FA_SUCCESS ? r.ms : NAN;
+              x->tflops = tflops;
+              x->peak_bytes = r.peak_bytes;
+            }
+          free(in.q), free(in.kv[0]), free(in.kv[1]), free(in.dout);
+        }
+  if (progress) fprintf(stderr, "\r\033[K");
+
+  if (o.plot && plot(&o, backend, res, nres) != 0) failed = 1;
+  free(res);
+  return failed ? 1 : 0;
+}
