@@ -42,7 +42,7 @@ for t in tests:
     except subprocess.TimeoutExpired as e:
         out, rc = (e.stdout or b'').decode(errors='replace') if isinstance(e.stdout, bytes) else (e.stdout or ''), 'timeout'
     open(os.path.join(logdir, f'{label}-{name}.log'), 'w').write(out)
-    cases = re.findall(r'^(not ok|ok)\b[^\n]*', out, re.M)
+    cases = re.findall(r'^(?:not ok|ok)\b[^\n]*', out, re.M)
     p = sum(1 for c in cases if c.startswith('ok') and not re.search(r'#\s*SKIP', c, re.I))
     s = sum(1 for c in cases if re.search(r'#\s*SKIP', c, re.I))
     f = sum(1 for c in cases if c.startswith('not ok'))

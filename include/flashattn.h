@@ -220,9 +220,28 @@ FA_API fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, con
                              const fa_tensor *lse, const fa_tensor *dout, const fa_tensor *dq,
                              const fa_tensor *dk, const fa_tensor *dv);
 
+/** A point in a context's stream or queue, for timing device work (CUDA events, OpenCL profiling). */
+typedef struct fa_event fa_event;
+
 /**
- * Device memory the context holds beyond the caller's buffers (workspace, score matrices of the
- * standard algorithm), now and at its peak since the last reset.
+ * Record an event after the work enqueued so far on the context. It completes when that work has.
+ * @return FA_ERROR_UNSUPPORTED when the queue cannot time (an OpenCL queue without profiling).
+ */
+FA_API fa_status fa_event_record(fa_context *ctx, fa_event **out);
+
+/**
+ * Milliseconds of device time between two events recorded on the same context, start before end;
+ * waits for end to complete.
+ */
+FA_API fa_status fa_event_elapsed_ms(fa_context *ctx, const fa_event *start, const fa_event *end, double *ms);
+
+/** Free an event. NULL is a no-op. */
+FA_API void fa_event_destroy(fa_event *ev);
+
+/**
+ * Device memory allocated through the context, now and at its peak since the last reset: buffers from
+ * fa_buffer_create() plus the library's workspace (the standard algorithm's score matrices, the backward
+ * pass's accumulators). Wrapped buffers are the caller's and are not counted.
  */
 FA_API fa_status fa_context_memory(const fa_context *ctx, size_t *current_bytes, size_t *peak_bytes);
 

@@ -414,9 +414,6 @@ static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_te
     if (t->shape[i] <= 0)
       return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: %s (shape[%d]) is %lld, must be positive", r->name, names[i],
                      i, (long long)t->shape[i]);
-    if (t->shape[i] > INT32_MAX)
-      return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "%s: %s (shape[%d]) is %lld, above the %d the kernels index",
-                     r->name, names[i], i, (long long)t->shape[i], INT32_MAX);
     if (r->shape[i] && t->shape[i] != r->shape[i])
       return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: %s (shape[%d]) is %lld, expected %lld as %s", r->name,
                      names[i], i, (long long)t->shape[i], (long long)r->shape[i], r->shape_from[i]);
@@ -441,6 +438,11 @@ static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_te
                    r->name, (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2],
                    (long long)t->shape[3], (long long)t->stride[0], (long long)t->stride[1], (long long)t->stride[2],
                    (long long)t->stride[3], t->offset, t->buf->bytes);
+  /* Only a tensor that fits its buffer can be valid-but-too-large. */
+  for (int i = 0; i < 4; i++)
+    if (t->shape[i] > INT32_MAX)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "%s: %s (shape[%d]) is %lld, above the %d the kernels index",
+                     r->name, names[i], i, (long long)t->shape[i], INT32_MAX);
   view->buf = t->buf;
   view->offset = (int64_t)(t->offset / es);
   for (int i = 0; i < 4; i++) view->stride[i] = t->stride[i];
@@ -528,4 +530,38 @@ fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_t
   if ((st = check_tensor(ctx, &rdk, dk, &p.dk)) != FA_SUCCESS) return st;
   if ((st = check_tensor(ctx, &rdv, dv, &p.dv)) != FA_SUCCESS) return st;
   return ctx->ops->backward(ctx, &p);
+}
+
+/* ---- events ---- */
+
+fa_status fa_event_record(fa_context *ctx, fa_event **out) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new event is NULL");
+  *out = NULL;
+  fa_event *ev = calloc(1, sizeof *ev);
+  if (!ev) return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "fa_event_record: out of host memory");
+  fa_status st = ctx->ops->event_record(ctx, &ev->native);
+  if (st != FA_SUCCESS) {
+    free(ev);
+    return st;
+  }
+  ev->ctx = ctx;
+  *out = ev;
+  return FA_SUCCESS;
+}
+
+fa_status fa_event_elapsed_ms(fa_context *ctx, const fa_event *start, const fa_event *end, double *ms) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  if (!start || !end || !ms)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: NULL", !start ? "start" : !end ? "end" : "ms");
+  if (start->ctx != ctx || end->ctx != ctx)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: event recorded on another context",
+                   start->ctx != ctx ? "start" : "end");
+  return ctx->ops->event_elapsed(ctx, start->native, end->native, ms);
+}
+
+void fa_event_destroy(fa_event *ev) {
+  if (!ev) return;
+  ev->ctx->ops->event_destroy(ev->ctx, ev->native);
+  free(ev);
 }

@@ -56,9 +56,18 @@ typedef struct fa_backend_ops {
   void (*buffer_unwrap)(fa_context *ctx, uint64_t native);
   fa_status (*buffer_write)(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes);
   fa_status (*buffer_read)(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes);
+  /* Device timing: record a marker (cl_event or CUevent) after the enqueued work; elapsed waits for end. */
+  fa_status (*event_record)(fa_context *ctx, uint64_t *native);
+  fa_status (*event_elapsed)(fa_context *ctx, uint64_t start, uint64_t end, double *ms);
+  void (*event_destroy)(fa_context *ctx, uint64_t native);
   fa_status (*forward)(fa_context *ctx, const fa_problem *p);
   fa_status (*backward)(fa_context *ctx, const fa_problem *p);
 } fa_backend_ops;
+
+struct fa_event {
+  fa_context *ctx;
+  uint64_t native;
+};
 
 struct fa_context {
   const fa_backend_ops *ops;
