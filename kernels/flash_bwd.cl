@@ -11,13 +11,13 @@
  *
  * Kernels, launched in this order by src/opencl/cl_backward.c:
  *   flash_bwd_pre         Di, one work-item per row; zeroes the dQ accumulator when zero_dq.
- *   flash_bwd_dkdv        one group of BC work-items per (block of BC keys, kv head, batch); work-item j owns
- *                         key row j: its K and V rows and its dK and dV accumulators are private. It walks the
- *                         query blocks of every query head of its GQA group (so dK and dV sum over the group
- *                         without atomics), skipping blocks the causal mask hides entirely. With DQ_ATOMIC, it
- *                         also adds dS K into the dQ accumulator with compare-and-swap loops.
- *   flash_bwd_dq          (without DQ_ATOMIC) one group of BR work-items per (block of BR queries, head, batch);
- *                         work-item i owns query row i and walks the key blocks, recomputing S and dP, and
+ *   flash_bwd_dkdv        one group of BC / RPW work-items per (block of BC keys, kv head, batch); each
+ *                         work-item owns RPW key rows: their K and V rows and dK and dV accumulators are
+ *                         private. It walks the query blocks of every query head of its GQA group (so dK and dV
+ *                         sum over the group without atomics), skipping blocks the causal mask hides entirely.
+ *                         With DQ_ATOMIC, it also adds dS K into the dQ accumulator with compare-and-swap loops.
+ *   flash_bwd_dq          (without DQ_ATOMIC) one group of BR / RPW work-items per (block of BR queries, head,
+ *                         batch); each owns RPW query rows and walks the key blocks, recomputing S and dP, and
  *                         writes dq itself: no atomics, a fixed summation order, bit-identical runs.
  *   flash_bwd_dq_convert  (with DQ_ATOMIC) the float32 accumulator, times scale, into dq's dtype and strides.
  *
@@ -28,8 +28,10 @@
  * Compile-time parameters (the host's -D defines; src/tiling.c sizes BR and BC for the local memory):
  *   HEAD_DIM  D, a multiple of 8
  *   BR, BC    queries per block, keys per block
+ *   RPW       rows per work-item (1, 2, 4): divides BR and BC. Every vector loaded from a local tile feeds RPW
+ *             rows' multiply-adds, which makes CPUs less bound by loads (src/tiling.c: 4 on CPUs, 1 on GPUs).
  *   VEC       floats per vector (1, 2, 4, 8): divides BR, BC and D. Each work-item runs explicit vectors,
- *             which PoCL turns into AVX; one work-item per row needs no barrier inside a tile's arithmetic.
+ *             which PoCL turns into AVX; whole rows per work-item need no barrier inside a tile's arithmetic.
  *   DQ_ATOMIC 1: dQ by atomics in flash_bwd_dkdv (then flash_bwd_dq_convert); 0: by flash_bwd_dq
  *
  * Local memory, floats. flash_bwd_dkdv: Qs and dOs BR*D row-major (for dK and dV, vectors over columns), QT

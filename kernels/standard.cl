@@ -1,5 +1,6 @@
-/* Standard attention (FA_ALGO_STANDARD) around two CLBlast GEMMs: packing of q, k, v into float32
- * workspace, the masked softmax of the score matrix, and the write of o and lse. See src/opencl/cl_standard.c
+/* Standard attention (FA_ALGO_STANDARD) around CLBlast GEMMs: packing of q, k, v (and dout) into float32
+ * workspace, the masked softmax of the score matrix, the write of o and lse; for the backward
+ * (src/opencl/cl_standard_bwd.c) also Di, dS, a transpose and the write of dq, dk, dv. See src/opencl/cl_standard.c
  * for the workspace layout; in short, per unit u = b * Hkv + kv_head (a kv head and the g = Hq / Hkv query
  * heads that read it), with M = g * Sq query rows ordered (query head in group, query position):
  *   QT [u][d_pad][m_pad]   q transposed, zero padded   (GEMM 1's A, column-major m_pad x d_pad)

@@ -10,8 +10,7 @@
  * p->deterministic always takes the separate scheme; otherwise FA_CL_BWD_DEFAULT_ATOMIC decides (see
  * docs/PERFORMANCE.md for the measurement behind it). For measurements, FLASHATTN_OPENCL_BWD_DQ=atomic|separate
  * picks the scheme of non-deterministic calls, FLASHATTN_OPENCL_BWD_TILES=BRxBC[xRPW] the tiles and rows per
- * work-item (when they fit),
- * FLASHATTN_OPENCL_VEC the vector width (when it divides BR, BC and D).
+ * work-item (when they fit), FLASHATTN_OPENCL_VEC the vector width (when it divides BR, BC and D).
  *
  * Everything that can fail short of the driver's launch (tiles, kernels, workspace, arguments) is done before
  * the first launch, so that an error leaves every output untouched. */
