@@ -31,14 +31,14 @@
 
 static fa_context *g_ctx;
 
-#define CHECK_FA(call)                                                                          \
-  do {                                                                                          \
-    fa_status st_ = (call);                                                                     \
-    if (st_ != FA_SUCCESS) {                                                                    \
-      fprintf(stderr, "%s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call, fa_status_string(st_), \
-              fa_context_last_error(g_ctx));                                                    \
-      exit(1);                                                                                  \
-    }                                                                                           \
+#define CHECK_FA(call)                                                                                                 \
+  do {                                                                                                                 \
+    fa_status st_ = (call);                                                                                            \
+    if (st_ != FA_SUCCESS) {                                                                                           \
+      fprintf(stderr, "%s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call, fa_status_string(st_),                         \
+              fa_context_last_error(g_ctx));                                                                           \
+      exit(1);                                                                                                         \
+    }                                                                                                                  \
   } while (0)
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -181,8 +181,8 @@ static int run_case(const shape *c) {
   fa_tensor tl;
   fa_tensor_packed(&tl, lb, 0, FA_F32, c->b, c->hq, c->sq, 1);
 
-  ref_problem rp = {c->b, c->sq, c->sk, c->hq, c->hkv, c->d,
-                    c->scale > 0 ? (double)c->scale : 1.0 / sqrt((double)c->d), c->causal};
+  ref_problem rp = {
+      c->b, c->sq, c->sk, c->hq, c->hkv, c->d, c->scale > 0 ? (double)c->scale : 1.0 / sqrt((double)c->d), c->causal};
   double *ro = malloc(q.n * sizeof(double)), *rl = malloc(nl * sizeof(double));
   double *rq = malloc(q.n * sizeof(double)), *rk = malloc(k.n * sizeof(double)), *rv = malloc(k.n * sizeof(double));
   if (ref_forward(&rp, q.val, k.val, v.val, ro, rl) || ref_backward(&rp, q.val, k.val, v.val, g.val, rq, rk, rv)) {
@@ -244,17 +244,17 @@ static int check(int reduced) {
   static const shape cases[] = {
       {1, 64, 64, 1, 1, 64, 0, FA_F32, 0, 0},
       {1, 64, 64, 1, 1, 64, 1, FA_F32, 0, 0},
-      {2, 77, 131, 4, 2, 64, 0, FA_F32, 0, 0},   /* GQA, odd lengths, Sq < Sk */
-      {2, 77, 131, 4, 2, 64, 1, FA_F32, 0, 0},   /* causal Sq < Sk */
-      {1, 150, 40, 3, 1, 32, 1, FA_F32, 0, 0},   /* causal Sq > Sk: fully masked rows; MQA */
-      {1, 1, 200, 2, 2, 128, 0, FA_F32, 0, 0},   /* Sq = 1 */
+      {2, 77, 131, 4, 2, 64, 0, FA_F32, 0, 0}, /* GQA, odd lengths, Sq < Sk */
+      {2, 77, 131, 4, 2, 64, 1, FA_F32, 0, 0}, /* causal Sq < Sk */
+      {1, 150, 40, 3, 1, 32, 1, FA_F32, 0, 0}, /* causal Sq > Sk: fully masked rows; MQA */
+      {1, 1, 200, 2, 2, 128, 0, FA_F32, 0, 0}, /* Sq = 1 */
       {1, 1, 200, 2, 2, 128, 1, FA_F32, 0, 0},
       {3, 33, 33, 3, 3, 16, 1, FA_F32, 1, 0.3f}, /* BHSD strides, explicit scale */
       {1, 70, 90, 6, 2, 40, 0, FA_F32, 2, 0},    /* padded rows, offset, D 40 */
       {1, 50, 60, 2, 1, 8, 1, FA_F32, 0, 0},     /* D 8 */
       {1, 100, 130, 2, 1, 256, 1, FA_F32, 0, 0}, /* D 256 */
       {1, 96, 96, 2, 2, 96, 0, FA_F32, 2, 0},
-      {1, 300, 260, 2, 2, 64, 0, FA_F32, 0, 0},  /* more than one 128-row pad block */
+      {1, 300, 260, 2, 2, 64, 0, FA_F32, 0, 0}, /* more than one 128-row pad block */
       {2, 77, 131, 4, 2, 64, 1, FA_F16, 0, 0},
       {1, 150, 40, 3, 1, 32, 1, FA_F16, 2, 0},
       {1, 1, 200, 2, 1, 80, 0, FA_F16, 1, 0},
@@ -391,10 +391,11 @@ static void bench(int S, int D, int B, int H, int reps, fa_dtype dt) {
         qsort(tb, reps, sizeof(double), cmp_double);
         double f = tf[reps / 2], bw = tb[reps / 2];
         double flops = 4.0 * B * H * (double)S * S * D * (causal ? 0.5 : 1.0);
-        printf("%-8s %s B%d H%d S%d D%d causal%d: fwd %.3f ms (%.2f TFLOP/s, peak %.1f MiB)  bwd %.3f ms (%.2f TFLOP/s, "
-               "peak %.1f MiB)  [first fwd+bwd %.2f s]\n",
-               algo ? "standard" : "flash", dname(dt), B, H, S, D, causal, f * 1e3, flops / f * 1e-12,
-               peak_f / 1048576.0, bw * 1e3, 2.5 * flops / bw * 1e-12, peak_b / 1048576.0, first);
+        printf(
+            "%-8s %s B%d H%d S%d D%d causal%d: fwd %.3f ms (%.2f TFLOP/s, peak %.1f MiB)  bwd %.3f ms (%.2f TFLOP/s, "
+            "peak %.1f MiB)  [first fwd+bwd %.2f s]\n",
+            algo ? "standard" : "flash", dname(dt), B, H, S, D, causal, f * 1e3, flops / f * 1e-12, peak_f / 1048576.0,
+            bw * 1e3, 2.5 * flops / bw * 1e-12, peak_b / 1048576.0, first);
       }
       fflush(stdout);
       drop(&q), drop(&k), drop(&v), drop(&o), drop(&g), drop(&dq), drop(&dk), drop(&dv);

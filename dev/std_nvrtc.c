@@ -33,8 +33,10 @@ int main(int argc, char **argv) {
   const char *archs[16];
   int narch = 0;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "-q") == 0) quiet = 1;
-    else if (strncmp(argv[i], "sm_", 3) == 0 && narch < 16) archs[narch++] = argv[i];
+    if (strcmp(argv[i], "-q") == 0)
+      quiet = 1;
+    else if (strncmp(argv[i], "sm_", 3) == 0 && narch < 16)
+      archs[narch++] = argv[i];
     else {
       fprintf(stderr, "usage: %s [-q] [sm_XY ...]\n", argv[0]);
       return 2;

@@ -44,24 +44,42 @@
 #endif
 #define D HEAD_DIM
 
+/* floatv: VEC floats. VLD / VST: a vector from / to VEC consecutive floats. LOADV(p, i): elements i .. i+VEC-1
+ * of a tensor in the program's storage type, widened to a floatv (f16: vload_halfN, core OpenCL C; bf16: the
+ * high halves of float32s). */
 #if VEC == 1
 typedef float floatv;
 #define VLD(p) (*(p))
 #define VST(x, p) (*(p) = (x))
+#define VLD_HALF(p) vload_half(0, p)
+#define VLD_BF16(p) fa_bf16_to_f32(*(p))
 #elif VEC == 2
 typedef float2 floatv;
 #define VLD(p) vload2(0, p)
 #define VST(x, p) vstore2(x, 0, p)
+#define VLD_HALF(p) vload_half2(0, p)
+#define VLD_BF16(p) as_float2(convert_uint2(vload2(0, p)) << 16)
 #elif VEC == 4
 typedef float4 floatv;
 #define VLD(p) vload4(0, p)
 #define VST(x, p) vstore4(x, 0, p)
+#define VLD_HALF(p) vload_half4(0, p)
+#define VLD_BF16(p) as_float4(convert_uint4(vload4(0, p)) << 16)
 #elif VEC == 8
 typedef float8 floatv;
 #define VLD(p) vload8(0, p)
 #define VST(x, p) vstore8(x, 0, p)
+#define VLD_HALF(p) vload_half8(0, p)
+#define VLD_BF16(p) as_float8(convert_uint8(vload8(0, p)) << 16)
 #else
 #error "VEC must be 1, 2, 4 or 8"
+#endif
+#if FA_DTYPE == 0
+#define LOADV(p, i) VLD((p) + (i))
+#elif FA_DTYPE == 1
+#define LOADV(p, i) VLD_HALF((p) + (i))
+#else
+#define LOADV(p, i) VLD_BF16((p) + (i))
 #endif
 
 #if BR % VEC != 0 || BC % VEC != 0 || D % VEC != 0
@@ -201,17 +219,22 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
 
     for (int q0 = qstart; q0 < Sq; q0 += BR) {
       barrier(CLK_LOCAL_MEM_FENCE); /* the previous block's readers are done */
-      for (int x = lid; x < BR * D; x += WGK) {
-        const int rr = x / D, dd = x - rr * D, i = q0 + rr;
-        float qx = 0.0f, gx = 0.0f;
+      for (int x = lid; x < BR * DV; x += WGK) {
+        const int rr = x / DV, c = (x - rr * DV) * VEC, i = q0 + rr;
+        floatv qx = (floatv)(0.0f), gx = (floatv)(0.0f);
         if (i < Sq) {
-          qx = fa_load(q, qb + (long)i * q_ss + dd);
-          gx = fa_load(dout, gb + (long)i * g_ss + dd);
+          qx = LOADV(q, qb + (long)i * q_ss + c);
+          gx = LOADV(dout, gb + (long)i * g_ss + c);
         }
-        Qs[x] = qx;
-        QT[dd * BR + rr] = qx;
-        Gs[x] = gx;
-        GT[dd * BR + rr] = gx;
+        VST(qx, Qs + rr * D + c);
+        VST(gx, Gs + rr * D + c);
+        float qe[VEC], ge[VEC];
+        VST(qx, qe);
+        VST(gx, ge);
+        for (int e = 0; e < VEC; e++) {
+          QT[(c + e) * BR + rr] = qe[e];
+          GT[(c + e) * BR + rr] = ge[e];
+        }
       }
       for (int x = lid; x < BR; x += WGK) {
         const int i = q0 + x;
@@ -376,16 +399,21 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
 
   for (int k0 = 0; k0 < kend; k0 += BC) {
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int x = lid; x < BC * D; x += WGQ) {
-      const int jj = x / D, dd = x - jj * D, kj = k0 + jj;
-      float kx = 0.0f, vx = 0.0f;
+    for (int x = lid; x < BC * DV; x += WGQ) {
+      const int jj = x / DV, c = (x - jj * DV) * VEC, kj = k0 + jj;
+      floatv kx = (floatv)(0.0f), vx = (floatv)(0.0f);
       if (kj < Sk) {
-        kx = fa_load(k, kb + (long)kj * k_ss + dd);
-        vx = fa_load(v, vb + (long)kj * v_ss + dd);
+        kx = LOADV(k, kb + (long)kj * k_ss + c);
+        vx = LOADV(v, vb + (long)kj * v_ss + c);
       }
-      KT[dd * BC + jj] = kx;
-      VT[dd * BC + jj] = vx;
-      Ks[x] = kx;
+      VST(kx, Ks + jj * D + c);
+      float ke[VEC], ve[VEC];
+      VST(kx, ke);
+      VST(vx, ve);
+      for (int e = 0; e < VEC; e++) {
+        KT[(c + e) * BC + jj] = ke[e];
+        VT[(c + e) * BC + jj] = ve[e];
+      }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 

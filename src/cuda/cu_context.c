@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cu_cublas.h"
 #include "cu_internal.h"
 
 fa_status fa_cu_fail(fa_context *ctx, const char *call, CUresult r) {
@@ -193,6 +194,7 @@ static void cu_destroy(fa_context *ctx) {
     if (c->stream) c->cu->StreamSynchronize(c->stream);
     fa_cu_modules_release(ctx);
     fa_cu_workspace_release(ctx);
+    fa_cu_cublas_release(ctx);
     if (c->own_stream) c->cu->StreamDestroy(c->stream);
     fa_cu_pop(ctx);
   }
@@ -330,7 +332,7 @@ static fa_status cu_forward(fa_context *ctx, const fa_problem *p) {
 static fa_status cu_backward(fa_context *ctx, const fa_problem *p) {
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
-  st = fa_cu_backward(ctx, p);
+  st = p->algo == FA_ALGO_STANDARD ? fa_cu_standard_backward(ctx, p) : fa_cu_backward(ctx, p);
   fa_cu_pop(ctx);
   return st;
 }

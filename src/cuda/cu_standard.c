@@ -167,10 +167,13 @@ fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p) {
   plan_shape(p, "fa_forward (standard)", &pl);
   const int f32 = p->dtype == FA_F32;
   enum { Q, K, V, S, P, O, L, NREG };
-  const size_t dims[NREG][3] = {
-      {pl.m, pl.ld_d, pl.es}, {pl.sk, pl.ld_d, pl.es}, {pl.sk, pl.ld_d, pl.es}, {pl.m, pl.ld_k, 4},
-      {pl.m, f32 ? 0 : pl.ld_k, pl.es}, /* float32: P is S */
-      {pl.m, pl.ld_d, 4},               {pl.m, 1, 4}};
+  const size_t dims[NREG][3] = {{pl.m, pl.ld_d, pl.es},
+                                {pl.sk, pl.ld_d, pl.es},
+                                {pl.sk, pl.ld_d, pl.es},
+                                {pl.m, pl.ld_k, 4},
+                                {pl.m, f32 ? 0 : pl.ld_k, pl.es}, /* float32: P is S */
+                                {pl.m, pl.ld_d, 4},
+                                {pl.m, 1, 4}};
   std_region r[NREG];
   fa_status st = layout(ctx, p, &pl, r, dims, NREG);
   if (st != FA_SUCCESS) return st;
@@ -216,10 +219,11 @@ fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p) {
   plan_shape(p, "fa_backward (standard)", &pl);
   /* S holds the scores, then dP; P the probabilities, then dS (in place). */
   enum { Q, DO, K, V, S, P, DQ, DK, DV, D, NREG };
-  const size_t dims[NREG][3] = {{pl.m, pl.ld_d, pl.es},  {pl.m, pl.ld_d, pl.es}, {pl.sk, pl.ld_d, pl.es},
-                                {pl.sk, pl.ld_d, pl.es}, {pl.m, pl.ld_k, 4},     {pl.m, pl.ld_k, pl.es},
-                                {pl.m, pl.ld_d, 4},      {pl.sk, pl.ld_d, 4},    {pl.sk, pl.ld_d, 4},
-                                {pl.m, 1, 4}};
+  const size_t dims[NREG][3] = {{pl.m, pl.ld_d, pl.es},  {pl.m, pl.ld_d, pl.es},
+                                {pl.sk, pl.ld_d, pl.es}, {pl.sk, pl.ld_d, pl.es},
+                                {pl.m, pl.ld_k, 4},      {pl.m, pl.ld_k, pl.es},
+                                {pl.m, pl.ld_d, 4},      {pl.sk, pl.ld_d, 4},
+                                {pl.sk, pl.ld_d, 4},     {pl.m, 1, 4}};
   std_region r[NREG];
   fa_status st = layout(ctx, p, &pl, r, dims, NREG);
   if (st != FA_SUCCESS) return st;
@@ -268,11 +272,11 @@ fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p) {
   }
   /* dQ (M x D) = scale dS K, dK (Sk x D) = scale dS^T Q */
   if (st == FA_SUCCESS)
-    st = gemm(ctx, a, h, &pl, FA_CUBLAS_OP_N, FA_CUBLAS_OP_N, m, d, sk, p->scale, &r[P], ld_k, &r[K], ld_d, &r[DQ], ld_d,
-              in, "dQ = dS K");
+    st = gemm(ctx, a, h, &pl, FA_CUBLAS_OP_N, FA_CUBLAS_OP_N, m, d, sk, p->scale, &r[P], ld_k, &r[K], ld_d, &r[DQ],
+              ld_d, in, "dQ = dS K");
   if (st == FA_SUCCESS)
-    st = gemm(ctx, a, h, &pl, FA_CUBLAS_OP_T, FA_CUBLAS_OP_N, sk, d, m, p->scale, &r[P], ld_k, &r[Q], ld_d, &r[DK], ld_d,
-              in, "dK = dS^T Q");
+    st = gemm(ctx, a, h, &pl, FA_CUBLAS_OP_T, FA_CUBLAS_OP_N, sk, d, m, p->scale, &r[P], ld_k, &r[Q], ld_d, &r[DK],
+              ld_d, in, "dK = dS^T Q");
   if (st == FA_SUCCESS) {
     CUdeviceptr dqw = at(&pl, &r[DQ]), dkw = at(&pl, &r[DK]), dvw = at(&pl, &r[DV]);
     CUdeviceptr dq = fa_cu_addr(&p->dq, pl.es), dk = fa_cu_addr(&p->dk, pl.es), dv = fa_cu_addr(&p->dv, pl.es);
@@ -280,8 +284,8 @@ fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p) {
     long long kb = p->dk.stride[0], ks = p->dk.stride[1], kh = p->dk.stride[2];
     long long vb = p->dv.stride[0], vs = p->dv.stride[1], vh = p->dv.stride[2];
     long long sq = p->seqlen_q, skl = p->seqlen_k, gg = g, hkv = p->heads_kv, hd = p->head_dim, u0 = 0;
-    void *args[] = {&dqw, &dkw, &dvw, &ld, &dq, &qb, &qs, &qh, &dk, &kb, &ks, &kh,
-                    &dv,  &vb,  &vs,  &vh, &sq, &skl, &gg, &hkv, &hd, &u0};
+    void *args[] = {&dqw, &dkw, &dvw, &ld, &dq, &qb, &qs,  &qh, &dk,  &kb, &ks,
+                    &kh,  &dv,  &vb,  &vs, &vh, &sq, &skl, &gg, &hkv, &hd, &u0};
     st = launch_units(ctx, fn[4], blocks_for((m > sk ? m : sk) * d), &pl, args, &u0, "fa_std_unpack_bwd");
   }
   if (st == FA_ERROR_OUT_OF_MEMORY) fa_cu_workspace_release(ctx);

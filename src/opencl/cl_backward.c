@@ -211,8 +211,6 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
 }
 
 fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p) {
-  if (p->algo != FA_ALGO_FLASH)
-    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                   "fa_backward: FA_ALGO_STANDARD has no OpenCL backward pass yet (FA_ALGO_FLASH has one)");
+  if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward(ctx, p);
   return flash_backward(ctx, p);
 }

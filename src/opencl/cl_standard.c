@@ -73,8 +73,7 @@ void fa_cl_std_shape(const fa_problem *p, const char *call, fa_cl_std_plan *pl) 
   pl->units_per_call = 0;
 }
 
-fa_status fa_cl_std_layout(fa_context *ctx, const fa_problem *p, fa_cl_std_plan *pl, fa_cl_std_region *regions,
-                           int n) {
+fa_status fa_cl_std_layout(fa_context *ctx, const fa_problem *p, fa_cl_std_plan *pl, fa_cl_std_region *regions, int n) {
   const fa_cl *cl = fa_cl_of(ctx);
   size_t at = 0, largest = 1;
   int ok = 1;
@@ -96,8 +95,8 @@ fa_status fa_cl_std_layout(fa_context *ctx, const fa_problem *p, fa_cl_std_plan 
   pl->units_per_call = (size_t)INT_MAX / largest;
   if (pl->units_per_call == 0)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                   "%s: one score matrix of %zu x %zu elements is beyond CLBlast's 32-bit indexing", pl->call, pl->m_pad,
-                   pl->sk_pad);
+                   "%s: one score matrix of %zu x %zu elements is beyond CLBlast's 32-bit indexing", pl->call,
+                   pl->m_pad, pl->sk_pad);
   return FA_SUCCESS;
 }
 
@@ -263,7 +262,8 @@ fa_status fa_cl_standard_forward(fa_context *ctx, const fa_problem *p) {
   st = fa_cl_std_set_args(ctx, k_unpack, args, sizeof args / sizeof args[0], "fa_std_unpack");
 
   /* q -> QT, k -> KT (both transposed), v -> V */
-  if (st == FA_SUCCESS) st = fa_cl_std_pack(ctx, k_pack, &p->q, ws, &r[QO], &pl, pl.m_pad, p->seqlen_q, (int64_t)pl.g, p, 1);
+  if (st == FA_SUCCESS)
+    st = fa_cl_std_pack(ctx, k_pack, &p->q, ws, &r[QO], &pl, pl.m_pad, p->seqlen_q, (int64_t)pl.g, p, 1);
   if (st == FA_SUCCESS) st = fa_cl_std_pack(ctx, k_pack, &p->k, ws, &r[KT], &pl, pl.sk_pad, p->seqlen_k, 1, p, 1);
   if (st == FA_SUCCESS) st = fa_cl_std_pack(ctx, k_pack, &p->v, ws, &r[V], &pl, pl.sk_pad, p->seqlen_k, 1, p, 0);
 

@@ -58,16 +58,16 @@ FA_HIDDEN void fa_cl_std_options(const fa_context *ctx, fa_dtype dtype, char *bu
 /* C = alpha A op(B) in CLBlast's column-major terms, batched over the units: A untransposed (m x k, ld m),
  * B transposed (stored n x k, ld n), C (m x n, ld m), each region's unit stride between units. `what`
  * names the product in error sentences ("S = QK^T"). */
-FA_HIDDEN fa_status fa_cl_std_gemm(fa_context *ctx, cl_mem ws, const fa_cl_std_plan *pl, size_t m, size_t n,
-                                   size_t k, float alpha, const fa_cl_std_region *a, const fa_cl_std_region *b,
+FA_HIDDEN fa_status fa_cl_std_gemm(fa_context *ctx, cl_mem ws, const fa_cl_std_plan *pl, size_t m, size_t n, size_t k,
+                                   float alpha, const fa_cl_std_region *a, const fa_cl_std_region *b,
                                    const fa_cl_std_region *c, const char *what);
 
 /* Gather q, k, v or dout (`src`, `seqlen` positions, g heads per unit) into region r as float32, zero padded
  * to rows_pad x d_pad: transposed [u][d_pad][rows_pad] (column-major rows x D) or not [u][rows_pad][d_pad]
  * (column-major D x rows). kernel: fa_std_pack. */
 FA_HIDDEN fa_status fa_cl_std_pack(fa_context *ctx, cl_kernel kernel, const fa_view *src, cl_mem ws,
-                                   const fa_cl_std_region *r, const fa_cl_std_plan *pl, size_t rows_pad,
-                                   int64_t seqlen, int64_t g, const fa_problem *p, int transposed);
+                                   const fa_cl_std_region *r, const fa_cl_std_plan *pl, size_t rows_pad, int64_t seqlen,
+                                   int64_t g, const fa_problem *p, int transposed);
 
 /* Masked softmax of region s ([u][sk_pad][m_pad], scaled scores) in place, the rows' lse into region l
  * ([u][m_pad]). kernel: fa_std_softmax. */

@@ -88,10 +88,10 @@ fa_status fa_cl_standard_backward(fa_context *ctx, const fa_problem *p) {
     cl_long dq_off = p->dq.offset, qb = p->dq.stride[0], qs = p->dq.stride[1], qh = p->dq.stride[2];
     cl_long dk_off = p->dk.offset, kb = p->dk.stride[0], ks = p->dk.stride[1], kh = p->dk.stride[2];
     cl_long dv_off = p->dv.offset, vb = p->dv.stride[0], vs = p->dv.stride[1], vh = p->dv.stride[2];
-    fa_cl_std_arg args[] = {ARG(ws),     ARG(dq_ws), ARG(dk_ws), ARG(dv_ws), ARG(dq), ARG(dq_off), ARG(qb),
-                            ARG(qs),     ARG(qh),    ARG(dk),    ARG(dk_off), ARG(kb), ARG(ks),    ARG(kh),
-                            ARG(dv),     ARG(dv_off), ARG(vb),   ARG(vs),    ARG(vh), ARG(mp),     ARG(skp),
-                            ARG(dp),     ARG(sq),    ARG(sk),    ARG(g),     ARG(hkv), ARG(d)};
+    fa_cl_std_arg args[] = {ARG(ws), ARG(dq_ws),  ARG(dk_ws), ARG(dv_ws),  ARG(dq),  ARG(dq_off), ARG(qb),
+                            ARG(qs), ARG(qh),     ARG(dk),    ARG(dk_off), ARG(kb),  ARG(ks),     ARG(kh),
+                            ARG(dv), ARG(dv_off), ARG(vb),    ARG(vs),     ARG(vh),  ARG(mp),     ARG(skp),
+                            ARG(dp), ARG(sq),     ARG(sk),    ARG(g),      ARG(hkv), ARG(d)};
     st = fa_cl_std_set_args(ctx, k_unpack, args, sizeof args / sizeof args[0], "fa_std_unpack_bwd");
   }
 
@@ -111,8 +111,8 @@ fa_status fa_cl_standard_backward(fa_context *ctx, const fa_problem *p) {
     cl_long o_off = p->o.offset, ob = p->o.stride[0], os = p->o.stride[1], oh = p->o.stride[2];
     cl_long g_off = p->dout.offset, gb = p->dout.stride[0], gs = p->dout.stride[1], gh = p->dout.stride[2];
     cl_long d_off = (cl_long)(r[D].base / sizeof(float));
-    fa_cl_std_arg args[] = {ARG(o),    ARG(o_off), ARG(ob), ARG(os), ARG(oh), ARG(dout), ARG(g_off), ARG(gb), ARG(gs),
-                            ARG(gh),   ARG(ws),    ARG(d_off), ARG(mp), ARG(sq), ARG(g),  ARG(hkv),   ARG(d)};
+    fa_cl_std_arg args[] = {ARG(o),  ARG(o_off), ARG(ob),    ARG(os), ARG(oh), ARG(dout), ARG(g_off), ARG(gb), ARG(gs),
+                            ARG(gh), ARG(ws),    ARG(d_off), ARG(mp), ARG(sq), ARG(g),    ARG(hkv),   ARG(d)};
     st = fa_cl_std_set_args(ctx, k_rowdot, args, sizeof args / sizeof args[0], "fa_std_rowdot");
     size_t global[2] = {pl.m_pad, pl.units};
     if (st == FA_SUCCESS) st = fa_cl_launch(ctx, k_rowdot, 2, global, NULL, "fa_std_rowdot");
