@@ -52,6 +52,11 @@ typedef struct fa_cu_driver {
   CUresult (*LaunchKernel)(CUfunction fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
                            unsigned int by, unsigned int bz, unsigned int shared_bytes, CUstream stream,
                            void **params, void **extra);
+  CUresult (*EventCreate)(CUevent *ev, unsigned int flags);
+  CUresult (*EventRecord)(CUevent ev, CUstream stream);
+  CUresult (*EventSynchronize)(CUevent ev);
+  CUresult (*EventElapsedTime)(float *ms, CUevent start, CUevent end);
+  CUresult (*EventDestroy)(CUevent ev);
 } fa_cu_driver;
 
 typedef struct fa_cu_nvrtc {
@@ -203,5 +208,9 @@ FA_HIDDEN fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p)
 FA_HIDDEN fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p); /* cu_standard.c: FA_ALGO_STANDARD backward */
 /* cu_backward.c: the backward pass. */
 FA_HIDDEN fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p);
+/* cu_event.c: device timing with CUDA events on the context's stream (the table's event entries). */
+FA_HIDDEN fa_status fa_cu_event_record(fa_context *ctx, uint64_t *native);
+FA_HIDDEN fa_status fa_cu_event_elapsed(fa_context *ctx, uint64_t start, uint64_t end, double *ms);
+FA_HIDDEN void fa_cu_event_destroy(fa_context *ctx, uint64_t native);
 
 #endif

@@ -68,6 +68,11 @@ static fa_status open_driver(void) {
   RESOLVE(lib, driver, FuncGetAttribute, "cuFuncGetAttribute", driver_msg, n);
   RESOLVE(lib, driver, FuncSetAttribute, "cuFuncSetAttribute", driver_msg, n);
   RESOLVE(lib, driver, LaunchKernel, "cuLaunchKernel", driver_msg, n);
+  RESOLVE(lib, driver, EventCreate, "cuEventCreate", driver_msg, n);
+  RESOLVE(lib, driver, EventRecord, "cuEventRecord", driver_msg, n);
+  RESOLVE(lib, driver, EventSynchronize, "cuEventSynchronize", driver_msg, n);
+  RESOLVE(lib, driver, EventElapsedTime, "cuEventElapsedTime", driver_msg, n);
+  RESOLVE(lib, driver, EventDestroy, "cuEventDestroy_v2", driver_msg, n);
   /* The library is never closed: its function pointers live as long as the process. */
   return FA_SUCCESS;
 }
