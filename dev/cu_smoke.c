@@ -7,7 +7,9 @@
  *      more shapes), CUDA events around each call on our own stream (handed to the library as native_queue),
  *      median of 20 after 3 warm-ups; TFLOP/s = 4 B H Sq Sk D, halved when causal.
  * The stream and events come from the driver API, opened with dlopen like the library does.
- * Usage: cu_smoke [--no-timing]. Exit status 1 when a check fails; 0 with a note when no CUDA device. */
+ * Usage: cu_smoke [--no-timing] [--sweep]. --sweep also times D = 64 and 128 f16 with the tensor-core kernel
+ * compiled for 1, 2 and 3-4 blocks per SM (FLASHATTN_CUDA_DEFINES=-DMIN_BLOCKS=n: registers per thread).
+ * Exit status 1 when a check fails; 0 with a note when no CUDA device. */
 #include <cuda.h>
 #include <dlfcn.h>
 #include <math.h>
@@ -316,16 +318,21 @@ static void time_case(fa_context *ctx, CUstream stream, fa_dtype dt, int b, int 
   double flops = 4.0 * b * h * (double)s * s * d / (causal ? 2 : 1);
   fa_tiles tiles;
   fa_context_tiles(ctx, d, dt, &tiles);
-  printf("time %s B=%d H=%d S=%d D=%d causal=%d: %.3f ms, %.1f TFLOP/s (tiles %dx%d, %d threads, %zu B shared; "
+  const char *extra = getenv("FLASHATTN_CUDA_DEFINES");
+  printf("time %s B=%d H=%d S=%d D=%d causal=%d%s%s: %.3f ms, %.1f TFLOP/s (tiles %dx%d, %d threads, %zu B shared; "
          "first call with compile %.0f ms)\n",
-         fa_dtype_name(dt), b, h, s, d, causal, med, flops / med / 1e9, tiles.block_q, tiles.block_k,
-         tiles.threads, tiles.local_mem_bytes, first_ms);
+         fa_dtype_name(dt), b, h, s, d, causal, extra && *extra ? " " : "", extra ? extra : "", med,
+         flops / med / 1e9, tiles.block_q, tiles.block_k, tiles.threads, tiles.local_mem_bytes, first_ms);
   for (int i = 0; i < 4; i++) fa_buffer_destroy(buf[i]);
   free(host);
 }
 
 int main(int argc, char **argv) {
-  int timing = !(argc > 1 && strcmp(argv[1], "--no-timing") == 0);
+  int timing = 1, sweep = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--no-timing") == 0) timing = 0;
+    else if (strcmp(argv[i], "--sweep") == 0) sweep = 1;
+  }
   CUdevice dev;
   CUcontext pctx;
   CUstream stream;
@@ -379,6 +386,16 @@ int main(int argc, char **argv) {
     time_case(ctx, stream, FA_F16, 2, 8, 8192, 256, 0);
     time_case(ctx, stream, FA_F16, 8, 16, 2048, 128, 0);
     time_case(ctx, stream, FA_F32, 2, 16, 4096, 128, 0);
+  }
+  if (sweep) {
+    static const char *variants[] = {"-DMIN_BLOCKS=1", "-DMIN_BLOCKS=2", "-DMIN_BLOCKS=3", "-DMIN_BLOCKS=4"};
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+      setenv("FLASHATTN_CUDA_DEFINES", variants[i], 1);
+      if (i < 3) time_case(ctx, stream, FA_F16, 2, 16, 8192, 128, 0);
+      if (i < 3) time_case(ctx, stream, FA_F16, 2, 16, 8192, 128, 1);
+      if (i > 0) time_case(ctx, stream, FA_F16, 2, 32, 8192, 64, 0);
+    }
+    unsetenv("FLASHATTN_CUDA_DEFINES");
   }
   fa_context_destroy(ctx);
   return failed ? 1 : 0;

@@ -6,7 +6,8 @@
 #   GPU_CHECK_NVRTC=1 dev/gpu_check.sh ...  also compile every kernel variant for this GPU's arch and print
 #                                           ptxas's registers and spills (about a minute)
 # Steps: nvidia-smi -L; cu_smoke (every dtype at 8 shapes against a float64 loop, then CUDA-event timings:
-# D=128 S=8192 B=2 H=16 f16 non-causal and causal, and a few more, median of 20 after 3 warm-ups, TFLOP/s);
+# D=128 S=8192 B=2 H=16 f16 non-causal and causal, and a few more, median of 20 after 3 warm-ups, TFLOP/s;
+# then a sweep of the registers-per-thread bound of the tensor-core kernel at D = 64 and 128);
 # the same checks under FLASHATTN_LOCAL_MEM_BYTES=49152 and =8192 (smaller tiles, and the CUDA-core kernel);
 # test_cuda_interop (runtime API, cudaMalloc'd memory wrapped, the caller's stream). Exit status: the number
 # of steps that failed.
@@ -30,7 +31,7 @@ if [ "${GPU_CHECK_NVRTC:-0}" = 1 ]; then
   cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
   step "$build/src/cuda/nvrtc_check" -q "sm_${cc:-90}"
 fi
-step "$smoke"
+step "$smoke" --sweep
 step env FLASHATTN_LOCAL_MEM_BYTES=49152 "$smoke" --no-timing
 step env FLASHATTN_LOCAL_MEM_BYTES=8192 "$smoke" --no-timing
 if [ -x "$build/tests/test_cuda_interop" ]; then

@@ -32,6 +32,7 @@
  *             rows' multiply-adds, which makes CPUs less bound by loads (src/tiling.c: 4 on CPUs, 1 on GPUs).
  *   VEC       floats per vector (1, 2, 4, 8): divides BR, BC and D. Each work-item runs explicit vectors,
  *             which PoCL turns into AVX; whole rows per work-item need no barrier inside a tile's arithmetic.
+ *   HAS_FMA   1 when the device does float32 fma in hardware (then MAD is fma, else mad)
  *   DQ_ATOMIC 1: dQ by atomics in flash_bwd_dkdv (then flash_bwd_dq_convert); 0: by flash_bwd_dq
  *
  * Local memory, floats. flash_bwd_dkdv: Qs and dOs BR*D row-major (for dK and dV, vectors over columns), QT
@@ -80,6 +81,15 @@ typedef float8 floatv;
 #define LOADV(p, i) VLD_HALF((p) + (i))
 #else
 #define LOADV(p, i) VLD_BF16((p) + (i))
+#endif
+
+/* MAD: fma where the device has it in hardware (the host sets HAS_FMA from CL_DEVICE_SINGLE_FP_CONFIG): PoCL
+ * lowers mad() to a multiply and an add but fma() to one FMA instruction. Elsewhere fma() could be a slow
+ * software routine, so mad(). */
+#if HAS_FMA
+#define MAD fma
+#else
+#define MAD mad
 #endif
 
 #if BR % VEC != 0 || BC % VEC != 0 || D % VEC != 0
@@ -151,7 +161,7 @@ __kernel void flash_bwd_pre(__global const fa_t *o, long o_off, long o_sb, long 
   const long ob = o_off + b * o_sb + (long)i * o_ss + h * o_sh;
   const long gb = g_off + b * g_sb + (long)i * g_ss + h * g_sh;
   float acc = 0.0f;
-  for (int d = 0; d < D; d++) acc = mad(fa_load(dout, gb + d), fa_load(o, ob + d), acc);
+  for (int d = 0; d < D; d++) acc = MAD(fa_load(dout, gb + d), fa_load(o, ob + d), acc);
   const long row = ((long)b * Hq + h) * Sq + i;
   ws[di_off + row] = acc;
   if (zero_dq)
@@ -265,7 +275,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
             for (int r = 0; r < RPW; r++) {
               const floatv ad = (floatv)(a[r * D + dd]);
 #pragma unroll
-              for (int u = 0; u < RB; u++) acc[r][u] = mad(ad, t[u], acc[r][u]);
+              for (int u = 0; u < RB; u++) acc[r][u] = MAD(ad, t[u], acc[r][u]);
             }
           }
 #pragma unroll
@@ -280,7 +290,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
       for (int r = 0; r < RPW; r++) {
         const int j = k0 + lid + r * WGK;
         for (int c = 0; c < RV; c++) {
-          const floatv p = exp2(mad(VLD(s + r * BR + c * VEC), (floatv)(scale_log2), -VLD(L2 + c * VEC)));
+          const floatv p = exp2(MAD(VLD(s + r * BR + c * VEC), (floatv)(scale_log2), -VLD(L2 + c * VEC)));
           VST(p, s + r * BR + c * VEC);
         }
         const long first = causal ? (long)j - diag : LONG_MIN;
@@ -312,7 +322,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
             for (int r = 0; r < RPW; r++) {
               const floatv wx = (floatv)(w[r * BR + x]);
 #pragma unroll
-              for (int u = 0; u < DB; u++) acc[r][u] = mad(wx, t[u], acc[r][u]);
+              for (int u = 0; u < DB; u++) acc[r][u] = MAD(wx, t[u], acc[r][u]);
             }
           }
 #pragma unroll
@@ -331,7 +341,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
         const int rr = y / DV, cv = y - rr * DV, i = q0 + rr;
         if (i >= Sq) continue;
         floatv acc = (floatv)(0.0f);
-        for (int jj = 0; jj < BC; jj++) acc = mad((floatv)(dSs[rr * BC + jj]), VLD(Ks + jj * D + cv * VEC), acc);
+        for (int jj = 0; jj < BC; jj++) acc = MAD((floatv)(dSs[rr * BC + jj]), VLD(Ks + jj * D + cv * VEC), acc);
         float accs[VEC];
         VST(acc, accs);
         volatile __global float *dst = ws + dq_off + (rowb + i) * D + cv * VEC;
@@ -438,7 +448,7 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
           for (int r = 0; r < RPW; r++) {
             const floatv ad = (floatv)(a[r * D + dd]);
 #pragma unroll
-            for (int u = 0; u < CB; u++) acc[r][u] = mad(ad, t[u], acc[r][u]);
+            for (int u = 0; u < CB; u++) acc[r][u] = MAD(ad, t[u], acc[r][u]);
           }
         }
 #pragma unroll
@@ -452,7 +462,7 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
     for (int r = 0; r < RPW; r++) {
       const int i = q0 + lid + r * WGQ;
       for (int c = 0; c < CV; c++) {
-        const floatv p = exp2(mad(VLD(s + r * BC + c * VEC), (floatv)(scale_log2), (floatv)(-l2[r])));
+        const floatv p = exp2(MAD(VLD(s + r * BC + c * VEC), (floatv)(scale_log2), (floatv)(-l2[r])));
         VST(p, s + r * BC + c * VEC);
       }
       const long last = causal ? min((long)i + diag, (long)Sk - 1) : (long)Sk - 1; /* last visible key */
@@ -479,7 +489,7 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
         for (int r = 0; r < RPW; r++) {
           const floatv wx = (floatv)(dp[r * BC + x]);
 #pragma unroll
-          for (int u = 0; u < DB; u++) acc[r][u] = mad(wx, t[u], acc[r][u]);
+          for (int u = 0; u < DB; u++) acc[r][u] = MAD(wx, t[u], acc[r][u]);
         }
       }
 #pragma unroll

@@ -108,7 +108,7 @@ static __device__ __forceinline__ long long fa_key_limit(const fa_fwd_params &p,
  * rows >= valid and columns >= HEAD_DIM become zeros, so padding adds nothing to the products.
  * cp.async path: thread tid always copies 16-byte column chunk tid % CPW of rows tid / CPW + RPI it, so one
  * running pointer per thread suffices (CPW, the chunks per row rounded up to a power of two, divides the
- * block; threads past the row's CPR chunks sit out). The source address of a zero-filled chunk is never read. */
+ * block; threads past the row's CPR chunks sit out). */
 static __device__ constexpr int fa_pow2_at_least(int n) { return n <= 1 ? 1 : 2 * fa_pow2_at_least((n + 1) / 2); }
 #define CPW fa_pow2_at_least(CPR)
 #define RPI (NTHREADS / CPW) /* rows per pass of the block */
@@ -125,8 +125,10 @@ static __device__ __forceinline__ void load_tile(unsigned short *s, const unsign
 #pragma unroll
     for (int it = 0; it < (ROWS + RPI - 1) / RPI; it++) {
       const int r = r0 + it * RPI;
-      if (ROWS % RPI == 0 || r < ROWS)
-        fa_cp_async16(dst + (unsigned)(it * RPI * DS * 2), src, (c < DCH && r < valid) ? 16 : 0);
+      if (ROWS % RPI == 0 || r < ROWS) {
+        const bool ok = c < DCH && r < valid; /* else zero-fill, from an address known to be valid */
+        fa_cp_async16(dst + (unsigned)(it * RPI * DS * 2), ok ? src : g, ok ? 16 : 0);
+      }
       src += step;
     }
   }

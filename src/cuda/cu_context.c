@@ -150,7 +150,7 @@ static fa_status cu_create(fa_context *ctx, int device, void *native_queue) {
   if ((st = fa_cu_load_nvrtc(&c->nv, &c->nvrtc_version, msg, sizeof msg)) != FA_SUCCESS) {
     free(c);
     ctx->impl = NULL;
-    return fa_fail(ctx, st, "cuda: kernels are compiled at run time and %s", msg);
+    return fa_fail(ctx, st, "cuda: NVRTC, which compiles the kernels at run time, is unavailable: %s", msg);
   }
   c->ordinal = device < 0 ? 0 : device;
   CUresult r = c->cu->DeviceGet(&c->device, c->ordinal);

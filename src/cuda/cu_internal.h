@@ -106,7 +106,7 @@ typedef struct fa_cu_fwd_variant {
   int q_regs;         /* flash_fwd_tc holds Q in registers */
   fa_tiles tiles;     /* block_q, block_k, threads per block, dynamic shared bytes */
   const char *kernel; /* the function's name in kernels/flash_fwd.cu */
-  char defines[160];  /* what it is compiled with */
+  char defines[256];  /* what it is compiled with */
 } fa_cu_fwd_variant;
 
 /* The forward kernel for a head dim and dtype on a device of compute capability cc_major.x within the
@@ -192,14 +192,14 @@ FA_HIDDEN void fa_cu_workspace_release(fa_context *ctx);
 /* What the device offers one thread block, after FLASHATTN_LOCAL_MEM_BYTES, for the tiling functions. */
 FA_HIDDEN void fa_cu_tile_limits(const fa_context *ctx, fa_tile_limits *lim);
 
-
 /* A view's device address: the buffer's plus the view's element offset. */
 static inline CUdeviceptr fa_cu_addr(const fa_view *v, size_t elem_bytes) {
   return (CUdeviceptr)(v->buf->native + (uint64_t)v->offset * elem_bytes);
 }
 
 /* ---- the entry points of the backend table (cu_context.c) that live in other files ---- */
-/* cu_flash.c: FA_ALGO_FLASH forward, and the dispatch to the standard path. */
+/* cu_context.c makes the context current around the compute entries (forward, backward). */
+/* cu_flash.c: FA_ALGO_FLASH forward. */
 FA_HIDDEN fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p);
 /* cu_flash.c: the forward tiles for a head dim and dtype (the table's .tiles entry). */
 FA_HIDDEN fa_status fa_cu_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out);

@@ -1,6 +1,7 @@
 /* Which forward kernel variant serves a problem: the kernel, its tiles and the -D defines it is compiled
  * with. Pure (no device, no context), so dev/nvrtc_check.c enumerates exactly what the library compiles. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cu_internal.h"
@@ -23,8 +24,13 @@ fa_status fa_cu_forward_variant(const fa_tile_limits *lim, int cc_major, int hea
     out->tc = 1;
     out->q_regs = head_dim <= 128; /* the layout fa_tiles_cuda_forward sized */
     out->kernel = "flash_fwd_tc";
-    snprintf(out->defines, sizeof out->defines, "-DFA_TC=1 %s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ASYNC=%d -DQ_IN_REGS=%d",
-             fa_cu_dtype_define(dtype), head_dim, out->tiles.block_k, async != 0, out->q_regs);
+    /* FLASHATTN_CUDA_DEFINES: extra -D defines for tuning runs, limited to those that leave the shared-memory
+     * layout alone (MIN_BLOCKS, the blocks per SM that the register allocation must allow). */
+    const char *extra = getenv("FLASHATTN_CUDA_DEFINES");
+    snprintf(out->defines, sizeof out->defines,
+             "-DFA_TC=1 %s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ASYNC=%d -DQ_IN_REGS=%d%s%.64s",
+             fa_cu_dtype_define(dtype), head_dim, out->tiles.block_k, async != 0, out->q_regs,
+             extra && *extra ? " " : "", extra ? extra : "");
     return FA_SUCCESS;
   }
   fa_status st = fa_tiles_cuda_forward(lim, head_dim, FA_F32, &out->tiles);

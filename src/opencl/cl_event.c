@@ -1,15 +1,20 @@
-/* Device timing on OpenCL: a marker enqueued on the context's queue, timed by the queue's profiling
- * (CL_PROFILING_COMMAND_END: the marker ends once every command before it has). */
+/* Device timing on OpenCL: an empty kernel enqueued on the context's queue as the timing point, read
+ * through the queue's profiling (CL_PROFILING_COMMAND_END: on an in-order queue it ends after every
+ * command before it). Markers and barriers would do, but some drivers (NVIDIA's) give them no timestamps. */
 #include "cl_internal.h"
 
 fa_status fa_cl_event_record(fa_context *ctx, uint64_t *native) {
   fa_cl *cl = fa_cl_of(ctx);
   if (!cl->profiling)
-    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_event_record: the command queue was created without CL_QUEUE_PROFILING_ENABLE");
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "fa_event_record: the command queue was created without CL_QUEUE_PROFILING_ENABLE");
+  cl_kernel marker;
+  fa_status st = fa_cl_kernel(ctx, "marker.cl", "", "fa_marker", &marker);
+  if (st != FA_SUCCESS) return st;
   cl_event ev;
-  /* A barrier rather than a plain marker: it also orders an out-of-order caller's queue. */
-  cl_int err = clEnqueueBarrierWithWaitList(cl->queue, 0, NULL, &ev);
-  if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clEnqueueBarrierWithWaitList", err);
+  size_t one = 1;
+  cl_int err = clEnqueueNDRangeKernel(cl->queue, marker, 1, NULL, &one, &one, 0, NULL, &ev);
+  if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clEnqueueNDRangeKernel(fa_marker)", err);
   *native = (uint64_t)(uintptr_t)ev;
   return FA_SUCCESS;
 }
@@ -21,11 +26,14 @@ static cl_int event_end(cl_event ev, cl_ulong *ns) {
 }
 
 fa_status fa_cl_event_elapsed(fa_context *ctx, uint64_t start, uint64_t end, double *ms) {
-  cl_ulong t0, t1;
+  cl_ulong t0 = 0, t1 = 0;
   cl_int err = event_end((cl_event)(uintptr_t)start, &t0);
   if (err == CL_SUCCESS) err = event_end((cl_event)(uintptr_t)end, &t1);
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetEventProfilingInfo", err);
-  *ms = t1 >= t0 ? (double)(t1 - t0) * 1e-6 : 0.0;
+  if (t0 == 0 || t1 < t0)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_event_elapsed_ms: the driver's timestamps are unusable (%llu, %llu)",
+                   (unsigned long long)t0, (unsigned long long)t1);
+  *ms = (double)(t1 - t0) * 1e-6;
   return FA_SUCCESS;
 }
 
