@@ -75,12 +75,6 @@ fa_status fa_tiles_opencl_forward(const fa_tile_limits *lim, int head_dim, fa_ti
   return FA_ERROR_UNSUPPORTED;
 }
 
-/* NOTE from the OpenCL-forward helper (22:37): a rewrite of my section above dropped everything after it,
- * that is fa_tiles_cuda_forward() and fa_tiles_opencl_backward(), which the CUDA and the OpenCL-backward
- * helpers had appended here. Their owners: please append them again below (and delete this note). Sorry.
- * fa_tiles_opencl_backward() below is my reconstruction from the compiled object (build-bwd, 22:31-22:32),
- * checked equal to it on millions of inputs, so that the tree links meanwhile: same arithmetic, its comments
- * lost. Replace it with the original. (fa_tiles_cuda_forward is the CUDA helper's own again.) */
 /* CUDA forward (kernels/flash_fwd.cu). The dtype names the kernel family:
  * - F16/BF16: flash_fwd_tc (tensor cores): 128 threads, Br = 64 query rows, Bc key rows a multiple of 16
  *   (64 for D <= 128, 32 above: registers hold O's 64 x D accumulators), K and V double-buffered as 16-bit
@@ -155,34 +149,46 @@ fa_status fa_tiles_cuda_forward(const fa_tile_limits *lim, int head_dim, fa_dtyp
   return FA_SUCCESS;
 }
 
+/* OpenCL backward (kernels/flash_bwd.cl): each work-item owns RPW key rows in flash_bwd_dkdv (BC / RPW per
+ * group) and RPW query rows in flash_bwd_dq (BR / RPW per group); threads reports BC / RPW. CPUs take RPW = 4
+ * where BR and BC allow (each tile vector loaded feeds four rows' multiply-adds: fewer loads per flop; on PoCL
+ * 1.6x faster than RPW = 1, see docs/PERFORMANCE.md), GPUs RPW = 1. Local floats, the larger of the two
+ * kernels' layouts: dkdv Qs, QT, dOs, dOT 4*BR*D + lse2, Di 2*BR + (atomic dQ) Ks BC*D + dS BR*BC; dq KT, VT,
+ * Ks 3*BC*D. Every work-item keeps its rows' D-float accumulators and a block's scores privately, so the caps
+ * (BR <= 64, BC <= 128) keep a group's private memory in a CPU core's cache and a GPU's registers spilling
+ * little. From the paper's Bc, Br, shrink the larger of the two until the layout fits; BR and BC stay
+ * multiples of 8 (whole vectors) while they are 8 or more. */
 static size_t ocl_bwd_bytes(int d, int br, int bc) {
-  size_t dkdv = 4 * (size_t)br * d + 2 * (size_t)br + (size_t)bc * d + (size_t)br * bc, dq = 3 * (size_t)bc * d;
+  size_t dkdv = 4 * (size_t)br * d + 2 * (size_t)br + (size_t)bc * d + (size_t)br * bc;
+  size_t dq = 3 * (size_t)bc * d;
   return (dkdv > dq ? dkdv : dq) * sizeof(float);
 }
 
+static int ocl_bwd_shrink(int n) {
+  n /= 2;
+  if (n >= 8) n -= n % 8;
+  return n < 1 ? 1 : n;
+}
+
 fa_status fa_tiles_opencl_backward(const fa_tile_limits *lim, int head_dim, fa_tiles *out) {
-  if (head_dim < 1 || head_dim > 256 || head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
-  int pbr, pbc;
-  fa_tiles_paper(lim->local_mem_bytes, head_dim, &pbr, &pbc);
-  if (lim->max_group_size <= 0) return FA_ERROR_UNSUPPORTED;
-  int br = lim->max_group_size < 64 ? lim->max_group_size : 64;
-  if (br > head_dim) br = head_dim;
-  if (br > pbc) br = pbc;
-  int bc = lim->max_group_size < 128 ? lim->max_group_size : 128;
-  if (bc > pbc) bc = pbc;
-  if (br > 7) br &= ~7;
-  if (bc > 7) bc &= ~7;
+  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
+  int br, bc;
+  fa_tiles_paper(lim->local_mem_bytes, head_dim, &br, &bc);
+  const int cap = lim->max_group_size;
+  if (cap < 1) return FA_ERROR_UNSUPPORTED;
+  if (br > 64) br = 64;
+  if (bc > 128) bc = 128;
+  if (br > cap) br = cap;
+  if (bc > cap) bc = cap;
+  if (br >= 8) br -= br % 8;
+  if (bc >= 8) bc -= bc % 8;
   while (ocl_bwd_bytes(head_dim, br, bc) > lim->local_mem_bytes) {
-    if (br < bc && bc != 1) {
-      int nb = bc >> 1;
-      if (bc > 15) nb &= ~7;
-      bc = nb;
-    } else {
-      if (br <= 1) return FA_ERROR_UNSUPPORTED;
-      int nb = br >> 1;
-      if (br > 15) nb &= ~7;
-      br = nb;
-    }
+    if (bc > br && bc > 1)
+      bc = ocl_bwd_shrink(bc);
+    else if (br > 1)
+      br = ocl_bwd_shrink(br);
+    else
+      return FA_ERROR_UNSUPPORTED;
   }
   int rpw = 1;
   if (lim->simd_width == 1) rpw = br % 4 == 0 && bc % 4 == 0 ? 4 : br % 2 == 0 && bc % 2 == 0 ? 2 : 1;

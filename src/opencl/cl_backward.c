@@ -102,6 +102,21 @@ static arg_list args_of(fa_context *ctx, cl_kernel kernel, const char *what) {
   return (arg_list){ctx, kernel, what, 0, FA_SUCCESS};
 }
 
+/* A kernel whose private arrays leave the device fewer work-items per group than the tiles ask would fail
+ * at launch, after the kernels before it wrote their outputs: check before launching anything. */
+static fa_status check_group(fa_context *ctx, cl_kernel kernel, size_t local, const char *what) {
+  size_t most = 0;
+  cl_int err = clGetKernelWorkGroupInfo(kernel, fa_cl_of(ctx)->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most, &most,
+                                        NULL);
+  if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetKernelWorkGroupInfo(CL_KERNEL_WORK_GROUP_SIZE)", err);
+  if (local > most)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "flash backward: %s needs groups of %zu work-items, the device allows %zu for it (lower "
+                   "FLASHATTN_LOCAL_MEM_BYTES for smaller tiles)",
+                   what, local, most);
+  return FA_SUCCESS;
+}
+
 static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   fa_cl *cl = fa_cl_of(ctx);
   const int d = (int)p->head_dim;
@@ -202,16 +217,20 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   size_t row_local = cl->max_group_size < 64 ? cl->max_group_size : 64;
   size_t row_global[3] = {fa_cl_round_up((size_t)p->seqlen_q, row_local), (size_t)p->heads_q, (size_t)p->batch};
   size_t row_local3[3] = {row_local, 1, 1};
-  if ((s = fa_cl_launch(ctx, pre, 3, row_global, row_local3, "flash_bwd_pre")) != FA_SUCCESS) return s;
-
   size_t kv_blocks = (size_t)((p->seqlen_k + bc - 1) / bc), q_blocks = (size_t)((p->seqlen_q + br - 1) / br);
   size_t kv_local[3] = {(size_t)(bc / rpw), 1, 1};
   size_t kv_global[3] = {kv_blocks * kv_local[0], (size_t)p->heads_kv, (size_t)p->batch};
-  if ((s = fa_cl_launch(ctx, dkdv, 3, kv_global, kv_local, "flash_bwd_dkdv")) != FA_SUCCESS) return s;
-
-  if (atomic) return fa_cl_launch(ctx, dq, 3, row_global, row_local3, "flash_bwd_dq_convert");
   size_t q_local[3] = {(size_t)(br / rpw), 1, 1};
   size_t q_global[3] = {q_blocks * q_local[0], (size_t)p->heads_q, (size_t)p->batch};
+  if ((s = check_group(ctx, pre, row_local, "flash_bwd_pre")) != FA_SUCCESS) return s;
+  if ((s = check_group(ctx, dkdv, kv_local[0], "flash_bwd_dkdv")) != FA_SUCCESS) return s;
+  if ((s = check_group(ctx, dq, atomic ? row_local : q_local[0], atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq")) !=
+      FA_SUCCESS)
+    return s;
+
+  if ((s = fa_cl_launch(ctx, pre, 3, row_global, row_local3, "flash_bwd_pre")) != FA_SUCCESS) return s;
+  if ((s = fa_cl_launch(ctx, dkdv, 3, kv_global, kv_local, "flash_bwd_dkdv")) != FA_SUCCESS) return s;
+  if (atomic) return fa_cl_launch(ctx, dq, 3, row_global, row_local3, "flash_bwd_dq_convert");
   return fa_cl_launch(ctx, dq, 3, q_global, q_local, "flash_bwd_dq");
 }
 
