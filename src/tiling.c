@@ -198,3 +198,40 @@ fa_status fa_tiles_opencl_backward(const fa_tile_limits *lim, int head_dim, fa_t
   out->local_mem_bytes = ocl_bwd_bytes(head_dim, br, bc);
   return FA_SUCCESS;
 }
+
+/* CUDA backward (kernels/flash_bwd.cu), the CUDA-core kernels flash_bwd_dkdv_simt and flash_bwd_dq_simt:
+ * 256 threads; shared floats K and V BN x (D + 4), Q and dO BM x (D + 4), P and dS BM x (BN + 4), and two
+ * per-row values (lse, di) BM. BN <= 64 (32 for D > 128) keeps a thread's dK and dV accumulators at
+ * BN D / 128 <= 64 floats; BM = 64 (D <= 64), 32 (D <= 128) or 16 keeps the layout near 100-120 KiB at the
+ * H100's budget. Both start below the paper's Bc = ceil(M / 4d), Br = min(Bc, d), are powers of two (the
+ * thread layouts divide them), and the larger is halved until the layout fits; the smallest (1 x 1) needs
+ * about 4.2 KiB at D = 256. The dtype does not change the layout: 16-bit inputs are widened to float32. */
+static size_t cuda_bwd_simt_bytes(int d, int br, int bc) {
+  size_t rows = (size_t)d + 4, ps = (size_t)bc + 4;
+  size_t floats = 2 * (size_t)bc * rows + 2 * (size_t)br * rows + 2 * (size_t)br * ps + 2 * (size_t)br;
+  return floats * sizeof(float);
+}
+
+fa_status fa_tiles_cuda_backward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, fa_tiles *out) {
+  (void)dtype;
+  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
+  if (lim->max_group_size < 256) return FA_ERROR_UNSUPPORTED;
+  int pq, pk;
+  fa_tiles_paper(lim->local_mem_bytes, head_dim, &pq, &pk);
+  int bc = head_dim <= 128 ? 64 : 32, br = head_dim <= 64 ? 64 : head_dim <= 128 ? 32 : 16;
+  if (pk < bc) bc = pk;
+  if (pq < br) br = pq;
+  while (bc & (bc - 1)) bc &= bc - 1;
+  while (br & (br - 1)) br &= br - 1;
+  while (cuda_bwd_simt_bytes(head_dim, br, bc) > lim->local_mem_bytes) {
+    if (br >= bc && br > 1) br /= 2;
+    else if (bc > 1) bc /= 2;
+    else if (br > 1) br /= 2;
+    else return FA_ERROR_UNSUPPORTED;
+  }
+  out->block_q = br;
+  out->block_k = bc;
+  out->threads = 256;
+  out->local_mem_bytes = cuda_bwd_simt_bytes(head_dim, br, bc);
+  return FA_SUCCESS;
+}

@@ -1,7 +1,119 @@
-/* Placeholder until the backward helper writes the CUDA backward pass. */
+/* The CUDA flash backward: tiles (src/tiling.c), kernels of kernels/flash_bwd.cu, the workspace and the
+ * launches. Called with the context current (cu_context.c pushes it) for FA_ALGO_FLASH.
+ *
+ * Three launches, FlashAttention-2's order: flash_bwd_pre (di = rowsum(dO o O) into the workspace), then
+ * flash_bwd_dkdv_simt (dK, dV per block of keys) and the dQ part, one of two schemes:
+ *   atomic    flash_bwd_dkdv_simt adds dS K into a float32 accumulator with atomicAdd, then
+ *             flash_bwd_dq_convert writes dq. Workspace B Hq Sq (D + 1) floats. Not bit-reproducible.
+ *   separate  flash_bwd_dq_simt, one block per block of queries walking the key blocks (recomputing S and dP):
+ *             no atomics, a fixed order of summation: deterministic. Workspace B Hq Sq floats.
+ * p->deterministic takes the separate scheme, otherwise the atomic one (less arithmetic).
+ *
+ * Everything that can fail short of a launch (tiles, kernel builds, workspace) is done before the first
+ * launch, so that an error leaves every output untouched. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cu_internal.h"
+#define FA_BWD_PARAMS_ONLY
+#include "kernels/flash_bwd.cu"
+
+#define LOG2E 1.4426950408889634
+
+/* Launch `fn` over (blocks, heads, batch), several launches when heads or batch exceed the grid's 65535. */
+static fa_status launch3(fa_context *ctx, CUfunction fn, fa_bwd_params *a, unsigned blocks, int64_t heads,
+                         int64_t batch, size_t shared, const char *what) {
+  for (int64_t b0 = 0; b0 < batch; b0 += 65535) {
+    for (int64_t h0 = 0; h0 < heads; h0 += 65535) {
+      a->b0 = (int)b0;
+      a->h0 = (int)h0;
+      const unsigned grid[3] = {blocks, (unsigned)(heads - h0 < 65535 ? heads - h0 : 65535),
+                                (unsigned)(batch - b0 < 65535 ? batch - b0 : 65535)};
+      void *args[] = {a};
+      fa_status st = fa_cu_launch(ctx, fn, grid, 256, shared, args, what);
+      if (st != FA_SUCCESS) return st;
+    }
+  }
+  return FA_SUCCESS;
+}
 
 fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
-  (void)p;
-  return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_backward: the CUDA backward pass is not implemented yet");
+  const int d = (int)p->head_dim;
+  const size_t es = fa_dtype_size(p->dtype);
+  const int atomic = !p->deterministic;
+
+  fa_tile_limits lim;
+  fa_cu_tile_limits(ctx, &lim);
+  fa_tiles tiles;
+  if (fa_tiles_cuda_backward(&lim, d, p->dtype, &tiles) != FA_SUCCESS)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "fa_backward: head dim %d: no tile of the CUDA backward kernels fits %zu bytes of shared memory "
+                   "per block (FLASHATTN_LOCAL_MEM_BYTES or the device's limit)",
+                   d, lim.local_mem_bytes);
+
+  char defines[160];
+  snprintf(defines, sizeof defines, FA_BWD_DEFINES_FMT,
+           fa_cu_dtype_define(p->dtype), d, tiles.block_q, tiles.block_k, atomic);
+  CUfunction pre, dkdv, dq;
+  fa_status st = fa_cu_function(ctx, "flash_bwd.cu", defines, "flash_bwd_pre", 0, &pre);
+  if (st == FA_SUCCESS)
+    st = fa_cu_function(ctx, "flash_bwd.cu", defines, "flash_bwd_dkdv_simt", tiles.local_mem_bytes, &dkdv);
+  if (st == FA_SUCCESS)
+    st = atomic ? fa_cu_function(ctx, "flash_bwd.cu", defines, "flash_bwd_dq_convert", 0, &dq)
+                : fa_cu_function(ctx, "flash_bwd.cu", defines, "flash_bwd_dq_simt", tiles.local_mem_bytes, &dq);
+  if (st != FA_SUCCESS) return st;
+
+  /* Workspace: di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
+  size_t rows, floats, bytes;
+  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, &rows) ||
+      __builtin_mul_overflow(rows, (size_t)p->seqlen_q, &rows) ||
+      __builtin_mul_overflow(rows, atomic ? (size_t)d + 1 : 1, &floats) ||
+      __builtin_mul_overflow(floats, sizeof(float), &bytes))
+    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY,
+                   "fa_backward: workspace for %lld x %lld x %lld rows overflows size_t", (long long)p->batch,
+                   (long long)p->heads_q, (long long)p->seqlen_q);
+  CUdeviceptr ws;
+  if ((st = fa_cu_workspace(ctx, bytes, &ws)) != FA_SUCCESS) return st;
+
+  fa_bwd_params a;
+  memset(&a, 0, sizeof a);
+  a.q = fa_cu_addr(&p->q, es);
+  a.k = fa_cu_addr(&p->k, es);
+  a.v = fa_cu_addr(&p->v, es);
+  a.o = fa_cu_addr(&p->o, es);
+  a.dout = fa_cu_addr(&p->dout, es);
+  a.lse = fa_cu_addr(&p->lse, sizeof(float));
+  a.dq = fa_cu_addr(&p->dq, es);
+  a.dk = fa_cu_addr(&p->dk, es);
+  a.dv = fa_cu_addr(&p->dv, es);
+  a.di = ws;
+  a.dq_acc = atomic ? ws + rows * sizeof(float) : 0;
+  a.q_sb = p->q.stride[0], a.q_ss = p->q.stride[1], a.q_sh = p->q.stride[2];
+  a.k_sb = p->k.stride[0], a.k_ss = p->k.stride[1], a.k_sh = p->k.stride[2];
+  a.v_sb = p->v.stride[0], a.v_ss = p->v.stride[1], a.v_sh = p->v.stride[2];
+  a.o_sb = p->o.stride[0], a.o_ss = p->o.stride[1], a.o_sh = p->o.stride[2];
+  a.do_sb = p->dout.stride[0], a.do_ss = p->dout.stride[1], a.do_sh = p->dout.stride[2];
+  a.dq_sb = p->dq.stride[0], a.dq_ss = p->dq.stride[1], a.dq_sh = p->dq.stride[2];
+  a.dk_sb = p->dk.stride[0], a.dk_ss = p->dk.stride[1], a.dk_sh = p->dk.stride[2];
+  a.dv_sb = p->dv.stride[0], a.dv_ss = p->dv.stride[1], a.dv_sh = p->dv.stride[2];
+  a.lse_sb = p->lse.stride[0], a.lse_sh = p->lse.stride[1], a.lse_ss = p->lse.stride[2];
+  a.seqlen_q = (int)p->seqlen_q;
+  a.seqlen_k = (int)p->seqlen_k;
+  a.heads_q = (int)p->heads_q;
+  a.group = (int)(p->heads_q / p->heads_kv);
+  a.causal = p->causal != 0;
+  a.scale = p->scale;
+  a.scale_log2 = (float)(p->scale * LOG2E);
+
+  /* Row kernels: one warp per row, 8 rows per block. */
+  const unsigned row_blocks = (unsigned)((p->seqlen_q + 7) / 8);
+  st = launch3(ctx, pre, &a, row_blocks, p->heads_q, p->batch, 0, "flash_bwd_pre");
+  if (st != FA_SUCCESS) return st;
+  const unsigned kv_blocks = (unsigned)((p->seqlen_k + tiles.block_k - 1) / tiles.block_k);
+  st = launch3(ctx, dkdv, &a, kv_blocks, p->heads_kv, p->batch, tiles.local_mem_bytes, "flash_bwd_dkdv_simt");
+  if (st != FA_SUCCESS) return st;
+  if (atomic) return launch3(ctx, dq, &a, row_blocks, p->heads_q, p->batch, 0, "flash_bwd_dq_convert");
+  const unsigned q_blocks = (unsigned)((p->seqlen_q + tiles.block_q - 1) / tiles.block_q);
+  return launch3(ctx, dq, &a, q_blocks, p->heads_q, p->batch, tiles.local_mem_bytes, "flash_bwd_dq_simt");
 }

@@ -1,0 +1,486 @@
+/* FlashAttention backward for CUDA (FlashAttention-2's ordering, Dao 2023, Algorithm 2): dq, dk, dv from
+ * q, k, v, o, dout and the forward's lse, recomputing the scores tile by tile; the Sq x Sk matrices never
+ * reach device memory.
+ *
+ * Tensors (element strides in fa_bwd_params, head dim contiguous):
+ *   q, o, dout, dq [B, Sq, Hq, D]; k, v, dk, dv [B, Sk, Hkv, D]; lse [B, Hq, Sq] float32 (natural log of the
+ *   scaled scores, -inf for a row whose keys are all masked). Query head h reads key/value head h / group.
+ *   Causal (bottom-right): key j masked for query i when j > i + Sk - Sq.
+ *   Workspace (float32): di [B, Hq, Sq] = rowsum(dO o O); with DQ_ATOMIC also dq_acc [B, Hq, Sq, D].
+ *
+ *   S = scale Q K^T, P = exp(S - lse), dV = P^T dO, dP = dO V^T, dS = P o (dP - Di),
+ *   dK = scale dS^T Q, dQ = scale dS K.
+ * A row with lse = -inf (or past Sq) and a key past Sk or above the causal limit get P = 0 by a select,
+ * never through exp of an infinity: so dS = 0 and no NaN can appear.
+ *
+ * Work, for the benchmark's arithmetic (non-causal; causal does about half):
+ *   FLOPs: the backward's five matrix products (S, dP, dV, dK, dQ) are 5 x 2 B Hq Sq Sk D = 2.5 x the
+ *   forward's 4 B Hq Sq Sk D, so forward + backward = 3.5 x forward, as the papers count. The deterministic
+ *   scheme recomputes S and dP in flash_bwd_dq: 7 products, 1.4 x the arithmetic of the atomic one.
+ *   exp2: B Hq Sq Sk (twice in the deterministic scheme).
+ *   DRAM bytes >= e (4 B Sq Hq D + 4 B Sk Hkv D) (q, o, dout, dq; k, v, dk, dv) + 8 B Hq Sq (lse, di),
+ *   e = element size; plus, atomic scheme, 4 B Hq Sq D x (2 + ceil(Sk / BLOCK_N)) for dq_acc (zeroing,
+ *   the atomic adds, which L2 mostly absorbs, and the conversion). Each key block reads its group's Q and
+ *   dO (e Sq D each per head) from L2.
+ *   D = 128, Sq = Sk = 8192, B = 2, H = 16, f16: backward 1.10e13 FLOPs over ~0.5 GB of DRAM traffic:
+ *   compute-bound.
+ *
+ * Kernels (src/cuda/cu_backward.c launches them in this order):
+ *   flash_bwd_pre         di, one warp per row; zeroes the row of dq_acc when DQ_ATOMIC.
+ *   flash_bwd_dkdv_simt   one block per (BLOCK_N keys, kv head, batch): K and V as float in shared memory,
+ *                         dK and dV in registers; walks the BLOCK_M-query blocks of every query head of the
+ *                         GQA group (dK and dV sum over the group without atomics), skipping blocks the causal
+ *                         mask hides. With DQ_ATOMIC, adds dS K into dq_acc with atomicAdd.
+ *   flash_bwd_dq_simt     (deterministic, no DQ_ATOMIC) one block per (BLOCK_M queries, head, batch) walking
+ *                         the key blocks, recomputing S and dP; writes dq in a fixed order: bit-identical runs.
+ *   flash_bwd_dq_convert  (DQ_ATOMIC) dq = scale x dq_acc, in dq's dtype and strides.
+ * CUDA cores, any dtype (float32 in shared memory, float32 arithmetic).
+ *
+ * Defines: FA_DTYPE (0 f32, 1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_M and BLOCK_N (powers
+ * of two; src/tiling.c sizes them for the shared-memory budget), DQ_ATOMIC (0 or 1).
+ *
+ * The argument block below is shared with the host: src/cuda/cu_backward.c includes this file with
+ * FA_BWD_PARAMS_ONLY defined and gets only the struct, so both sides see one definition. */
+#ifndef FA_FLASH_BWD_PARAMS
+#define FA_FLASH_BWD_PARAMS
+/* The -D defines of a variant, for the host's snprintf: FA_DTYPE define, HEAD_DIM, BLOCK_M, BLOCK_N, DQ_ATOMIC. */
+#define FA_BWD_DEFINES_FMT "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DDQ_ATOMIC=%d"
+/* Plain C, fixed-size types, no padding holes (8-byte fields first, then an even number of 4-byte ones). */
+typedef struct fa_bwd_params {
+  /* Device addresses of element 0 of each tensor (view offsets applied); di and dq_acc in the workspace
+   * (dq_acc 0 when not used). */
+  unsigned long long q, k, v, o, dout, lse, dq, dk, dv, di, dq_acc;
+  /* Strides in elements: batch, sequence, head. lse: batch, head, sequence. */
+  long long q_sb, q_ss, q_sh;
+  long long k_sb, k_ss, k_sh;
+  long long v_sb, v_ss, v_sh;
+  long long o_sb, o_ss, o_sh;
+  long long do_sb, do_ss, do_sh;
+  long long dq_sb, dq_ss, dq_sh;
+  long long dk_sb, dk_ss, dk_sh;
+  long long dv_sb, dv_ss, dv_sh;
+  long long lse_sb, lse_sh, lse_ss;
+  int seqlen_q, seqlen_k;
+  int heads_q;
+  int group;  /* heads_q / heads_kv */
+  int causal; /* 1: key j is masked for query i when j > i + seqlen_k - seqlen_q */
+  int b0, h0; /* batch and head of grid index 0 (a launch covers at most 65535 of each) */
+  float scale;      /* softmax scale */
+  float scale_log2; /* scale * log2(e): exponentials are taken in base 2 */
+  int pad_;
+} fa_bwd_params;
+#endif
+
+#ifndef FA_BWD_PARAMS_ONLY
+#include "cuda_common.cuh"
+
+#ifndef HEAD_DIM
+#error "HEAD_DIM must be defined"
+#endif
+#ifndef BLOCK_M
+#error "BLOCK_M must be defined"
+#endif
+#ifndef BLOCK_N
+#error "BLOCK_N must be defined"
+#endif
+#ifndef DQ_ATOMIC
+#define DQ_ATOMIC 0
+#endif
+
+#define D HEAD_DIM
+#define BM BLOCK_M
+#define BN BLOCK_N
+#define LOG2E 1.4426950408889634f
+#define FA_POS_INF __int_as_float(0x7f800000)
+
+#if (BM & (BM - 1)) != 0 || (BN & (BN - 1)) != 0 || BM > 128 || BN > 128
+#error "BLOCK_M and BLOCK_N must be powers of two up to 128"
+#endif
+
+#define NTHREADS 256
+#define QS (D + 4)  /* Q, dO, K, V row stride in floats: an odd number of 16-byte units (D is a multiple of 8),
+                       so the rows a warp's float4 reads touch fall in different bank groups */
+#define PS (BN + 4) /* P and dS row stride */
+
+/* Shared layout, floats: K, V [BN][QS]; Q, dO [BM][QS]; P, dS [BM][PS]; the rows' lse offset and di [BM].
+ * src/tiling.c (fa_tiles_cuda_backward) counts the same. */
+#define SK_OFF 0
+#define SV_OFF (BN * QS)
+#define SQ_OFF (2 * BN * QS)
+#define SDO_OFF (2 * BN * QS + BM * QS)
+#define SP_OFF (2 * BN * QS + 2 * BM * QS)
+#define SDS_OFF (SP_OFF + BM * PS)
+#define SL_OFF (SDS_OFF + BM * PS)
+#define SDI_OFF (SL_OFF + BM)
+
+/* Thread layout of the score tiles (S, dP: BM x BN): TXA threads across the keys, TYA down the rows; each
+ * thread holds RMA x CNA scores, rows ty + TYA i, keys tx + TXA j. Threads past TXA x TYA sit out. */
+#define TXA (BN < 16 ? BN : 16)
+#define TYA (BM < NTHREADS / TXA ? BM : NTHREADS / TXA)
+#define RMA (BM / TYA)
+#define CNA (BN / TXA)
+
+/* Thread layout of the products with D columns (dK, dV: BN x D; dQ: BM x D): 8 threads across the columns,
+ * each float4 groups 4 (tx + 8 c); 32 threads down the rows, rows ty + 32 i. */
+#define TXC 8
+#define TYC (NTHREADS / TXC)
+#define CDC ((D + 4 * TXC - 1) / (4 * TXC))  /* float4 column groups per thread */
+#define COLS_FULL ((D % (4 * TXC)) == 0)
+#define RKC ((BN + TYC - 1) / TYC) /* key rows per thread (dK, dV) */
+#define RQC ((BM + TYC - 1) / TYC) /* query rows per thread (dQ) */
+
+/* Rows [0, ROWS) of a [rows][D] tile at g (row stride `stride` elements) into shared floats at s (row stride
+ * QS); rows >= valid become zeros. */
+template <int ROWS>
+static __device__ __forceinline__ void load_rows(float *s, const fa_elem *g, long long stride, int valid, int tid) {
+#pragma unroll 4
+  for (int i = tid; i < ROWS * D; i += NTHREADS) {
+    const int r = i / D, c = i % D;
+    s[r * QS + c] = r < valid ? fa_load(g + r * stride + c) : 0.f;
+  }
+}
+
+/* The lse offset (base 2) and di of query rows [q0, q0 + BM) of head h into shared memory: +inf marks a row
+ * that takes no part (past Sq, or every key masked: lse = -inf), whose P is forced to 0. */
+static __device__ __forceinline__ void load_row_stats(const fa_bwd_params &p, float *sl, float *sdi, int b, int h,
+                                                      int q0, int tid) {
+  for (int r = tid; r < BM; r += NTHREADS) {
+    const int i = q0 + r;
+    float l = FA_POS_INF, di = 0.f;
+    if (i < p.seqlen_q) {
+      const float lse = ((const float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)i * p.lse_ss];
+      if (lse != FA_NEG_INF) l = lse * LOG2E;
+      di = ((const float *)p.di)[((long long)b * p.heads_q + h) * p.seqlen_q + i];
+    }
+    sl[r] = l;
+    sdi[r] = di;
+  }
+}
+
+/* S = Q K^T and dP = dO V^T for query rows q0.. and keys k0.. of the tiles in shared memory, then
+ * P = exp(scale S - lse) (0 where masked) into sp (when not NULL) and dS = P (dP - di) into sds. */
+static __device__ __forceinline__ void scores(const fa_bwd_params &p, const float *smem, float *sp, float *sds,
+                                              int q0, int k0, int tid) {
+  const int tx = tid % TXA, ty = tid / TXA;
+  if (ty >= TYA) return;
+  const float *sq = smem + SQ_OFF, *sdo = smem + SDO_OFF, *sk = smem + SK_OFF, *sv = smem + SV_OFF;
+  const float *sl = smem + SL_OFF, *sdi = smem + SDI_OFF;
+  float s[RMA][CNA], dp[RMA][CNA];
+#pragma unroll
+  for (int i = 0; i < RMA; i++)
+#pragma unroll
+    for (int j = 0; j < CNA; j++) s[i][j] = dp[i][j] = 0.f;
+#pragma unroll 2
+  for (int d = 0; d < D; d += 4) {
+    float4 qv[RMA], gv[RMA], kv[CNA], vv[CNA];
+#pragma unroll
+    for (int i = 0; i < RMA; i++) {
+      qv[i] = *(const float4 *)(sq + (ty + TYA * i) * QS + d);
+      gv[i] = *(const float4 *)(sdo + (ty + TYA * i) * QS + d);
+    }
+#pragma unroll
+    for (int j = 0; j < CNA; j++) {
+      kv[j] = *(const float4 *)(sk + (tx + TXA * j) * QS + d);
+      vv[j] = *(const float4 *)(sv + (tx + TXA * j) * QS + d);
+    }
+#pragma unroll
+    for (int i = 0; i < RMA; i++)
+#pragma unroll
+      for (int j = 0; j < CNA; j++) {
+        float a = s[i][j], c = dp[i][j];
+        a = fmaf(qv[i].x, kv[j].x, a);
+        a = fmaf(qv[i].y, kv[j].y, a);
+        a = fmaf(qv[i].z, kv[j].z, a);
+        a = fmaf(qv[i].w, kv[j].w, a);
+        c = fmaf(gv[i].x, vv[j].x, c);
+        c = fmaf(gv[i].y, vv[j].y, c);
+        c = fmaf(gv[i].z, vv[j].z, c);
+        c = fmaf(gv[i].w, vv[j].w, c);
+        s[i][j] = a;
+        dp[i][j] = c;
+      }
+  }
+  const long long diag = (long long)p.seqlen_k - p.seqlen_q;
+#pragma unroll
+  for (int i = 0; i < RMA; i++) {
+    const int r = ty + TYA * i;
+    const float l = sl[r], di = sdi[r];
+    /* Last key row q0 + r sees; rows past Sq have l = +inf and are excluded by it. */
+    long long last = (long long)p.seqlen_k - 1;
+    if (p.causal && (long long)q0 + r + diag < last) last = (long long)q0 + r + diag;
+#pragma unroll
+    for (int j = 0; j < CNA; j++) {
+      const int c = tx + TXA * j;
+      const bool visible = l != FA_POS_INF && (long long)k0 + c <= last;
+      const float pe = visible ? exp2f(fmaf(s[i][j], p.scale_log2, -l)) : 0.f;
+      if (sp) sp[r * PS + c] = pe;
+      sds[r * PS + c] = pe * (dp[i][j] - di);
+    }
+  }
+}
+
+/* di = rowsum(dO o O) for one row per warp, 8 rows per block; zeroes the row of dq_acc when there is one.
+ * Grid (ceil(Sq / 8), Hq, B). */
+extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_pre(const fa_bwd_params p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int i = blockIdx.x * (NTHREADS / 32) + warp;
+  const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  if (i >= p.seqlen_q) return; /* whole warps leave together: the shuffles below see full warps */
+  const fa_elem *o = (const fa_elem *)p.o + b * p.o_sb + h * p.o_sh + (long long)i * p.o_ss;
+  const fa_elem *g = (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh + (long long)i * p.do_ss;
+  float acc = 0.f;
+  for (int d = lane; d < D; d += 32) acc = fmaf(fa_load(o + d), fa_load(g + d), acc);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  const long long row = ((long long)b * p.heads_q + h) * p.seqlen_q + i;
+  if (lane == 0) ((float *)p.di)[row] = acc;
+  if (p.dq_acc)
+    for (int d = lane; d < D; d += 32) ((float *)p.dq_acc)[row * D + d] = 0.f;
+}
+
+/* dK, dV (and with DQ_ATOMIC, dQ's share) of one block of BN keys. Grid (ceil(Sk / BN), Hkv, B). */
+extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const fa_bwd_params p) {
+  extern __shared__ float4 fa_smem4[];
+  float *smem = (float *)fa_smem4;
+  float *sk = smem + SK_OFF, *sv = smem + SV_OFF, *sq = smem + SQ_OFF, *sdo = smem + SDO_OFF;
+  float *sp = smem + SP_OFF, *sds = smem + SDS_OFF, *sl = smem + SL_OFF, *sdi = smem + SDI_OFF;
+  const int tid = threadIdx.x, tx = tid % TXC, ty = tid / TXC;
+  const int k0 = (int)blockIdx.x * BN;
+  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
+  const long long diag = (long long)Sk - Sq;
+
+  load_rows<BN>(sk, (const fa_elem *)p.k + b * p.k_sb + hk * p.k_sh + (long long)k0 * p.k_ss, p.k_ss,
+                min(BN, Sk - k0), tid);
+  load_rows<BN>(sv, (const fa_elem *)p.v + b * p.v_sb + hk * p.v_sh + (long long)k0 * p.v_ss, p.v_ss,
+                min(BN, Sk - k0), tid);
+
+  float4 dk[RKC][CDC], dv[RKC][CDC];
+#pragma unroll
+  for (int i = 0; i < RKC; i++)
+#pragma unroll
+    for (int c = 0; c < CDC; c++) dk[i][c] = dv[i][c] = make_float4(0.f, 0.f, 0.f, 0.f);
+
+  /* Rows before k0 - diag see no key of this block: start at the query block holding that row. */
+  int qstart = 0;
+  if (p.causal) {
+    long long first = (long long)k0 - diag;
+    qstart = first < 0 ? 0 : first > Sq ? Sq : (int)first;
+    qstart -= qstart % BM;
+  }
+
+  for (int g = 0; g < p.group; g++) {
+    const int h = hk * p.group + g;
+    const fa_elem *qg = (const fa_elem *)p.q + b * p.q_sb + h * p.q_sh;
+    const fa_elem *dog = (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh;
+    for (int q0 = qstart; q0 < Sq; q0 += BM) {
+      __syncthreads(); /* the previous block's tiles are no longer read */
+      load_rows<BM>(sq, qg + (long long)q0 * p.q_ss, p.q_ss, min(BM, Sq - q0), tid);
+      load_rows<BM>(sdo, dog + (long long)q0 * p.do_ss, p.do_ss, min(BM, Sq - q0), tid);
+      load_row_stats(p, sl, sdi, b, h, q0, tid);
+      __syncthreads();
+      scores(p, smem, sp, sds, q0, k0, tid);
+      __syncthreads();
+
+      /* dV += P^T dO and dK += dS^T Q: keys ty + TYC i, columns 4 (tx + TXC c). A key row past BN (BN < 32)
+       * reads row BN - 1 and is never stored. */
+#pragma unroll 2
+      for (int r = 0; r < BM; r++) {
+        float pr[RKC], dsr[RKC];
+#pragma unroll
+        for (int i = 0; i < RKC; i++) {
+          const int key = min(ty + TYC * i, BN - 1);
+          pr[i] = sp[r * PS + key];
+          dsr[i] = sds[r * PS + key];
+        }
+#pragma unroll
+        for (int c = 0; c < CDC; c++) {
+          const int col = 4 * (tx + TXC * c);
+          if (COLS_FULL || col < D) {
+            const float4 gv = *(const float4 *)(sdo + r * QS + col);
+            const float4 qv = *(const float4 *)(sq + r * QS + col);
+#pragma unroll
+            for (int i = 0; i < RKC; i++) {
+              dv[i][c].x = fmaf(pr[i], gv.x, dv[i][c].x);
+              dv[i][c].y = fmaf(pr[i], gv.y, dv[i][c].y);
+              dv[i][c].z = fmaf(pr[i], gv.z, dv[i][c].z);
+              dv[i][c].w = fmaf(pr[i], gv.w, dv[i][c].w);
+              dk[i][c].x = fmaf(dsr[i], qv.x, dk[i][c].x);
+              dk[i][c].y = fmaf(dsr[i], qv.y, dk[i][c].y);
+              dk[i][c].z = fmaf(dsr[i], qv.z, dk[i][c].z);
+              dk[i][c].w = fmaf(dsr[i], qv.w, dk[i][c].w);
+            }
+          }
+        }
+      }
+
+#if DQ_ATOMIC
+      /* dq_acc += dS K for this block's keys: rows ty + TYC i, columns 4 (tx + TXC c). */
+      {
+        float4 acc[RQC][CDC];
+#pragma unroll
+        for (int i = 0; i < RQC; i++)
+#pragma unroll
+          for (int c = 0; c < CDC; c++) acc[i][c] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 2
+        for (int x = 0; x < BN; x++) {
+          float ds[RQC];
+#pragma unroll
+          for (int i = 0; i < RQC; i++) ds[i] = sds[min(ty + TYC * i, BM - 1) * PS + x];
+#pragma unroll
+          for (int c = 0; c < CDC; c++) {
+            const int col = 4 * (tx + TXC * c);
+            if (COLS_FULL || col < D) {
+              const float4 kv = *(const float4 *)(sk + x * QS + col);
+#pragma unroll
+              for (int i = 0; i < RQC; i++) {
+                acc[i][c].x = fmaf(ds[i], kv.x, acc[i][c].x);
+                acc[i][c].y = fmaf(ds[i], kv.y, acc[i][c].y);
+                acc[i][c].z = fmaf(ds[i], kv.z, acc[i][c].z);
+                acc[i][c].w = fmaf(ds[i], kv.w, acc[i][c].w);
+              }
+            }
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < RQC; i++) {
+          const int r = ty + TYC * i, row = q0 + r;
+          if ((BM >= TYC || r < BM) && row < Sq) {
+            float *dst = (float *)p.dq_acc + (((long long)b * p.heads_q + h) * Sq + row) * D;
+#pragma unroll
+            for (int c = 0; c < CDC; c++) {
+              const int col = 4 * (tx + TXC * c);
+              if (COLS_FULL || col < D) {
+                atomicAdd(dst + col, acc[i][c].x);
+                atomicAdd(dst + col + 1, acc[i][c].y);
+                atomicAdd(dst + col + 2, acc[i][c].z);
+                atomicAdd(dst + col + 3, acc[i][c].w);
+              }
+            }
+          }
+        }
+      }
+#endif
+    }
+  }
+
+  /* dk = scale dS^T Q summed, dv = P^T dO summed; keys past Sk are not written. */
+#pragma unroll
+  for (int i = 0; i < RKC; i++) {
+    const int key = ty + TYC * i, j = k0 + key;
+    if ((BN >= TYC || key < BN) && j < Sk) {
+      fa_elem *dkg = (fa_elem *)p.dk + b * p.dk_sb + hk * p.dk_sh + (long long)j * p.dk_ss;
+      fa_elem *dvg = (fa_elem *)p.dv + b * p.dv_sb + hk * p.dv_sh + (long long)j * p.dv_ss;
+#pragma unroll
+      for (int c = 0; c < CDC; c++) {
+        const int col = 4 * (tx + TXC * c);
+        if (COLS_FULL || col < D) {
+          dkg[col] = fa_from_float(dk[i][c].x * p.scale);
+          dkg[col + 1] = fa_from_float(dk[i][c].y * p.scale);
+          dkg[col + 2] = fa_from_float(dk[i][c].z * p.scale);
+          dkg[col + 3] = fa_from_float(dk[i][c].w * p.scale);
+          dvg[col] = fa_from_float(dv[i][c].x);
+          dvg[col + 1] = fa_from_float(dv[i][c].y);
+          dvg[col + 2] = fa_from_float(dv[i][c].z);
+          dvg[col + 3] = fa_from_float(dv[i][c].w);
+        }
+      }
+    }
+  }
+}
+
+#if DQ_ATOMIC
+/* dq = scale * dq_acc in dq's dtype and strides, one warp per row. Grid (ceil(Sq / 8), Hq, B). */
+extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_convert(const fa_bwd_params p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int i = blockIdx.x * (NTHREADS / 32) + warp;
+  const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  if (i >= p.seqlen_q) return;
+  const float *src = (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.seqlen_q + i) * D;
+  fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
+  for (int d = lane; d < D; d += 32) dst[d] = fa_from_float(src[d] * p.scale);
+}
+
+#else
+/* dq of one block of BM queries, walking the key blocks (recomputing S and dP): no atomics, a fixed order of
+ * summation, bit-identical from run to run. Grid (ceil(Sq / BM), Hq, B). */
+extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const fa_bwd_params p) {
+  extern __shared__ float4 fa_smem4[];
+  float *smem = (float *)fa_smem4;
+  float *sk = smem + SK_OFF, *sv = smem + SV_OFF, *sq = smem + SQ_OFF, *sdo = smem + SDO_OFF;
+  float *sds = smem + SDS_OFF, *sl = smem + SL_OFF, *sdi = smem + SDI_OFF;
+  const int tid = threadIdx.x, tx = tid % TXC, ty = tid / TXC;
+  const int q0 = (int)blockIdx.x * BM;
+  const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  const int hk = h / p.group;
+  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
+
+  load_rows<BM>(sq, (const fa_elem *)p.q + b * p.q_sb + h * p.q_sh + (long long)q0 * p.q_ss, p.q_ss,
+                min(BM, Sq - q0), tid);
+  load_rows<BM>(sdo, (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh + (long long)q0 * p.do_ss, p.do_ss,
+                min(BM, Sq - q0), tid);
+  load_row_stats(p, sl, sdi, b, h, q0, tid);
+
+  float4 acc[RQC][CDC];
+#pragma unroll
+  for (int i = 0; i < RQC; i++)
+#pragma unroll
+    for (int c = 0; c < CDC; c++) acc[i][c] = make_float4(0.f, 0.f, 0.f, 0.f);
+
+  /* Keys past the last row's causal limit are masked for the whole block: those tiles are never visited. */
+  long long kend = Sk;
+  if (p.causal) {
+    const long long lim = (long long)min(q0 + BM, Sq) + Sk - Sq;
+    kend = lim < 0 ? 0 : lim < Sk ? lim : Sk;
+  }
+  const fa_elem *kg = (const fa_elem *)p.k + b * p.k_sb + hk * p.k_sh;
+  const fa_elem *vg = (const fa_elem *)p.v + b * p.v_sb + hk * p.v_sh;
+  for (int k0 = 0; k0 < kend; k0 += BN) {
+    __syncthreads(); /* the previous tile's K and dS are no longer read */
+    load_rows<BN>(sk, kg + (long long)k0 * p.k_ss, p.k_ss, min(BN, Sk - k0), tid);
+    load_rows<BN>(sv, vg + (long long)k0 * p.v_ss, p.v_ss, min(BN, Sk - k0), tid);
+    __syncthreads();
+    scores(p, smem, (float *)0, sds, q0, k0, tid);
+    __syncthreads();
+#pragma unroll 2
+    for (int x = 0; x < BN; x++) {
+      float ds[RQC];
+#pragma unroll
+      for (int i = 0; i < RQC; i++) ds[i] = sds[min(ty + TYC * i, BM - 1) * PS + x];
+#pragma unroll
+      for (int c = 0; c < CDC; c++) {
+        const int col = 4 * (tx + TXC * c);
+        if (COLS_FULL || col < D) {
+          const float4 kv = *(const float4 *)(sk + x * QS + col);
+#pragma unroll
+          for (int i = 0; i < RQC; i++) {
+            acc[i][c].x = fmaf(ds[i], kv.x, acc[i][c].x);
+            acc[i][c].y = fmaf(ds[i], kv.y, acc[i][c].y);
+            acc[i][c].z = fmaf(ds[i], kv.z, acc[i][c].z);
+            acc[i][c].w = fmaf(ds[i], kv.w, acc[i][c].w);
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < RQC; i++) {
+    const int r = ty + TYC * i, row = q0 + r;
+    if ((BM >= TYC || r < BM) && row < Sq) {
+      fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)row * p.dq_ss;
+#pragma unroll
+      for (int c = 0; c < CDC; c++) {
+        const int col = 4 * (tx + TXC * c);
+        if (COLS_FULL || col < D) {
+          dst[col] = fa_from_float(acc[i][c].x * p.scale);
+          dst[col + 1] = fa_from_float(acc[i][c].y * p.scale);
+          dst[col + 2] = fa_from_float(acc[i][c].z * p.scale);
+          dst[col + 3] = fa_from_float(acc[i][c].w * p.scale);
+        }
+      }
+    }
+  }
+}
+#endif
+#endif /* FA_BWD_PARAMS_ONLY */
