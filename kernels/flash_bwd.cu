@@ -67,7 +67,7 @@ typedef struct fa_bwd_params {
   int b0, h0; /* batch and head of grid index 0 (a launch covers at most 65535 of each) */
   float scale;      /* softmax scale */
   float scale_log2; /* scale * log2(e): exponentials are taken in base 2 */
-  int pad_;
+  int vec16; /* tensor cores: every row of q, k, v and dout starts on a 16-byte boundary */
 } fa_bwd_params;
 #endif
 
@@ -86,12 +86,53 @@ typedef struct fa_bwd_params {
 #ifndef DQ_ATOMIC
 #define DQ_ATOMIC 0
 #endif
+#ifndef FA_TC
+#define FA_TC 0
+#endif
 
 #define D HEAD_DIM
 #define BM BLOCK_M
 #define BN BLOCK_N
 #define LOG2E 1.4426950408889634f
 #define FA_POS_INF __int_as_float(0x7f800000)
+
+/* ---- row kernels, shared by both families ---- */
+#define ROW_THREADS 256
+
+/* di = rowsum(dO o O) for one row per warp, 8 rows per block; zeroes the row of dq_acc when there is one.
+ * Grid (ceil(Sq / 8), Hq, B). */
+extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_pre(const fa_bwd_params p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int i = blockIdx.x * (ROW_THREADS / 32) + warp;
+  const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  if (i >= p.seqlen_q) return; /* whole warps leave together: the shuffles below see full warps */
+  const fa_elem *o = (const fa_elem *)p.o + b * p.o_sb + h * p.o_sh + (long long)i * p.o_ss;
+  const fa_elem *g = (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh + (long long)i * p.do_ss;
+  float acc = 0.f;
+  for (int d = lane; d < D; d += 32) acc = fmaf(fa_load(o + d), fa_load(g + d), acc);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  const long long row = ((long long)b * p.heads_q + h) * p.seqlen_q + i;
+  if (lane == 0) ((float *)p.di)[row] = acc;
+  if (p.dq_acc)
+    for (int d = lane; d < D; d += 32) ((float *)p.dq_acc)[row * D + d] = 0.f;
+}
+
+#if DQ_ATOMIC
+/* dq = scale * dq_acc in dq's dtype and strides, one warp per row. Grid (ceil(Sq / 8), Hq, B). */
+extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_dq_convert(const fa_bwd_params p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int i = blockIdx.x * (ROW_THREADS / 32) + warp;
+  const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  if (i >= p.seqlen_q) return;
+  const float *src = (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.seqlen_q + i) * D;
+  fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
+  for (int d = lane; d < D; d += 32) dst[d] = fa_from_float(src[d] * p.scale);
+}
+#endif
+
+#if !FA_TC
+/* ======================= CUDA cores: any dtype ======================= */
 
 #if (BM & (BM - 1)) != 0 || (BN & (BN - 1)) != 0 || BM > 128 || BN > 128
 #error "BLOCK_M and BLOCK_N must be powers of two up to 128"
@@ -217,25 +258,6 @@ static __device__ __forceinline__ void scores(const fa_bwd_params &p, const floa
       sds[r * PS + c] = pe * (dp[i][j] - di);
     }
   }
-}
-
-/* di = rowsum(dO o O) for one row per warp, 8 rows per block; zeroes the row of dq_acc when there is one.
- * Grid (ceil(Sq / 8), Hq, B). */
-extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_pre(const fa_bwd_params p) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int i = blockIdx.x * (NTHREADS / 32) + warp;
-  const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
-  if (i >= p.seqlen_q) return; /* whole warps leave together: the shuffles below see full warps */
-  const fa_elem *o = (const fa_elem *)p.o + b * p.o_sb + h * p.o_sh + (long long)i * p.o_ss;
-  const fa_elem *g = (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh + (long long)i * p.do_ss;
-  float acc = 0.f;
-  for (int d = lane; d < D; d += 32) acc = fmaf(fa_load(o + d), fa_load(g + d), acc);
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-  const long long row = ((long long)b * p.heads_q + h) * p.seqlen_q + i;
-  if (lane == 0) ((float *)p.di)[row] = acc;
-  if (p.dq_acc)
-    for (int d = lane; d < D; d += 32) ((float *)p.dq_acc)[row * D + d] = 0.f;
 }
 
 /* dK, dV (and with DQ_ATOMIC, dQ's share) of one block of BN keys. Grid (ceil(Sk / BN), Hkv, B). */
@@ -389,19 +411,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
   }
 }
 
-#if DQ_ATOMIC
-/* dq = scale * dq_acc in dq's dtype and strides, one warp per row. Grid (ceil(Sq / 8), Hq, B). */
-extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_convert(const fa_bwd_params p) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int i = blockIdx.x * (NTHREADS / 32) + warp;
-  const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
-  if (i >= p.seqlen_q) return;
-  const float *src = (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.seqlen_q + i) * D;
-  fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
-  for (int d = lane; d < D; d += 32) dst[d] = fa_from_float(src[d] * p.scale);
-}
-
-#else
+#if !DQ_ATOMIC
 /* dq of one block of BM queries, walking the key blocks (recomputing S and dP): no atomics, a fixed order of
  * summation, bit-identical from run to run. Grid (ceil(Sq / BM), Hq, B). */
 extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const fa_bwd_params p) {
@@ -483,4 +493,260 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
   }
 }
 #endif
+#else
+/* ======================= tensor cores: f16 / bf16, sm_80+ ======================= */
+/* flash_bwd_dkdv_tc: one block of 4 warps per (64 keys, kv head, batch); warp w owns keys 16 w .. 16 w + 15,
+ * whose dK and dV (16 x DP each) stay in mma accumulators. Per block of 64 queries (Q, dO, lse, di staged in
+ * shared memory), each warp walks the queries 16 at a time:
+ *   S^T = K_w Q^T and dP^T = V_w dO^T (16 keys x 16 queries, mma.m16n8k16: K_w, V_w rows as A, Q, dO rows as
+ *   the column-major B, as the forward's K), P^T and dS^T on the accumulators, then dV += P^T dO and
+ *   dK += dS^T Q with the accumulators repacked as A operands (as the forward's P) and dO, Q through
+ *   ldmatrix.trans; dS^T goes to shared memory as 16-bit dS [query][key].
+ * With DQ_ATOMIC, after a barrier warp w adds dS K for queries 16 w .. 16 w + 15 into dq_acc (dS rows as A,
+ * K through ldmatrix.trans), 16 columns at a time. P and dS are rounded to the storage type before their
+ * products, as in FlashAttention-2; accumulation is float32. */
+
+#if FA_DTYPE == 0
+#error "flash_bwd_dkdv_tc needs a 16-bit FA_DTYPE"
+#endif
+#if BM != 64 || BN != 64
+#error "flash_bwd_dkdv_tc is written for BLOCK_M = BLOCK_N = 64"
+#endif
+
+#define NTHREADS 128
+#define DP ((D + 15) / 16 * 16) /* head dim padded to the mma's k of 16 (zeros) */
+#define DS (DP + 8)  /* row stride of K, V, Q, dO in elements: an odd number of 16-byte units, so the 8 rows an
+                        ldmatrix phase reads fall in 8 different bank groups */
+#define DSS (BN + 8) /* row stride of dS: 72 elements, 9 units */
+#define CPR (DP / 8) /* 16-byte chunks per shared row */
+#define DCH (D / 8)  /* of which hold data */
+
+/* Shared layout: 16-bit K, V [BN][DS], Q, dO [BM][DS], dS [BM][DSS]; then float lse2, di [BM].
+ * src/tiling.c (fa_tiles_cuda_backward for 16-bit dtypes) counts the same. */
+#define TK_OFF 0
+#define TV_OFF (BN * DS)
+#define TQ_OFF (2 * BN * DS)
+#define TDO_OFF (2 * BN * DS + BM * DS)
+#define TDS_OFF (2 * BN * DS + 2 * BM * DS)
+#define TF_OFF_BYTES (((TDS_OFF + BM * DSS) * 2 + 15) / 16 * 16)
+
+/* Rows [0, ROWS) of a [rows][D] tile at g into shared memory at s (row stride DS); rows >= valid and columns
+ * >= D become zeros. vec: every row starts on a 16-byte boundary, so 16-byte loads. */
+template <int ROWS>
+static __device__ __forceinline__ void tc_load(unsigned short *s, const unsigned short *g, long long stride,
+                                               int valid, int vec, int tid) {
+  if (vec) {
+#pragma unroll 4
+    for (int i = tid; i < ROWS * CPR; i += NTHREADS) {
+      const int r = i / CPR, c = i % CPR;
+      uint4 x = make_uint4(0u, 0u, 0u, 0u);
+      if (r < valid && c < DCH) x = *(const uint4 *)(g + r * stride + c * 8);
+      *(uint4 *)(s + r * DS + c * 8) = x;
+    }
+  } else {
+#pragma unroll 4
+    for (int i = tid; i < ROWS * DP; i += NTHREADS) {
+      const int r = i / DP, c = i % DP;
+      s[r * DS + c] = (r < valid && c < D) ? g[r * stride + c] : (unsigned short)0;
+    }
+  }
+}
+
+static __device__ __forceinline__ unsigned short tc_half(float f) { return (unsigned short)fa_from_float(f); }
+
+extern "C" __global__ void __launch_bounds__(NTHREADS, 2) flash_bwd_dkdv_tc(const fa_bwd_params p) {
+  extern __shared__ __align__(16) unsigned char fa_smem[];
+  unsigned short *smem = (unsigned short *)fa_smem;
+  float *sl = (float *)(fa_smem + TF_OFF_BYTES), *sdi = sl + BM;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int k0 = (int)blockIdx.x * BN;
+  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
+  const long long diag = (long long)Sk - Sq;
+  const int kw = warp * 16; /* this warp's first key row in the tile */
+
+  tc_load<BN>(smem + TK_OFF, (const unsigned short *)p.k + b * p.k_sb + hk * p.k_sh + (long long)k0 * p.k_ss,
+              p.k_ss, min(BN, Sk - k0), p.vec16, tid);
+  tc_load<BN>(smem + TV_OFF, (const unsigned short *)p.v + b * p.v_sb + hk * p.v_sh + (long long)k0 * p.v_ss,
+              p.v_ss, min(BN, Sk - k0), p.vec16, tid);
+
+  /* ldmatrix byte offsets of this lane (see the forward, kernels/flash_fwd.cu):
+   * A from row-major rows: matrices (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15);
+   * B from row-major [n][k] rows: b0, b1 of n-tile 0 and of n-tile 1;
+   * B from row-major [k][n] rows (transposed): b0, b1 of n-tile 0 and of n-tile 1. */
+  const unsigned a_row = (unsigned)(lane & 15), a_col = (unsigned)((lane >> 4) * 8);
+  const unsigned b_off = (unsigned)((((lane & 7) + ((lane >> 4) << 3)) * DS + ((lane >> 3) & 1) * 8) * 2);
+  const unsigned t_off = (unsigned)((((lane & 7) + (((lane >> 3) & 1) << 3)) * DS + (lane >> 4) * 8) * 2);
+  const unsigned t_off_ds = (unsigned)((((lane & 7) + (((lane >> 3) & 1) << 3)) * DS + (lane >> 4) * 8) * 2);
+  const unsigned sbase = fa_smem_addr(smem);
+  const unsigned sk_a = sbase + (unsigned)((TK_OFF + (kw + a_row) * DS + a_col) * 2);
+  const unsigned sv_a = sbase + (unsigned)((TV_OFF + (kw + a_row) * DS + a_col) * 2);
+  const unsigned sq_addr = sbase + TQ_OFF * 2, sdo_addr = sbase + TDO_OFF * 2;
+  const unsigned sk_addr = sbase + TK_OFF * 2;
+  const unsigned sds_a = sbase + (unsigned)((TDS_OFF + (warp * 16 + a_row) * DSS + a_col) * 2);
+  unsigned short *sds = smem + TDS_OFF;
+  (void)t_off_ds;
+
+  float dk[DP / 8][4], dv[DP / 8][4];
+#pragma unroll
+  for (int nd = 0; nd < DP / 8; nd++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dk[nd][e] = dv[nd][e] = 0.f;
+
+  /* Rows before k0 - diag see no key of this block: start at the query block holding that row. */
+  int qstart = 0;
+  if (p.causal) {
+    const long long first = (long long)k0 - diag;
+    qstart = first < 0 ? 0 : first > Sq ? Sq : (int)first;
+    qstart -= qstart % BM;
+  }
+
+  for (int gi = 0; gi < p.group; gi++) {
+    const int h = hk * p.group + gi;
+    const unsigned short *qg = (const unsigned short *)p.q + b * p.q_sb + h * p.q_sh;
+    const unsigned short *dog = (const unsigned short *)p.dout + b * p.do_sb + h * p.do_sh;
+    for (int q0 = qstart; q0 < Sq; q0 += BM) {
+      __syncthreads(); /* the previous block's Q, dO and dS are no longer read */
+      tc_load<BM>(smem + TQ_OFF, qg + (long long)q0 * p.q_ss, p.q_ss, min(BM, Sq - q0), p.vec16, tid);
+      tc_load<BM>(smem + TDO_OFF, dog + (long long)q0 * p.do_ss, p.do_ss, min(BM, Sq - q0), p.vec16, tid);
+      for (int r = tid; r < BM; r += NTHREADS) {
+        const int i = q0 + r;
+        float l = FA_POS_INF, di = 0.f;
+        if (i < Sq) {
+          const float lse = ((const float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)i * p.lse_ss];
+          if (lse != FA_NEG_INF) l = lse * LOG2E;
+          di = ((const float *)p.di)[((long long)b * p.heads_q + h) * Sq + i];
+        }
+        sl[r] = l;
+        sdi[r] = di;
+      }
+      __syncthreads();
+
+      for (int c = 0; c < BM / 16; c++) {
+        /* S^T and dP^T for keys kw.., queries 16 c .. 16 c + 15 (n-tiles 0 and 1). */
+        float st[2][4], dpt[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+          unsigned a[4], bq[4];
+          fa_ldmatrix_x4(a, sk_a + kk * 32);
+          fa_ldmatrix_x4(bq, sq_addr + b_off + (unsigned)((c * 16 * DS + kk * 16) * 2));
+          fa_mma_16816(st[0], a, bq[0], bq[1]);
+          fa_mma_16816(st[1], a, bq[2], bq[3]);
+          fa_ldmatrix_x4(a, sv_a + kk * 32);
+          fa_ldmatrix_x4(bq, sdo_addr + b_off + (unsigned)((c * 16 * DS + kk * 16) * 2));
+          fa_mma_16816(dpt[0], a, bq[0], bq[1]);
+          fa_mma_16816(dpt[1], a, bq[2], bq[3]);
+        }
+        /* P^T and dS^T: element e of n-tile nt is key kw + g + 8 (e / 2), query 16 c + 8 nt + 2 t + e % 2. */
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int r = c * 16 + nt * 8 + 2 * t + (e & 1);
+            const long long key = (long long)k0 + kw + g + 8 * (e >> 1);
+            long long last = (long long)Sk - 1; /* the last key query q0 + r sees */
+            if (p.causal && q0 + r + diag < last) last = q0 + r + diag;
+            const float l = sl[r];
+            const float pe = (l != FA_POS_INF && key <= last) ? exp2f(fmaf(st[nt][e], p.scale_log2, -l)) : 0.f;
+            st[nt][e] = pe;
+            dpt[nt][e] = pe * (dpt[nt][e] - sdi[r]);
+          }
+        unsigned ap[4], as[4];
+        ap[0] = fa_pack2(st[0][0], st[0][1]);
+        ap[1] = fa_pack2(st[0][2], st[0][3]);
+        ap[2] = fa_pack2(st[1][0], st[1][1]);
+        ap[3] = fa_pack2(st[1][2], st[1][3]);
+        as[0] = fa_pack2(dpt[0][0], dpt[0][1]);
+        as[1] = fa_pack2(dpt[0][2], dpt[0][3]);
+        as[2] = fa_pack2(dpt[1][0], dpt[1][1]);
+        as[3] = fa_pack2(dpt[1][2], dpt[1][3]);
+        /* dV += P^T dO and dK += dS^T Q over these 16 queries. */
+#pragma unroll
+        for (int nd = 0; nd < DP / 8; nd += 2) {
+          unsigned bb[4];
+          fa_ldmatrix_x4_trans(bb, sdo_addr + t_off + (unsigned)((c * 16 * DS + nd * 8) * 2));
+          fa_mma_16816(dv[nd], ap, bb[0], bb[1]);
+          fa_mma_16816(dv[nd + 1], ap, bb[2], bb[3]);
+          fa_ldmatrix_x4_trans(bb, sq_addr + t_off + (unsigned)((c * 16 * DS + nd * 8) * 2));
+          fa_mma_16816(dk[nd], as, bb[0], bb[1]);
+          fa_mma_16816(dk[nd + 1], as, bb[2], bb[3]);
+        }
+#if DQ_ATOMIC
+        /* dS [query][key] for the dQ product: the transpose of this warp's dS^T fragment. */
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            sds[(c * 16 + nt * 8 + 2 * t + (e & 1)) * DSS + kw + g + 8 * (e >> 1)] = tc_half(dpt[nt][e]);
+#endif
+      }
+
+#if DQ_ATOMIC
+      __syncthreads(); /* every warp's dS is in shared memory */
+      {
+        /* dq_acc += dS K for queries q0 + 16 warp .., 16 columns at a time. */
+        unsigned af[BN / 16][4];
+#pragma unroll
+        for (int kb = 0; kb < BN / 16; kb++) fa_ldmatrix_x4(af[kb], sds_a + kb * 32);
+        const int row_a = q0 + warp * 16 + g, row_b = row_a + 8;
+        float *acc_a = (float *)p.dq_acc + (((long long)b * p.heads_q + h) * Sq + row_a) * D;
+        float *acc_b = acc_a + 8 * D;
+#pragma unroll
+        for (int nd = 0; nd < DP / 8; nd += 2) {
+          float q2[2][4];
+#pragma unroll
+          for (int j = 0; j < 2; j++) q2[j][0] = q2[j][1] = q2[j][2] = q2[j][3] = 0.f;
+#pragma unroll
+          for (int kb = 0; kb < BN / 16; kb++) {
+            unsigned bb[4];
+            fa_ldmatrix_x4_trans(bb, sk_addr + t_off + (unsigned)((kb * 16 * DS + nd * 8) * 2));
+            fa_mma_16816(q2[0], af[kb], bb[0], bb[1]);
+            fa_mma_16816(q2[1], af[kb], bb[2], bb[3]);
+          }
+#pragma unroll
+          for (int j = 0; j < 2; j++) {
+            const int col = (nd + j) * 8 + 2 * t;
+            if (col < D) {
+              if (row_a < Sq) {
+                atomicAdd(acc_a + col, q2[j][0]);
+                atomicAdd(acc_a + col + 1, q2[j][1]);
+              }
+              if (row_b < Sq) {
+                atomicAdd(acc_b + col, q2[j][2]);
+                atomicAdd(acc_b + col + 1, q2[j][3]);
+              }
+            }
+          }
+        }
+      }
+#endif
+    }
+  }
+
+  /* dk = scale dS^T Q summed, dv = P^T dO summed; keys past Sk are not written. */
+#pragma unroll
+  for (int hh = 0; hh < 2; hh++) {
+    const int j = k0 + kw + g + 8 * hh;
+    if (j < Sk) {
+      unsigned short *dkg = (unsigned short *)p.dk + b * p.dk_sb + hk * p.dk_sh + (long long)j * p.dk_ss;
+      unsigned short *dvg = (unsigned short *)p.dv + b * p.dv_sb + hk * p.dv_sh + (long long)j * p.dv_ss;
+#pragma unroll
+      for (int nd = 0; nd < DP / 8; nd++) {
+        const int col = nd * 8 + 2 * t;
+        if (col < D) {
+          dkg[col] = tc_half(dk[nd][2 * hh] * p.scale);
+          dkg[col + 1] = tc_half(dk[nd][2 * hh + 1] * p.scale);
+          dvg[col] = tc_half(dv[nd][2 * hh]);
+          dvg[col + 1] = tc_half(dv[nd][2 * hh + 1]);
+        }
+      }
+    }
+  }
+}
+#endif /* FA_TC */
 #endif /* FA_BWD_PARAMS_ONLY */
