@@ -95,10 +95,19 @@ static int nvrtc_all(int narch, const char **archs, int all) {
         for (int dt = 0; dt < 3; dt++) {
           /* The big budgets compile every dtype; the small ones f16 only (the layout is dtype-free). */
           if (bi > 0 && dt != 1) continue;
-          for (int atomic = 1; atomic >= 0; atomic--) {
-            char defines[160];
-            snprintf(defines, sizeof defines, FA_BWD_DEFINES_FMT, fa_cu_dtype_define((fa_dtype)dt), d, t.block_q,
-                     t.block_k, atomic);
+          /* The tensor-core variant where the library would take it (16-bit, sm_80+, tiles that fit). */
+          fa_tiles tt;
+          const int tc = dt != 0 && cc_major >= 8 && fa_tiles_cuda_backward(&lim, d, (fa_dtype)dt, &tt) == FA_SUCCESS &&
+                         tt.threads == 128;
+          for (int v = 0; v < (tc ? 4 : 2); v++) {
+            const int atomic = !(v & 1), is_tc = v >= 2;
+            char defines[192];
+            if (is_tc)
+              snprintf(defines, sizeof defines, FA_BWD_DEFINES_FMT " -DFA_TC=1", fa_cu_dtype_define((fa_dtype)dt), d,
+                       64, 64, atomic);
+            else
+              snprintf(defines, sizeof defines, FA_BWD_DEFINES_FMT, fa_cu_dtype_define((fa_dtype)dt), d, t.block_q,
+                       t.block_k, atomic);
             if (already(archs[ai], defines)) continue;
             void *image = NULL;
             size_t size = 0;
@@ -111,7 +120,7 @@ static int nvrtc_all(int narch, const char **archs, int all) {
             compiled++;
             char what[512];
             snprintf(what, sizeof what, "%s budget %zu %s: %zu shared bytes, %.1f s", archs[ai], budgets[bi],
-                     defines, t.local_mem_bytes,
+                     defines, is_tc ? tt.local_mem_bytes : t.local_mem_bytes,
                      (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
             if (st != FA_SUCCESS) {
               failed++;

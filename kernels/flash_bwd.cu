@@ -578,7 +578,6 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 2) flash_bwd_dkdv_tc(cons
   const unsigned a_row = (unsigned)(lane & 15), a_col = (unsigned)((lane >> 4) * 8);
   const unsigned b_off = (unsigned)((((lane & 7) + ((lane >> 4) << 3)) * DS + ((lane >> 3) & 1) * 8) * 2);
   const unsigned t_off = (unsigned)((((lane & 7) + (((lane >> 3) & 1) << 3)) * DS + (lane >> 4) * 8) * 2);
-  const unsigned t_off_ds = (unsigned)((((lane & 7) + (((lane >> 3) & 1) << 3)) * DS + (lane >> 4) * 8) * 2);
   const unsigned sbase = fa_smem_addr(smem);
   const unsigned sk_a = sbase + (unsigned)((TK_OFF + (kw + a_row) * DS + a_col) * 2);
   const unsigned sv_a = sbase + (unsigned)((TV_OFF + (kw + a_row) * DS + a_col) * 2);
@@ -586,7 +585,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 2) flash_bwd_dkdv_tc(cons
   const unsigned sk_addr = sbase + TK_OFF * 2;
   const unsigned sds_a = sbase + (unsigned)((TDS_OFF + (warp * 16 + a_row) * DSS + a_col) * 2);
   unsigned short *sds = smem + TDS_OFF;
-  (void)t_off_ds;
+  (void)sds, (void)sds_a, (void)sk_addr; /* used by the dQ part (DQ_ATOMIC) only */
 
   float dk[DP / 8][4], dv[DP / 8][4];
 #pragma unroll

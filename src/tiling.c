@@ -205,16 +205,33 @@ fa_status fa_tiles_opencl_backward(const fa_tile_limits *lim, int head_dim, fa_t
  * BN D / 128 <= 64 floats; BM = 64 (D <= 64), 32 (D <= 128) or 16 keeps the layout near 100-120 KiB at the
  * H100's budget. Both start below the paper's Bc = ceil(M / 4d), Br = min(Bc, d), are powers of two (the
  * thread layouts divide them), and the larger is halved until the layout fits; the smallest (1 x 1) needs
- * about 4.2 KiB at D = 256. The dtype does not change the layout: 16-bit inputs are widened to float32. */
+ * about 4.2 KiB at D = 256. The dtype does not change this layout: 16-bit inputs are widened to float32. */
 static size_t cuda_bwd_simt_bytes(int d, int br, int bc) {
   size_t rows = (size_t)d + 4, ps = (size_t)bc + 4;
   size_t floats = 2 * (size_t)bc * rows + 2 * (size_t)br * rows + 2 * (size_t)br * ps + 2 * (size_t)br;
   return floats * sizeof(float);
 }
 
+/* The tensor-core kernel flash_bwd_dkdv_tc (F16/BF16, D <= 128): 128 threads, 64 keys x 64 queries, 16-bit
+ * K, V, Q, dO with rows of Dp + 8 elements (Dp = D rounded up to 16), dS 64 x 72, and float lse, di [64]:
+ * 46.5 KiB at D = 64, 77.5 KiB at D = 128. Registers hold a warp's 16 x Dp dK and dV, hence D <= 128.
+ * When it does not fit (or D > 128), the CUDA-core tiles above are returned (threads = 256). */
+static size_t cuda_bwd_tc_bytes(int d) {
+  size_t ds = (size_t)(d + 15) / 16 * 16 + 8;
+  size_t halves = 4 * 64 * ds + 64 * 72;
+  return (halves * 2 + 15) / 16 * 16 + 2 * 64 * sizeof(float);
+}
+
 fa_status fa_tiles_cuda_backward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, fa_tiles *out) {
-  (void)dtype;
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
+  if ((dtype == FA_F16 || dtype == FA_BF16) && head_dim <= 128 && lim->max_group_size >= 128 &&
+      cuda_bwd_tc_bytes(head_dim) <= lim->local_mem_bytes) {
+    out->block_q = 64;
+    out->block_k = 64;
+    out->threads = 128;
+    out->local_mem_bytes = cuda_bwd_tc_bytes(head_dim);
+    return FA_SUCCESS;
+  }
   if (lim->max_group_size < 256) return FA_ERROR_UNSUPPORTED;
   int pq, pk;
   fa_tiles_paper(lim->local_mem_bytes, head_dim, &pq, &pk);

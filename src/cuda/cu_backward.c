@@ -9,6 +9,10 @@
  *             no atomics, a fixed order of summation: deterministic. Workspace B Hq Sq floats.
  * p->deterministic takes the separate scheme, otherwise the atomic one (less arithmetic).
  *
+ * f16 and bf16 on sm_80+ take flash_bwd_dkdv_tc (tensor cores, D <= 128, when its tiles fit the budget) in
+ * place of flash_bwd_dkdv_simt; the deterministic dQ kernel stays the CUDA-core one. FLASHATTN_CUDA_BWD=simt
+ * keeps them on CUDA cores, for comparisons.
+ *
  * Everything that can fail short of a launch (tiles, kernel builds, workspace) is done before the first
  * launch, so that an error leaves every output untouched. */
 #include <stdio.h>
@@ -23,7 +27,7 @@
 
 /* Launch `fn` over (blocks, heads, batch), several launches when heads or batch exceed the grid's 65535. */
 static fa_status launch3(fa_context *ctx, CUfunction fn, fa_bwd_params *a, unsigned blocks, int64_t heads,
-                         int64_t batch, size_t shared, const char *what) {
+                         int64_t batch, unsigned threads, size_t shared, const char *what) {
   for (int64_t b0 = 0; b0 < batch; b0 += 65535) {
     for (int64_t h0 = 0; h0 < heads; h0 += 65535) {
       a->b0 = (int)b0;
@@ -31,11 +35,27 @@ static fa_status launch3(fa_context *ctx, CUfunction fn, fa_bwd_params *a, unsig
       const unsigned grid[3] = {blocks, (unsigned)(heads - h0 < 65535 ? heads - h0 : 65535),
                                 (unsigned)(batch - b0 < 65535 ? batch - b0 : 65535)};
       void *args[] = {a};
-      fa_status st = fa_cu_launch(ctx, fn, grid, 256, shared, args, what);
+      fa_status st = fa_cu_launch(ctx, fn, grid, threads, shared, args, what);
       if (st != FA_SUCCESS) return st;
     }
   }
   return FA_SUCCESS;
+}
+
+/* Whether every row of a view starts on a 16-byte boundary: its address and every stride that is stepped
+ * (dimension larger than 1) are multiples of 16 bytes. */
+static int rows_aligned16(const fa_view *v, CUdeviceptr addr, int64_t d0, int64_t d1, int64_t d2, size_t es) {
+  const int64_t shape[3] = {d0, d1, d2};
+  if (addr % 16) return 0;
+  for (int i = 0; i < 3; i++)
+    if (shape[i] > 1 && ((uint64_t)v->stride[i] * es) % 16) return 0;
+  return 1;
+}
+
+/* FLASHATTN_CUDA_BWD=simt keeps 16-bit types on the CUDA-core kernels (to compare them with tensor cores). */
+static int simt_forced(void) {
+  const char *env = getenv("FLASHATTN_CUDA_BWD");
+  return env && strcmp(env, "simt") == 0;
 }
 
 fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
@@ -43,25 +63,33 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   const size_t es = fa_dtype_size(p->dtype);
   const int atomic = !p->deterministic;
 
+  /* The CUDA-core tiles (any dtype; also the deterministic dQ kernel's), and the tensor-core ones for 16-bit
+   * types on sm_80+ when they fit (fa_tiles_cuda_backward returns 128 threads for those). */
   fa_tile_limits lim;
   fa_cu_tile_limits(ctx, &lim);
-  fa_tiles tiles;
-  if (fa_tiles_cuda_backward(&lim, d, p->dtype, &tiles) != FA_SUCCESS)
+  fa_tiles simt, tct;
+  if (fa_tiles_cuda_backward(&lim, d, FA_F32, &simt) != FA_SUCCESS)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
                    "fa_backward: head dim %d: no tile of the CUDA backward kernels fits %zu bytes of shared memory "
                    "per block (FLASHATTN_LOCAL_MEM_BYTES or the device's limit)",
                    d, lim.local_mem_bytes);
+  const int tc = p->dtype != FA_F32 && fa_cu_of(ctx)->cc_major >= 8 && !simt_forced() &&
+                 fa_tiles_cuda_backward(&lim, d, p->dtype, &tct) == FA_SUCCESS && tct.threads == 128;
 
-  char defines[160];
-  snprintf(defines, sizeof defines, FA_BWD_DEFINES_FMT,
-           fa_cu_dtype_define(p->dtype), d, tiles.block_q, tiles.block_k, atomic);
+  char simt_defs[192], tc_defs[192];
+  snprintf(simt_defs, sizeof simt_defs, FA_BWD_DEFINES_FMT, fa_cu_dtype_define(p->dtype), d, simt.block_q,
+           simt.block_k, atomic);
+  snprintf(tc_defs, sizeof tc_defs, FA_BWD_DEFINES_FMT " -DFA_TC=1", fa_cu_dtype_define(p->dtype), d, 64, 64,
+           atomic);
+  const char *defs = tc ? tc_defs : simt_defs;
+  const char *dkdv_name = tc ? "flash_bwd_dkdv_tc" : "flash_bwd_dkdv_simt";
+  const fa_tiles *kt = tc ? &tct : &simt;
   CUfunction pre, dkdv, dq;
-  fa_status st = fa_cu_function(ctx, "flash_bwd.cu", defines, "flash_bwd_pre", 0, &pre);
+  fa_status st = fa_cu_function(ctx, "flash_bwd.cu", defs, "flash_bwd_pre", 0, &pre);
+  if (st == FA_SUCCESS) st = fa_cu_function(ctx, "flash_bwd.cu", defs, dkdv_name, kt->local_mem_bytes, &dkdv);
   if (st == FA_SUCCESS)
-    st = fa_cu_function(ctx, "flash_bwd.cu", defines, "flash_bwd_dkdv_simt", tiles.local_mem_bytes, &dkdv);
-  if (st == FA_SUCCESS)
-    st = atomic ? fa_cu_function(ctx, "flash_bwd.cu", defines, "flash_bwd_dq_convert", 0, &dq)
-                : fa_cu_function(ctx, "flash_bwd.cu", defines, "flash_bwd_dq_simt", tiles.local_mem_bytes, &dq);
+    st = atomic ? fa_cu_function(ctx, "flash_bwd.cu", defs, "flash_bwd_dq_convert", 0, &dq)
+                : fa_cu_function(ctx, "flash_bwd.cu", simt_defs, "flash_bwd_dq_simt", simt.local_mem_bytes, &dq);
   if (st != FA_SUCCESS) return st;
 
   /* Workspace: di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
@@ -105,15 +133,20 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   a.causal = p->causal != 0;
   a.scale = p->scale;
   a.scale_log2 = (float)(p->scale * LOG2E);
+  a.vec16 = rows_aligned16(&p->q, a.q, p->batch, p->seqlen_q, p->heads_q, es) &&
+            rows_aligned16(&p->dout, a.dout, p->batch, p->seqlen_q, p->heads_q, es) &&
+            rows_aligned16(&p->k, a.k, p->batch, p->seqlen_k, p->heads_kv, es) &&
+            rows_aligned16(&p->v, a.v, p->batch, p->seqlen_k, p->heads_kv, es);
 
   /* Row kernels: one warp per row, 8 rows per block. */
   const unsigned row_blocks = (unsigned)((p->seqlen_q + 7) / 8);
-  st = launch3(ctx, pre, &a, row_blocks, p->heads_q, p->batch, 0, "flash_bwd_pre");
+  st = launch3(ctx, pre, &a, row_blocks, p->heads_q, p->batch, 256, 0, "flash_bwd_pre");
   if (st != FA_SUCCESS) return st;
-  const unsigned kv_blocks = (unsigned)((p->seqlen_k + tiles.block_k - 1) / tiles.block_k);
-  st = launch3(ctx, dkdv, &a, kv_blocks, p->heads_kv, p->batch, tiles.local_mem_bytes, "flash_bwd_dkdv_simt");
+  const unsigned kv_blocks = (unsigned)((p->seqlen_k + kt->block_k - 1) / kt->block_k);
+  st = launch3(ctx, dkdv, &a, kv_blocks, p->heads_kv, p->batch, (unsigned)kt->threads, kt->local_mem_bytes,
+               dkdv_name);
   if (st != FA_SUCCESS) return st;
-  if (atomic) return launch3(ctx, dq, &a, row_blocks, p->heads_q, p->batch, 0, "flash_bwd_dq_convert");
-  const unsigned q_blocks = (unsigned)((p->seqlen_q + tiles.block_q - 1) / tiles.block_q);
-  return launch3(ctx, dq, &a, q_blocks, p->heads_q, p->batch, tiles.local_mem_bytes, "flash_bwd_dq_simt");
+  if (atomic) return launch3(ctx, dq, &a, row_blocks, p->heads_q, p->batch, 256, 0, "flash_bwd_dq_convert");
+  const unsigned q_blocks = (unsigned)((p->seqlen_q + simt.block_q - 1) / simt.block_q);
+  return launch3(ctx, dq, &a, q_blocks, p->heads_q, p->batch, 256, simt.local_mem_bytes, "flash_bwd_dq_simt");
 }

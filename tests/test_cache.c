@@ -1,0 +1,206 @@
+/* The on-disk kernel cache (src/cache.c): round trip, and that a truncated, corrupted, foreign or colliding
+ * entry is a miss rather than trusted; then, end to end on each backend, that a context whose cache files
+ * were all damaged rebuilds its kernels and computes the same bits. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "harness.h"
+
+static char dir[256];
+
+/* A fresh, empty cache directory for this case, set as FLASHATTN_CACHE_DIR. */
+static void fresh_dir(const char *name) {
+  snprintf(dir, sizeof dir, "%s/fa-cache-test-%ld-%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (long)getpid(), name);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+  setenv("FLASHATTN_CACHE_DIR", dir, 1);
+}
+
+static void remove_dir(void) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* The path of the entry file for key (the same name src/cache.c gives it). */
+static void entry_path(const char *key, char *out, size_t n) {
+  snprintf(out, n, "%s/%016llx.bin", dir, (unsigned long long)fa_hash64(key, strlen(key), FA_HASH_SEED));
+}
+
+/* Apply f to every entry file of the directory; returns how many there were. */
+static int for_each_entry(void (*f)(const char *path)) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strstr(e->d_name, ".bin")) continue;
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    f(path);
+    n++;
+  }
+  closedir(d);
+  return n;
+}
+
+static void truncate_half(const char *path) {
+  struct stat st;
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_int_eq(truncate(path, st.st_size / 2), 0);
+}
+
+static void flip_last_byte(const char *path) {
+  FILE *f = fopen(path, "r+b");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fseek(f, -1, SEEK_END), 0);
+  int c = fgetc(f);
+  ck_assert_int_eq(fseek(f, -1, SEEK_END), 0);
+  fputc(c ^ 0x5a, f);
+  fclose(f);
+}
+
+static int loads(const char *key, const char *want, size_t want_len) {
+  size_t n = 0;
+  char *got = fa_cache_load(key, &n);
+  int ok = got && n == want_len && memcmp(got, want, n) == 0;
+  free(got);
+  return got ? (ok ? 1 : -1) : 0;
+}
+
+START_TEST(t_round_trip) {
+  th_case_begin("cache: store then load returns the payload; other keys miss");
+  fresh_dir("rt");
+  const char payload[] = "compiled kernel bytes \x01\x02\x00\x03";
+  ck_assert_int_eq(fa_cache_store("key one", payload, sizeof payload), 0);
+  ck_assert_int_eq(loads("key one", payload, sizeof payload), 1);
+  ck_assert_int_eq(loads("key two", payload, sizeof payload), 0);
+  /* Overwriting an entry replaces it whole. */
+  ck_assert_int_eq(fa_cache_store("key one", "v2", 2), 0);
+  ck_assert_int_eq(loads("key one", "v2", 2), 1);
+  remove_dir();
+  th_finish_case();
+}
+END_TEST
+
+START_TEST(t_damaged_entries_miss) {
+  th_case_begin("cache: truncated, corrupted, empty and colliding entries are misses");
+  fresh_dir("damage");
+  char payload[4096];
+  for (size_t i = 0; i < sizeof payload; i++) payload[i] = (char)(i * 7);
+  char path[600];
+  entry_path("k", path, sizeof path);
+
+  ck_assert_int_eq(fa_cache_store("k", payload, sizeof payload), 0);
+  truncate_half(path);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+
+  ck_assert_int_eq(fa_cache_store("k", payload, sizeof payload), 0);
+  flip_last_byte(path); /* the payload's checksum no longer matches */
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+
+  ck_assert_int_eq(fa_cache_store("k", payload, sizeof payload), 0);
+  ck_assert_int_eq(truncate(path, 0), 0);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+
+  /* A file under k's name that holds another key's entry (a hash collision) is not k's. */
+  char other[600];
+  ck_assert_int_eq(fa_cache_store("another key", payload, sizeof payload), 0);
+  entry_path("another key", other, sizeof other);
+  ck_assert_int_eq(rename(other, path), 0);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+
+  /* Extra bytes after a valid entry: not trusted either. */
+  ck_assert_int_eq(fa_cache_store("k", payload, sizeof payload), 0);
+  FILE *f = fopen(path, "ab");
+  ck_assert_ptr_nonnull(f);
+  fputs("trailing", f);
+  fclose(f);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+  remove_dir();
+  th_finish_case();
+}
+END_TEST
+
+START_TEST(t_off_and_unwritable) {
+  th_case_begin("cache: FLASHATTN_CACHE_DIR=off stores nothing; an unwritable directory fails softly");
+  setenv("FLASHATTN_CACHE_DIR", "off", 1);
+  ck_assert_int_eq(fa_cache_store("k", "x", 1), -1);
+  size_t n;
+  ck_assert_ptr_null(fa_cache_load("k", &n));
+  setenv("FLASHATTN_CACHE_DIR", "/proc/flashattn-cannot-exist/cache", 1);
+  ck_assert_int_eq(fa_cache_store("k", "x", 1), -1);
+  ck_assert_ptr_null(fa_cache_load("k", &n));
+  th_finish_case();
+}
+END_TEST
+
+/* One small forward pass on a new context of backend bi; its output bytes in *out (malloc'd). */
+static void forward_once(int bi, void **out, size_t *bytes) {
+  fa_context_options opt;
+  fa_context_options_default(&opt);
+  opt.backend = th_backend_kind(bi);
+  fa_context *ctx;
+  ck_assert_msg(fa_context_create(&opt, &ctx) == FA_SUCCESS, "%s", fa_last_create_error());
+  const int64_t B = 1, S = 70, H = 2, D = 32;
+  size_t n = (size_t)(B * S * H * D);
+  *bytes = n * sizeof(float);
+  float *host = malloc(*bytes);
+  fa_buffer *buf[4];
+  fa_tensor t[4];
+  for (int i = 0; i < 4; i++) {
+    for (size_t e = 0; e < n; e++) host[e] = (float)(((e * 2654435761u + (size_t)i * 97) % 1000) / 500.0 - 1.0);
+    ck_assert_int_eq(fa_buffer_create(ctx, *bytes, &buf[i]), FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_write(ctx, buf[i], 0, host, *bytes), FA_SUCCESS);
+    fa_tensor_packed(&t[i], buf[i], 0, FA_F32, B, S, H, D);
+  }
+  fa_attention_desc desc = {0};
+  desc.causal = 1;
+  ck_assert_msg(fa_forward(ctx, &desc, &t[0], &t[1], &t[2], &t[3], NULL) == FA_SUCCESS, "%s",
+                fa_context_last_error(ctx));
+  ck_assert_int_eq(fa_buffer_read(ctx, buf[3], 0, host, *bytes), FA_SUCCESS);
+  for (int i = 0; i < 4; i++) fa_buffer_destroy(buf[i]);
+  fa_context_destroy(ctx);
+  *out = host;
+}
+
+START_TEST(t_end_to_end) {
+  th_case_begin("cache: kernels are stored; damaged entries are rebuilt and give the same result");
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fresh_dir(th_backend_label(bi));
+    void *first, *again;
+    size_t bytes;
+    forward_once(bi, &first, &bytes);
+    ck_assert_msg(for_each_entry(truncate_half) > 0, "%s: no kernel was stored in %s", th_backend_label(bi), dir);
+    forward_once(bi, &again, &bytes);
+    ck_assert_msg(memcmp(first, again, bytes) == 0, "%s: output differs after truncated entries", th_backend_label(bi));
+    free(again);
+    ck_assert_int_gt(for_each_entry(flip_last_byte), 0); /* the rebuilt entries, corrupted now */
+    forward_once(bi, &again, &bytes);
+    ck_assert_msg(memcmp(first, again, bytes) == 0, "%s: output differs after corrupted entries", th_backend_label(bi));
+    free(again);
+    free(first);
+    remove_dir();
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("cache");
+  TCase *tc = tcase_create("cache");
+  tcase_set_timeout(tc, TH_TIMEOUT_S);
+  tcase_add_test(tc, t_round_trip);
+  tcase_add_test(tc, t_damaged_entries_miss);
+  tcase_add_test(tc, t_off_and_unwritable);
+  tcase_add_test(tc, t_end_to_end);
+  suite_add_tcase(s, tc);
+  return th_main(s, 0);
+}
