@@ -1,11 +1,13 @@
 #!/bin/bash
 # The OpenCL flash backward (kernels/flash_bwd.cl) on a GPU's OpenCL (the GPU machine: NVIDIA's, 48 KiB of local
-# memory: the GPU layout, one row per work-item). Run from the repository root with a carried build folder made
-# with OpenCL:
+# memory). Checks and times the GPU layout (8 work-items per row, the default on GPUs) against the row layout
+# (one row per work-item, FLASHATTN_OPENCL_BWD_LAYOUT=row: the layout before it). Run from the repository root
+# with a carried build folder made with OpenCL:
 #   dev/cl_bwd_gpu.sh [build-dir]        default: build
 # Steps (dev/cl_bwd_bench.c, OpenCL device 0): check (dq, dk, dv vs the float64 reference: dtypes, GQA, causal
-# with Sq != Sk, masked rows, strides, D 8..256) with both dQ schemes and at an 8 KiB budget; determinism (two
-# runs, same bits); bench (fwd and bwd times) at B 1 H 8 S 1024 D 64 and B 2 H 16 S 4096 D 128 (f32).
+# with Sq != Sk, masked rows, strides, D 8..256) in both layouts, and at an 8 KiB budget (the row layout where
+# the GPU one does not fit); determinism (two runs, same bits); bench (f32 fwd and bwd, causal and not) in both
+# layouts; then flashattn-bench (f16, bwd and fwdbwd, B 1 H 16 D 64, S 4096..16384) in both layouts.
 # Exit status: the number of steps that failed.
 set -u
 build=${1:-build}
@@ -21,10 +23,25 @@ step() {
   if [ $rc != 0 ]; then echo "=== FAILED ($rc): $*"; failed=$((failed + 1)); fi
 }
 step "$prog" check
-step env FLASHATTN_OPENCL_BWD_DQ=atomic "$prog" check
+step env FLASHATTN_OPENCL_BWD_LAYOUT=row "$prog" check
 step env FLASHATTN_LOCAL_MEM_BYTES=8192 "$prog" reduced
 step "$prog" determinism
-step "$prog" bench 1024 64 1 8 10
-step "$prog" bench 4096 128 2 16 5
+for layout in split row; do
+  step env FLASHATTN_OPENCL_BWD_LAYOUT=$layout "$prog" bench 1024 64 1 8 10
+  step env FLASHATTN_OPENCL_BWD_LAYOUT=$layout "$prog" bench 4096 128 2 16 5
+  step env FLASHATTN_OPENCL_BWD_LAYOUT=$layout "$prog" bench 8192 64 1 16 3
+done
+if [ -x "$build/tools/flashattn-bench" ]; then
+  for layout in split row; do
+    step env FLASHATTN_OPENCL_BWD_LAYOUT=$layout "$build/tools/flashattn-bench" --backend opencl --algos flash \
+      --modes bwd,fwdbwd --dtypes f16 --head-dims 64 --causal 0,1 --batch 1 --heads 16 --seqlens 4096,16384 \
+      --iters 3 --warmup 1
+  done
+  # Tiles of the GPU layout (BRxBC, multiples of 8, 8 * BC and 8 * BR work-items at most 256).
+  for tiles in 32x16 16x32 16x16; do
+    step env FLASHATTN_OPENCL_BWD_TILES=$tiles "$build/tools/flashattn-bench" --backend opencl --algos flash \
+      --modes bwd --dtypes f16 --head-dims 64,128 --causal 0 --batch 1 --heads 16 --seqlens 16384 --iters 3 --warmup 1
+  done
+fi
 echo "=== cl_bwd_gpu: $failed step(s) failed"
 exit "$failed"

@@ -2,7 +2,8 @@
  * ref_backward; then its speed. Also compiles every backward kernel variant with NVRTC (no GPU needed).
  *
  *   cu_bwd_check [--no-timing]        on CUDA device 0:
- *     1. correctness: for each shared-memory budget (the device's, FLASHATTN_LOCAL_MEM_BYTES=49152 and 8192),
+ *     1. correctness: for each configuration (the device's shared-memory budget, the same with
+ *        FLASHATTN_CUDA_BWD=simt for f16/bf16, FLASHATTN_LOCAL_MEM_BYTES=49152 and 8192 with fewer cases),
  *        dtype (f32, f16, bf16), shape (GQA, MQA, causal with Sq > Sk and Sq < Sk, Sq = 1, odd lengths, head
  *        dims 16..256, BHSD strides at an odd element offset) and dQ scheme (atomic, deterministic): o and
  *        lse from fa_forward, then fa_backward on NaN-poisoned dq, dk, dv; each gradient's
@@ -10,7 +11,7 @@
  *        deterministic mode run twice and compared bit for bit.
  *     2. timing (unless --no-timing): fwd + bwd, D = 128, S = 8192, B = 2, H = 16, f16, causal 0 and 1, with
  *        fa_event_*, median of 5 after 1 warm-up; TFLOP/s = 3.5 x 4 B H S^2 D (halved when causal); also the
- *        backward alone and the deterministic scheme.
+ *        backward alone (2.5 x) and the deterministic scheme; then the same with FLASHATTN_CUDA_BWD=simt.
  *   cu_bwd_check --nvrtc [-a] [sm_XY ...]  compile the variants the library can ask for (budgets: the opt-in
  *     size of the arch, 49152, 8192; head dims 16 40 64 96 128 160 256, -a: 8..256; every dtype at the first
  *     budget, f16 at the others; both schemes) and print ptxas's registers and spills; exit 1 on a failure
@@ -55,7 +56,7 @@ static int already(const char *arch, const char *defines) {
   static char seen[1024][192];
   static int nseen;
   char key[192];
-  snprintf(key, sizeof key, "%s %s", arch, defines);
+  if (snprintf(key, sizeof key, "%s %s", arch, defines) >= (int)sizeof key) return 0;
   for (int i = 0; i < nseen; i++)
     if (strcmp(seen[i], key) == 0) return 1;
   if (nseen < 1024) strcpy(seen[nseen++], key);
@@ -399,11 +400,15 @@ int main(int argc, char **argv) {
       {1, 1, 1, 64, 64, 16, 1, 0, 0},    /* smallest head dim tested, one block */
       {2, 8, 1, 300, 300, 128, 0, 0, 0}, /* MQA group of 8, several blocks */
   };
-  static const char *budgets[] = {NULL, "49152", "8192"};
+  /* Configurations: the device's budget (tensor cores for f16/bf16 where they serve), the same with
+   * FLASHATTN_CUDA_BWD=simt (16-bit types on CUDA cores), then the small budgets. */
+  static const char *budgets[] = {NULL, NULL, "49152", "8192"};
   int failed = 0, total = 0;
-  for (int bi = 0; bi < 3; bi++) {
+  for (int bi = 0; bi < 4; bi++) {
     if (budgets[bi]) setenv("FLASHATTN_LOCAL_MEM_BYTES", budgets[bi], 1);
     else unsetenv("FLASHATTN_LOCAL_MEM_BYTES");
+    if (bi == 1) setenv("FLASHATTN_CUDA_BWD", "simt", 1);
+    else unsetenv("FLASHATTN_CUDA_BWD");
     fa_context_options opt;
     fa_context_options_default(&opt);
     opt.backend = FA_BACKEND_CUDA;
@@ -417,21 +422,22 @@ int main(int argc, char **argv) {
       fa_context_info(ctx, &info);
       printf("device: %s, %s, %zu B shared per block\n", info.name, info.api_version, info.local_mem_bytes);
     }
-    char budget[32];
-    snprintf(budget, sizeof budget, "budget=%s", budgets[bi] ? budgets[bi] : "device");
-    for (int dt = 0; dt < 3; dt++)
+    char budget[48];
+    snprintf(budget, sizeof budget, "budget=%s%s", budgets[bi] ? budgets[bi] : "device", bi == 1 ? " simt" : "");
+    for (int dt = bi == 1 ? 1 : 0; dt < 3; dt++)
       for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int det = 0; det < 2; det++) {
-          if (bi > 0 && (det || i >= 4)) continue; /* small budgets: fewer cases, atomic only, except below */
+          if (bi > 1 && (det || i >= 4)) continue; /* small budgets: fewer cases, atomic only, except below */
           total++;
           failed += !run_case(ctx, (fa_dtype)dt, shapes[i], det, budget);
         }
-    if (bi == 2) { /* the tiny budget, deterministic too */
+    if (bi == 3) { /* the tiny budget, deterministic too */
       total++;
       failed += !run_case(ctx, FA_F16, shapes[1], 1, budget);
     }
     fa_context_destroy(ctx);
   }
+  unsetenv("FLASHATTN_CUDA_BWD");
   unsetenv("FLASHATTN_LOCAL_MEM_BYTES");
   printf("%d of %d checks passed\n", total - failed, total);
 
@@ -443,6 +449,10 @@ int main(int argc, char **argv) {
     if (fa_context_create(&opt, &ctx) != FA_SUCCESS) return 1;
     time_case(ctx, FA_F16, 2, 16, 8192, 128, 0);
     time_case(ctx, FA_F16, 2, 16, 8192, 128, 1);
+    setenv("FLASHATTN_CUDA_BWD", "simt", 1); /* read at each call: the CUDA-core kernels for comparison */
+    time_case(ctx, FA_F16, 2, 16, 8192, 128, 0);
+    time_case(ctx, FA_F16, 2, 16, 8192, 128, 1);
+    unsetenv("FLASHATTN_CUDA_BWD");
     fa_context_destroy(ctx);
   }
   return failed ? 1 : 0;

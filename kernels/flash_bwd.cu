@@ -34,10 +34,15 @@
  *   flash_bwd_dq_simt     (deterministic, no DQ_ATOMIC) one block per (BLOCK_M queries, head, batch) walking
  *                         the key blocks, recomputing S and dP; writes dq in a fixed order: bit-identical runs.
  *   flash_bwd_dq_convert  (DQ_ATOMIC) dq = scale x dq_acc, in dq's dtype and strides.
- * CUDA cores, any dtype (float32 in shared memory, float32 arithmetic).
+ *   flash_bwd_dkdv_tc     (FA_TC=1) flash_bwd_dkdv_simt's job on tensor cores for f16/bf16, sm_80+, D <= 128:
+ *                         4 warps, 64 keys per block, 64 queries per step (see its comment). The deterministic
+ *                         scheme pairs it with flash_bwd_dq_simt.
+ * The _simt kernels run on CUDA cores, any dtype (float32 in shared memory, float32 arithmetic): the f32 path
+ * and the fallback (before sm_80, D > 128, budgets too small, FLASHATTN_CUDA_BWD=simt).
  *
  * Defines: FA_DTYPE (0 f32, 1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_M and BLOCK_N (powers
- * of two; src/tiling.c sizes them for the shared-memory budget), DQ_ATOMIC (0 or 1).
+ * of two; src/tiling.c sizes them for the shared-memory budget; 64 and 64 with FA_TC), DQ_ATOMIC (0 or 1),
+ * FA_TC (0: the row kernels and the _simt kernels; 1: the row kernels and flash_bwd_dkdv_tc).
  *
  * The argument block below is shared with the host: src/cuda/cu_backward.c includes this file with
  * FA_BWD_PARAMS_ONLY defined and gets only the struct, so both sides see one definition. */
@@ -622,6 +627,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 2) flash_bwd_dkdv_tc(cons
       }
       __syncthreads();
 
+#pragma unroll 1
       for (int c = 0; c < BM / 16; c++) {
         /* S^T and dP^T for keys kw.., queries 16 c .. 16 c + 15 (n-tiles 0 and 1). */
         float st[2][4], dpt[2][4];

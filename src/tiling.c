@@ -152,12 +152,12 @@ fa_status fa_tiles_cuda_forward(const fa_tile_limits *lim, int head_dim, fa_dtyp
 /* OpenCL backward (kernels/flash_bwd.cl): each work-item owns RPW key rows in flash_bwd_dkdv (BC / RPW per
  * group) and RPW query rows in flash_bwd_dq (BR / RPW per group); threads reports BC / RPW. CPUs take RPW = 4
  * where BR and BC allow (each tile vector loaded feeds four rows' multiply-adds: fewer loads per flop; on PoCL
- * 1.6x faster than RPW = 1, see docs/PERFORMANCE.md), GPUs RPW = 1. Local floats, the larger of the two
- * kernels' layouts: dkdv Qs, QT, dOs, dOT 4*BR*D + lse2, Di 2*BR + (atomic dQ) Ks BC*D + dS BR*BC; dq KT, VT,
- * Ks 3*BC*D. Every work-item keeps its rows' D-float accumulators and a block's scores privately, so the caps
- * (BR <= 64, BC <= 128) keep a group's private memory in a CPU core's cache and a GPU's registers spilling
- * little. From the paper's Bc, Br, shrink the larger of the two until the layout fits; BR and BC stay
- * multiples of 8 (whole vectors) while they are 8 or more. */
+ * 1.6x faster than RPW = 1, see docs/PERFORMANCE.md), GPUs RPW = 1 (where the GPU layout does not fit). Local
+ * floats, the larger of the two kernels' layouts: dkdv Qs, QT, dOs, dOT 4*BR*D + lse2, Di 2*BR + (atomic dQ)
+ * Ks BC*D + dS BR*BC; dq KT, VT, Ks 3*BC*D. Every work-item keeps its rows' D-float accumulators and a
+ * block's scores privately, so the caps (BR <= 64, BC <= 128) keep a group's private memory in a CPU core's
+ * cache and a GPU's registers spilling little. From the paper's Bc, Br, shrink the larger of the two until the
+ * layout fits; BR and BC stay multiples of 8 (whole vectors) while they are 8 or more. */
 static size_t ocl_bwd_bytes(int d, int br, int bc) {
   size_t dkdv = 4 * (size_t)br * d + 2 * (size_t)br + (size_t)bc * d + (size_t)br * bc;
   size_t dq = 3 * (size_t)bc * d;
@@ -170,8 +170,42 @@ static int ocl_bwd_shrink(int n) {
   return n < 1 ? 1 : n;
 }
 
+/* The GPU layout (simd_width > 1; TPR = 8 work-items per row, threads = 8 * BC, the dQ kernel 8 * BR): local
+ * floats, the larger of dkdv Ks, Vs 2*BC*(D+1) + Qs, dOs 2*BR*(D+1) + P, dS 2*BC*(BR+1) + lse2, Di 2*BR and dq
+ * 2*BR*(D+1) + 2*BC*(D+1) + dS BR*(BC+1). Br = Bc = 32 (256 work-items, 8 scores per work-item per block; at
+ * D = 64 about 41 KiB, within NVIDIA's 48), else as large as the group-size cap allows, multiples of 8; halve
+ * the larger (Bc first) until the layout fits. When even 8 x 8 does not, the row layout (RPW = 1) below. */
+static size_t ocl_bwd_split_bytes(int d, int br, int bc) {
+  size_t rl = (size_t)d + 1;
+  size_t dkdv = 2 * (size_t)bc * rl + 2 * (size_t)br * rl + 2 * (size_t)bc * (br + 1) + 2 * (size_t)br;
+  size_t dq = 2 * (size_t)br * rl + 2 * (size_t)bc * rl + (size_t)br * (bc + 1);
+  return (dkdv > dq ? dkdv : dq) * sizeof(float);
+}
+
+static int ocl_bwd_split(const fa_tile_limits *lim, int d, fa_tiles *out) {
+  int n = lim->max_group_size / 8;
+  if (n > 32) n = 32;
+  n -= n % 8;
+  if (n < 8) return 0;
+  int br = n, bc = n;
+  while (ocl_bwd_split_bytes(d, br, bc) > lim->local_mem_bytes) {
+    if (bc >= br && bc > 8)
+      bc = (bc / 2) - (bc / 2) % 8;
+    else if (br > 8)
+      br = (br / 2) - (br / 2) % 8;
+    else
+      return 0;
+  }
+  out->block_q = br;
+  out->block_k = bc;
+  out->threads = 8 * bc;
+  out->local_mem_bytes = ocl_bwd_split_bytes(d, br, bc);
+  return 1;
+}
+
 fa_status fa_tiles_opencl_backward(const fa_tile_limits *lim, int head_dim, fa_tiles *out) {
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
+  if (lim->simd_width > 1 && ocl_bwd_split(lim, head_dim, out)) return FA_SUCCESS;
   int br, bc;
   fa_tiles_paper(lim->local_mem_bytes, head_dim, &br, &bc);
   const int cap = lim->max_group_size;

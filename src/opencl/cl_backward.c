@@ -11,7 +11,9 @@
  * p->deterministic always takes the separate scheme; otherwise FA_CL_BWD_DEFAULT_ATOMIC decides (see
  * docs/PERFORMANCE.md for the measurement behind it). For measurements, FLASHATTN_OPENCL_BWD_DQ=atomic|separate
  * picks the scheme of non-deterministic calls, FLASHATTN_OPENCL_BWD_TILES=BRxBC[xRPW] the tiles and rows per
- * work-item (when they fit), FLASHATTN_OPENCL_VEC the vector width (when it divides BR, BC and D).
+ * work-item (when they fit), FLASHATTN_OPENCL_VEC the vector width (when it divides BR, BC and D),
+ * FLASHATTN_OPENCL_BWD_LAYOUT=row|split the row layout (one work-item per row, RPW rows) or the GPU one (8
+ * work-items per row, the default on GPUs; separate dQ only) in kernels/flash_bwd.cl.
  *
  * Everything that can fail short of the driver's launch (tiles, kernels, workspace, arguments) is done before
  * the first launch, so that an error leaves every output untouched. */
@@ -24,19 +26,42 @@
 
 #define FA_CL_BWD_DEFAULT_ATOMIC 0
 
-/* The tiles for this context, after the FLASHATTN_OPENCL_BWD_TILES override. */
-static fa_status bwd_tiles(fa_context *ctx, int d, fa_tiles *out) {
+/* The tiles for this context, after the FLASHATTN_OPENCL_BWD_LAYOUT and FLASHATTN_OPENCL_BWD_TILES overrides,
+ * and the layout: *tpr = 8 work-items per row (the GPU layout, src/tiling.c picks it where simd_width > 1;
+ * out->threads = 8 * BC / RPW) or 1 (the row layout: out->threads = BC / RPW). FLASHATTN_OPENCL_BWD_LAYOUT=row
+ * takes the row layout with RPW = 1 on GPUs (the layout before the GPU one, for comparisons), =split the GPU
+ * layout on any device. */
+static fa_status bwd_tiles(fa_context *ctx, int d, fa_tiles *out, int *tpr) {
   fa_tile_limits lim;
   fa_cl_tile_limits(ctx, &lim);
+  const char *layout = getenv("FLASHATTN_OPENCL_BWD_LAYOUT");
+  const int row_gpu = layout && strcmp(layout, "row") == 0 && lim.simd_width > 1;
+  if (layout && strcmp(layout, "split") == 0) {
+    lim.simd_width = 32;
+    if (lim.max_group_size > 256) lim.max_group_size = 256;
+  }
+  if (row_gpu) lim.simd_width = 1; /* the row tiles; RPW = 1 below */
   fa_status s = fa_tiles_opencl_backward(&lim, d, out);
   if (s != FA_SUCCESS)
     return fa_fail(ctx, s, "flash backward: head dim %d: no tile fits in %zu bytes of local memory (the smallest needs %d)",
                    d, lim.local_mem_bytes, (5 * d + 3) * (int)sizeof(float));
+  if (row_gpu) out->threads = out->block_k;
+  *tpr = out->threads > out->block_k ? 8 : 1;
   const char *env = getenv("FLASHATTN_OPENCL_BWD_TILES");
-  int br, bc, rpw = out->block_k / out->threads;
+  int br, bc, rpw = *tpr > 1 ? 8 * out->block_k / out->threads : out->block_k / out->threads;
   int n = env ? sscanf(env, "%dx%dx%d", &br, &bc, &rpw) : 0;
-  if (n >= 2 && br >= 1 && bc >= 1 && rpw >= 1 && br % rpw == 0 && bc % rpw == 0 && br <= lim.max_group_size &&
-      bc <= lim.max_group_size) {
+  if (n >= 2 && *tpr > 1) {
+    /* src/tiling.c's GPU layout: multiples of 8, 8 work-items per row, RPW 1, 2 or 4 rows per work-item. */
+    size_t rl = (size_t)d + 1;
+    size_t dkdv = 2 * (size_t)bc * rl + 2 * (size_t)br * rl + 2 * (size_t)bc * (br + 1) + 2 * (size_t)br;
+    size_t dq = 2 * (size_t)br * rl + 2 * (size_t)bc * rl + (size_t)br * (bc + 1);
+    size_t bytes = (dkdv > dq ? dkdv : dq) * sizeof(float);
+    if (br >= 8 && bc >= 8 && br % 8 == 0 && bc % 8 == 0 && (rpw == 1 || rpw == 2 || rpw == 4) &&
+        br % rpw == 0 && bc % rpw == 0 && 8 * br / rpw <= lim.max_group_size &&
+        8 * bc / rpw <= lim.max_group_size && bytes <= lim.local_mem_bytes)
+      *out = (fa_tiles){br, bc, 8 * bc / rpw, bytes};
+  } else if (n >= 2 && br >= 1 && bc >= 1 && rpw >= 1 && br % rpw == 0 && bc % rpw == 0 &&
+             br <= lim.max_group_size && bc <= lim.max_group_size) {
     size_t dkdv = 4 * (size_t)br * d + 2 * (size_t)br + (size_t)bc * d + (size_t)br * bc, dq = 3 * (size_t)bc * d;
     size_t bytes = (dkdv > dq ? dkdv : dq) * sizeof(float);
     if (bytes <= lim.local_mem_bytes) *out = (fa_tiles){br, bc, bc / rpw, bytes};
@@ -57,8 +82,8 @@ static int pick_vec(int br, int bc, int d) {
   return 1;
 }
 
-static int use_atomic(const fa_problem *p) {
-  if (p->deterministic) return 0;
+static int use_atomic(const fa_problem *p, int tpr) {
+  if (p->deterministic || tpr > 1) return 0; /* the GPU layout has only the separate scheme */
   const char *env = getenv("FLASHATTN_OPENCL_BWD_DQ");
   if (env && strcmp(env, "atomic") == 0) return 1;
   if (env && strcmp(env, "separate") == 0) return 0;
@@ -121,17 +146,19 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   fa_cl *cl = fa_cl_of(ctx);
   const int d = (int)p->head_dim;
   fa_tiles tiles;
-  fa_status s = bwd_tiles(ctx, d, &tiles);
+  int tpr = 1;
+  fa_status s = bwd_tiles(ctx, d, &tiles, &tpr);
   if (s != FA_SUCCESS) return s;
-  const int br = tiles.block_q, bc = tiles.block_k, rpw = tiles.block_k / tiles.threads;
-  const int atomic = use_atomic(p);
+  const int br = tiles.block_q, bc = tiles.block_k, rpw = tiles.block_k * tpr / tiles.threads;
+  const int atomic = use_atomic(p, tpr);
   /* Hardware fma: one instruction on PoCL's CPUs where mad() becomes two (about 20 % of the backward). */
   cl_device_fp_config fp = 0;
   cl_int err = clGetDeviceInfo(cl->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetDeviceInfo(CL_DEVICE_SINGLE_FP_CONFIG)", err);
   char options[256];
-  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
-           fa_cl_dtype_define(p->dtype), d, br, bc, rpw, pick_vec(br, bc, d), (fp & CL_FP_FMA) != 0, atomic);
+  snprintf(options, sizeof options,
+           "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
+           fa_cl_dtype_define(p->dtype), d, br, bc, rpw, tpr, pick_vec(br, bc, d), (fp & CL_FP_FMA) != 0, atomic);
   cl_kernel pre, dkdv, dq;
   if ((s = fa_cl_kernel(ctx, "flash_bwd.cl", options, "flash_bwd_pre", &pre)) != FA_SUCCESS) return s;
   if ((s = fa_cl_kernel(ctx, "flash_bwd.cl", options, "flash_bwd_dkdv", &dkdv)) != FA_SUCCESS) return s;
@@ -218,9 +245,9 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   size_t row_global[3] = {fa_cl_round_up((size_t)p->seqlen_q, row_local), (size_t)p->heads_q, (size_t)p->batch};
   size_t row_local3[3] = {row_local, 1, 1};
   size_t kv_blocks = (size_t)((p->seqlen_k + bc - 1) / bc), q_blocks = (size_t)((p->seqlen_q + br - 1) / br);
-  size_t kv_local[3] = {(size_t)(bc / rpw), 1, 1};
+  size_t kv_local[3] = {(size_t)(bc * tpr / rpw), 1, 1};
   size_t kv_global[3] = {kv_blocks * kv_local[0], (size_t)p->heads_kv, (size_t)p->batch};
-  size_t q_local[3] = {(size_t)(br / rpw), 1, 1};
+  size_t q_local[3] = {(size_t)(br * tpr / rpw), 1, 1};
   size_t q_global[3] = {q_blocks * q_local[0], (size_t)p->heads_q, (size_t)p->batch};
   if ((s = check_group(ctx, pre, row_local, "flash_bwd_pre")) != FA_SUCCESS) return s;
   if ((s = check_group(ctx, dkdv, kv_local[0], "flash_bwd_dkdv")) != FA_SUCCESS) return s;

@@ -2,6 +2,7 @@
  * its launch. FA_ALGO_STANDARD goes to cl_standard.c. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cl_internal.h"
 #include "tiling.h"
@@ -91,5 +92,13 @@ static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
 
 fa_status fa_cl_forward(fa_context *ctx, const fa_problem *p) {
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_forward(ctx, p);
+  /* f16/bf16 on NVIDIA: tensor cores first (cl_flash_nv.c, which also serves FLASHATTN_OPENCL_NV_TC=emulate
+   * anywhere), unless FLASHATTN_OPENCL_NV_TC=0; what that path does not serve (FA_ERROR_UNSUPPORTED) runs here. */
+  const char *nv_tc = getenv("FLASHATTN_OPENCL_NV_TC");
+  const int nv_try = fa_cl_of(ctx)->is_nvidia ? !(nv_tc && strcmp(nv_tc, "0") == 0) : nv_tc && strcmp(nv_tc, "emulate") == 0;
+  if ((p->dtype == FA_F16 || p->dtype == FA_BF16) && nv_try) {
+    fa_status s = fa_cl_flash_nv_forward(ctx, p);
+    if (s != FA_ERROR_UNSUPPORTED) return s;
+  }
   return flash_forward(ctx, p);
 }

@@ -1,0 +1,95 @@
+/* The OpenCL forward pass on NVIDIA tensor cores (kernels/flash_fwd_nv.cl: inline PTX mma in OpenCL C), for
+ * f16/bf16 and head dims up to 128 on sm_80+. Anything it does not serve returns FA_ERROR_UNSUPPORTED so that
+ * cl_flash.c falls back to the portable kernel, and so does a failed build (a driver that rejects the PTX).
+ *
+ * FLASHATTN_OPENCL_NV_TC: "0" disables this path (cl_flash.c checks it); "force" makes a failed build an error
+ * (FA_ERROR_KERNEL_BUILD with the log's head) instead of a silent fallback; "emulate" (same) runs the kernel on any
+ * OpenCL device with the warp primitives done through local memory (-DFA_NV_EMULATE=1), to test the fragment
+ * bookkeeping where there is no NVIDIA GPU. Slow; for tests only. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cl_internal.h"
+
+#ifndef CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV
+#define CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV 0x4000
+#endif
+
+#define NV_BM 64 /* query rows per group, as in the kernel */
+#define NV_THREADS 128
+
+/* Whether the device has mma.m16n8k16 with f16 and bf16 inputs: NVIDIA, compute capability 8.0 or more. */
+static int nv_has_mma(const fa_cl *cl) {
+  if (!cl->is_nvidia || !cl->is_gpu) return 0;
+  cl_uint major = 0;
+  if (clGetDeviceInfo(cl->device, CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV, sizeof major, &major, NULL) != CL_SUCCESS)
+    return 0;
+  return major >= 8;
+}
+
+static fa_status set_view(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_view *view, int with_buffer) {
+  static const char *what = "flash_fwd_nv";
+  fa_status s = FA_SUCCESS;
+  if (with_buffer) {
+    cl_mem mem = fa_cl_mem(view->buf);
+    s = fa_cl_arg(ctx, kern, (*arg)++, sizeof mem, &mem, what);
+  }
+  cl_long vals[4] = {view->offset, view->stride[0], view->stride[1], view->stride[2]};
+  for (int x = 0; x < 4 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof vals[x], &vals[x], what);
+  return s;
+}
+
+/* Whether a view's offset and batch/seq/head strides are multiples of 8 elements (16 bytes at 16 bits): the
+ * kernel then moves tiles as 16-byte vectors. Buffers themselves are aligned far beyond that. */
+static int aligned8(const fa_view *view) {
+  return view->offset % 8 == 0 && view->stride[0] % 8 == 0 && view->stride[1] % 8 == 0 && view->stride[2] % 8 == 0;
+}
+
+fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
+  const char *env = getenv("FLASHATTN_OPENCL_NV_TC");
+  const int emulate = env && strcmp(env, "emulate") == 0;
+  const fa_cl *cl = fa_cl_of(ctx);
+  if (p->dtype != FA_F16 && p->dtype != FA_BF16) return FA_ERROR_UNSUPPORTED;
+  if (p->head_dim > 128 || p->head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
+  if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return FA_ERROR_UNSUPPORTED;
+  if (!emulate && !nv_has_mma(cl)) return FA_ERROR_UNSUPPORTED;
+  /* Local memory: K (Q first) 64 x (D+8) and V^T D x (BN+8) 16-bit elements: 36 KB at D = 128, BN = 64. */
+  const int d = (int)p->head_dim, dp = (d + 15) / 16 * 16, bn = 64;
+  const size_t local_bytes = (size_t)NV_BM * (dp + 8) * 2 + (size_t)dp * (bn + 8) * 2 + (emulate ? NV_THREADS * 24 : 0);
+  if (local_bytes > fa_env_local_mem((size_t)cl->local_mem_bytes)) return FA_ERROR_UNSUPPORTED;
+
+  const int aligned = aligned8(&p->q) && aligned8(&p->k) && aligned8(&p->v);
+  char options[192];
+  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d",
+           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate);
+  cl_kernel kern;
+  fa_status s = fa_cl_kernel(ctx, "flash_fwd_nv.cl", options, "flash_fwd_nv", &kern);
+  if (s == FA_ERROR_KERNEL_BUILD && !emulate && !(env && strcmp(env, "force") == 0))
+    return FA_ERROR_UNSUPPORTED; /* the portable kernel takes over */
+  if (s != FA_SUCCESS) return s;
+
+  /* The same arguments as the portable kernel (cl_flash.c). */
+  cl_uint arg = 0;
+  if ((s = set_view(ctx, kern, &arg, &p->q, 1)) != FA_SUCCESS) return s;
+  if ((s = set_view(ctx, kern, &arg, &p->k, 1)) != FA_SUCCESS) return s;
+  if ((s = set_view(ctx, kern, &arg, &p->v, 1)) != FA_SUCCESS) return s;
+  if ((s = set_view(ctx, kern, &arg, &p->o, 1)) != FA_SUCCESS) return s;
+  cl_int has_lse = p->lse.buf != NULL;
+  cl_mem lse_mem = has_lse ? fa_cl_mem(p->lse.buf) : fa_cl_mem(p->q.buf); /* never touched without lse */
+  if ((s = fa_cl_arg(ctx, kern, arg++, sizeof lse_mem, &lse_mem, "flash_fwd_nv")) != FA_SUCCESS) return s;
+  fa_view lse_view = has_lse ? p->lse : (fa_view){0};
+  if ((s = set_view(ctx, kern, &arg, &lse_view, 0)) != FA_SUCCESS) return s;
+  cl_int ints[5] = {has_lse, (cl_int)p->seqlen_q, (cl_int)p->seqlen_k, (cl_int)(p->heads_q / p->heads_kv),
+                    p->causal != 0};
+  for (int x = 0; x < 5 && s == FA_SUCCESS; x++)
+    s = fa_cl_arg(ctx, kern, arg++, sizeof ints[x], &ints[x], "flash_fwd_nv");
+  cl_float scale_log2 = p->scale * 1.4426950408889634f;
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, "flash_fwd_nv");
+  if (s != FA_SUCCESS) return s;
+
+  size_t blocks = (size_t)((p->seqlen_q + NV_BM - 1) / NV_BM);
+  size_t local[3] = {NV_THREADS, 1, 1};
+  size_t global[3] = {blocks * NV_THREADS, (size_t)p->heads_q, (size_t)p->batch};
+  return fa_cl_launch(ctx, kern, 3, global, local, "flash_fwd_nv");
+}
