@@ -37,8 +37,9 @@ if [ -x "$build/tools/flashattn-bench" ]; then
       --modes bwd,fwdbwd --dtypes f16 --head-dims 64 --causal 0,1 --batch 1 --heads 16 --seqlens 4096,16384 \
       --iters 3 --warmup 1
   done
-  # Tiles of the GPU layout (BRxBC, multiples of 8, 8 * BC and 8 * BR work-items at most 256).
-  for tiles in 32x16 16x32 16x16; do
+  # Tiles of the GPU layout (BRxBCxR: multiples of 8, R rows per work-item, 8 * BC / R and 8 * BR / R
+  # work-items at most 256; tiles that do not fit the 48 KiB are ignored, the default runs).
+  for tiles in 32x16 16x32 16x16 32x32x2 32x16x2 16x16x2; do
     step env FLASHATTN_OPENCL_BWD_TILES=$tiles "$build/tools/flashattn-bench" --backend opencl --algos flash \
       --modes bwd --dtypes f16 --head-dims 64,128 --causal 0 --batch 1 --heads 16 --seqlens 16384 --iters 3 --warmup 1
   done

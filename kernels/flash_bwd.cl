@@ -105,7 +105,7 @@ typedef float8 floatv;
 #define RPW 1
 #endif
 #ifndef TPR
-#define TPR 1 /* work-items per row: 1, the row layout (above); 8, the GPU layout (flash_bwd_dkdv below) */
+#define TPR 1 /* work-items per row: 1, the row layout; 8, the GPU layout (after the row kernels) */
 #endif
 #if BR % RPW != 0 || BC % RPW != 0
 #error "BR and BC must be multiples of RPW"
@@ -578,6 +578,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
     Vs[jj * RL + dd] = kj < Sk ? fa_load(v, vb + (long)kj * v_ss + dd) : 0.0f;
   }
   float dka[RPW * CN], dva[RPW * CN];
+#pragma unroll
   for (int c = 0; c < RPW * CN; c++) dka[c] = dva[c] = 0.0f;
 
   int qstart = 0;
@@ -609,6 +610,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
 
       /* s = K_j . Q_i and dp = V_j . dO_i for this work-item's keys j and queries i = c * TPR + t. */
       float s[RPW * SK], dp[RPW * SK];
+#pragma unroll
       for (int c = 0; c < RPW * SK; c++) s[c] = dp[c] = 0.0f;
 #pragma unroll 4
       for (int dd = 0; dd < D; dd++) {
@@ -663,15 +665,17 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
     }
   }
 
+#pragma unroll
   for (int r = 0; r < RPW; r++) {
     const int j = k0 + jr + r * KR;
-    if (j >= Sk) break;
     const long kd = dk_off + b * dk_sb + (long)j * dk_ss + hk * dk_sh;
     const long vd = dv_off + b * dv_sb + (long)j * dv_ss + hk * dv_sh;
-    for (int c = 0; c < CN; c++) {
-      fa_store(dk, kd + c * TPR + t, dka[r * CN + c] * scale);
-      fa_store(dv, vd + c * TPR + t, dva[r * CN + c]);
-    }
+#pragma unroll
+    for (int c = 0; c < CN; c++)
+      if (j < Sk) {
+        fa_store(dk, kd + c * TPR + t, dka[r * CN + c] * scale);
+        fa_store(dv, vd + c * TPR + t, dva[r * CN + c]);
+      }
   }
 }
 
@@ -707,6 +711,7 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
   }
   float l2[RPW], di[RPW];
   long last[RPW]; /* the last key each row sees */
+#pragma unroll
   for (int r = 0; r < RPW; r++) {
     const int i = q0 + ir + r * QR;
     l2[r] = i < Sq ? row_lse2(lse[l_off + b * l_sb + h * l_sh + (long)i * l_ss]) : INFINITY;
@@ -714,6 +719,7 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
     last[r] = causal ? min((long)i + diag, (long)Sk - 1) : (long)Sk - 1;
   }
   float dqa[RPW * CN];
+#pragma unroll
   for (int c = 0; c < RPW * CN; c++) dqa[c] = 0.0f;
 
   const long kb = k_off + b * k_sb + hk * k_sh;
@@ -732,6 +738,7 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
 
     /* s = Q_i . K_j and dp = dO_i . V_j for this work-item's queries i and keys j = c * TPR + t. */
     float s[RPW * SQ], dp[RPW * SQ];
+#pragma unroll
     for (int c = 0; c < RPW * SQ; c++) s[c] = dp[c] = 0.0f;
 #pragma unroll 4
     for (int dd = 0; dd < D; dd++) {
@@ -773,11 +780,13 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
     }
   }
 
+#pragma unroll
   for (int r = 0; r < RPW; r++) {
     const int i = q0 + ir + r * QR;
-    if (i >= Sq) break;
     const long ob = dq_off + b * dq_sb + (long)i * dq_ss + h * dq_sh;
-    for (int c = 0; c < CN; c++) fa_store(dq, ob + c * TPR + t, dqa[r * CN + c] * scale);
+#pragma unroll
+    for (int c = 0; c < CN; c++)
+      if (i < Sq) fa_store(dq, ob + c * TPR + t, dqa[r * CN + c] * scale);
   }
 }
 #endif /* TPR */

@@ -6,6 +6,8 @@
  * (FA_ERROR_KERNEL_BUILD with the log's head) instead of a silent fallback; "emulate" (same) runs the kernel on any
  * OpenCL device with the warp primitives done through local memory (-DFA_NV_EMULATE=1), to test the fragment
  * bookkeeping where there is no NVIDIA GPU. Slow; for tests only. */
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,10 @@
 #ifndef CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV
 #define CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV 0x4000
 #endif
+
+/* The last device whose driver refused to build the kernel: later calls fall back at once instead of paying
+ * for a failing build each time (one device remembered is enough for the usual one-GPU process). */
+static _Atomic uintptr_t nv_failed_device;
 
 #define NV_BM 64 /* query rows per group, as in the kernel */
 #define NV_THREADS 128
@@ -53,7 +59,9 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   if (p->dtype != FA_F16 && p->dtype != FA_BF16) return FA_ERROR_UNSUPPORTED;
   if (p->head_dim > 128 || p->head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return FA_ERROR_UNSUPPORTED;
+  const int force = env && strcmp(env, "force") == 0;
   if (!emulate && !nv_has_mma(cl)) return FA_ERROR_UNSUPPORTED;
+  if (!emulate && !force && atomic_load(&nv_failed_device) == (uintptr_t)cl->device) return FA_ERROR_UNSUPPORTED;
   /* Local memory: K (Q first) 64 x (D+8) and V^T D x (BN+8) 16-bit elements: 36 KB at D = 128, BN = 64. */
   const int d = (int)p->head_dim, dp = (d + 15) / 16 * 16, bn = 64;
   const size_t local_bytes = (size_t)NV_BM * (dp + 8) * 2 + (size_t)dp * (bn + 8) * 2 + (emulate ? NV_THREADS * 24 : 0);
@@ -65,8 +73,10 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
            fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate);
   cl_kernel kern;
   fa_status s = fa_cl_kernel(ctx, "flash_fwd_nv.cl", options, "flash_fwd_nv", &kern);
-  if (s == FA_ERROR_KERNEL_BUILD && !emulate && !(env && strcmp(env, "force") == 0))
+  if (s == FA_ERROR_KERNEL_BUILD && !emulate && !force) {
+    atomic_store(&nv_failed_device, (uintptr_t)cl->device);
     return FA_ERROR_UNSUPPORTED; /* the portable kernel takes over */
+  }
   if (s != FA_SUCCESS) return s;
 
   /* The same arguments as the portable kernel (cl_flash.c). */
