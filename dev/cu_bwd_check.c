@@ -12,6 +12,8 @@
  *     2. timing (unless --no-timing): fwd + bwd, D = 128, S = 8192, B = 2, H = 16, f16, causal 0 and 1, with
  *        fa_event_*, median of 5 after 1 warm-up; TFLOP/s = 3.5 x 4 B H S^2 D (halved when causal); also the
  *        backward alone (2.5 x) and the deterministic scheme; then the same with FLASHATTN_CUDA_BWD=simt.
+ *   cu_bwd_check --timing-only     step 2's tensor-core timings alone (for sweeps of FLASHATTN_CUDA_BWD_DEFINES,
+ *     which the timing lines print).
  *   cu_bwd_check --nvrtc [-a] [sm_XY ...]  compile the variants the library can ask for (budgets: the opt-in
  *     size of the arch, 49152, 8192; head dims 16 40 64 96 128 160 256, -a: 8..256; every dtype at the first
  *     budget, f16 at the others; both schemes) and print ptxas's registers and spills; exit 1 on a failure
@@ -358,10 +360,11 @@ static void time_case(fa_context *ctx, fa_dtype dt, int b, int h, int s, int d, 
     const double bwd = time_runs(ctx, &desc, t, &lt, 1, 5);
     desc.deterministic = 1;
     const double det = time_runs(ctx, &desc, t, &lt, 1, 3);
-    const char *knob = getenv("FLASHATTN_CUDA_BWD");
-    printf("time %s B=%d H=%d S=%d D=%d causal=%d%s%s: fwd+bwd %.2f ms %.1f TFLOP/s; bwd %.2f ms %.1f TFLOP/s; "
+    const char *knob = getenv("FLASHATTN_CUDA_BWD"), *defs = getenv("FLASHATTN_CUDA_BWD_DEFINES");
+    printf("time %s B=%d H=%d S=%d D=%d causal=%d%s%s%s%s: fwd+bwd %.2f ms %.1f TFLOP/s; bwd %.2f ms %.1f TFLOP/s; "
            "bwd deterministic %.2f ms %.1f TFLOP/s\n",
-           fa_dtype_name(dt), b, h, s, d, causal, knob ? " FLASHATTN_CUDA_BWD=" : "", knob ? knob : "", both,
+           fa_dtype_name(dt), b, h, s, d, causal, knob ? " FLASHATTN_CUDA_BWD=" : "", knob ? knob : "",
+           defs ? " FLASHATTN_CUDA_BWD_DEFINES=" : "", defs ? defs : "", both,
            3.5 * fwd_flops / both / 1e9, bwd, 2.5 * fwd_flops / bwd / 1e9, det, 2.5 * fwd_flops / det / 1e9);
   } else {
     printf("timing %s: %s\n", fa_dtype_name(dt), fa_context_last_error(ctx));
@@ -372,7 +375,7 @@ static void time_case(fa_context *ctx, fa_dtype dt, int b, int h, int s, int d, 
 }
 
 int main(int argc, char **argv) {
-  int timing = 1;
+  int timing = 1, checks = 1;
   if (argc > 1 && strcmp(argv[1], "--nvrtc") == 0) {
     const char *archs[16] = {"sm_80", "sm_90"};
     int narch = 0, all = 0;
@@ -384,6 +387,7 @@ int main(int argc, char **argv) {
   }
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--no-timing") == 0) timing = 0;
+    else if (strcmp(argv[i], "--timing-only") == 0) checks = 0;
 
   int count = 0;
   if (fa_device_count(FA_BACKEND_CUDA, &count) != FA_SUCCESS || count == 0) {
@@ -404,7 +408,7 @@ int main(int argc, char **argv) {
    * FLASHATTN_CUDA_BWD=simt (16-bit types on CUDA cores), then the small budgets. */
   static const char *budgets[] = {NULL, NULL, "49152", "8192"};
   int failed = 0, total = 0;
-  for (int bi = 0; bi < 4; bi++) {
+  for (int bi = 0; bi < (checks ? 4 : 0); bi++) {
     if (budgets[bi]) setenv("FLASHATTN_LOCAL_MEM_BYTES", budgets[bi], 1);
     else unsetenv("FLASHATTN_LOCAL_MEM_BYTES");
     if (bi == 1) setenv("FLASHATTN_CUDA_BWD", "simt", 1);
@@ -439,7 +443,7 @@ int main(int argc, char **argv) {
   }
   unsetenv("FLASHATTN_CUDA_BWD");
   unsetenv("FLASHATTN_LOCAL_MEM_BYTES");
-  printf("%d of %d checks passed\n", total - failed, total);
+  if (checks) printf("%d of %d checks passed\n", total - failed, total);
 
   if (timing) {
     fa_context_options opt;
@@ -450,8 +454,8 @@ int main(int argc, char **argv) {
     time_case(ctx, FA_F16, 2, 16, 8192, 128, 0);
     time_case(ctx, FA_F16, 2, 16, 8192, 128, 1);
     setenv("FLASHATTN_CUDA_BWD", "simt", 1); /* read at each call: the CUDA-core kernels for comparison */
-    time_case(ctx, FA_F16, 2, 16, 8192, 128, 0);
-    time_case(ctx, FA_F16, 2, 16, 8192, 128, 1);
+    if (checks) time_case(ctx, FA_F16, 2, 16, 8192, 128, 0);
+    if (checks) time_case(ctx, FA_F16, 2, 16, 8192, 128, 1);
     unsetenv("FLASHATTN_CUDA_BWD");
     fa_context_destroy(ctx);
   }

@@ -526,13 +526,26 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
 #define CPR (DP / 8) /* 16-byte chunks per shared row */
 #define DCH (D / 8)  /* of which hold data */
 
-/* Shared layout: 16-bit K, V [BN][DS], Q, dO [BM][DS], dS [BM][DSS]; then float lse2, di [BM].
- * src/tiling.c (fa_tiles_cuda_backward for 16-bit dtypes) counts the same. */
+/* FA_BWD_PIPELINE (default 1; FLASHATTN_CUDA_BWD_DEFINES=-DFA_BWD_PIPELINE=0 gives the unpipelined kernel):
+ * two buffers of Q, dO, lse2, di; the next block of queries is loaded (cp.async, element-wise when rows are
+ * not 16-byte aligned) while this one is computed. src/cuda/cu_backward.c adds the second buffer's bytes
+ * (256 DS + 512) to fa_tiles_cuda_backward's count and sets FA_BWD_PIPELINE=0 when they do not fit.
+ * MIN_BLOCKS: the blocks per SM that the register allocation must allow (launch bounds). */
+#ifndef FA_BWD_PIPELINE
+#define FA_BWD_PIPELINE 1
+#endif
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS 2
+#endif
+#define TNB (FA_BWD_PIPELINE ? 2 : 1)
+
+/* Shared layout: 16-bit K, V [BN][DS], TNB x (Q, dO [BM][DS]), dS [BM][DSS]; then TNB x float lse2, di [BM].
+ * src/tiling.c (fa_tiles_cuda_backward for 16-bit dtypes) counts it for TNB = 1. */
 #define TK_OFF 0
 #define TV_OFF (BN * DS)
-#define TQ_OFF (2 * BN * DS)
-#define TDO_OFF (2 * BN * DS + BM * DS)
-#define TDS_OFF (2 * BN * DS + 2 * BM * DS)
+#define TQ_OFF(buf) (2 * BN * DS + (buf) * 2 * BM * DS)
+#define TDO_OFF(buf) (TQ_OFF(buf) + BM * DS)
+#define TDS_OFF (2 * BN * DS + TNB * 2 * BM * DS)
 #define TF_OFF_BYTES (((TDS_OFF + BM * DSS) * 2 + 15) / 16 * 16)
 
 /* Rows [0, ROWS) of a [rows][D] tile at g into shared memory at s (row stride DS); rows >= valid and columns
@@ -557,12 +570,25 @@ static __device__ __forceinline__ void tc_load(unsigned short *s, const unsigned
   }
 }
 
+/* tc_load's vec path with cp.async into shared byte address s; the caller commits and waits. */
+template <int ROWS>
+static __device__ __forceinline__ void tc_load_async(unsigned s, const unsigned short *g, long long stride,
+                                                     int valid, int tid) {
+#pragma unroll 4
+  for (int i = tid; i < ROWS * CPR; i += NTHREADS) {
+    const int r = i / CPR, c = i % CPR;
+    const bool ok = r < valid && c < DCH;
+    fa_cp_async16(s + (unsigned)((r * DS + c * 8) * 2), ok ? (const void *)(g + r * stride + c * 8) : (const void *)g,
+                  ok ? 16 : 0);
+  }
+}
+
 static __device__ __forceinline__ unsigned short tc_half(float f) { return (unsigned short)fa_from_float(f); }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS, 2) flash_bwd_dkdv_tc(const fa_bwd_params p) {
+extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkdv_tc(const fa_bwd_params p) {
   extern __shared__ __align__(16) unsigned char fa_smem[];
   unsigned short *smem = (unsigned short *)fa_smem;
-  float *sl = (float *)(fa_smem + TF_OFF_BYTES), *sdi = sl + BM;
+  float *const sf = (float *)(fa_smem + TF_OFF_BYTES); /* buffer buf's lse2, di at sf + 2 BM buf */
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int k0 = (int)blockIdx.x * BN;
@@ -586,7 +612,6 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 2) flash_bwd_dkdv_tc(cons
   const unsigned sbase = fa_smem_addr(smem);
   const unsigned sk_a = sbase + (unsigned)((TK_OFF + (kw + a_row) * DS + a_col) * 2);
   const unsigned sv_a = sbase + (unsigned)((TV_OFF + (kw + a_row) * DS + a_col) * 2);
-  const unsigned sq_addr = sbase + TQ_OFF * 2, sdo_addr = sbase + TDO_OFF * 2;
   const unsigned sk_addr = sbase + TK_OFF * 2;
   const unsigned sds_a = sbase + (unsigned)((TDS_OFF + (warp * 16 + a_row) * DSS + a_col) * 2);
   unsigned short *sds = smem + TDS_OFF;
@@ -606,131 +631,158 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 2) flash_bwd_dkdv_tc(cons
     qstart -= qstart % BM;
   }
 
-  for (int gi = 0; gi < p.group; gi++) {
+  /* The (query head, query block) steps in order, flattened so that step n + 1's loads can be issued during
+   * step n: load(gi, q0, buf) fills buffer buf (cp.async uncommitted, or plain stores) and reads lse2, di. */
+  auto load = [&](int gi, int q0, int buf) {
     const int h = hk * p.group + gi;
-    const unsigned short *qg = (const unsigned short *)p.q + b * p.q_sb + h * p.q_sh;
-    const unsigned short *dog = (const unsigned short *)p.dout + b * p.do_sb + h * p.do_sh;
-    for (int q0 = qstart; q0 < Sq; q0 += BM) {
-      __syncthreads(); /* the previous block's Q, dO and dS are no longer read */
-      tc_load<BM>(smem + TQ_OFF, qg + (long long)q0 * p.q_ss, p.q_ss, min(BM, Sq - q0), p.vec16, tid);
-      tc_load<BM>(smem + TDO_OFF, dog + (long long)q0 * p.do_ss, p.do_ss, min(BM, Sq - q0), p.vec16, tid);
-      for (int r = tid; r < BM; r += NTHREADS) {
-        const int i = q0 + r;
-        float l = FA_POS_INF, di = 0.f;
-        if (i < Sq) {
-          const float lse = ((const float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)i * p.lse_ss];
-          if (lse != FA_NEG_INF) l = lse * LOG2E;
-          di = ((const float *)p.di)[((long long)b * p.heads_q + h) * Sq + i];
-        }
-        sl[r] = l;
-        sdi[r] = di;
+    const unsigned short *qg = (const unsigned short *)p.q + b * p.q_sb + h * p.q_sh + (long long)q0 * p.q_ss;
+    const unsigned short *dog = (const unsigned short *)p.dout + b * p.do_sb + h * p.do_sh + (long long)q0 * p.do_ss;
+    const int valid = min(BM, Sq - q0);
+    if (FA_BWD_PIPELINE && p.vec16) {
+      tc_load_async<BM>(sbase + (unsigned)(TQ_OFF(buf) * 2), qg, p.q_ss, valid, tid);
+      tc_load_async<BM>(sbase + (unsigned)(TDO_OFF(buf) * 2), dog, p.do_ss, valid, tid);
+      fa_cp_async_commit();
+    } else {
+      tc_load<BM>(smem + TQ_OFF(buf), qg, p.q_ss, valid, p.vec16, tid);
+      tc_load<BM>(smem + TDO_OFF(buf), dog, p.do_ss, valid, p.vec16, tid);
+    }
+    for (int r = tid; r < BM; r += NTHREADS) {
+      const int i = q0 + r;
+      float l = FA_POS_INF, di = 0.f;
+      if (i < Sq) {
+        const float lse = ((const float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)i * p.lse_ss];
+        if (lse != FA_NEG_INF) l = lse * LOG2E;
+        di = ((const float *)p.di)[((long long)b * p.heads_q + h) * Sq + i];
       }
-      __syncthreads();
+      sf[2 * BM * buf + r] = l;
+      sf[2 * BM * buf + BM + r] = di;
+    }
+  };
+
+  int gi = 0, q0 = qstart, buf = 0;
+  if (FA_BWD_PIPELINE && q0 < Sq) load(gi, q0, 0);
+  for (; q0 < Sq; buf ^= FA_BWD_PIPELINE) {
+    const int h = hk * p.group + gi; /* used by the dQ part (DQ_ATOMIC) only */
+    (void)h;
+    int ngi = gi, nq0 = q0 + BM; /* the next step */
+    if (nq0 >= Sq) ngi++, nq0 = qstart;
+    if (ngi >= p.group) nq0 = Sq;
+#if FA_BWD_PIPELINE
+    fa_cp_async_wait_all(); /* this step's Q, dO (committed during the previous step) */
+    __syncthreads();        /* ... for every thread; and the previous step no longer reads buffer buf ^ 1 */
+    if (nq0 < Sq) load(ngi, nq0, buf ^ 1);
+#else
+    __syncthreads(); /* the previous block's Q, dO and dS are no longer read */
+    load(gi, q0, 0);
+    __syncthreads();
+#endif
+    const float *sl = sf + 2 * BM * buf, *sdi = sl + BM;
+    const unsigned sq_addr = sbase + (unsigned)(TQ_OFF(buf) * 2), sdo_addr = sbase + (unsigned)(TDO_OFF(buf) * 2);
 
 #pragma unroll 1
-      for (int c = 0; c < BM / 16; c++) {
-        /* S^T and dP^T for keys kw.., queries 16 c .. 16 c + 15 (n-tiles 0 and 1). */
-        float st[2][4], dpt[2][4];
+    for (int c = 0; c < BM / 16; c++) {
+      /* S^T and dP^T for keys kw.., queries 16 c .. 16 c + 15 (n-tiles 0 and 1). */
+      float st[2][4], dpt[2][4];
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++)
+      for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-          for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.f;
+        for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-          unsigned a[4], bq[4];
-          fa_ldmatrix_x4(a, sk_a + kk * 32);
-          fa_ldmatrix_x4(bq, sq_addr + b_off + (unsigned)((c * 16 * DS + kk * 16) * 2));
-          fa_mma_16816(st[0], a, bq[0], bq[1]);
-          fa_mma_16816(st[1], a, bq[2], bq[3]);
-          fa_ldmatrix_x4(a, sv_a + kk * 32);
-          fa_ldmatrix_x4(bq, sdo_addr + b_off + (unsigned)((c * 16 * DS + kk * 16) * 2));
-          fa_mma_16816(dpt[0], a, bq[0], bq[1]);
-          fa_mma_16816(dpt[1], a, bq[2], bq[3]);
-        }
-        /* P^T and dS^T: element e of n-tile nt is key kw + g + 8 (e / 2), query 16 c + 8 nt + 2 t + e % 2. */
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int r = c * 16 + nt * 8 + 2 * t + (e & 1);
-            const long long key = (long long)k0 + kw + g + 8 * (e >> 1);
-            long long last = (long long)Sk - 1; /* the last key query q0 + r sees */
-            if (p.causal && q0 + r + diag < last) last = q0 + r + diag;
-            const float l = sl[r];
-            const float pe = (l != FA_POS_INF && key <= last) ? exp2f(fmaf(st[nt][e], p.scale_log2, -l)) : 0.f;
-            st[nt][e] = pe;
-            dpt[nt][e] = pe * (dpt[nt][e] - sdi[r]);
-          }
-        unsigned ap[4], as[4];
-        ap[0] = fa_pack2(st[0][0], st[0][1]);
-        ap[1] = fa_pack2(st[0][2], st[0][3]);
-        ap[2] = fa_pack2(st[1][0], st[1][1]);
-        ap[3] = fa_pack2(st[1][2], st[1][3]);
-        as[0] = fa_pack2(dpt[0][0], dpt[0][1]);
-        as[1] = fa_pack2(dpt[0][2], dpt[0][3]);
-        as[2] = fa_pack2(dpt[1][0], dpt[1][1]);
-        as[3] = fa_pack2(dpt[1][2], dpt[1][3]);
-        /* dV += P^T dO and dK += dS^T Q over these 16 queries. */
-#pragma unroll
-        for (int nd = 0; nd < DP / 8; nd += 2) {
-          unsigned bb[4];
-          fa_ldmatrix_x4_trans(bb, sdo_addr + t_off + (unsigned)((c * 16 * DS + nd * 8) * 2));
-          fa_mma_16816(dv[nd], ap, bb[0], bb[1]);
-          fa_mma_16816(dv[nd + 1], ap, bb[2], bb[3]);
-          fa_ldmatrix_x4_trans(bb, sq_addr + t_off + (unsigned)((c * 16 * DS + nd * 8) * 2));
-          fa_mma_16816(dk[nd], as, bb[0], bb[1]);
-          fa_mma_16816(dk[nd + 1], as, bb[2], bb[3]);
-        }
-#if DQ_ATOMIC
-        /* dS [query][key] for the dQ product: the transpose of this warp's dS^T fragment. */
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-          for (int e = 0; e < 4; e++)
-            sds[(c * 16 + nt * 8 + 2 * t + (e & 1)) * DSS + kw + g + 8 * (e >> 1)] = tc_half(dpt[nt][e]);
-#endif
+      for (int kk = 0; kk < DP / 16; kk++) {
+        unsigned a[4], bq[4];
+        fa_ldmatrix_x4(a, sk_a + kk * 32);
+        fa_ldmatrix_x4(bq, sq_addr + b_off + (unsigned)((c * 16 * DS + kk * 16) * 2));
+        fa_mma_16816(st[0], a, bq[0], bq[1]);
+        fa_mma_16816(st[1], a, bq[2], bq[3]);
+        fa_ldmatrix_x4(a, sv_a + kk * 32);
+        fa_ldmatrix_x4(bq, sdo_addr + b_off + (unsigned)((c * 16 * DS + kk * 16) * 2));
+        fa_mma_16816(dpt[0], a, bq[0], bq[1]);
+        fa_mma_16816(dpt[1], a, bq[2], bq[3]);
       }
+      /* P^T and dS^T: element e of n-tile nt is key kw + g + 8 (e / 2), query 16 c + 8 nt + 2 t + e % 2. */
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = c * 16 + nt * 8 + 2 * t + (e & 1);
+          const long long key = (long long)k0 + kw + g + 8 * (e >> 1);
+          long long last = (long long)Sk - 1; /* the last key query q0 + r sees */
+          if (p.causal && q0 + r + diag < last) last = q0 + r + diag;
+          const float l = sl[r];
+          const float pe = (l != FA_POS_INF && key <= last) ? exp2f(fmaf(st[nt][e], p.scale_log2, -l)) : 0.f;
+          st[nt][e] = pe;
+          dpt[nt][e] = pe * (dpt[nt][e] - sdi[r]);
+        }
+      unsigned ap[4], as[4];
+      ap[0] = fa_pack2(st[0][0], st[0][1]);
+      ap[1] = fa_pack2(st[0][2], st[0][3]);
+      ap[2] = fa_pack2(st[1][0], st[1][1]);
+      ap[3] = fa_pack2(st[1][2], st[1][3]);
+      as[0] = fa_pack2(dpt[0][0], dpt[0][1]);
+      as[1] = fa_pack2(dpt[0][2], dpt[0][3]);
+      as[2] = fa_pack2(dpt[1][0], dpt[1][1]);
+      as[3] = fa_pack2(dpt[1][2], dpt[1][3]);
+      /* dV += P^T dO and dK += dS^T Q over these 16 queries. */
+#pragma unroll
+      for (int nd = 0; nd < DP / 8; nd += 2) {
+        unsigned bb[4];
+        fa_ldmatrix_x4_trans(bb, sdo_addr + t_off + (unsigned)((c * 16 * DS + nd * 8) * 2));
+        fa_mma_16816(dv[nd], ap, bb[0], bb[1]);
+        fa_mma_16816(dv[nd + 1], ap, bb[2], bb[3]);
+        fa_ldmatrix_x4_trans(bb, sq_addr + t_off + (unsigned)((c * 16 * DS + nd * 8) * 2));
+        fa_mma_16816(dk[nd], as, bb[0], bb[1]);
+        fa_mma_16816(dk[nd + 1], as, bb[2], bb[3]);
+      }
+#if DQ_ATOMIC
+      /* dS [query][key] for the dQ product: the transpose of this warp's dS^T fragment. */
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          sds[(c * 16 + nt * 8 + 2 * t + (e & 1)) * DSS + kw + g + 8 * (e >> 1)] = tc_half(dpt[nt][e]);
+#endif
+    }
 
 #if DQ_ATOMIC
-      __syncthreads(); /* every warp's dS is in shared memory */
-      {
-        /* dq_acc += dS K for queries q0 + 16 warp .., 16 columns at a time. */
-        unsigned af[BN / 16][4];
+    __syncthreads(); /* every warp's dS is in shared memory */
+    {
+      /* dq_acc += dS K for queries q0 + 16 warp .., 16 columns at a time. */
+      unsigned af[BN / 16][4];
 #pragma unroll
-        for (int kb = 0; kb < BN / 16; kb++) fa_ldmatrix_x4(af[kb], sds_a + kb * 32);
-        const int row_a = q0 + warp * 16 + g, row_b = row_a + 8;
-        float *acc_a = (float *)p.dq_acc + (((long long)b * p.heads_q + h) * Sq + row_a) * D;
-        float *acc_b = acc_a + 8 * D;
+      for (int kb = 0; kb < BN / 16; kb++) fa_ldmatrix_x4(af[kb], sds_a + kb * 32);
+      const int row_a = q0 + warp * 16 + g, row_b = row_a + 8;
+      float *acc_a = (float *)p.dq_acc + (((long long)b * p.heads_q + h) * Sq + row_a) * D;
+      float *acc_b = acc_a + 8 * D;
 #pragma unroll
-        for (int nd = 0; nd < DP / 8; nd += 2) {
-          float q2[2][4];
+      for (int nd = 0; nd < DP / 8; nd += 2) {
+        float q2[2][4];
 #pragma unroll
-          for (int j = 0; j < 2; j++) q2[j][0] = q2[j][1] = q2[j][2] = q2[j][3] = 0.f;
+        for (int j = 0; j < 2; j++) q2[j][0] = q2[j][1] = q2[j][2] = q2[j][3] = 0.f;
 #pragma unroll
-          for (int kb = 0; kb < BN / 16; kb++) {
-            unsigned bb[4];
-            fa_ldmatrix_x4_trans(bb, sk_addr + t_off + (unsigned)((kb * 16 * DS + nd * 8) * 2));
-            fa_mma_16816(q2[0], af[kb], bb[0], bb[1]);
-            fa_mma_16816(q2[1], af[kb], bb[2], bb[3]);
-          }
+        for (int kb = 0; kb < BN / 16; kb++) {
+          unsigned bb[4];
+          fa_ldmatrix_x4_trans(bb, sk_addr + t_off + (unsigned)((kb * 16 * DS + nd * 8) * 2));
+          fa_mma_16816(q2[0], af[kb], bb[0], bb[1]);
+          fa_mma_16816(q2[1], af[kb], bb[2], bb[3]);
+        }
 #pragma unroll
-          for (int j = 0; j < 2; j++) {
-            const int col = (nd + j) * 8 + 2 * t;
-            if (col < D) {
-              if (row_a < Sq) {
-                atomicAdd(acc_a + col, q2[j][0]);
-                atomicAdd(acc_a + col + 1, q2[j][1]);
-              }
-              if (row_b < Sq) {
-                atomicAdd(acc_b + col, q2[j][2]);
-                atomicAdd(acc_b + col + 1, q2[j][3]);
-              }
+        for (int j = 0; j < 2; j++) {
+          const int col = (nd + j) * 8 + 2 * t;
+          if (col < D) {
+            if (row_a < Sq) {
+              atomicAdd(acc_a + col, q2[j][0]);
+              atomicAdd(acc_a + col + 1, q2[j][1]);
+            }
+            if (row_b < Sq) {
+              atomicAdd(acc_b + col, q2[j][2]);
+              atomicAdd(acc_b + col + 1, q2[j][3]);
             }
           }
         }
       }
-#endif
     }
+#endif
+    gi = ngi, q0 = nq0;
   }
 
   /* dk = scale dS^T Q summed, dv = P^T dO summed; keys past Sk are not written. */

