@@ -11,7 +11,7 @@
  *   FLOPs = 4 B Hq Sq Sk D (two matrix products of 2 Sq Sk D each, per head); exp2: B Hq Sq Sk.
  *   DRAM bytes >= e (2 B Sq Hq D + 2 B Sk Hkv D) + 4 B Hq Sq (lse), e = element size; each block also reads
  *   its head's whole K and V (Sk D e each) from L2, ceil(Sq / Br) times per head.
- *   D = 128, Sq = Sk = 8192, B = 2, H = 16, f16: 4.40e12 FLOPs over 268 MB of DRAM traffic: compute-bound.
+ *   D = 128, Sq = Sk = 8192, B = 2, H = 16, f16: 1.10e12 FLOPs over 268 MB of DRAM traffic: compute-bound.
  *
  * Two kernels, one compiled per variant by -D defines:
  *   FA_TC=1  flash_fwd_tc, f16/bf16 on tensor cores (sm_80+), FlashAttention-2's structure: 4 warps and
