@@ -116,6 +116,17 @@ static void arg_float(arg_list *a, float x) {
   cl_float v = x;
   arg(a, sizeof v, &v);
 }
+/* The arguments that end flash_bwd_dkdv's and flash_bwd_dq's lists alike: the sizes and mask of the walk
+ * over the score tiles, and the scale (natural and with log2 e folded in). */
+static void arg_walk(arg_list *a, const fa_problem *p, int group, float scale_log2) {
+  arg_int(a, p->seqlen_q);
+  arg_int(a, p->seqlen_k);
+  arg_int(a, p->heads_q);
+  arg_int(a, group);
+  arg_int(a, p->causal != 0);
+  arg_float(a, p->scale);
+  arg_float(a, scale_log2);
+}
 /* A BSHD view: buffer, offset and the batch, seq and head strides (lse: batch, head, seq). */
 static void arg_view(arg_list *a, const fa_view *view) {
   arg_mem(a, fa_cl_mem(view->buf));
@@ -203,13 +214,7 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   arg_mem(&a, ws);
   arg_long(&a, di_off);
   arg_long(&a, dq_off);
-  arg_int(&a, p->seqlen_q);
-  arg_int(&a, p->seqlen_k);
-  arg_int(&a, p->heads_q);
-  arg_int(&a, group);
-  arg_int(&a, p->causal != 0);
-  arg_float(&a, p->scale);
-  arg_float(&a, scale_log2);
+  arg_walk(&a, p, group, scale_log2);
   if (a.status != FA_SUCCESS) return a.status;
 
   if (atomic) {
@@ -230,13 +235,7 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
     arg_view(&a, &p->lse);
     arg_mem(&a, ws);
     arg_long(&a, di_off);
-    arg_int(&a, p->seqlen_q);
-    arg_int(&a, p->seqlen_k);
-    arg_int(&a, p->heads_q);
-    arg_int(&a, group);
-    arg_int(&a, p->causal != 0);
-    arg_float(&a, p->scale);
-    arg_float(&a, scale_log2);
+    arg_walk(&a, p, group, scale_log2);
   }
   if (a.status != FA_SUCCESS) return a.status;
 
