@@ -280,7 +280,8 @@ static int run_case(fa_context *ctx, fa_dtype dt, shape sh, int deterministic, c
   }
 
   if (pass) {
-    ref_problem rp = {sh.b, sh.sq, sh.sk, sh.hq, sh.hkv, sh.d, 1.0 / sqrt((double)sh.d), sh.causal};
+    ref_problem rp = {.batch = sh.b, .seqlen_q = sh.sq, .seqlen_k = sh.sk, .heads_q = sh.hq, .heads_kv = sh.hkv,
+                      .head_dim = sh.d, .scale = 1.0 / sqrt((double)sh.d), .causal = sh.causal};
     double *hq_ = gather(&q), *hk_ = gather(&k), *hv_ = gather(&v), *hg_ = gather(&g);
     double *rq = malloc(ref_q_elems(&rp) * sizeof(double)), *rk = malloc(ref_kv_elems(&rp) * sizeof(double)),
            *rv = malloc(ref_kv_elems(&rp) * sizeof(double));

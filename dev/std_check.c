@@ -181,8 +181,9 @@ static int run_case(const shape *c) {
   fa_tensor tl;
   fa_tensor_packed(&tl, lb, 0, FA_F32, c->b, c->hq, c->sq, 1);
 
-  ref_problem rp = {
-      c->b, c->sq, c->sk, c->hq, c->hkv, c->d, c->scale > 0 ? (double)c->scale : 1.0 / sqrt((double)c->d), c->causal};
+  ref_problem rp = {.batch = c->b, .seqlen_q = c->sq, .seqlen_k = c->sk, .heads_q = c->hq, .heads_kv = c->hkv,
+                    .head_dim = c->d, .scale = c->scale > 0 ? (double)c->scale : 1.0 / sqrt((double)c->d),
+                    .causal = c->causal};
   double *ro = malloc(q.n * sizeof(double)), *rl = malloc(nl * sizeof(double));
   double *rq = malloc(q.n * sizeof(double)), *rk = malloc(k.n * sizeof(double)), *rv = malloc(k.n * sizeof(double));
   if (ref_forward(&rp, q.val, k.val, v.val, ro, rl) || ref_backward(&rp, q.val, k.val, v.val, g.val, rq, rk, rv)) {

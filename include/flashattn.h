@@ -39,7 +39,8 @@ typedef enum fa_status {
 } fa_status;
 
 typedef enum fa_backend { FA_BACKEND_AUTO = 0, FA_BACKEND_CUDA, FA_BACKEND_OPENCL } fa_backend;
-typedef enum fa_dtype { FA_F32 = 0, FA_F16, FA_BF16 } fa_dtype;
+/** Element types. FA_U8 serves only masks (the block-sparse mask, the materialised dropout mask). */
+typedef enum fa_dtype { FA_F32 = 0, FA_F16, FA_BF16, FA_U8 } fa_dtype;
 /** FA_ALGO_STANDARD materialises the Sq × Sk scores in device memory (GEMM through CLBlast or cuBLAS). */
 typedef enum fa_algo { FA_ALGO_FLASH = 0, FA_ALGO_STANDARD } fa_algo;
 
@@ -64,10 +65,10 @@ FA_API const char *fa_status_string(fa_status s);
 /** Name of a backend ("cuda", "opencl", "auto"). Never NULL. */
 FA_API const char *fa_backend_name(fa_backend b);
 
-/** Name of a dtype ("f32", "f16", "bf16"). Never NULL. */
+/** Name of a dtype ("f32", "f16", "bf16", "u8"). Never NULL. */
 FA_API const char *fa_dtype_name(fa_dtype d);
 
-/** Bytes per element of a dtype (4 or 2), 0 for a value outside the enum. */
+/** Bytes per element of a dtype (4, 2 or 1), 0 for a value outside the enum. */
 FA_API size_t fa_dtype_size(fa_dtype d);
 
 /**
@@ -107,7 +108,10 @@ FA_API void fa_context_options_default(fa_context_options *opt);
  */
 FA_API fa_status fa_context_create(const fa_context_options *opt, fa_context **out);
 
-/** Why the last fa_context_create() of this thread failed ("" if it did not). Never NULL. */
+/**
+ * Why the last failed call of this thread that has no context failed: fa_context_create() or a mask
+ * pattern helper ("" if none has failed). Never NULL.
+ */
 FA_API const char *fa_last_create_error(void);
 
 /** Destroy a context: waits for its work, frees its workspace and kernels. NULL is a no-op. */
@@ -189,12 +193,32 @@ typedef struct fa_tensor {
 FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dtype dtype,
                              int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 
-/** What to compute. Zero-initialise, then set fields: zero means the default for each. */
+/**
+ * What to compute. Zero-initialise, then set fields: zero means the default for each (dense, no dropout).
+ *
+ * Block-sparse attention (FlashAttention §3.3): block_mask is a uint8 tensor (dtype FA_U8, strides in
+ * bytes, any layout) of shape [B or 1, Hq or 1, ceil(Sq / block_q), ceil(Sk / block_k)]; a size of 1 is
+ * broadcast over batches or heads. Score (i, j) is masked when block (i / block_q, j / block_k) is 0, on
+ * top of the causal mask. Work falls with the density: tiles whose blocks are all 0 are never loaded. Rows
+ * left with no key get o = 0, lse = -inf and zero gradients. block_q and block_k are any positive sizes.
+ *
+ * Dropout on the attention probabilities (FlashAttention Algorithm 2): each probability is dropped with
+ * probability dropout_p and the kept ones are scaled by 1 / (1 - dropout_p); lse is that of the softmax
+ * before dropout. Which ones are dropped is a function of (dropout_seed, dropout_offset, batch, query head,
+ * row, column) through Philox-4x32-10, so the backward pass regenerates the forward's mask, and the CUDA
+ * and OpenCL backends drop the same scores. fa_dropout_mask() writes that mask out. Use a new offset (or
+ * seed) for each call that needs fresh randomness. Both need the flash algorithm.
+ */
 typedef struct fa_attention_desc {
   fa_algo algo;
   float softmax_scale; /* 0: 1/sqrt(head_dim); must be finite and >= 0 */
   int causal;          /* mask key j for query i when j > i + (Sk - Sq): bottom-right aligned */
   int deterministic;   /* backward: bit-identical gradients from run to run on one device */
+  const fa_tensor *block_mask; /* NULL: dense */
+  int64_t block_q, block_k;    /* query rows and keys per mask block; > 0 with a block_mask */
+  float dropout_p;             /* in [0, 1); 0: no dropout */
+  uint64_t dropout_seed;
+  uint32_t dropout_offset;
 } fa_attention_desc;
 
 /**
@@ -219,6 +243,33 @@ FA_API fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, con
                              const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,
                              const fa_tensor *lse, const fa_tensor *dout, const fa_tensor *dq,
                              const fa_tensor *dk, const fa_tensor *dv);
+
+/**
+ * Write the dropout mask that fa_forward() and fa_backward() apply for desc's dropout_p, dropout_seed and
+ * dropout_offset: mask is FA_U8 [B, Hq, Sq, Sk] (strides in bytes; any layout), 1 where a probability is
+ * kept and 0 where it is dropped. B, Hq, Sq and Sk are read from the mask's shape. With dropout_p = 0 every
+ * element is 1. For tests and debugging: it materialises the Sq x Sk matrix that attention never stores.
+ */
+FA_API fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *mask);
+
+/**
+ * Fill a host block mask of rows x cols blocks (row-major, rows * cols bytes) with the fixed butterfly
+ * pattern of Pixelated Butterfly (Chen et al. 2021), the one FlashAttention's block-sparse experiments use:
+ * block (i, j) is 1 when i and j differ in at most one bit. Density about (1 + log2 n) / n for n x n.
+ * @return FA_ERROR_INVALID_ARGUMENT for a NULL mask or sizes that are not positive (fa_last_create_error()
+ *         says which).
+ */
+FA_API fa_status fa_block_mask_butterfly(uint8_t *mask, int64_t rows, int64_t cols);
+
+/**
+ * Fill a host block mask of rows x cols blocks (row-major) with a local + global pattern: block (i, j) is 1
+ * when |i - j| <= window (a band around the diagonal), or i < global or j < global (the first `global`
+ * block rows attend everywhere and are attended by every row).
+ * @return FA_ERROR_INVALID_ARGUMENT for a NULL mask, sizes that are not positive, or a negative window or
+ *         global.
+ */
+FA_API fa_status fa_block_mask_local_global(uint8_t *mask, int64_t rows, int64_t cols, int64_t window,
+                                            int64_t global);
 
 /** A point in a context's stream or queue, for timing device work (CUDA events, OpenCL profiling). */
 typedef struct fa_event fa_event;

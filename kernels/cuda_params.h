@@ -19,6 +19,31 @@ typedef struct fa_fwd_params {
   int o_pairs; /* 1: o's rows allow 4-byte stores of two 16-bit elements */
   int b0, h0;  /* batch and head of grid index 0 (a launch covers at most 65535 of each) */
   float scale_log2; /* softmax scale * log2(e): the kernels work in base 2 */
+  /* Block-sparse mask (read only with FA_BLOCK_MASK=1): address of block (0, 0) of batch 0, head 0 (the
+   * view's byte offset applied) and byte strides per batch, query head, block row, block column (0 where
+   * it broadcasts); block_q x block_k scores per block. */
+  unsigned long long mask;
+  long long mask_sb, mask_sh, mask_sr, mask_sc;
+  /* Dropout (read only with FA_DROPOUT=1, kernels/masks.h): Philox key, counter word 3, the drop threshold,
+   * and 1 / (1 - p), folded into the final 1 / l. heads_q: the counter holds b * heads_q + h. */
+  unsigned long long dropout_seed;
+  int block_q, block_k;
+  unsigned dropout_offset, dropout_threshold;
+  int heads_q;
+  float dropout_scale;
 } fa_fwd_params;
+
+/* The argument block of kernels/dropout_mask.cu (fa_dropout_mask): write keep[b, h, i, j] (uint8 0/1). */
+typedef struct fa_dropout_params {
+  unsigned long long keep;            /* address of element (0, 0, 0, 0), byte offset applied */
+  long long s_b, s_h, s_i, s_j;       /* byte strides */
+  unsigned long long seed;
+  unsigned long long groups;          /* threads' work items: heads_total x row_slots x col_pairs */
+  unsigned long long row_slots;       /* (i, i + 8) pairs per batch-head: 8 (Sq / 16) + min(Sq % 16, 8) */
+  unsigned long long col_pairs;       /* (Sk + 1) / 2 */
+  int seqlen_q, seqlen_k, heads_q;
+  unsigned offset, threshold;
+  int pad0;                           /* keeps the size a multiple of 8 on both sides */
+} fa_dropout_params;
 
 #endif

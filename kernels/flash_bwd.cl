@@ -36,6 +36,18 @@
  *             which PoCL turns into AVX; whole rows per work-item need no barrier inside a tile's arithmetic.
  *   HAS_FMA   1 when the device does float32 fma in hardware (then MAD is fma, else mad)
  *   DQ_ATOMIC 1: dQ by atomics in flash_bwd_dkdv (then flash_bwd_dq_convert); 0: by flash_bwd_dq
+ *   FA_BLOCK_MASK, FA_DROPOUT  0 or 1: the block-sparse mask and dropout of kernels/masks.h (the host then puts
+ *             masks.h before this file). Both 0 compile exactly the dense kernels, arguments included.
+ *
+ * Block mask: every dK/dV and dQ kernel classifies each (query block, key block) tile it would visit with
+ * fa_block_tile against that query head's mask: a SKIP tile is passed over before its Q/dO (or K/V) rows are
+ * loaded, a FULL one runs the dense code, a PARTIAL one sets P = 0 where fa_block_keep says so, as the causal
+ * mask does. Dropout: with Z the keep bit of each score and s = 1 / (1 - p), dV = (P o Z s)^T dO and
+ * dP = (dO V^T) o Z s, so dS = P o (dP - Di) and everything after it is as dense; Di is unchanged. The keep
+ * bits, four scores per Philox call where a group shares them: the row layout's kernels draw the whole tile's
+ * into local memory (drop_tile, eight calls at a time in vectors; drop_line per work-item, two per call, where
+ * BR is not a multiple of 16), so does the GPU layout's flash_bwd_dq; its flash_bwd_dkdv draws its lane's with
+ * drop_line, two per call.
  *
  * Local memory, floats. flash_bwd_dkdv: Qs and dOs BR*D row-major (for dK and dV, vectors over columns), QT
  * and dOT D*BR transposed (for S and dP, vectors over queries), lse2 and Di BR; with DQ_ATOMIC also Ks BC*D
@@ -144,6 +156,111 @@ typedef float8 floatv;
 #define DB 1
 #endif
 
+#ifndef FA_BLOCK_MASK
+#define FA_BLOCK_MASK 0
+#endif
+#ifndef FA_DROPOUT
+#define FA_DROPOUT 0
+#endif
+/* The extra arguments that end the dK/dV and dQ kernels' lists. Mask: its buffer, the byte offset and the
+ * batch, head, block-row and block-column byte strides (0 where it broadcasts), scores per block. Dropout:
+ * Philox's seed and offset, the drop threshold and the scale of kept probabilities. */
+#if FA_BLOCK_MASK
+#define MASK_PARAMS \
+  , __global const uchar *bmask, long m_off, long m_sb, long m_sh, long m_sr, long m_sc, int bq, int bk
+/* The mask of batch b and query head h, at its block (0, 0). */
+#define MASK_AT(b, h) (bmask + m_off + (long)(b) * m_sb + (long)(h) * m_sh)
+#else
+#define MASK_PARAMS
+#endif
+#if FA_DROPOUT
+#define DROP_PARAMS , ulong seed, uint drop_off, uint drop_thr, float drop_scale
+
+/* z[x] = scale where score (i0 + x * di, j0 + x * dj) of batch-head bh is kept, 0 where it is dropped, x < n.
+ * The kernels walk lines with steps (1, 0), (8, 0) and (0, 1); masks.h's Philox call covers rows i and i + 8
+ * (i % 16 < 8) and keys j and j + 1 (j even), so each takes two scores per call (a score whose partner is
+ * earlier in the line was filled with it); any other step takes one. */
+inline void drop_line(float *z, int n, ulong seed, uint off, uint thr, float scale, uint bh, int i0, int di, int j0,
+                      int dj) {
+  /* How far along the line a score's partner lies; 0: not on it. */
+  const int pstep = di == 1 ? 8 : di == 8 ? 1 : (di == 0 && dj == 1) ? 1 : 0;
+  for (int x = 0; x < n; x++) {
+    const uint i = (uint)(i0 + x * di), j = (uint)(j0 + x * dj);
+    const int second = di ? (i & 8u) != 0 : (j & 1u) != 0; /* the group's later row or key */
+    if (pstep && second && x >= pstep) continue;
+    uint w[4];
+    fa_dropout_words(seed, off, bh, i, j, w);
+    z[x] = w[fa_dropout_lane(i, j)] >= thr ? scale : 0.0f;
+    if (pstep && !second && x + pstep < n) {
+      const uint i2 = di ? i + 8u : i, j2 = di ? j : j + 1u;
+      z[x + pstep] = w[fa_dropout_lane(i2, j2)] >= thr ? scale : 0.0f;
+    }
+  }
+}
+
+/* Eight Philox calls at once in uint8 vectors, which PoCL turns into AVX (drop_line's one call at a time made
+ * the dropout backward 2.4 times the dense one on PoCL): the same rounds as fa_philox4x32_10. */
+inline void philox8(uint8 *c0, uint8 *c1, uint8 *c2, uint8 *c3, ulong seed) {
+  uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+  for (int r = 0; r < 10; r++) {
+    const uint8 hi0 = mul_hi((uint8)(FA_PHILOX_M0), *c0), lo0 = (uint8)(FA_PHILOX_M0) * *c0;
+    const uint8 hi1 = mul_hi((uint8)(FA_PHILOX_M1), *c2), lo1 = (uint8)(FA_PHILOX_M1) * *c2;
+    *c0 = hi1 ^ *c1 ^ (uint8)(k0);
+    *c2 = hi0 ^ *c3 ^ (uint8)(k1);
+    *c1 = lo1;
+    *c3 = lo0;
+    k0 += FA_PHILOX_W0;
+    k1 += FA_PHILOX_W1;
+  }
+}
+#if TPR == 1 && BR % 16 == 0 && BC % 2 == 0
+#define DROP_TILE 1
+/* Zs[x * BC + y] = 1 where score (q0 + x, k0 + y) of batch-head bh is kept, for the whole BR x BC tile, shared
+ * by the group's nwi work-items: each philox8 covers rows q0 + g .. + 7 and 8 rows further, keys k0 + jj and
+ * jj + 1, four scores per call (q0 is a multiple of BR, so of 16; k0 of BC, so even). */
+inline void drop_tile(__local uchar *Zs, int lid, int nwi, ulong seed, uint off, uint thr, uint bh, int q0, int k0) {
+  const uint8 u = (uint8)(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int y = lid; y < (BR / 16) * (BC / 2); y += nwi) {
+    const int g = y / (BC / 2) * 16, jj = 2 * (y % (BC / 2));
+    uint8 c0 = (uint8)((uint)(k0 + jj) >> 1), c1 = (uint8)((uint)(q0 + g) >> 4 << 3) + u, c2 = (uint8)(bh),
+          c3 = (uint8)(off);
+    philox8(&c0, &c1, &c2, &c3, seed);
+    uint w0[8], w1[8], w2[8], w3[8]; /* rows g + e: keys jj, jj + 1; rows g + 8 + e: the same */
+    vstore8(c0, 0, w0);
+    vstore8(c1, 0, w1);
+    vstore8(c2, 0, w2);
+    vstore8(c3, 0, w3);
+    for (int e = 0; e < 8; e++) {
+      __local uchar *zr = Zs + (g + e) * BC + jj;
+      zr[0] = w0[e] >= thr;
+      zr[1] = w1[e] >= thr;
+      zr[8 * BC] = w2[e] >= thr;
+      zr[8 * BC + 1] = w3[e] >= thr;
+    }
+  }
+}
+#else
+#define DROP_TILE 0
+#endif
+#else
+#define DROP_PARAMS
+#endif
+
+#if FA_BLOCK_MASK
+/* w[x] = 0 for x < n where the block mask hides score x of a line along one axis: m points at the line's
+ * block column (or row), step is the mask's stride along the line, bsz its block size there, and the line
+ * starts at index start. One load per block the line crosses, no division per score: the same test as
+ * fa_block_keep. */
+inline void mask_line(float *w, int n, const __global uchar *m, long step, int bsz, int start) {
+  for (long bi = start / bsz; bi * bsz < (long)start + n; bi++)
+    if (!m[bi * step]) {
+      const int lo = (int)(max(bi * bsz, (long)start) - start);
+      const int hi = (int)(min(bi * bsz + bsz, (long)start + n) - start);
+      for (int x = lo; x < hi; x++) w[x] = 0.0f;
+    }
+}
+#endif
+
 /* P = exp2(s * scale_log2 - lse2): lse in base 2, and +inf for a row whose keys are all masked. */
 inline float row_lse2(float lse) { return lse == -INFINITY ? INFINITY : lse * FA_LOG2E; }
 
@@ -185,7 +302,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
                __global fa_t *dv, long dv_off, long dv_sb, long dv_ss, long dv_sh,
                __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
                __global float *ws, long di_off, long dq_off,
-               int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2) {
+               int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS) {
   __local float Qs[BR * D];
   __local float QT[D * BR];
   __local float Gs[BR * D]; /* dO */
@@ -195,6 +312,9 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
 #if DQ_ATOMIC
   __local float Ks[BC * D];
   __local float dSs[BR * BC];
+#endif
+#if FA_DROPOUT && DROP_TILE
+  __local uchar Zs[BR * BC]; /* the tile's keep bits */
 #endif
 
   const int lid = get_local_id(0);
@@ -232,8 +352,16 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
     const long gb = g_off + b * g_sb + h * g_sh;
     const long lb = l_off + b * l_sb + h * l_sh;
     const long rowb = ((long)b * Hq + h) * Sq; /* this head's first row in the workspace */
+#if FA_BLOCK_MASK
+    const __global uchar *mh = MASK_AT(b, h);
+#endif
 
     for (int q0 = qstart; q0 < Sq; q0 += BR) {
+#if FA_BLOCK_MASK
+      /* The same value in every work-item, so a skipped tile skips its barriers in all of them. */
+      const int tile = fa_block_tile(mh, m_sr, m_sc, bq, bk, q0, min(q0 + BR, Sq), k0, min(k0 + BC, Sk));
+      if (tile == FA_TILE_SKIP) continue;
+#endif
       barrier(CLK_LOCAL_MEM_FENCE); /* the previous block's readers are done */
       for (int x = lid; x < BR * DV; x += WGK) {
         const int rr = x / DV, c = (x - rr * DV) * VEC, i = q0 + rr;
@@ -257,6 +385,9 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
         L2[x] = i < Sq ? row_lse2(lse[lb + (long)i * l_ss]) : INFINITY;
         Di[x] = i < Sq ? ws[di_off + rowb + i] : 0.0f;
       }
+#if FA_DROPOUT && DROP_TILE
+      drop_tile(Zs, lid, WGK, seed, drop_off, drop_thr, (uint)(b * Hq + h), q0, k0);
+#endif
       barrier(CLK_LOCAL_MEM_FENCE);
 
       /* s = K Q^T, then dp = V dO^T, for the RPW keys over the block's queries, VEC queries per vector:
@@ -303,8 +434,27 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
         if (j >= Sk || q0 < first)
           for (int x = 0; x < BR; x++)
             if (j >= Sk || q0 + x < first) s[r * BR + x] = 0.0f;
+#if FA_BLOCK_MASK
+        if (tile == FA_TILE_PARTIAL && j < Sk)
+          mask_line(s + r * BR, min(BR, Sq - q0), mh + (long)(j / bk) * m_sc, m_sr, bq, q0);
+#endif
+#if FA_DROPOUT
+        /* dS = P o (dP o Z s - Di), then P o Z s for dV. */
+        float z[BR];
+#if DROP_TILE
+        for (int x = 0; x < BR; x++) z[x] = Zs[x * BC + lid + r * WGK] ? drop_scale : 0.0f;
+#else
+        drop_line(z, BR, seed, drop_off, drop_thr, drop_scale, (uint)(b * Hq + h), q0, 1, j, 0);
+#endif
+        for (int c = 0; c < RV; c++) {
+          const floatv p = VLD(s + r * BR + c * VEC), zv = VLD(z + c * VEC);
+          VST(p * MAD(VLD(dp + r * BR + c * VEC), zv, -VLD(Di + c * VEC)), dp + r * BR + c * VEC);
+          VST(p * zv, s + r * BR + c * VEC);
+        }
+#else
         for (int c = 0; c < RV; c++)
           VST(VLD(s + r * BR + c * VEC) * (VLD(dp + r * BR + c * VEC) - VLD(Di + c * VEC)), dp + r * BR + c * VEC);
+#endif
       }
 
       /* dV += P^T dO, then dK += dS^T Q (scale applied at the end), VEC columns per vector: per query x, DB
@@ -381,10 +531,13 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
              __global fa_t *dq, long dq_off, long dq_sb, long dq_ss, long dq_sh,
              __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
              __global const float *ws, long di_off,
-             int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2) {
+             int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS) {
   __local float KT[D * BC];
   __local float VT[D * BC];
   __local float Ks[BC * D];
+#if FA_DROPOUT && DROP_TILE
+  __local uchar Zs[BR * BC]; /* the tile's keep bits */
+#endif
 
   const int lid = get_local_id(0);
   const int q0 = get_group_id(0) * BR;
@@ -412,8 +565,15 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
   /* Keys past the last row's diagonal are masked for the whole block: those tiles are never visited. */
   int kend = Sk;
   if (causal) kend = (int)clamp((long)min(q0 + BR, Sq) + diag, 0L, (long)Sk);
+#if FA_BLOCK_MASK
+  const __global uchar *mh = MASK_AT(b, h);
+#endif
 
   for (int k0 = 0; k0 < kend; k0 += BC) {
+#if FA_BLOCK_MASK
+    const int tile = fa_block_tile(mh, m_sr, m_sc, bq, bk, q0, min(q0 + BR, Sq), k0, min(k0 + BC, Sk));
+    if (tile == FA_TILE_SKIP) continue;
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int x = lid; x < BC * DV; x += WGQ) {
       const int jj = x / DV, c = (x - jj * DV) * VEC, kj = k0 + jj;
@@ -431,6 +591,9 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
         VT[(c + e) * BC + jj] = ve[e];
       }
     }
+#if FA_DROPOUT && DROP_TILE
+    drop_tile(Zs, lid, WGQ, seed, drop_off, drop_thr, (uint)(b * Hq + h), q0, k0);
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
 
     /* s = Q K^T, then dp = dO V^T, for the RPW queries over the block's keys, VEC keys per vector. */
@@ -475,8 +638,24 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
       if (k0 + BC - 1 > last)
         for (int x = 0; x < BC; x++)
           if (k0 + x > last) s[r * BC + x] = 0.0f;
+#if FA_BLOCK_MASK
+      if (tile == FA_TILE_PARTIAL && i < Sq)
+        mask_line(s + r * BC, min(BC, Sk - k0), mh + (long)(i / bq) * m_sr, m_sc, bk, k0);
+#endif
+#if FA_DROPOUT
+      float z[BC];
+#if DROP_TILE
+      for (int x = 0; x < BC; x++) z[x] = Zs[(lid + r * WGQ) * BC + x] ? drop_scale : 0.0f;
+#else
+      drop_line(z, BC, seed, drop_off, drop_thr, drop_scale, (uint)(b * Hq + h), i, 0, k0, 1);
+#endif
+      for (int c = 0; c < CV; c++)
+        VST(VLD(s + r * BC + c * VEC) * MAD(VLD(dp + r * BC + c * VEC), VLD(z + c * VEC), (floatv)(-di[r])),
+            dp + r * BC + c * VEC);
+#else
       for (int c = 0; c < CV; c++)
         VST(VLD(s + r * BC + c * VEC) * (VLD(dp + r * BC + c * VEC) - (floatv)(di[r])), dp + r * BC + c * VEC);
+#endif
     }
 
     /* dQ += dS K, VEC columns per vector. */
@@ -554,7 +733,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
                __global fa_t *dv, long dv_off, long dv_sb, long dv_ss, long dv_sh,
                __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
                __global float *ws, long di_off, long dq_off,
-               int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2) {
+               int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS) {
   __local float Ks[BC * RL];
   __local float Vs[BC * RL];
   __local float Qs[BR * RL];
@@ -593,8 +772,15 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
     const long gb = g_off + b * g_sb + h * g_sh;
     const long lb = l_off + b * l_sb + h * l_sh;
     const long rowb = ((long)b * Hq + h) * Sq;
+#if FA_BLOCK_MASK
+    const __global uchar *mh = MASK_AT(b, h);
+#endif
 
     for (int q0 = qstart; q0 < Sq; q0 += BR) {
+#if FA_BLOCK_MASK
+      const int tile = fa_block_tile(mh, m_sr, m_sc, bq, bk, q0, min(q0 + BR, Sq), k0, min(k0 + BC, Sk));
+      if (tile == FA_TILE_SKIP) continue; /* uniform: every work-item skips the same barriers */
+#endif
       barrier(CLK_LOCAL_MEM_FENCE); /* K, V staged (first block); the previous block's readers done */
       for (int x = lid; x < BR * D; x += GK) {
         const int rr = x / D, dd = x - rr * D, i = q0 + rr;
@@ -633,13 +819,26 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
       for (int r = 0; r < RPW; r++) {
         const int jl = jr + r * KR, j = k0 + jl;
         const long first = causal ? (long)j - diag : LONG_MIN; /* the first row that sees key j */
+#if FA_DROPOUT
+        float z[SK];
+        drop_line(z, SK, seed, drop_off, drop_thr, drop_scale, (uint)(b * Hq + h), q0 + t, TPR, j, 0);
+#endif
 #pragma unroll
         for (int c = 0; c < SK; c++) {
           const int x = c * TPR + t;
           float p = exp2(MAD(s[r * SK + c], scale_log2, -L2[x]));
           if (j >= Sk || q0 + x < first) p = 0.0f;
+#if FA_BLOCK_MASK
+          if (tile == FA_TILE_PARTIAL && j < Sk && q0 + x < Sq && !fa_block_keep(mh, m_sr, m_sc, bq, bk, q0 + x, j))
+            p = 0.0f;
+#endif
+#if FA_DROPOUT
+          Ps[jl * (BR + 1) + x] = p * z[c];
+          dSs[jl * (BR + 1) + x] = p * MAD(dp[r * SK + c], z[c], -Di[x]);
+#else
           Ps[jl * (BR + 1) + x] = p;
           dSs[jl * (BR + 1) + x] = p * (dp[r * SK + c] - Di[x]);
+#endif
         }
       }
       barrier(CLK_LOCAL_MEM_FENCE);
@@ -689,12 +888,17 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
              __global fa_t *dq, long dq_off, long dq_sb, long dq_ss, long dq_sh,
              __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
              __global const float *ws, long di_off,
-             int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2) {
+             int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS) {
   __local float Qs[BR * RL];
   __local float Gs[BR * RL];
   __local float Ks[BC * RL];
   __local float Vs[BC * RL];
   __local float dSs[BR * (BC + 1)];
+#if FA_DROPOUT
+  /* The tile's keep bits: a lane's keys are TPR apart, so it could draw only one per Philox call; the group
+   * draws four per call here instead (within the local memory flash_bwd_dkdv takes beyond this kernel's). */
+  __local uchar Zs[BR * BC];
+#endif
 
   const int lid = get_local_id(0), ir = lid / TPR, t = lid % TPR;
   const int q0 = get_group_id(0) * BR;
@@ -726,14 +930,38 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
   const long vb = v_off + b * v_sb + hk * v_sh;
   int kend = Sk;
   if (causal) kend = (int)clamp((long)min(q0 + BR, Sq) + diag, 0L, (long)Sk);
+#if FA_BLOCK_MASK
+  const __global uchar *mh = MASK_AT(b, h);
+#endif
 
   for (int k0 = 0; k0 < kend; k0 += BC) {
+#if FA_BLOCK_MASK
+    const int tile = fa_block_tile(mh, m_sr, m_sc, bq, bk, q0, min(q0 + BR, Sq), k0, min(k0 + BC, Sk));
+    if (tile == FA_TILE_SKIP) continue; /* uniform: every work-item skips the same barriers */
+#endif
     barrier(CLK_LOCAL_MEM_FENCE); /* Q, dO staged (first block); the previous block's readers done */
     for (int x = lid; x < BC * D; x += GQ) {
       const int jj = x / D, dd = x - jj * D, kj = k0 + jj;
       Ks[jj * RL + dd] = kj < Sk ? fa_load(k, kb + (long)kj * k_ss + dd) : 0.0f;
       Vs[jj * RL + dd] = kj < Sk ? fa_load(v, vb + (long)kj * v_ss + dd) : 0.0f;
     }
+#if FA_DROPOUT
+    /* One Philox call per group of rows (i, i + 8) and keys (j, j + 1) (masks.h), by the group's first row in
+     * the tile; BC is even, so key pairs never straddle it. */
+    for (int y = lid; y < BR * (BC / 2); y += GQ) {
+      const int rr = y / (BC / 2), jj = 2 * (y - rr * (BC / 2)), i = q0 + rr;
+      if ((i & 8) && rr >= 8) continue; /* drawn with row i - 8 */
+      uint w[4];
+      fa_dropout_words(seed, drop_off, (uint)(b * Hq + h), (uint)i, (uint)(k0 + jj), w);
+      const int e = (i & 8) ? 2 : 0; /* the words of row i; row i + 8 (when i % 16 < 8) has 2 and 3 */
+      Zs[rr * BC + jj] = w[e] >= drop_thr;
+      Zs[rr * BC + jj + 1] = w[e + 1] >= drop_thr;
+      if (!(i & 8) && rr + 8 < BR) {
+        Zs[(rr + 8) * BC + jj] = w[2] >= drop_thr;
+        Zs[(rr + 8) * BC + jj + 1] = w[3] >= drop_thr;
+      }
+    }
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
 
     /* s = Q_i . K_j and dp = dO_i . V_j for this work-item's queries i and keys j = c * TPR + t. */
@@ -756,14 +984,27 @@ flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh
       }
     }
 #pragma unroll
-    for (int r = 0; r < RPW; r++)
+    for (int r = 0; r < RPW; r++) {
+#if FA_BLOCK_MASK
+      const int i = q0 + ir + r * QR;
+#endif
 #pragma unroll
       for (int c = 0; c < SQ; c++) {
         const int x = c * TPR + t;
         float p = exp2(MAD(s[r * SQ + c], scale_log2, -l2[r]));
         if (k0 + x > last[r]) p = 0.0f;
+#if FA_BLOCK_MASK
+        if (tile == FA_TILE_PARTIAL && i < Sq && k0 + x < Sk && !fa_block_keep(mh, m_sr, m_sc, bq, bk, i, k0 + x))
+          p = 0.0f;
+#endif
+#if FA_DROPOUT
+        const float z = Zs[(ir + r * QR) * BC + x] ? drop_scale : 0.0f;
+        dSs[(ir + r * QR) * (BC + 1) + x] = p * MAD(dp[r * SQ + c], z, -di[r]);
+#else
         dSs[(ir + r * QR) * (BC + 1) + x] = p * (dp[r * SQ + c] - di[r]);
+#endif
       }
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
 
     /* dQ_i += dS_i,x K_x over the block's keys, for this work-item's columns. */

@@ -42,7 +42,15 @@
  *
  * Defines: FA_DTYPE (0 f32, 1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_M and BLOCK_N (powers
  * of two; src/tiling.c sizes them for the shared-memory budget; 64 and 64 with FA_TC), DQ_ATOMIC (0 or 1),
- * FA_TC (0: the row kernels and the _simt kernels; 1: the row kernels and flash_bwd_dkdv_tc).
+ * FA_TC (0: the row kernels and the _simt kernels; 1: the row kernels and flash_bwd_dkdv_tc),
+ * FA_BLOCK_MASK and FA_DROPOUT (0 or 1, default 0: a dense variant compiles exactly the code it had before):
+ *   FA_BLOCK_MASK  every kernel that recomputes scores classifies each tile it would visit (its rows x keys,
+ *                  clipped to Sq and Sk) with kernels/masks.h's fa_block_tile against that query head's mask:
+ *                  FA_TILE_SKIP tiles are neither loaded nor computed (flash_bwd_dkdv_tc's pipeline prefetches
+ *                  the next tile that is not skipped), FA_TILE_PARTIAL ones get P = 0 where fa_block_keep says
+ *                  masked (as the causal mask), FA_TILE_FULL ones take the dense path;
+ *   FA_DROPOUT     keep Z from fa_dropout_words (the forward's bits), s = dropout_scale: dV uses P Z s,
+ *                  dS = P (dP Z s - di); di = rowsum(dO o O) is unchanged (O already carries the dropout).
  *
  * The argument block below is shared with the host: src/cuda/cu_backward.c includes this file with
  * FA_BWD_PARAMS_ONLY defined and gets only the struct, so both sides see one definition. */
@@ -50,7 +58,8 @@
 #define FA_FLASH_BWD_PARAMS
 /* The -D defines of a variant, for the host's snprintf: FA_DTYPE define, HEAD_DIM, BLOCK_M, BLOCK_N, DQ_ATOMIC. */
 #define FA_BWD_DEFINES_FMT "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DDQ_ATOMIC=%d"
-/* Plain C, fixed-size types, no padding holes (8-byte fields first, then an even number of 4-byte ones). */
+/* Plain C, fixed-size types, no padding holes (8-byte fields first, then an even number of 4-byte ones, then
+ * again). */
 typedef struct fa_bwd_params {
   /* Device addresses of element 0 of each tensor (view offsets applied); di and dq_acc in the workspace
    * (dq_acc 0 when not used). */
@@ -73,6 +82,18 @@ typedef struct fa_bwd_params {
   float scale;      /* softmax scale */
   float scale_log2; /* scale * log2(e): exponentials are taken in base 2 */
   int vec16; /* tensor cores: every row of q, k, v and dout starts on a 16-byte boundary */
+  /* Block-sparse mask and dropout (FA_BLOCK_MASK, FA_DROPOUT; 0 otherwise), after the fields above so that
+   * those keep their offsets (10 four-byte fields: 8-byte aligned here). mask: the uint8 mask's block (0, 0)
+   * of batch 0, head 0 (view offset applied); its strides in bytes: batch, head (0 where it broadcasts),
+   * block row, block column. */
+  unsigned long long mask;
+  long long mask_sb, mask_sh, mask_sr, mask_sc;
+  unsigned long long dropout_seed; /* Philox key (kernels/masks.h) */
+  int block_q, block_k;       /* FA_BLOCK_MASK: scores per mask block */
+  unsigned dropout_offset;    /* FA_DROPOUT: Philox counter word 3 */
+  unsigned dropout_threshold; /* FA_DROPOUT: a score is dropped when its word is below this */
+  float dropout_scale;        /* FA_DROPOUT: 1 / (1 - p) */
+  int pad_;
 } fa_bwd_params;
 #endif
 
@@ -93,6 +114,15 @@ typedef struct fa_bwd_params {
 #endif
 #ifndef FA_TC
 #define FA_TC 0
+#endif
+#ifndef FA_BLOCK_MASK
+#define FA_BLOCK_MASK 0
+#endif
+#ifndef FA_DROPOUT
+#define FA_DROPOUT 0
+#endif
+#if FA_BLOCK_MASK || FA_DROPOUT
+#include "masks.h"
 #endif
 
 #define D HEAD_DIM
@@ -133,6 +163,27 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_dq_convert(c
   const float *src = (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.seqlen_q + i) * D;
   fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
   for (int d = lane; d < D; d += 32) dst[d] = fa_from_float(src[d] * p.scale);
+}
+#endif
+
+/* ---- block-sparse mask and dropout (kernels/masks.h), shared by both families ---- */
+#if FA_BLOCK_MASK
+/* The mask of batch b, query head h, at its block (0, 0). */
+static __device__ __forceinline__ const fa_u8 *mask_of(const fa_bwd_params &p, int b, int h) {
+  return (const fa_u8 *)p.mask + b * p.mask_sb + h * p.mask_sh;
+}
+
+/* fa_block_tile for query rows [q0, q0 + rows) x keys [k0, k0 + cols), clipped to Sq and Sk (q0 < Sq, k0 < Sk).
+ * Every thread computes the same value from the same bytes: it may steer barriers. */
+static __device__ __forceinline__ int tile_class(const fa_bwd_params &p, const fa_u8 *m, int q0, int rows, int k0,
+                                                 int cols) {
+  return fa_block_tile(m, p.mask_sr, p.mask_sc, p.block_q, p.block_k, q0, min(q0 + rows, p.seqlen_q), k0,
+                       min(k0 + cols, p.seqlen_k));
+}
+
+/* fa_block_keep for a visible score (i < Sq, j < Sk: the mask has no block beyond them). */
+static __device__ __forceinline__ bool block_keep(const fa_bwd_params &p, const fa_u8 *m, int i, int j) {
+  return fa_block_keep(m, p.mask_sr, p.mask_sc, p.block_q, p.block_k, i, j) != 0;
 }
 #endif
 
@@ -203,10 +254,25 @@ static __device__ __forceinline__ void load_row_stats(const fa_bwd_params &p, fl
   }
 }
 
+/* What a tile's scores need beyond the dense case (empty in dense variants): the mask of this batch and head
+ * and whether the tile is FA_TILE_PARTIAL (each score tested); the dropout stream b * Hq + h. */
+struct tile_extra {
+#if FA_BLOCK_MASK
+  const fa_u8 *m;
+  int partial;
+#endif
+#if FA_DROPOUT
+  unsigned bh;
+#endif
+};
+
 /* S = Q K^T and dP = dO V^T for query rows q0.. and keys k0.. of the tiles in shared memory, then
- * P = exp(scale S - lse) (0 where masked) into sp (when not NULL) and dS = P (dP - di) into sds. */
+ * P = exp(scale S - lse) (0 where masked) into sp (when not NULL) and dS = P (dP - di) into sds.
+ * FA_DROPOUT, keep Z, s = dropout_scale: sp gets P Z s (for dV) and dS = P (dP Z s - di). CUDA-core layout:
+ * one Philox call per score (fa_dropout_keep), the fallback's price for simplicity. */
 static __device__ __forceinline__ void scores(const fa_bwd_params &p, const float *smem, float *sp, float *sds,
-                                              int q0, int k0, int tid) {
+                                              int q0, int k0, int tid, const tile_extra &te) {
+  (void)te;
   const int tx = tid % TXA, ty = tid / TXA;
   if (ty >= TYA) return;
   const float *sq = smem + SQ_OFF, *sdo = smem + SDO_OFF, *sk = smem + SK_OFF, *sv = smem + SV_OFF;
@@ -257,10 +323,23 @@ static __device__ __forceinline__ void scores(const fa_bwd_params &p, const floa
 #pragma unroll
     for (int j = 0; j < CNA; j++) {
       const int c = tx + TXA * j;
+#if FA_BLOCK_MASK
+      bool visible = l != FA_POS_INF && (long long)k0 + c <= last;
+      if (te.partial) visible = visible && block_keep(p, te.m, q0 + r, k0 + c);
+#else
       const bool visible = l != FA_POS_INF && (long long)k0 + c <= last;
+#endif
       const float pe = visible ? exp2f(fmaf(s[i][j], p.scale_log2, -l)) : 0.f;
+#if FA_DROPOUT
+      /* A hidden score has P = 0 whatever its keep bit: no Philox call for it. */
+      const bool z = visible && fa_dropout_keep(p.dropout_seed, p.dropout_offset, p.dropout_threshold, te.bh,
+                                                (fa_u32)(q0 + r), (fa_u32)(k0 + c)) != 0;
+      if (sp) sp[r * PS + c] = z ? pe * p.dropout_scale : 0.f;
+      sds[r * PS + c] = pe * ((z ? dp[i][j] * p.dropout_scale : 0.f) - di);
+#else
       if (sp) sp[r * PS + c] = pe;
       sds[r * PS + c] = pe * (dp[i][j] - di);
+#endif
     }
   }
 }
@@ -300,13 +379,26 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
     const int h = hk * p.group + g;
     const fa_elem *qg = (const fa_elem *)p.q + b * p.q_sb + h * p.q_sh;
     const fa_elem *dog = (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh;
+    tile_extra te;
+#if FA_BLOCK_MASK
+    te.m = mask_of(p, b, h);
+#endif
+#if FA_DROPOUT
+    te.bh = (unsigned)(b * p.heads_q + h);
+#endif
     for (int q0 = qstart; q0 < Sq; q0 += BM) {
+#if FA_BLOCK_MASK
+      /* A tile with every score masked is skipped whole (the same decision in every thread). */
+      const int cls = tile_class(p, te.m, q0, BM, k0, BN);
+      if (cls == FA_TILE_SKIP) continue;
+      te.partial = cls == FA_TILE_PARTIAL;
+#endif
       __syncthreads(); /* the previous block's tiles are no longer read */
       load_rows<BM>(sq, qg + (long long)q0 * p.q_ss, p.q_ss, min(BM, Sq - q0), tid);
       load_rows<BM>(sdo, dog + (long long)q0 * p.do_ss, p.do_ss, min(BM, Sq - q0), tid);
       load_row_stats(p, sl, sdi, b, h, q0, tid);
       __syncthreads();
-      scores(p, smem, sp, sds, q0, k0, tid);
+      scores(p, smem, sp, sds, q0, k0, tid, te);
       __syncthreads();
 
       /* dV += P^T dO and dK += dS^T Q: keys ty + TYC i, columns 4 (tx + TXC c). A key row past BN (BN < 32)
@@ -450,12 +542,25 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
   }
   const fa_elem *kg = (const fa_elem *)p.k + b * p.k_sb + hk * p.k_sh;
   const fa_elem *vg = (const fa_elem *)p.v + b * p.v_sb + hk * p.v_sh;
+  tile_extra te;
+#if FA_BLOCK_MASK
+  te.m = mask_of(p, b, h);
+#endif
+#if FA_DROPOUT
+  te.bh = (unsigned)(b * p.heads_q + h);
+#endif
   for (int k0 = 0; k0 < kend; k0 += BN) {
+#if FA_BLOCK_MASK
+    /* A tile with every score masked is skipped whole (the same decision in every thread). */
+    const int cls = tile_class(p, te.m, q0, BM, k0, BN);
+    if (cls == FA_TILE_SKIP) continue;
+    te.partial = cls == FA_TILE_PARTIAL;
+#endif
     __syncthreads(); /* the previous tile's K and dS are no longer read */
     load_rows<BN>(sk, kg + (long long)k0 * p.k_ss, p.k_ss, min(BN, Sk - k0), tid);
     load_rows<BN>(sv, vg + (long long)k0 * p.v_ss, p.v_ss, min(BN, Sk - k0), tid);
     __syncthreads();
-    scores(p, smem, (float *)0, sds, q0, k0, tid);
+    scores(p, smem, (float *)0, sds, q0, k0, tid, te);
     __syncthreads();
 #pragma unroll 2
     for (int x = 0; x < BN; x++) {
@@ -659,14 +764,63 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
     }
   };
 
+#if FA_BLOCK_MASK
+  /* Steps whose tile (64 queries of head hk group + gi x this block's keys) the mask hides are never loaded.
+   * Step s (0 <= s < nsteps) is query block qstart + (s % nq) BM of head gi = s / nq. seek(s) returns the
+   * first step at or after s that is not skipped (nsteps when none is left) and its class, so the pipeline
+   * prefetches the next tile that will be computed; s only grows from call to call. Each warp classifies a
+   * window of 32 steps at once (a lane each: the mask bytes' loads in parallel) and keeps the ballot of those
+   * not skipped, and each lane its step's class: the mask is read once per 32 steps, and every warp finds the
+   * same steps. */
+  const int nq = qstart < Sq ? (Sq - qstart + BM - 1) / BM : 0, nsteps = p.group * nq;
+  int win = -32, win_cls = FA_TILE_SKIP; /* the window's first step; this lane's step's class */
+  unsigned win_hit = 0u;                 /* bit i: step win + i is not skipped */
+  auto seek = [&](int s, int &cls_) -> int {
+    while (s < nsteps) {
+      if (s >= win + 32) {
+        win = s;
+        const int me = s + lane;
+        win_cls = FA_TILE_SKIP;
+        if (me < nsteps) {
+          const int gm = me / nq;
+          win_cls = tile_class(p, mask_of(p, b, hk * p.group + gm), qstart + (me - gm * nq) * BM, BM, k0, BN);
+        }
+        win_hit = __ballot_sync(0xffffffffu, win_cls != FA_TILE_SKIP);
+      }
+      const unsigned hit = win_hit & (0xffffffffu << (s - win)); /* steps s.. of the window */
+      if (hit) {
+        const int src = __ffs(hit) - 1;
+        cls_ = __shfl_sync(0xffffffffu, win_cls, src);
+        return win + src;
+      }
+      s = win + 32;
+    }
+    return nsteps;
+  };
+  int cls = FA_TILE_SKIP;
+  int step = seek(0, cls), gi = nq ? step / nq : p.group, q0 = step < nsteps ? qstart + (step - gi * nq) * BM : Sq;
+  int buf = 0;
+#else
   int gi = 0, q0 = qstart, buf = 0;
+#endif
   if (FA_BWD_PIPELINE && q0 < Sq) load(gi, q0, 0);
   for (; q0 < Sq; buf ^= FA_BWD_PIPELINE) {
-    const int h = hk * p.group + gi; /* used by the dQ part (DQ_ATOMIC) only */
+    const int h = hk * p.group + gi; /* used by the dQ part (DQ_ATOMIC), the mask and dropout only */
     (void)h;
+#if FA_BLOCK_MASK
+    int ncls = FA_TILE_SKIP; /* the next step that is not skipped */
+    const int nstep = seek(step + 1, ncls);
+    const int ngi = nstep / nq, nq0 = nstep < nsteps ? qstart + (nstep - ngi * nq) * BM : Sq;
+    const fa_u8 *const mh = mask_of(p, b, h);
+    const bool partial = cls == FA_TILE_PARTIAL; /* FA_TILE_FULL: no score is tested */
+#else
     int ngi = gi, nq0 = q0 + BM; /* the next step */
     if (nq0 >= Sq) ngi++, nq0 = qstart;
     if (ngi >= p.group) nq0 = Sq;
+#endif
+#if FA_DROPOUT
+    const unsigned bh = (unsigned)(b * p.heads_q + h);
+#endif
 #if FA_BWD_PIPELINE
     fa_cp_async_wait_all(); /* this step's Q, dO (committed during the previous step) */
     __syncthreads();        /* ... for every thread; and the previous step no longer reads buffer buf ^ 1 */
@@ -699,6 +853,35 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
         fa_mma_16816(dpt[0], a, bq[0], bq[1]);
         fa_mma_16816(dpt[1], a, bq[2], bq[3]);
       }
+#if FA_DROPOUT
+      /* The keep bits of this lane's 8 scores, bit 4 nt + e. masks.h groups the scores (i, j), (i, j + 1),
+       * (i + 8, j), (i + 8, j + 1) (i % 16 < 8, j even) under one Philox call; this lane holds queries
+       * i = q0 + 16 c + 2 t + x (x = 0, 1) and i + 8 for keys kw + g and kw + g + 8, so the group of (x, key)
+       * holds 2 of its scores and the lane across g ^ 1 (lane ^ 4, same t, the other key of each pair) the
+       * other 2. Each lane of the pair draws the groups of x = g & 1 (one per key) and hands the partner the
+       * words of its key parity: 2 calls per lane per 8 scores, no redundancy. */
+      unsigned zbits = 0;
+      {
+        const unsigned par = (unsigned)g & 1u;
+#pragma unroll
+        for (int kh = 0; kh < 2; kh++) {
+          unsigned w[4];
+          fa_dropout_words(p.dropout_seed, p.dropout_offset, bh, (unsigned)(q0 + c * 16 + 2 * t) + par,
+                           (unsigned)(k0 + kw + g + 8 * kh), w);
+          /* Word 2 n + (key parity) is score (i + 8 n, key): this lane's own are those of parity par. */
+          const unsigned own0 = par ? w[1] : w[0], own1 = par ? w[3] : w[2];
+          const unsigned give0 = par ? w[0] : w[1], give1 = par ? w[2] : w[3];
+          const unsigned got0 = __shfl_xor_sync(0xffffffffu, give0, 4);
+          const unsigned got1 = __shfl_xor_sync(0xffffffffu, give1, 4);
+          /* Element e = x + 2 kh of n-tile nt: own words for x = par, the partner's for x = par ^ 1. */
+          const int eo = (int)par + 2 * kh, ep = (int)(par ^ 1u) + 2 * kh;
+          zbits |= (unsigned)(own0 >= p.dropout_threshold) << eo;
+          zbits |= (unsigned)(own1 >= p.dropout_threshold) << (4 + eo);
+          zbits |= (unsigned)(got0 >= p.dropout_threshold) << ep;
+          zbits |= (unsigned)(got1 >= p.dropout_threshold) << (4 + ep);
+        }
+      }
+#endif
       /* P^T and dS^T: element e of n-tile nt is key kw + g + 8 (e / 2), query 16 c + 8 nt + 2 t + e % 2. */
 #pragma unroll
       for (int nt = 0; nt < 2; nt++)
@@ -709,9 +892,26 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
           long long last = (long long)Sk - 1; /* the last key query q0 + r sees */
           if (p.causal && q0 + r + diag < last) last = q0 + r + diag;
           const float l = sl[r];
+#if FA_BLOCK_MASK || FA_DROPOUT
+          bool visible = l != FA_POS_INF && key <= last;
+#if FA_BLOCK_MASK
+          if (partial) visible = visible && block_keep(p, mh, q0 + r, (int)key);
+#endif
+          const float pe = visible ? exp2f(fmaf(st[nt][e], p.scale_log2, -l)) : 0.f;
+#if FA_DROPOUT
+          /* dV takes P Z s; dS = P (dP Z s - di). */
+          const bool z = (zbits >> (4 * nt + e)) & 1u;
+          st[nt][e] = z ? pe * p.dropout_scale : 0.f;
+          dpt[nt][e] = pe * ((z ? dpt[nt][e] * p.dropout_scale : 0.f) - sdi[r]);
+#else
+          st[nt][e] = pe;
+          dpt[nt][e] = pe * (dpt[nt][e] - sdi[r]);
+#endif
+#else
           const float pe = (l != FA_POS_INF && key <= last) ? exp2f(fmaf(st[nt][e], p.scale_log2, -l)) : 0.f;
           st[nt][e] = pe;
           dpt[nt][e] = pe * (dpt[nt][e] - sdi[r]);
+#endif
         }
       unsigned ap[4], as[4];
       ap[0] = fa_pack2(st[0][0], st[0][1]);
@@ -783,6 +983,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
     }
 #endif
     gi = ngi, q0 = nq0;
+#if FA_BLOCK_MASK
+    step = nstep, cls = ncls;
+#endif
   }
 
   /* dk = scale dS^T Q summed, dv = P^T dO summed; keys past Sk are not written. */

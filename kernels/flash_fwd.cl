@@ -22,6 +22,13 @@
  *   VEC       floats per vector (1, 2, 4, 8, 16); BC and D are multiples of TPR * VEC
  *   KT_PAD    padding of the rows of KT, Qs and Ps (1 on GPUs: the rows a warp reads at once, or the transposed
  *             K it writes, fall in different banks; 0 on CPUs)
+ *   FA_BLOCK_MASK, FA_DROPOUT  (0 or 1) the block-sparse mask and dropout of kernels/masks.h, which the host
+ *             puts before this file. Either adds the arguments after scale_log2; with both 0 the kernel is the
+ *             dense one, argument for argument. Block mask: each key tile is classified over the group's rows
+ *             (fa_block_tile, the same value in every work-item): skipped tiles load and compute nothing, full
+ *             ones run the dense code, partial ones mask score by score like the causal mask. Dropout: P is
+ *             multiplied by the keep bit after the row sum l is taken (dropout leaves l and lse alone), and
+ *             the final 1/l by 1/(1-p).
  *
  * Local memory, floats: Qs BR*(D+pad) (q pre-scaled by scale*log2 e, so exp2 gives the softmax), KT D*(BC+pad)
  * (K transposed: the scores of VEC consecutive keys are one vector FMA per d), Vs BC*D, and with TPR > 1
@@ -90,6 +97,96 @@ typedef int16 intv;
 #define SV (SN / VEC) /* score vectors per work-item */
 #define OV (ON / VEC) /* output vectors per work-item */
 
+#ifndef FA_BLOCK_MASK
+#define FA_BLOCK_MASK 0
+#endif
+#ifndef FA_DROPOUT
+#define FA_DROPOUT 0
+#endif
+/* A work-item's rows are r0 + u * RSTEP, u < RPT. With dropout in the CPU layout they are i and i + 8 (i % 16
+ * < 8), the two rows of one Philox call (masks.h), which then serves four scores instead of two; otherwise
+ * neighbours, as in the dense kernel. */
+#if FA_DROPOUT && TPR == 1 && RPT == 2 && BR % 16 == 0
+#define RSTEP 8
+#else
+#define RSTEP 1
+#endif
+#if FA_BLOCK_MASK || FA_DROPOUT
+/* The mask (bytes: offset, batch/head strides, 0 where it broadcasts, block row/column strides) and dropout's
+ * Philox key, counter offset, threshold and 1/(1-p); unused ones are 0. */
+#define FA_MASK_ARGS                                                                                             \
+  , __global const uchar *bmask, long bm_off, long bm_sb, long bm_sh, long bm_sr, long bm_sc, int block_q,      \
+      int block_k, ulong drop_seed, uint drop_offset, uint drop_threshold, float drop_scale
+#else
+#define FA_MASK_ARGS
+#endif
+
+#if FA_DROPOUT
+/* masks.h's Philox-4x32-10 on eight counters at once, one per uint8 lane (mul_hi and the wrapping product
+ * are the two halves of its 64-bit products): the same bits, in vectors that PoCL turns into SIMD. */
+inline void philox8(uint8 *c0, uint8 *c1, uint8 *c2, uint8 *c3, uint k0, uint k1) {
+  for (int r = 0; r < 10; r++) {
+    const uint8 hi0 = mul_hi((uint8)(FA_PHILOX_M0), *c0), lo0 = (uint8)(FA_PHILOX_M0) * *c0;
+    const uint8 hi1 = mul_hi((uint8)(FA_PHILOX_M1), *c2), lo1 = (uint8)(FA_PHILOX_M1) * *c2;
+    *c0 = hi1 ^ *c1 ^ (uint8)(k0);
+    *c2 = hi0 ^ *c3 ^ (uint8)(k1);
+    *c1 = lo1;
+    *c3 = lo0;
+    k0 += FA_PHILOX_W0;
+    k1 += FA_PHILOX_W1;
+  }
+}
+
+/* Key 2e of sixteen takes lane e of the even words we, key 2e + 1 lane e of the odd ones wo: zero p's
+ * dropped scores, as two 8-wide halves (16-wide vectors would not fit AVX2 registers). */
+inline void drop16(float *p, uint8 we, uint8 wo, uint thr) {
+  const uint8 lo = shuffle2(we, wo, (uint8)(0, 8, 1, 9, 2, 10, 3, 11)), hi = shuffle2(we, wo, (uint8)(4, 12, 5, 13, 6, 14, 7, 15));
+  vstore8(select(vload8(0, p), (float8)(0.0f), lo < (uint8)(thr)), 0, p);
+  vstore8(select(vload8(1, p), (float8)(0.0f), hi < (uint8)(thr)), 1, p);
+}
+
+/* Zero the dropped ones of the n scores p[0 .. n-1] of row i, keys j0 .. j0+n-1, batch-head bh. Keys come in
+ * the pairs (2c, 2c+1) of one Philox call (masks.h): with j0 even and n a multiple of 16, eight pairs run as
+ * one vector call, otherwise pair by pair. */
+inline void drop_row(float *p, int n, uint i, uint j0, uint bh, ulong seed, uint offset, uint thr) {
+  const int hi = (i >> 3) & 1u; /* row i takes words 2 hi (even key) and 2 hi + 1 (odd key) */
+  int x = 0;
+  if ((j0 & 1u) == 0 && n % 16 == 0) {
+    const uint row_ctr = ((i >> 4) << 3) | (i & 7u);
+    for (; x < n; x += 16) {
+      uint8 c0 = (uint8)((j0 + x) >> 1) + (uint8)(0, 1, 2, 3, 4, 5, 6, 7), c1 = (uint8)(row_ctr);
+      uint8 c2 = (uint8)(bh), c3 = (uint8)(offset);
+      philox8(&c0, &c1, &c2, &c3, (uint)seed, (uint)(seed >> 32));
+      drop16(p + x, hi ? c2 : c0, hi ? c3 : c1, thr);
+    }
+    return;
+  }
+  uint w[4];
+  for (; x < n; x++) {
+    const uint j = j0 + x;
+    if (x == 0 || (j & 1u) == 0) fa_dropout_words(seed, offset, bh, i, j, w);
+    if (w[fa_dropout_lane(i, j)] < thr) p[x] = 0.0f;
+  }
+}
+
+/* The same for rows i and i + 8 (i % 16 < 8) at once, p and p8: each vector call serves both. */
+inline void drop_rows8(float *p, float *p8, int n, uint i, uint j0, uint bh, ulong seed, uint offset, uint thr) {
+  if ((j0 & 1u) != 0 || n % 16 != 0) {
+    drop_row(p, n, i, j0, bh, seed, offset, thr);
+    drop_row(p8, n, i + 8, j0, bh, seed, offset, thr);
+    return;
+  }
+  const uint row_ctr = ((i >> 4) << 3) | (i & 7u);
+  for (int x = 0; x < n; x += 16) {
+    uint8 c0 = (uint8)((j0 + x) >> 1) + (uint8)(0, 1, 2, 3, 4, 5, 6, 7), c1 = (uint8)(row_ctr);
+    uint8 c2 = (uint8)(bh), c3 = (uint8)(offset);
+    philox8(&c0, &c1, &c2, &c3, (uint)seed, (uint)(seed >> 32));
+    drop16(p + x, c0, c1, thr);
+    drop16(p8 + x, c2, c3, thr);
+  }
+}
+#endif
+
 /* Horizontal max and sum of a floatv. */
 #if VEC == 1
 #define hmax(x) (x)
@@ -132,7 +229,7 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
           __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
           __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
           __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse,
-          int Sq, int Sk, int group, int causal, float scale_log2) {
+          int Sq, int Sk, int group, int causal, float scale_log2 FA_MASK_ARGS) {
   __local float Qs[BR * Q_LD];
   __local float KT[D * KT_LD];
   __local float Vs[BC * D];
@@ -142,7 +239,11 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
 #endif
 
   const int lid = get_local_id(0);
+#if RSTEP == 8
+  const int r0 = (lid / 8) * 16 + lid % 8, t = lid % TPR; /* rows r0 and r0 + 8 of the block; t = 0 */
+#else
   const int r0 = (lid / TPR) * RPT, t = lid % TPR; /* rows r0 .. r0+RPT-1 of the block; lane t of TPR */
+#endif
   const int q0 = get_group_id(0) * BR;
   const int h = get_group_id(1), b = get_group_id(2);
   const int hk = h / group;
@@ -151,6 +252,18 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
   const long qb = q_off + b * q_sb + h * q_sh;
   const long kb = k_off + b * k_sb + hk * k_sh;
   const long vb = v_off + b * v_sb + hk * v_sh;
+#if FA_BLOCK_MASK
+  const __global uchar *mb = bmask + bm_off + b * bm_sb + h * bm_sh; /* this batch and head's block (0, 0) */
+  const int q1 = min(q0 + BR, Sq);
+#endif
+#if FA_DROPOUT
+  const uint bh = (uint)b * get_num_groups(1) + h; /* the grid's dimension 1 is Hq */
+#endif
+#if FA_DROPOUT && !FA_BLOCK_MASK /* the other feature's arguments, unused in this variant */
+  (void)bmask, (void)bm_off, (void)bm_sb, (void)bm_sh, (void)bm_sr, (void)bm_sc, (void)block_q, (void)block_k;
+#elif FA_BLOCK_MASK && !FA_DROPOUT
+  (void)drop_seed, (void)drop_offset, (void)drop_threshold, (void)drop_scale;
+#endif
 
 #if TPR == 1
   /* CPU layout: work-items run one after another, so each copies whole rows (sequential reads). */
@@ -180,6 +293,12 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
   }
 
   for (int k0 = 0; k0 < kend; k0 += BC) {
+#if FA_BLOCK_MASK
+    /* The same value in every work-item, so skipping (barriers included) is uniform; the next tile's
+     * barrier covers what this one's would have (Qs written, the previous tile's readers done). */
+    const int tile = fa_block_tile(mb, bm_sr, bm_sc, block_q, block_k, q0, q1, k0, min(k0 + BC, Sk));
+    if (tile == FA_TILE_SKIP) continue;
+#endif
     barrier(CLK_LOCAL_MEM_FENCE); /* Qs written (first tile) and the previous tile's readers done */
 #if TPR == 1
     for (int jj = lid; jj < BC; jj += WG) {
@@ -228,7 +347,7 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
         for (int w = 0; w < SB; w++) kv[w] = VLD(kt + dd * KT_LD + w * TPR * VEC);
 #pragma unroll
         for (int u = 0; u < RPT; u++) {
-          floatv qd = (floatv)(Qs[(r0 + u) * Q_LD + dd]);
+          floatv qd = (floatv)(Qs[(r0 + u * RSTEP) * Q_LD + dd]);
 #pragma unroll
           for (int w = 0; w < SB; w++) acc[u][w] = fma(qd, kv[w], acc[u][w]);
         }
@@ -243,7 +362,7 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
     if (k0 + BC > Sk || (causal && k0 + BC - 1 > q0 + diag)) {
       for (int u = 0; u < RPT; u++) {
         /* the last key row u sees, relative to k0, clamped to [-1, BC] so that it fits an int */
-        const long last = causal ? min((long)(q0 + r0 + u) + diag, (long)Sk - 1) : (long)Sk - 1;
+        const long last = causal ? min((long)(q0 + r0 + u * RSTEP) + diag, (long)Sk - 1) : (long)Sk - 1;
         const int lim = (int)clamp(last - k0, -1L, (long)BC);
         for (int c = 0; c < SV; c++) {
           intv key = (intv)((c * TPR + t) * VEC) + IOTA;
@@ -251,6 +370,26 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
         }
       }
     }
+#if FA_BLOCK_MASK
+    /* Tiles the mask covers only in part: the scores of fa_block_keep() = 0, found block column by block
+     * column (one byte per block, no division per score) rather than score by score. Rows past Sq and keys
+     * past Sk have no mask byte; those keys are -inf already. Tile key x sits in lane (x / VEC) % TPR, at
+     * s[(x / (VEC * TPR)) * VEC + x % VEC] (x itself when TPR = 1). */
+    if (tile == FA_TILE_PARTIAL) {
+      const int kmax = min(k0 + BC, Sk);
+      for (int u = 0; u < RPT; u++) {
+        const int i = q0 + r0 + u * RSTEP;
+        if (i >= Sq) break;
+        const __global uchar *mrow = mb + (long)(i / block_q) * bm_sr;
+        for (int bj = k0 / block_k; bj <= (kmax - 1) / block_k; bj++) {
+          if (mrow[bj * bm_sc]) continue;
+          const int lo = (int)max((long)bj * block_k, (long)k0) - k0, hi = (int)min((long)(bj + 1) * block_k, (long)kmax) - k0;
+          for (int x = lo; x < hi; x++)
+            if ((x / VEC) % TPR == t) s[u * SN + (x / (VEC * TPR)) * VEC + x % VEC] = -INFINITY;
+        }
+      }
+    }
+#endif
 
     /* Online softmax per row, on whole vectors (PoCL vectorises exp2 only when it is given vectors):
      * m_new = max(m, rowmax), p = exp2(s - m_new), l = l * alpha + rowsum(p), O *= alpha. */
@@ -276,10 +415,40 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
       m[u] = mnew;
     }
 
+#if FA_DROPOUT && TPR == 1
+    /* P for O += P V loses its dropped scores; l above has them all. */
+#if RSTEP == 8
+    drop_rows8(s, s + SN, BC, (uint)(q0 + r0), (uint)k0, bh, drop_seed, drop_offset, drop_threshold);
+#else
+    for (int u = 0; u < RPT; u++) drop_row(s + u * SN, BC, (uint)(q0 + r0 + u), (uint)k0, bh, drop_seed, drop_offset, drop_threshold);
+#endif
+#endif
+
 #if TPR > 1
     for (int c = 0; c < SV; c++)
       for (int e = 0; e < VEC; e++) Ps[r0 * P_LD + (c * TPR + t) * VEC + e] = s[c * VEC + e];
     barrier(CLK_LOCAL_MEM_FENCE);
+#if FA_DROPOUT
+    /* A row's keys are spread over its TPR work-items, so dropout works on Ps instead: one Philox call per
+     * group of four scores (rows i, i+8 with i % 16 < 8, keys 2c, 2c+1), the groups that meet the tile's
+     * rows [q0, q0+BR) and keys [k0, k0+BC) dealt out over the work-group. */
+    {
+      const int gr0 = q0 / 16, c0p = k0 / 2;
+      const int npair = (k0 + BC - 1) / 2 - c0p + 1, ngroup = ((q0 + BR - 1) / 16 - gr0 + 1) * 8 * npair;
+      for (int x = lid; x < ngroup; x += WG) {
+        const int slot = x / npair, pc = x - slot * npair;
+        const int i = (gr0 + slot / 8) * 16 + slot % 8, j = 2 * (c0p + pc);
+        if (i + 8 < q0 || i >= q0 + BR) continue;
+        uint w[4];
+        fa_dropout_words(drop_seed, drop_offset, bh, (uint)i, (uint)j, w);
+        for (int e = 0; e < 4; e++) {
+          const int row = i + 8 * (e >> 1) - q0, key = j + (e & 1) - k0;
+          if (row >= 0 && row < BR && key >= 0 && key < BC && w[e] < drop_threshold) Ps[row * P_LD + key] = 0.0f;
+        }
+      }
+      barrier(CLK_LOCAL_MEM_FENCE);
+    }
+#endif
 #endif
 
     /* O = diag(alpha) O + P V for this work-item's rows and columns: output vector c holds columns
@@ -322,10 +491,14 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
 #endif
 
   for (int u = 0; u < RPT; u++) {
-    const int i = q0 + r0 + u;
+    const int i = q0 + r0 + u * RSTEP;
     if (i >= Sq) break;
     /* l > 0 exactly when some key was visible (its p is 1); otherwise o = 0 and lse = -inf. */
+#if FA_DROPOUT
+    const float inv = l[u] > 0.0f ? drop_scale / l[u] : 0.0f; /* kept P scaled by 1/(1-p) */
+#else
     const float inv = l[u] > 0.0f ? 1.0f / l[u] : 0.0f;
+#endif
     const long ob = o_off + b * o_sb + (long)i * o_ss + h * o_sh;
     for (int c = 0; c < OV; c++)
       for (int e = 0; e < VEC; e++) fa_store(o, ob + (c * TPR + t) * VEC + e, oacc[u * ON + c * VEC + e] * inv);

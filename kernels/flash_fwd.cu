@@ -24,9 +24,22 @@
  *   FA_TC=0  flash_fwd_simt, any dtype on CUDA cores (float32 in shared memory): BLOCK_M x BLOCK_N score
  *            tiles, each thread a small register block of scores and of O.
  * Defines: FA_DTYPE (0 f32, 1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_N, and FA_ASYNC,
- * Q_IN_REGS (tensor cores) or BLOCK_M (CUDA cores). */
+ * Q_IN_REGS (tensor cores) or BLOCK_M (CUDA cores).
+ *
+ * Optional features, each a define so that dense calls compile exactly the code they had before
+ * (kernels/masks.h holds the one implementation of both masks):
+ *   FA_BLOCK_MASK=1  block-sparse: each key tile (the block's rows clipped to Sq x the tile's keys clipped
+ *                    to Sk) is classified against the (batch, head)'s block mask first. SKIP tiles are never
+ *                    loaded or computed (the loop and the tensor-core prefetch step from one non-skipped tile
+ *                    to the next), FULL tiles take the dense path, PARTIAL ones set masked scores to -inf
+ *                    where the causal mask is applied.
+ *   FA_DROPOUT=1     each probability used in O += P V is kept with Philox's word (fa_dropout_keep) and the
+ *                    final 1 / l is scaled by 1 / (1 - p); m, l and lse are those of the undropped softmax. */
 #include "cuda_common.cuh"
 #include "cuda_params.h"
+#if FA_BLOCK_MASK || FA_DROPOUT
+#include "masks.h"
+#endif
 
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -64,6 +77,102 @@ static __device__ __forceinline__ long long fa_key_limit(const fa_fwd_params &p,
   }
   return lim;
 }
+
+#if FA_BLOCK_MASK
+/* fa_block_tile for rows [r0, r1) x keys [c0, c1) of mask m, shared out over the W lanes of a warp (lane
+ * `lane`, `full` their shuffle mask): lane l classifies block rows l, l + W, ... and the warp votes. Equal to
+ * one fa_block_tile call over the whole range (SKIP: no block on, FULL: every block on), at 1 / W of the
+ * loads when blocks are small; every warp computes the same value, so the result is uniform in the block. */
+static __device__ __forceinline__ int fa_tile_class(const fa_fwd_params &p, const unsigned char *m, int r0, int r1,
+                                                    int c0, int c1, int lane, int W, unsigned full) {
+  int any = 0, all = 1;
+  const long long bq = p.block_q;
+  for (int bi = r0 / p.block_q + lane; bi <= (r1 - 1) / p.block_q; bi += W) {
+    const int a = (int)max((long long)r0, bi * bq), e = (int)min((long long)r1, (bi + 1) * bq);
+    const int c = fa_block_tile(m, p.mask_sr, p.mask_sc, p.block_q, p.block_k, a, e, c0, c1);
+    any |= c != FA_TILE_SKIP;
+    all &= c == FA_TILE_FULL;
+  }
+  any = __any_sync(full, any);
+  all = __all_sync(full, all);
+  return any ? (all ? FA_TILE_FULL : FA_TILE_PARTIAL) : FA_TILE_SKIP;
+}
+
+/* The first key tile of `bn` keys at or after j (below n_tiles) that rows [r0, r1) must visit, and its class
+ * in *cls; n_tiles when none is left. Uniform across the block (warp votes on the same loads). Used by the
+ * tensor-core kernel (the CUDA-core one calls fa_block_tile_flat per thread: ptxas spills its loop around
+ * these votes). Blocks of at least 32 x 32 put at most 3 x 3 blocks in a tile (64 rows, <= 64 keys): then each lane
+ * classifies a tile of its own with fa_block_tile and a ballot finds the first visited one, so a sparse
+ * mask costs one round of loads per W tiles skipped, not one per tile. Smaller blocks split each tile's
+ * block rows over the lanes instead (fa_tile_class). */
+static __device__ __forceinline__ int fa_next_tile(const fa_fwd_params &p, const unsigned char *m, int r0, int r1,
+                                                   int bn, int j, int n_tiles, int lane, int W, unsigned full,
+                                                   int *cls) {
+  if (p.block_q >= 32 && p.block_k >= 32) {
+    for (; j < n_tiles; j += W) {
+      const int jl = j + lane;
+      int c = FA_TILE_SKIP;
+      if (jl < n_tiles) {
+        const int c0 = jl * bn;
+        c = fa_block_tile(m, p.mask_sr, p.mask_sc, p.block_q, p.block_k, r0, r1, c0, c0 + min(bn, p.seqlen_k - c0));
+      }
+      const unsigned hit = __ballot_sync(full, c != FA_TILE_SKIP);
+      if (hit) {
+        const int first = __ffs(hit) - 1;
+        *cls = __shfl_sync(full, c, first);
+        return j + first;
+      }
+    }
+    *cls = FA_TILE_SKIP;
+    return n_tiles;
+  }
+  for (; j < n_tiles; j++) {
+    const int c0 = j * bn; /* j < n_tiles <= ceil(Sk / bn): below Sk */
+    const int c = fa_tile_class(p, m, r0, r1, c0, c0 + min(bn, p.seqlen_k - c0), lane, W, full);
+    if (c != FA_TILE_SKIP) {
+      *cls = c;
+      return j;
+    }
+  }
+  *cls = FA_TILE_SKIP;
+  return n_tiles;
+}
+#endif
+
+#if FA_BLOCK_MASK
+/* fa_block_tile as one flat loop over the tile's blocks, row by row, stopping once the answer is PARTIAL:
+ * the same class. The CUDA-core kernel uses it because ptxas spills that kernel's registers around
+ * fa_block_tile's nested loops. */
+static __device__ __forceinline__ int fa_block_tile_flat(const unsigned char *m, long long s_row, long long s_col,
+                                                         int bq, int bk, int r0, int r1, int c0, int c1) {
+  const int bj0 = c0 / bk, bi1 = (r1 - 1) / bq, bj1 = (c1 - 1) / bk;
+  int any = 0, all = 1;
+  for (int bi = r0 / bq, bj = bj0; bi <= bi1;) {
+    const int on = m[bi * s_row + bj * s_col] != 0;
+    any |= on;
+    all &= on;
+    if (any && !all) break;
+    if (++bj > bj1) {
+      bj = bj0;
+      bi++;
+    }
+  }
+  return any ? (all ? FA_TILE_FULL : FA_TILE_PARTIAL) : FA_TILE_SKIP;
+}
+#endif
+
+#if FA_DROPOUT
+/* fa_dropout_keep with the word picked by selects rather than a run-time array index (which would put the
+ * four words in local memory): the same bits. */
+static __device__ __forceinline__ int fa_dropout_keep_sel(const fa_fwd_params &p, unsigned bh, unsigned i,
+                                                          unsigned j) {
+  unsigned w[4];
+  fa_dropout_words(p.dropout_seed, p.dropout_offset, bh, i, j, w);
+  const int e = fa_dropout_lane(i, j);
+  const unsigned x = (e & 2) ? ((e & 1) ? w[3] : w[2]) : ((e & 1) ? w[1] : w[0]);
+  return x >= p.dropout_threshold;
+}
+#endif
 
 #if FA_TC
 /* ======================= tensor cores: f16 / bf16, sm_80+ ======================= */
@@ -156,14 +265,35 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
   const unsigned short *kg = (const unsigned short *)p.k + b * p.k_sb + hk * p.k_sh;
   const unsigned short *vg = (const unsigned short *)p.v + b * p.v_sb + hk * p.v_sh;
   const int n_tiles = fa_key_tiles(p, m0, BM, BN);
+#if FA_BLOCK_MASK
+  /* The tiles visited, in order: j (computed now, in stage st), jn (prefetched now), jn2 (found at the end of
+   * this iteration, so that jn's prefetch is issued at once and the mask loads overlap it and the mma).
+   * cls, ncls, ncls2: their classes (FULL or PARTIAL). The stage alternates per visited tile. */
+  const unsigned char *mk = (const unsigned char *)p.mask + b * p.mask_sb + h * p.mask_sh;
+  const int r_end = min(m0 + BM, Sq);
+  int cls, ncls, ncls2, jn2, st = 0;
+  int j = fa_next_tile(p, mk, m0, r_end, BN, 0, n_tiles, lane, 32, 0xffffffffu, &cls);
+  int jn = fa_next_tile(p, mk, m0, r_end, BN, j + 1, n_tiles, lane, 32, 0xffffffffu, &ncls);
+#endif
+#if FA_DROPOUT
+  const unsigned bh = (unsigned)b * (unsigned)p.heads_q + (unsigned)h; /* < 2^32: fa_forward checks B * Hq */
+#endif
 
   /* Prologue: Q and the first K/V tile. */
   unsigned short *sq = smem + SQ_OFFSET;
   load_tile<BM>(sq, qg, p.q_ss, min(BM, Sq - m0), tid);
+#if FA_BLOCK_MASK
+  if (j < n_tiles) {
+    const int n1 = j * BN;
+    load_tile<BN>(smem, kg + (long long)n1 * p.k_ss, p.k_ss, min(BN, Sk - n1), tid);
+    load_tile<BN>(smem + BN * DS, vg + (long long)n1 * p.v_ss, p.v_ss, min(BN, Sk - n1), tid);
+  }
+#else
   if (n_tiles > 0) {
     load_tile<BN>(smem, kg, p.k_ss, min(BN, Sk), tid);
     load_tile<BN>(smem + BN * DS, vg, p.v_ss, min(BN, Sk), tid);
   }
+#endif
 #if FA_ASYNC
   fa_cp_async_commit();
   fa_cp_async_wait_all();
@@ -197,14 +327,24 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
   float m[2] = {-FA_FLT_MAX, -FA_FLT_MAX}, l[2] = {0.f, 0.f};
   const int row0 = m0 + warp * 16 + g;
 
+#if FA_BLOCK_MASK
+  for (; j < n_tiles; j = jn, cls = ncls, jn = jn2, ncls = ncls2, st ^= 1) {
+#else
   for (int j = 0; j < n_tiles; j++) {
     const int st = j & 1;
+#endif
     const unsigned sk_addr = sbase + (unsigned)(st * 2 * BN * DS * 2);
     const unsigned sv_addr = sk_addr + (unsigned)(BN * DS * 2);
-    /* Prefetch the next tile into the other stage while this one is computed. */
+    /* Prefetch the next tile (the next one visited) into the other stage while this one is computed. */
+#if FA_BLOCK_MASK
+    if (jn < n_tiles) {
+      unsigned short *nk = smem + (st ^ 1) * 2 * BN * DS;
+      const int n1 = jn * BN;
+#else
     if (j + 1 < n_tiles) {
       unsigned short *nk = smem + (st ^ 1) * 2 * BN * DS;
       const int n1 = (j + 1) * BN;
+#endif
       load_tile<BN>(nk, kg + (long long)n1 * p.k_ss, p.k_ss, min(BN, Sk - n1), tid);
       load_tile<BN>(nk + BN * DS, vg + (long long)n1 * p.v_ss, p.v_ss, min(BN, Sk - n1), tid);
     }
@@ -247,6 +387,28 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
         }
       }
     }
+#if FA_BLOCK_MASK
+    /* Block mask, on tiles it cuts: rows past Sq and keys past Sk are skipped (their blocks lie outside the
+     * mask; those keys are -inf already and those rows are never stored). fa_block_keep on the row's block
+     * row (mr) leaves one division per score. */
+    if (cls == FA_TILE_PARTIAL) {
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        const int row = row0 + rr * 8;
+        if (row < Sq) {
+          const unsigned char *mr = mk + (long long)(row / p.block_q) * p.mask_sr;
+#pragma unroll
+          for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              const int col = n0 + nt * 8 + 2 * t + e;
+              if (col < Sk && !fa_block_keep(mr, 0, p.mask_sc, 1, p.block_k, 0, col)) s[nt][2 * rr + e] = FA_NEG_INF;
+            }
+          }
+        }
+      }
+    }
+#endif
 
     /* Online softmax on the fragments: a row's 8 columns per n-tile are spread over the 4 lanes of a quad. */
 #pragma unroll
@@ -276,6 +438,23 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
         o[nd][2 * rr + 1] *= alpha;
       }
     }
+#if FA_DROPOUT
+    /* Dropout on P (l above keeps the undropped sum). n-tile nt's four accumulators are rows row0, row0 + 8
+     * and keys col, col + 1 (col = n0 + 8 nt + 2 t, even): row0 = m0 + 16 warp + g with m0 and 16 warp
+     * multiples of 16 and g < 8, so row0 % 16 = g < 8 and the four are exactly one Philox group: one call,
+     * and accumulator 2 rr + e takes word fa_dropout_lane(row0 + 8 rr, col + e), which depends only on
+     * ((row0 + 8 rr) >> 3) & 1 = rr and (col + e) & 1 = e, so fa_dropout_lane(8 rr, e) (a constant). */
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; nt++) {
+      unsigned w[4];
+      fa_dropout_words(p.dropout_seed, p.dropout_offset, bh, (unsigned)row0, (unsigned)(n0 + nt * 8 + 2 * t), w);
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++)
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+          if (w[fa_dropout_lane(8u * rr, (unsigned)e)] < p.dropout_threshold) s[nt][2 * rr + e] = 0.f;
+    }
+#endif
 
     /* O += P V: the score accumulators of key n-tiles 2 kb and 2 kb + 1 are exactly the A fragment of
      * k-step kb (rows g / g + 8, columns 2t, 2t + 1 and 8 + 2t, 9 + 2t). */
@@ -295,6 +474,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
       }
     }
 
+#if FA_BLOCK_MASK
+    /* Here, where the score registers are free, while jn's loads and the last mma are in flight. */
+    jn2 = fa_next_tile(p, mk, m0, r_end, BN, jn + 1, n_tiles, lane, 32, 0xffffffffu, &ncls2); /* n_tiles at the end */
+#endif
     /* The next tile has landed and everyone is done with this one before its stage is refilled. */
 #if FA_ASYNC
     fa_cp_async_wait_all();
@@ -308,7 +491,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
     float lt = l[rr];
     lt += __shfl_xor_sync(0xffffffffu, lt, 1);
     lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+#if FA_DROPOUT
+    const float inv = lt > 0.f ? p.dropout_scale / lt : 0.f; /* kept probabilities are scaled by 1 / (1 - p) */
+#else
     const float inv = lt > 0.f ? 1.f / lt : 0.f;
+#endif
     const int row = row0 + rr * 8;
     if (row < Sq) {
       unsigned short *og = (unsigned short *)p.o + b * p.o_sb + h * p.o_sh + (long long)row * p.o_ss;
@@ -387,6 +574,14 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
   const int n_tiles = fa_key_tiles(p, m0, BM, BN);
 
   load_rows<BM>(sq, QS, qg, p.q_ss, min(BM, Sq - m0), tid);
+#if FA_BLOCK_MASK
+  const unsigned char *mk = (const unsigned char *)p.mask + b * p.mask_sb + h * p.mask_sh;
+  const int r_end = min(m0 + BM, Sq);
+  int cls;
+#endif
+#if FA_DROPOUT
+  const unsigned bh = (unsigned)b * (unsigned)p.heads_q + (unsigned)h; /* < 2^32: fa_forward checks B * Hq */
+#endif
 
   float o[RM][CD][4];
   float m[RM], l[RM];
@@ -398,7 +593,19 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
     for (int c = 0; c < CD; c++) o[i][c][0] = o[i][c][1] = o[i][c][2] = o[i][c][3] = 0.f;
   }
 
+#if FA_BLOCK_MASK
+  /* The next tile with a visible score: every thread classifies it alone (the same loads, so the same
+   * answer), which ptxas handles without spills, unlike the warp-vote fa_next_tile here. */
+  for (int j = 0;; j++) {
+    for (; j < n_tiles; j++) {
+      cls = fa_block_tile_flat(mk, p.mask_sr, p.mask_sc, p.block_q, p.block_k, m0, r_end, j * BN,
+                               j * BN + min(BN, Sk - j * BN));
+      if (cls != FA_TILE_SKIP) break;
+    }
+    if (j >= n_tiles) break;
+#else
   for (int j = 0; j < n_tiles; j++) {
+#endif
     const int n0 = j * BN;
     __syncthreads(); /* the previous tile's K, V and P are no longer read */
     load_rows<BN>(sk, QS, kg + (long long)n0 * p.k_ss, p.k_ss, min(BN, Sk - n0), tid);
@@ -432,6 +639,26 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
         }
     }
 
+#if FA_BLOCK_MASK
+    /* Block mask on tiles it cuts; rows past Sq and keys past Sk or the tile lie outside the mask. One
+     * division per row for its block row (mr), one per score for its block column. */
+    if (cls == FA_TILE_PARTIAL) {
+#pragma unroll
+      for (int i = 0; i < RM; i++) {
+        const int row = m0 + ty + TY * i;
+        if (row < Sq) {
+          const unsigned char *mr = mk + (long long)(row / p.block_q) * p.mask_sr;
+#pragma unroll
+          for (int jj = 0; jj < CN; jj++) {
+            const int col = n0 + tx + TX * jj;
+            if ((COLS_FULL || tx + TX * jj < BN) && col < Sk &&
+                !fa_block_keep(mr, 0, p.mask_sc, 1, p.block_k, 0, col))
+              s[i][jj] = FA_NEG_INF;
+          }
+        }
+      }
+    }
+#endif
     const bool masked = fa_tile_masked(p, m0, n0, BN);
 #pragma unroll
     for (int i = 0; i < RM; i++) {
@@ -458,7 +685,14 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
 #pragma unroll
       for (int jj = 0; jj < CN; jj++) {
         const float pe = exp2f(fmaf(s[i][jj], p.scale_log2, -m_new));
+#if FA_DROPOUT
+        /* P V takes the kept probabilities only; l sums them all. */
+        if (COLS_FULL || tx + TX * jj < BN)
+          sp[(ty + TY * i) * PS + tx + TX * jj] =
+              fa_dropout_keep_sel(p, bh, (unsigned)(m0 + ty + TY * i), (unsigned)(n0 + tx + TX * jj)) ? pe : 0.f;
+#else
         if (COLS_FULL || tx + TX * jj < BN) sp[(ty + TY * i) * PS + tx + TX * jj] = pe;
+#endif
         sum += pe;
       }
       l[i] = l[i] * alpha + sum;
@@ -500,7 +734,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
     float lt = l[i];
 #pragma unroll
     for (int off = 1; off < TX; off <<= 1) lt += __shfl_xor_sync(FULL_MASK, lt, off);
+#if FA_DROPOUT
+    const float inv = lt > 0.f ? p.dropout_scale / lt : 0.f; /* kept probabilities are scaled by 1 / (1 - p) */
+#else
     const float inv = lt > 0.f ? 1.f / lt : 0.f;
+#endif
     const int row = m0 + ty + TY * i;
     if (row < Sq) {
       fa_elem *og = (fa_elem *)p.o + b * p.o_sb + h * p.o_sh + (long long)row * p.o_ss;

@@ -25,7 +25,13 @@
  * Defines: FA_DTYPE (1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 128), BLOCK_N (multiple of 16),
  * FA_ALIGNED (1: every offset and row stride of q, k, v is a multiple of 8 elements, tiles move as 16-byte
  * vectors; 0: element by element), FA_NV_EMULATE (1: mma, shfl and the 16-bit packing done in plain OpenCL C
- * through local memory, so that the fragment bookkeeping can be tested on a CPU OpenCL; slow). */
+ * through local memory, so that the fragment bookkeeping can be tested on a CPU OpenCL; slow).
+ * FA_BLOCK_MASK, FA_DROPOUT (0 or 1): the block-sparse mask and dropout of kernels/masks.h (put before this
+ * file by the host), as in flash_fwd.cl: the arguments after scale_log2 (none when both are 0: the dense
+ * kernel as it was); each key tile classified over the group's 64 rows (fa_block_tile, uniform), skipped
+ * before any load when no block of it is on, masked score by score when some are; dropout zeroes P after the
+ * row sums are taken, one Philox call per n-tile per thread (its four accumulators are one masks.h group),
+ * and scales the final 1/l by 1/(1-p). */
 
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -54,6 +60,21 @@
 
 #if BN % 16 != 0 || BN > BM
 #error "BLOCK_N must be a multiple of 16 and at most 64"
+#endif
+
+#ifndef FA_BLOCK_MASK
+#define FA_BLOCK_MASK 0
+#endif
+#ifndef FA_DROPOUT
+#define FA_DROPOUT 0
+#endif
+#if FA_BLOCK_MASK || FA_DROPOUT
+/* The same arguments as flash_fwd.cl's (cl_flash.c's fa_cl_mask_args sets both). */
+#define FA_MASK_ARGS                                                                                             \
+  , __global const uchar *bmask, long bm_off, long bm_sb, long bm_sh, long bm_sr, long bm_sc, int block_q,      \
+      int block_k, ulong drop_seed, uint drop_offset, uint drop_threshold, float drop_scale
+#else
+#define FA_MASK_ARGS
 #endif
 
 /* ---- the warp-level primitives ---- */
@@ -211,7 +232,7 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
              __global const ushort *v, long v_off, long v_sb, long v_ss, long v_sh,
              __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
              __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse,
-             int Sq, int Sk, int group, int causal, float scale_log2) {
+             int Sq, int Sk, int group, int causal, float scale_log2 FA_MASK_ARGS) {
   /* K (and Q before the loop) then V^T; uint4 so that 16-byte accesses are aligned. */
   __local uint4 sk4[BM * KS / 8];
   __local uint4 sv4[DP * VS / 8];
@@ -232,6 +253,17 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
   const long qb = q_off + b * q_sb + h * q_sh + (long)m0 * q_ss;
   const long kb = k_off + b * k_sb + hk * k_sh;
   const long vb = v_off + b * v_sb + hk * v_sh;
+#if FA_BLOCK_MASK
+  const __global uchar *mbase = bmask + bm_off + b * bm_sb + h * bm_sh; /* this batch and head's block (0, 0) */
+#endif
+#if FA_DROPOUT
+  const uint bh = (uint)b * get_num_groups(1) + h; /* the grid's dimension 1 is Hq */
+#endif
+#if FA_DROPOUT && !FA_BLOCK_MASK /* the other feature's arguments, unused in this variant */
+  (void)bmask, (void)bm_off, (void)bm_sb, (void)bm_sh, (void)bm_sr, (void)bm_sc, (void)block_q, (void)block_k;
+#elif FA_BLOCK_MASK && !FA_DROPOUT
+  (void)drop_seed, (void)drop_offset, (void)drop_threshold, (void)drop_scale;
+#endif
 
   /* Key tiles the block needs: up to the last row's causal limit; 0 when every row is masked. */
   long max_key = (long)Sk - 1;
@@ -263,6 +295,12 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
 
   for (int j = 0; j < n_tiles; j++) {
     const int n0 = j * BN;
+#if FA_BLOCK_MASK
+    /* The same value in every work-item: a skipped tile skips its barriers uniformly, and the next tile's
+     * first barrier does what this one's would have. */
+    const int tile = fa_block_tile(mbase, bm_sr, bm_sc, block_q, block_k, m0, min(m0 + BM, Sq), n0, min(n0 + BN, Sk));
+    if (tile == FA_TILE_SKIP) continue;
+#endif
     barrier(CLK_LOCAL_MEM_FENCE); /* Q's fragments read (first tile) and the previous tile's readers done */
     load_rows(sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
     load_rows_t(sv, v, vb + (long)n0 * v_ss, v_ss, min(BN, Sk - n0));
@@ -299,6 +337,25 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
         }
       }
     }
+#if FA_BLOCK_MASK
+    /* Tiles the mask covers in part: score by score, like the causal mask (rows past Sq and keys past Sk have
+     * no mask byte; those keys are -inf already). */
+    if (tile == FA_TILE_PARTIAL) {
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        const int row = row0 + rr * 8;
+        if (row < Sq) {
+#pragma unroll
+          for (int nt = 0; nt < BN / 8; nt++) {
+            const int col = n0 + nt * 8 + 2 * t;
+            if (col < Sk && !fa_block_keep(mbase, bm_sr, bm_sc, block_q, block_k, row, col)) s[nt][2 * rr] = -INFINITY;
+            if (col + 1 < Sk && !fa_block_keep(mbase, bm_sr, bm_sc, block_q, block_k, row, col + 1))
+              s[nt][2 * rr + 1] = -INFINITY;
+          }
+        }
+      }
+    }
+#endif
 
     /* Online softmax on the fragments: a row's 8 columns of an n-tile lie in the 4 lanes of a quad. */
 #pragma unroll
@@ -324,6 +381,19 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
 #pragma unroll
       for (int nd = 0; nd < DP / 8; nd++) oacc[nd][2 * rr] *= alpha, oacc[nd][2 * rr + 1] *= alpha;
     }
+#if FA_DROPOUT
+    /* P for O += P V loses its dropped scores (l above has them all). row0 % 16 == g < 8 and the n-tile's
+     * column n0 + nt*8 + 2t is even, so s[nt][0..3] = rows row0, row0 + 8 x keys col, col + 1 are exactly the
+     * four words of one fa_dropout_words() call, in its order. */
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; nt++) {
+      uint w[4];
+      fa_dropout_words(drop_seed, drop_offset, bh, (uint)row0, (uint)(n0 + nt * 8 + 2 * t), w);
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        if (w[e] < drop_threshold) s[nt][e] = 0.0f;
+    }
+#endif
 
     /* O += P V: the accumulators of key n-tiles 2 kb and 2 kb + 1 are exactly the A fragment of k-step kb;
      * B[k][n] = V[key k][d n] = V^T[n][k], two consecutive keys per register. */
@@ -348,7 +418,11 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
     float lt = l[rr];
     lt += SHFL_XOR(lt, 1);
     lt += SHFL_XOR(lt, 2);
+#if FA_DROPOUT
+    const float inv = lt > 0.0f ? drop_scale / lt : 0.0f; /* kept P scaled by 1/(1-p) */
+#else
     const float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
+#endif
     const int row = row0 + rr * 8;
     if (row < Sq) {
       const long ob = o_off + b * o_sb + h * o_sh + (long)row * o_ss;

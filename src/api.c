@@ -46,6 +46,7 @@ const char *fa_dtype_name(fa_dtype d) {
   case FA_F32: return "f32";
   case FA_F16: return "f16";
   case FA_BF16: return "bf16";
+  case FA_U8: return "u8";
   }
   return "unknown";
 }
@@ -55,6 +56,7 @@ size_t fa_dtype_size(fa_dtype d) {
   case FA_F32: return 4;
   case FA_F16:
   case FA_BF16: return 2;
+  case FA_U8: return 1;
   }
   return 0;
 }
@@ -75,8 +77,7 @@ static _Thread_local char create_error[1024];
 
 const char *fa_last_create_error(void) { return create_error; }
 
-static fa_status create_fail(fa_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static fa_status create_fail(fa_status status, const char *fmt, ...) {
+fa_status fa_fail_thread(fa_status status, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(create_error, sizeof create_error, fmt, ap);
@@ -147,7 +148,7 @@ static fa_status backend_from_env(fa_backend *out) {
   else if (strcmp(env, "cuda") == 0) *out = FA_BACKEND_CUDA;
   else if (strcmp(env, "opencl") == 0) *out = FA_BACKEND_OPENCL;
   else
-    return create_fail(FA_ERROR_INVALID_ARGUMENT,
+    return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT,
                        "FLASHATTN_BACKEND: unknown value '%.64s' (expected cuda, opencl or auto)", env);
   return FA_SUCCESS;
 }
@@ -161,7 +162,7 @@ static fa_status device_from_env(int *out) {
   errno = 0;
   long v = strtol(env, &end, 10);
   if (errno || *end || v < 0 || v > INT_MAX)
-    return create_fail(FA_ERROR_INVALID_ARGUMENT,
+    return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT,
                        "FLASHATTN_DEVICE: '%.64s' is not a device index (a whole number >= 0)", env);
   *out = (int)v;
   return FA_SUCCESS;
@@ -183,21 +184,21 @@ static fa_status pick_backend(fa_backend requested, fa_backend *out) {
     *out = FA_BACKEND_OPENCL;
     return FA_SUCCESS;
   }
-  return create_fail(FA_ERROR_BACKEND_UNAVAILABLE, "no backend has a device: cuda: %s; opencl: %s",
+  return fa_fail_thread(FA_ERROR_BACKEND_UNAVAILABLE, "no backend has a device: cuda: %s; opencl: %s",
                      cuda_msg[0] ? cuda_msg : "no device", cl_msg[0] ? cl_msg : "no device");
 }
 
 fa_status fa_context_create(const fa_context_options *opt, fa_context **out) {
   create_error[0] = '\0';
-  if (!out) return create_fail(FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new context is NULL");
+  if (!out) return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new context is NULL");
   *out = NULL;
   fa_context_options o;
   if (opt) o = *opt;
   else fa_context_options_default(&o);
   if (o.backend != FA_BACKEND_AUTO && o.backend != FA_BACKEND_CUDA && o.backend != FA_BACKEND_OPENCL)
-    return create_fail(FA_ERROR_INVALID_ARGUMENT, "opt->backend: unknown value %d", (int)o.backend);
+    return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT, "opt->backend: unknown value %d", (int)o.backend);
   if (o.device < -1)
-    return create_fail(FA_ERROR_INVALID_ARGUMENT, "opt->device: %d is not a device index (-1 or >= 0)", o.device);
+    return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT, "opt->device: %d is not a device index (-1 or >= 0)", o.device);
   fa_status st;
   fa_backend b = o.backend;
   if (b == FA_BACKEND_AUTO && (st = backend_from_env(&b)) != FA_SUCCESS) return st;
@@ -207,17 +208,17 @@ fa_status fa_context_create(const fa_context_options *opt, fa_context **out) {
   char msg[512] = "";
   int n = 0;
   if ((st = count_devices(b, &n, msg, sizeof msg)) != FA_SUCCESS)
-    return create_fail(st, "%s backend unavailable: %s", fa_backend_name(b), msg);
-  if (n == 0) return create_fail(FA_ERROR_BACKEND_UNAVAILABLE, "%s backend: no device", fa_backend_name(b));
+    return fa_fail_thread(st, "%s backend unavailable: %s", fa_backend_name(b), msg);
+  if (n == 0) return fa_fail_thread(FA_ERROR_BACKEND_UNAVAILABLE, "%s backend: no device", fa_backend_name(b));
   if (o.device >= n)
-    return create_fail(FA_ERROR_BACKEND_UNAVAILABLE, "%s backend: device %d requested, %d present",
+    return fa_fail_thread(FA_ERROR_BACKEND_UNAVAILABLE, "%s backend: device %d requested, %d present",
                        fa_backend_name(b), o.device, n);
 
   fa_context *ctx = calloc(1, sizeof *ctx);
-  if (!ctx) return create_fail(FA_ERROR_OUT_OF_MEMORY, "fa_context_create: out of host memory");
+  if (!ctx) return fa_fail_thread(FA_ERROR_OUT_OF_MEMORY, "fa_context_create: out of host memory");
   ctx->ops = backend_table(b);
   if ((st = ctx->ops->create(ctx, o.device, o.native_queue)) != FA_SUCCESS) {
-    create_fail(st, "%s", ctx->last_error[0] ? ctx->last_error : fa_status_string(st));
+    fa_fail_thread(st, "%s", ctx->last_error[0] ? ctx->last_error : fa_status_string(st));
     free(ctx);
     return st;
   }
@@ -249,7 +250,9 @@ static fa_status check_head_dim(fa_context *ctx, const char *what, int64_t d) {
   return FA_SUCCESS;
 }
 
+/* The element types of attention's operands (FA_U8 is for masks only). */
 static int valid_dtype(fa_dtype d) { return d == FA_F32 || d == FA_F16 || d == FA_BF16; }
+static int known_dtype(fa_dtype d) { return valid_dtype(d) || d == FA_U8; }
 
 fa_status fa_context_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
@@ -381,14 +384,17 @@ void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dtype dtyp
 typedef struct tensor_rule {
   const char *name;
   fa_dtype dtype;
-  const char *dtype_from; /* the operand whose dtype this must match */
+  const char *dtype_from; /* why it must have that dtype: "q's" (the operand it must match), "lse's fixed" */
   int64_t shape[4];
   const char *shape_from[4]; /* which operand or quantity each expected size comes from */
-  int contiguous_last;       /* stride[3] must be 1 (not lse: its last dimension has size 1) */
+  int contiguous_last;       /* stride[3] must be 1 (not lse, not masks) */
+  const char *const *names;  /* of the four dimensions */
 } tensor_rule;
 
-static const char *dim_names[4] = {"batch", "seqlen", "heads", "head dim"};
-static const char *lse_dim_names[4] = {"batch", "heads", "seqlen", "last dim"};
+static const char *const dim_names[4] = {"batch", "seqlen", "heads", "head dim"};
+static const char *const lse_dim_names[4] = {"batch", "heads", "seqlen", "last dim"};
+static const char *const block_dim_names[4] = {"batch", "heads", "block rows", "block columns"};
+static const char *const keep_dim_names[4] = {"batch", "heads", "seqlen_q", "seqlen_k"};
 
 /* Largest element index + 1 that the view touches, or -1 on overflow. */
 static int64_t tensor_extent(const fa_tensor *t) {
@@ -402,13 +408,13 @@ static int64_t tensor_extent(const fa_tensor *t) {
 }
 
 static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_tensor *t, fa_view *view) {
-  const char **names = r->contiguous_last ? dim_names : lse_dim_names;
+  const char *const *names = r->names;
   if (!t) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: tensor is NULL", r->name);
   if (!t->buf) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buf is NULL", r->name);
   if (t->buf->ctx != ctx) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buffer belongs to another context", r->name);
-  if (!valid_dtype(t->dtype)) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: unknown dtype %d", r->name, (int)t->dtype);
+  if (!known_dtype(t->dtype)) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: unknown dtype %d", r->name, (int)t->dtype);
   if (t->dtype != r->dtype)
-    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: dtype %s differs from %s's %s", r->name,
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: dtype %s differs from %s %s", r->name,
                    fa_dtype_name(t->dtype), r->dtype_from, fa_dtype_name(r->dtype));
   for (int i = 0; i < 4; i++) {
     if (t->shape[i] <= 0)
@@ -451,8 +457,26 @@ static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_te
 
 static tensor_rule rule(const char *name, fa_dtype dtype, const char *dtype_from, int64_t d0, int64_t d1, int64_t d2,
                         int64_t d3, const char *from) {
-  tensor_rule r = {name, dtype, dtype_from, {d0, d1, d2, d3}, {from, from, from, from}, 1};
+  tensor_rule r = {name, dtype, dtype_from, {d0, d1, d2, d3}, {from, from, from, from}, 1, dim_names};
   return r;
+}
+
+/* Dropout fields of desc into p; batch and heads_q must be set (the Philox counter holds b * Hq + h). */
+static fa_status check_dropout(fa_context *ctx, const fa_attention_desc *desc, fa_problem *p) {
+  const float dp = desc->dropout_p;
+  if (!(dp >= 0.0f && dp < 1.0f))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->dropout_p: %g (must be in [0, 1))", (double)dp);
+  if (dp > 0.0f && p->batch * p->heads_q > (int64_t)UINT32_MAX + 1)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "desc->dropout_p: batch %lld x heads %lld exceeds the 2^32 batch-heads the dropout counter holds",
+                   (long long)p->batch, (long long)p->heads_q);
+  p->dropout_p = dp;
+  const double t = nearbyint((double)dp * 4294967296.0);
+  p->dropout_threshold = t > (double)UINT32_MAX ? UINT32_MAX : (uint32_t)t;
+  p->dropout_scale = (float)(1.0 / (1.0 - (double)dp));
+  p->dropout_seed = desc->dropout_seed;
+  p->dropout_offset = desc->dropout_offset;
+  return FA_SUCCESS;
 }
 
 static fa_status check_desc(fa_context *ctx, const fa_attention_desc *desc) {
@@ -466,6 +490,35 @@ static fa_status check_desc(fa_context *ctx, const fa_attention_desc *desc) {
   return FA_SUCCESS;
 }
 
+/* The block mask against the problem's shapes: [B or 1, Hq or 1, ceil(Sq / bq), ceil(Sk / bk)] uint8. */
+static fa_status check_block_mask(fa_context *ctx, const fa_attention_desc *desc, fa_problem *p) {
+  const fa_tensor *m = desc->block_mask;
+  if (desc->block_q <= 0 || desc->block_k <= 0)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->%s: %lld, must be positive with a block_mask",
+                   desc->block_q <= 0 ? "block_q" : "block_k",
+                   (long long)(desc->block_q <= 0 ? desc->block_q : desc->block_k));
+  const int64_t rows = (p->seqlen_q - 1) / desc->block_q + 1, cols = (p->seqlen_k - 1) / desc->block_k + 1;
+  if (m->shape[0] != 1 && m->shape[0] != p->batch)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->block_mask: batch (shape[0]) is %lld, expected 1 or q's %lld",
+                   (long long)m->shape[0], (long long)p->batch);
+  if (m->shape[1] != 1 && m->shape[1] != p->heads_q)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->block_mask: heads (shape[1]) is %lld, expected 1 or q's %lld",
+                   (long long)m->shape[1], (long long)p->heads_q);
+  tensor_rule r = {"desc->block_mask", FA_U8, "a block mask's fixed", {0, 0, rows, cols},
+                   {"", "", "ceil(Sq / block_q)", "ceil(Sk / block_k)"}, 0, block_dim_names};
+  fa_status st = check_tensor(ctx, &r, m, &p->mask);
+  if (st != FA_SUCCESS) return st;
+  if (desc->block_q > INT32_MAX || desc->block_k > INT32_MAX)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "desc->%s: %lld is above the %d the kernels index",
+                   desc->block_q > INT32_MAX ? "block_q" : "block_k",
+                   (long long)(desc->block_q > INT32_MAX ? desc->block_q : desc->block_k), INT32_MAX);
+  for (int i = 0; i < 2; i++)
+    if (m->shape[i] == 1) p->mask.stride[i] = 0;
+  p->block_q = desc->block_q;
+  p->block_k = desc->block_k;
+  return FA_SUCCESS;
+}
+
 /* Checks q, k, v, o (and lse when given or required) and fills the problem's shared part. */
 static fa_status check_attention(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
                                  const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
@@ -474,30 +527,39 @@ static fa_status check_attention(fa_context *ctx, const fa_attention_desc *desc,
   memset(p, 0, sizeof *p);
   if ((st = check_desc(ctx, desc)) != FA_SUCCESS) return st;
   if (!q) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "q: tensor is NULL");
-  tensor_rule rq = rule("q", q->dtype, "q", 0, 0, 0, 0, "");
+  tensor_rule rq = rule("q", q->dtype, "q's", 0, 0, 0, 0, "");
   if ((st = check_tensor(ctx, &rq, q, &p->q)) != FA_SUCCESS) return st;
+  if (!valid_dtype(q->dtype))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "q: dtype %s is for masks; attention takes f32, f16 or bf16",
+                   fa_dtype_name(q->dtype));
   if ((st = check_head_dim(ctx, "q", q->shape[3])) != FA_SUCCESS) return st;
   p->dtype = q->dtype;
   p->batch = q->shape[0], p->seqlen_q = q->shape[1], p->heads_q = q->shape[2], p->head_dim = q->shape[3];
 
   if (!k) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k: tensor is NULL");
-  tensor_rule rk = rule("k", p->dtype, "q", p->batch, 0, 0, p->head_dim, "in q");
+  tensor_rule rk = rule("k", p->dtype, "q's", p->batch, 0, 0, p->head_dim, "in q");
   if ((st = check_tensor(ctx, &rk, k, &p->k)) != FA_SUCCESS) return st;
   p->seqlen_k = k->shape[1], p->heads_kv = k->shape[2];
   if (p->heads_q % p->heads_kv)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k: %lld key/value heads do not divide q's %lld heads",
                    (long long)p->heads_kv, (long long)p->heads_q);
-  tensor_rule rv = rule("v", p->dtype, "q", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in k");
+  tensor_rule rv = rule("v", p->dtype, "q's", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in k");
   if ((st = check_tensor(ctx, &rv, v, &p->v)) != FA_SUCCESS) return st;
-  tensor_rule ro = rule("o", p->dtype, "q", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in q");
+  tensor_rule ro = rule("o", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in q");
   if ((st = check_tensor(ctx, &ro, o, &p->o)) != FA_SUCCESS) return st;
   if (lse || lse_required) {
-    tensor_rule rl = rule("lse", FA_F32, "the float32 that lse always has", p->batch, p->heads_q, p->seqlen_q, 1,
+    tensor_rule rl = rule("lse", FA_F32, "lse's fixed", p->batch, p->heads_q, p->seqlen_q, 1,
                           "[B, Hq, Sq, 1] from q");
     rl.contiguous_last = 0;
+    rl.names = lse_dim_names;
     if (!lse) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "lse: tensor is NULL, and the backward pass needs it");
     if ((st = check_tensor(ctx, &rl, lse, &p->lse)) != FA_SUCCESS) return st;
   }
+  if (desc->block_mask && (st = check_block_mask(ctx, desc, p)) != FA_SUCCESS) return st;
+  if ((st = check_dropout(ctx, desc, p)) != FA_SUCCESS) return st;
+  if (desc->algo == FA_ALGO_STANDARD && (p->mask.buf || p->dropout_p > 0.0f))
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "desc->algo: the standard algorithm has no %s; use FA_ALGO_FLASH",
+                   p->mask.buf ? "block mask" : "dropout");
   p->algo = desc->algo;
   p->causal = desc->causal != 0;
   p->deterministic = desc->deterministic != 0;
@@ -521,15 +583,32 @@ fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_t
   fa_problem p;
   fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 1, &p);
   if (st != FA_SUCCESS) return st;
-  tensor_rule rdo = rule("dout", p.dtype, "q", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in o");
-  tensor_rule rdq = rule("dq", p.dtype, "q", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in q");
-  tensor_rule rdk = rule("dk", p.dtype, "q", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in k");
-  tensor_rule rdv = rule("dv", p.dtype, "q", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in v");
+  tensor_rule rdo = rule("dout", p.dtype, "q's", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in o");
+  tensor_rule rdq = rule("dq", p.dtype, "q's", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in q");
+  tensor_rule rdk = rule("dk", p.dtype, "q's", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in k");
+  tensor_rule rdv = rule("dv", p.dtype, "q's", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in v");
   if ((st = check_tensor(ctx, &rdo, dout, &p.dout)) != FA_SUCCESS) return st;
   if ((st = check_tensor(ctx, &rdq, dq, &p.dq)) != FA_SUCCESS) return st;
   if ((st = check_tensor(ctx, &rdk, dk, &p.dk)) != FA_SUCCESS) return st;
   if ((st = check_tensor(ctx, &rdv, dv, &p.dv)) != FA_SUCCESS) return st;
   return ctx->ops->backward(ctx, &p);
+}
+
+fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *mask) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  fa_problem p;
+  memset(&p, 0, sizeof p);
+  fa_status st = check_desc(ctx, desc);
+  if (st != FA_SUCCESS) return st;
+  tensor_rule r = {"mask", FA_U8, "a dropout mask's fixed", {0, 0, 0, 0}, {"", "", "", ""}, 0,
+                   keep_dim_names};
+  if ((st = check_tensor(ctx, &r, mask, &p.keep)) != FA_SUCCESS) return st;
+  p.batch = mask->shape[0], p.heads_q = mask->shape[1], p.seqlen_q = mask->shape[2], p.seqlen_k = mask->shape[3];
+  if ((st = check_dropout(ctx, desc, &p)) != FA_SUCCESS) return st;
+  if (!ctx->ops->dropout_mask)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_dropout_mask: the %s backend cannot write the mask yet",
+                   ctx->ops->name);
+  return ctx->ops->dropout_mask(ctx, &p);
 }
 
 /* ---- events ---- */

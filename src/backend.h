@@ -34,6 +34,18 @@ typedef struct fa_problem {
   int64_t batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim;
   fa_view q, k, v, o, lse;  /* forward and backward */
   fa_view dout, dq, dk, dv; /* backward only */
+  /* Block-sparse mask (kernels/masks.h): mask.buf NULL when dense. uint8, so offset and strides are bytes;
+   * stride[0] (batch) and stride[1] (head) are 0 where the mask broadcasts; stride[2] and [3] step one block
+   * row and column. block_q, block_k: scores per block. */
+  fa_view mask;
+  int64_t block_q, block_k;
+  /* Dropout (kernels/masks.h): off when dropout_p == 0. A score is dropped when its Philox word is below
+   * dropout_threshold; kept ones are multiplied by dropout_scale = 1 / (1 - p). */
+  float dropout_p, dropout_scale;
+  uint32_t dropout_threshold, dropout_offset;
+  uint64_t dropout_seed;
+  /* fa_dropout_mask only: the uint8 [B, Hq, Sq, Sk] output (offset and strides in bytes). */
+  fa_view keep;
 } fa_problem;
 
 typedef struct fa_backend_ops {
@@ -62,6 +74,8 @@ typedef struct fa_backend_ops {
   void (*event_destroy)(fa_context *ctx, uint64_t native);
   fa_status (*forward)(fa_context *ctx, const fa_problem *p);
   fa_status (*backward)(fa_context *ctx, const fa_problem *p);
+  /* Write the dropout keep-mask of p (batch, heads_q, seqlen_q, seqlen_k and the dropout fields) to p->keep. */
+  fa_status (*dropout_mask)(fa_context *ctx, const fa_problem *p);
 } fa_backend_ops;
 
 struct fa_event {
@@ -80,6 +94,10 @@ struct fa_context {
 /* Record `status` and a printf-style sentence as the context's last error; returns status. */
 FA_HIDDEN fa_status fa_fail(fa_context *ctx, fa_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The same for calls that have no context (fa_context_create, the mask pattern helpers): the sentence goes to
+ * this thread's fa_last_create_error(). */
+FA_HIDDEN fa_status fa_fail_thread(fa_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Account device memory the backend allocates (+bytes) or frees (-bytes) for fa_context_memory(). */
 FA_HIDDEN void fa_mem_track(fa_context *ctx, int64_t delta_bytes);

@@ -224,6 +224,7 @@ double th_rng_normal(th_rng *r) {
 /* ---- dtypes and poison ---- */
 
 double th_round_to(fa_dtype dtype, double x) {
+  if (dtype == FA_U8) return (double)(uint8_t)(x < 0 ? 0 : x > 255 ? 255 : x); /* masks: small integers */
   float f = (float)x;
   if (dtype == FA_F16) return ref_f16_to_f32(ref_f32_to_f16(f));
   if (dtype == FA_BF16) return ref_bf16_to_f32(ref_f32_to_bf16(f));
@@ -240,25 +241,32 @@ size_t th_count_nan(const double *a, size_t n) {
   return c;
 }
 
-/* Quiet NaNs with a payload, so that "still poison" means "never written", not "wrote a NaN". */
+/* Quiet NaNs with a payload, so that "still poison" means "never written", not "wrote a NaN". Masks (u8)
+ * get 0xa5: neither 0 nor 1, the values a mask is written with. */
 static const uint32_t POISON_F32 = 0x7fc0dead;
 static const uint16_t POISON_F16 = 0x7e5a, POISON_BF16 = 0x7fda;
+static const uint8_t POISON_U8 = 0xa5;
 
 static void put_poison(fa_dtype dtype, void *p) {
-  if (dtype == FA_F32)
+  if (dtype == FA_U8)
+    memcpy(p, &POISON_U8, 1);
+  else if (dtype == FA_F32)
     memcpy(p, &POISON_F32, 4);
   else
     memcpy(p, dtype == FA_F16 ? &POISON_F16 : &POISON_BF16, 2);
 }
 
 int th_is_poison(fa_dtype dtype, const void *p) {
+  if (dtype == FA_U8) return memcmp(p, &POISON_U8, 1) == 0;
   if (dtype == FA_F32) return memcmp(p, &POISON_F32, 4) == 0;
   return memcmp(p, dtype == FA_F16 ? &POISON_F16 : &POISON_BF16, 2) == 0;
 }
 
 static void put_value(fa_dtype dtype, void *p, double x) {
   float f = (float)x;
-  if (dtype == FA_F32) {
+  if (dtype == FA_U8) {
+    *(uint8_t *)p = (uint8_t)x; /* already th_round_to'ed */
+  } else if (dtype == FA_F32) {
     memcpy(p, &f, 4);
   } else {
     uint16_t h = dtype == FA_F16 ? ref_f32_to_f16(f) : ref_f32_to_bf16(f);
@@ -267,6 +275,7 @@ static void put_value(fa_dtype dtype, void *p, double x) {
 }
 
 static double get_value(fa_dtype dtype, const void *p) {
+  if (dtype == FA_U8) return *(const uint8_t *)p;
   if (dtype == FA_F32) {
     float f;
     memcpy(&f, p, 4);

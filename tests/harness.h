@@ -115,7 +115,8 @@ fa_status th_tensor_download(th_tensor *t, int *outside_ok);
  * 1 when unchanged. Returns -1 when the read itself failed. */
 int th_tensor_unchanged(th_tensor *t);
 
-/* Bit patterns of the poison: a quiet NaN with a payload, per dtype. */
+/* Bit patterns of the poison: a quiet NaN with a payload, per dtype; 0xa5 for FA_U8 (mask) tensors, whose
+ * host values are the bytes (th_round_to clamps to 0..255). */
 int th_is_poison(fa_dtype dtype, const void *element);
 
 /* Values as the dtype stores them: float64 -> float32 -> dtype, round to nearest even. */

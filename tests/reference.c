@@ -18,8 +18,39 @@ size_t ref_lse_elems(const ref_problem *p) {
   return (size_t)(p->batch * p->heads_q * p->seqlen_q);
 }
 
+size_t ref_score_elems(const ref_problem *p) {
+  return (size_t)(p->batch * p->heads_q * p->seqlen_q * p->seqlen_k);
+}
+
 int ref_visible(const ref_problem *p, int64_t i, int64_t j) {
   return !p->causal || j <= i + (p->seqlen_k - p->seqlen_q);
+}
+
+/* Index of score (i, j) of (b, h) in keep and dropout. */
+static size_t score_at(const ref_problem *p, int64_t b, int64_t h, int64_t i, int64_t j) {
+  return (size_t)(((b * p->heads_q + h) * p->seqlen_q + i) * p->seqlen_k + j);
+}
+
+int ref_visible_at(const ref_problem *p, int64_t b, int64_t h, int64_t i, int64_t j) {
+  return ref_visible(p, i, j) && (!p->keep || p->keep[score_at(p, b, h, i, j)] != 0);
+}
+
+int ref_row_empty(const ref_problem *p, int64_t b, int64_t h, int64_t i) {
+  for (int64_t j = 0; j < p->seqlen_k; j++)
+    if (ref_visible_at(p, b, h, i, j)) return 0;
+  return 1;
+}
+
+void ref_expand_block_mask(const ref_problem *p, const uint8_t *mask, int64_t mask_batch, int64_t mask_heads,
+                           int64_t block_q, int64_t block_k, uint8_t *keep) {
+  const int64_t rows = (p->seqlen_q + block_q - 1) / block_q, cols = (p->seqlen_k + block_k - 1) / block_k;
+  for (int64_t b = 0; b < p->batch; b++)
+    for (int64_t h = 0; h < p->heads_q; h++) {
+      const uint8_t *m = mask + ((mask_batch == 1 ? 0 : b) * mask_heads + (mask_heads == 1 ? 0 : h)) * rows * cols;
+      for (int64_t i = 0; i < p->seqlen_q; i++)
+        for (int64_t j = 0; j < p->seqlen_k; j++)
+          keep[score_at(p, b, h, i, j)] = m[(i / block_q) * cols + j / block_k] != 0;
+    }
 }
 
 static size_t q_at(const ref_problem *p, int64_t b, int64_t i, int64_t h) {
@@ -38,7 +69,7 @@ static double score_row(const ref_problem *p, const double *q, const double *k, 
   const double *qi = q + q_at(p, b, i, h);
   double m = -INFINITY;
   for (int64_t j = 0; j < p->seqlen_k; j++) {
-    if (!ref_visible(p, i, j)) {
+    if (!ref_visible_at(p, b, h, i, j)) {
       s[j] = -INFINITY;
       continue;
     }
@@ -55,16 +86,22 @@ static double score_row(const ref_problem *p, const double *q, const double *k, 
   return m + log(sum);
 }
 
-/* P row in place (s becomes exp(s - lse), 0 where masked) and o_i = P v. */
-static void finish_row(const ref_problem *p, const double *v, int64_t b, int64_t h, double lse, double *s,
+/* Dropout multiplier of score (i, j) of (b, h): 1 without dropout. */
+static double drop_at(const ref_problem *p, int64_t b, int64_t h, int64_t i, int64_t j) {
+  return p->dropout ? p->dropout[score_at(p, b, h, i, j)] : 1.0;
+}
+
+/* P row in place (s becomes exp(s - lse), 0 where masked) and o_i = (P ∘ dropout) v. */
+static void finish_row(const ref_problem *p, const double *v, int64_t b, int64_t h, int64_t i, double lse, double *s,
                        double *oi) {
   const int64_t D = p->head_dim, hk = h / (p->heads_q / p->heads_kv);
   for (int64_t d = 0; d < D; d++) oi[d] = 0;
   for (int64_t j = 0; j < p->seqlen_k; j++) {
     s[j] = (lse == -INFINITY || s[j] == -INFINITY) ? 0 : exp(s[j] - lse);
-    if (s[j] == 0) continue;
+    const double pd = s[j] * drop_at(p, b, h, i, j);
+    if (pd == 0) continue;
     const double *vj = v + kv_at(p, b, j, hk);
-    for (int64_t d = 0; d < D; d++) oi[d] += s[j] * vj[d];
+    for (int64_t d = 0; d < D; d++) oi[d] += pd * vj[d];
   }
 }
 
@@ -76,16 +113,18 @@ int ref_forward(const ref_problem *p, const double *q, const double *k, const do
     for (int64_t h = 0; h < p->heads_q; h++)
       for (int64_t i = 0; i < p->seqlen_q; i++) {
         double l = score_row(p, q, k, b, i, h, s);
-        finish_row(p, v, b, h, l, s, o + q_at(p, b, i, h));
+        finish_row(p, v, b, h, i, l, s, o + q_at(p, b, i, h));
         if (lse) lse[(b * p->heads_q + h) * p->seqlen_q + i] = l;
       }
   free(s);
   return 0;
 }
 
-/* Standard attention backward (FlashAttention paper, eq. in section 3.1 / appendix B.2):
- *   P = softmax(S), dV = Pᵀ dO, dP = dO Vᵀ, Di = rowsum(dO ∘ O), dS = P ∘ (dP − Di),
- *   dQ = scale · dS K, dK = scale · dSᵀ Q. */
+/* Standard attention backward (FlashAttention paper, eq. in section 3.1 / appendix B.2), with dropout
+ * multipliers Z (Algorithm 4): P = softmax(S), O = (P ∘ Z) V,
+ *   dV = (P ∘ Z)ᵀ dO, dP = (dO Vᵀ) ∘ Z, Di = rowsum(dO ∘ O), dS = P ∘ (dP − Di),
+ *   dQ = scale · dS K, dK = scale · dSᵀ Q.
+ * (Di = Σ_j P_ij dP_ij still, since O already carries Z.) */
 int ref_backward(const ref_problem *p, const double *q, const double *k, const double *v,
                  const double *dout, double *dq, double *dk, double *dv) {
   const int64_t D = p->head_dim, Sk = p->seqlen_k, group = p->heads_q / p->heads_kv;
@@ -107,20 +146,22 @@ int ref_backward(const ref_problem *p, const double *q, const double *k, const d
         double *dqi = dq + q_at(p, b, i, h);
         double l = score_row(p, q, k, b, i, h, s);
         if (l == -INFINITY) continue; /* every key masked: P = 0, all gradients of this row are 0 */
-        finish_row(p, v, b, h, l, s, oi);
+        finish_row(p, v, b, h, i, l, s, oi);
         double di = 0;
         for (int64_t d = 0; d < D; d++) di += doi[d] * oi[d];
         for (int64_t j = 0; j < Sk; j++) {
           if (s[j] == 0) continue; /* masked (or underflowed: contributes nothing either way) */
           const double *kj = k + kv_at(p, b, j, hk), *vj = v + kv_at(p, b, j, hk);
           double *dkj = dk + kv_at(p, b, j, hk), *dvj = dv + kv_at(p, b, j, hk);
+          const double z = drop_at(p, b, h, i, j);
           double dp = 0;
           for (int64_t d = 0; d < D; d++) dp += doi[d] * vj[d];
+          dp *= z;
           double ds = s[j] * (dp - di);
           for (int64_t d = 0; d < D; d++) {
             dqi[d] += p->scale * ds * kj[d];
             dkj[d] += p->scale * ds * qi[d];
-            dvj[d] += s[j] * doi[d];
+            dvj[d] += s[j] * z * doi[d];
           }
         }
       }

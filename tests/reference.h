@@ -2,7 +2,8 @@
  * (dq, dk, dv) with the library's whole contract (DESIGN.md "Semantics"), on packed double arrays, plus
  * float16 / bfloat16 conversions and the relative error the accuracy thresholds are stated in.
  *
- * Layouts (packed, row-major): q, o, dout, dq [B, Sq, Hq, D]; k, v, dk, dv [B, Sk, Hkv, D]; lse [B, Hq, Sq].
+ * Layouts (packed, row-major): q, o, dout, dq [B, Sq, Hq, D]; k, v, dk, dv [B, Sk, Hkv, D]; lse [B, Hq, Sq];
+ * the per-score arrays keep and dropout [B, Hq, Sq, Sk].
  * It is written for clarity, not speed: O(B · Hq · Sq · Sk · D), fine for the test sizes. */
 #ifndef FA_TEST_REFERENCE_H
 #define FA_TEST_REFERENCE_H
@@ -14,24 +15,44 @@ typedef struct ref_problem {
   int64_t batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim;
   double scale; /* already resolved: the caller turns "0 means 1/sqrt(D)" into a number */
   int causal;   /* mask key j for query i when j > i + (Sk - Sq) */
+  /* Block-sparse attention, expanded to scores (ref_expand_block_mask): 0 masks score (i, j) of (b, h) on
+   * top of causal, exactly like it. NULL: no mask. */
+  const uint8_t *keep;
+  /* Dropout: multiplier of P_ij after the softmax (0 where dropped, 1 / (1 - p) where kept); lse and the
+   * softmax's sum are those before dropout. NULL: no dropout. */
+  const double *dropout;
 } ref_problem;
 
 /* Element counts of the packed arrays. */
 size_t ref_q_elems(const ref_problem *p);   /* also o, dout, dq */
 size_t ref_kv_elems(const ref_problem *p);  /* also dk, dv */
 size_t ref_lse_elems(const ref_problem *p);
+size_t ref_score_elems(const ref_problem *p); /* keep, dropout: B · Hq · Sq · Sk */
 
-/* Whether key j is visible to query i under p's mask. */
+/* Whether key j is visible to query i under p's causal mask (keep not consulted). */
 int ref_visible(const ref_problem *p, int64_t i, int64_t j);
 
-/* o = softmax(scale · q kᵀ + mask) v; lse = log Σ exp(scale · q kᵀ) over visible keys (natural log).
- * A row with every key masked gets o = 0 and lse = -INFINITY. lse may be NULL.
+/* Whether score (i, j) of batch b, query head h is visible: causal and keep. */
+int ref_visible_at(const ref_problem *p, int64_t b, int64_t h, int64_t i, int64_t j);
+
+/* Whether query row i of (b, h) sees no key at all (o = 0, lse = -inf, zero dq). */
+int ref_row_empty(const ref_problem *p, int64_t b, int64_t h, int64_t i);
+
+/* keep[B, Hq, Sq, Sk] from a block mask packed as [mask_batch, mask_heads, ceil(Sq / block_q),
+ * ceil(Sk / block_k)] (mask_batch 1 or B, mask_heads 1 or Hq: a size of 1 broadcasts): score (i, j) of
+ * (b, h) is kept when block (i / block_q, j / block_k) of (b or 0, h or 0) is nonzero. Uses p's shapes. */
+void ref_expand_block_mask(const ref_problem *p, const uint8_t *mask, int64_t mask_batch, int64_t mask_heads,
+                           int64_t block_q, int64_t block_k, uint8_t *keep);
+
+/* o = (softmax(scale · q kᵀ + mask) ∘ dropout) v; lse = log Σ exp(scale · q kᵀ) over visible keys (natural
+ * log, before dropout). A row with every key masked gets o = 0 and lse = -INFINITY. lse may be NULL.
  * Returns 0, or -1 when out of memory. */
 int ref_forward(const ref_problem *p, const double *q, const double *k, const double *v, double *o,
                 double *lse);
 
-/* Gradients of a loss L with dL/do = dout, from the same q, k, v (the forward is recomputed inside).
- * With GQA, dk and dv sum over the query heads that share a key/value head. Masked rows give zeros.
+/* Gradients of a loss L with dL/do = dout, from the same q, k, v (the forward is recomputed inside), with
+ * p's keep and dropout (fixed multipliers, so the gradient is exact). With GQA, dk and dv sum over the query
+ * heads that share a key/value head. Masked rows give zeros.
  * Returns 0, or -1 when out of memory. */
 int ref_backward(const ref_problem *p, const double *q, const double *k, const double *v,
                  const double *dout, double *dq, double *dk, double *dv);

@@ -3,7 +3,9 @@
  * nothing: outputs are poisoned before the call and must read back bit-identical after it.
  *
  * Each case starts from a valid call (B=2, Sq=8, Sk=12, Hq=4, Hkv=2, D=16, float32, packed, in buffers
- * big enough for any head dim tried) and breaks one thing. */
+ * big enough for any head dim tried) and breaks one thing. The block-mask and dropout cases start from the
+ * valid call with a [B, Hq, 2, 3] block mask of 4 x 5 blocks; fa_dropout_mask's from a [B, Hq, Sq, Sk] mask;
+ * the pattern helpers' (no context) name the argument in fa_last_create_error(). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@ typedef struct call {
   fa_context *ctx;
   fa_attention_desc desc;
   fa_tensor q, k, v, o, lse, dout, dq, dk, dv;
+  fa_tensor mask; /* the block mask, when a case sets desc.block_mask */
   const fa_attention_desc *descp;
   const fa_tensor *qp, *kp, *vp, *op, *lsep, *doutp, *dqp, *dkp, *dvp;
 } call;
@@ -27,6 +30,7 @@ typedef struct call {
 typedef struct fixture {
   fa_context *ctx, *other; /* other: a second context, for a buffer that belongs elsewhere */
   fa_buffer *buf[9];       /* q k v o lse dout dq dk dv */
+  fa_buffer *mask;         /* a block mask of ones (an input) */
   fa_buffer *foreign;
   unsigned char *poison;
 } fixture;
@@ -44,6 +48,10 @@ static fixture *get_fixture(int bi) {
     ck_assert_int_eq(fa_buffer_create(f->ctx, BUF_BYTES, &f->buf[i]), FA_SUCCESS);
     ck_assert_int_eq(fa_buffer_write(f->ctx, f->buf[i], 0, f->poison, BUF_BYTES), FA_SUCCESS);
   }
+  unsigned char ones[64];
+  memset(ones, 1, sizeof ones);
+  ck_assert_int_eq(fa_buffer_create(f->ctx, sizeof ones, &f->mask), FA_SUCCESS);
+  ck_assert_int_eq(fa_buffer_write(f->ctx, f->mask, 0, ones, sizeof ones), FA_SUCCESS);
   fa_context_options opt;
   fa_context_options_default(&opt);
   opt.backend = th_backend_kind(bi);
@@ -56,6 +64,7 @@ static void free_fixtures(void) {
   for (int i = 0; i < 2; i++) {
     fixture *f = &fixtures[i];
     for (int j = 0; j < 9; j++) fa_buffer_destroy(f->buf[j]);
+    fa_buffer_destroy(f->mask);
     fa_buffer_destroy(f->foreign);
     fa_context_destroy(f->other);
     free(f->poison);
@@ -75,6 +84,7 @@ static void valid_call(fixture *f, call *c) {
   fa_tensor_packed(&c->dq, f->buf[6], 0, FA_F32, B, SQ, HQ, D);
   fa_tensor_packed(&c->dk, f->buf[7], 0, FA_F32, B, SK, HKV, D);
   fa_tensor_packed(&c->dv, f->buf[8], 0, FA_F32, B, SK, HKV, D);
+  fa_tensor_packed(&c->mask, f->mask, 0, FA_U8, B, HQ, 2, 3);
   c->descp = &c->desc;
   c->qp = &c->q, c->kp = &c->k, c->vp = &c->v, c->op = &c->o, c->lsep = &c->lse;
   c->doutp = &c->dout, c->dqp = &c->dq, c->dkp = &c->dk, c->dvp = &c->dv;
@@ -103,9 +113,56 @@ typedef struct err_case {
 #define INV FA_ERROR_INVALID_ARGUMENT
 #define UNS FA_ERROR_UNSUPPORTED
 
+/* The valid call with a block mask of 4 x 5 blocks ([B, Hq, 2, 3], ones) and dropout. */
+static void with_mask_and_dropout(call *c) {
+  c->desc.block_mask = &c->mask;
+  c->desc.block_q = 4, c->desc.block_k = 5;
+  c->desc.dropout_p = 0.25f, c->desc.dropout_seed = 1234, c->desc.dropout_offset = 5;
+}
+
+static void reshape_mask(call *c, int64_t b, int64_t h, int64_t rows, int64_t cols) {
+  fa_tensor_packed(&c->mask, c->mask.buf, 0, FA_U8, b, h, rows, cols);
+}
+
+/* Block-mask and dropout cases (forward and backward): the valid call with both, then one thing broken. */
+static err_case break_mask_call(int i, call *c, fixture *f) {
+  with_mask_and_dropout(c);
+  switch (i) {
+  case 0: c->mask.dtype = FA_F32; repack(&c->mask); return (err_case){"block mask in f32, not u8", INV, "block_mask"};
+  case 1: reshape_mask(c, 3, HQ, 2, 3); return (err_case){"block mask with batch 3, q with 2", INV, "block_mask"};
+  case 2: reshape_mask(c, B, 3, 2, 3); return (err_case){"block mask with 3 heads, q with 4", INV, "block_mask"};
+  case 3: reshape_mask(c, B, HKV, 2, 3); return (err_case){"block mask with Hkv (2) heads, not Hq", INV, "block_mask"};
+  case 4: reshape_mask(c, B, HQ, 3, 3); return (err_case){"block mask with 3 block rows, ceil(8 / 4) = 2", INV, "block_mask"};
+  case 5: reshape_mask(c, B, HQ, 2, 2); return (err_case){"block mask with 2 block cols, ceil(12 / 5) = 3", INV, "block_mask"};
+  case 6: reshape_mask(c, B, HQ, 1, 3); return (err_case){"block mask with 1 block row (rows do not broadcast)", INV, "block_mask"};
+  case 7: reshape_mask(c, B, HQ, 2, 0); return (err_case){"block mask with 0 block cols", INV, "block_mask"};
+  case 8: c->desc.block_q = 0; return (err_case){"block_q 0", INV, "block_q"};
+  case 9: c->desc.block_q = -4; return (err_case){"block_q -4", INV, "block_q"};
+  case 10: c->desc.block_k = 0; return (err_case){"block_k 0", INV, "block_k"};
+  case 11: c->desc.block_k = -5; return (err_case){"block_k -5", INV, "block_k"};
+  case 12: c->mask.buf = NULL; return (err_case){"block mask with a NULL buffer", INV, "block_mask"};
+  case 13: c->mask.offset = 40; return (err_case){"block mask reaching past the end of its 64-byte buffer", INV, "block_mask"};
+  case 14: c->mask.stride[0] = 64; return (err_case){"block mask batch stride past the end", INV, "block_mask"};
+  case 15: c->mask.buf = f->foreign; return (err_case){"block mask in a buffer of another context", INV, "block_mask"};
+  case 16: c->mask.stride[3] = -1, c->mask.offset = 2; return (err_case){"block mask with a negative stride", INV, "block_mask"};
+  case 17: c->desc.dropout_p = -0.1f; return (err_case){"dropout_p -0.1", INV, "dropout_p"};
+  case 18: c->desc.dropout_p = 1.0f; return (err_case){"dropout_p 1", INV, "dropout_p"};
+  case 19: c->desc.dropout_p = NAN; return (err_case){"dropout_p NaN", INV, "dropout_p"};
+  case 20: c->desc.dropout_p = INFINITY; return (err_case){"dropout_p inf", INV, "dropout_p"};
+  case 21: c->desc.algo = FA_ALGO_STANDARD, c->desc.dropout_p = 0;
+    return (err_case){"the standard algorithm with a block mask", UNS, "algo"};
+  case 22: c->desc.algo = FA_ALGO_STANDARD, c->desc.block_mask = NULL;
+    return (err_case){"the standard algorithm with dropout", UNS, "algo"};
+  }
+  return (err_case){NULL, 0, NULL};
+}
+
+enum { MASK_CASE0 = 100, N_MASK_CASES = 23 };
+
 /* Breaks c for forward/backward case i; returns the case, or a case with what == NULL past the end. */
 static err_case break_call(int i, call *c, fixture *f, int backward) {
   const int64_t big = (int64_t)1 << 40;
+  if (i >= MASK_CASE0) return break_mask_call(i - MASK_CASE0, c, f);
   switch (i) {
   case 0: c->ctx = NULL; return (err_case){"NULL context", INV, NULL};
   case 1: c->descp = NULL; return (err_case){"NULL descriptor", INV, "desc"};
@@ -283,18 +340,21 @@ START_TEST(t_backward_errors) {
 }
 END_TEST
 
-/* The valid call itself must pass the checks (else every case above proves nothing). The backward may be
- * unsupported by a backend still being written: that is a skip, not a pass. */
+/* The valid call itself must pass the checks (else every case above proves nothing), also with the block
+ * mask and dropout of the mask cases (_i & 2). The backward may be unsupported by a backend still being
+ * written: that is a skip, not a pass. */
 START_TEST(t_valid_call_accepted) {
-  th_case_begin("the unbroken call is accepted (forward%s)", _i ? " and backward" : "");
+  th_case_begin("the unbroken call is accepted (forward%s)%s", (_i & 1) ? " and backward" : "",
+                (_i & 2) ? " with a block mask and dropout" : "");
   for (int bi = 0; bi < th_backend_count(); bi++) {
     fixture *f = get_fixture(bi);
     call c;
     valid_call(f, &c);
+    if (_i & 2) with_mask_and_dropout(&c);
     fa_status st = fa_forward(c.ctx, c.descp, c.qp, c.kp, c.vp, c.op, c.lsep);
     ck_assert_msg(st == FA_SUCCESS, "%s: fa_forward: %s: %s", th_backend_label(bi), fa_status_string(st),
                   fa_context_last_error(f->ctx));
-    if (_i) {
+    if (_i & 1) {
       st = fa_backward(c.ctx, c.descp, c.qp, c.kp, c.vp, c.op, c.lsep, c.doutp, c.dqp, c.dkp, c.dvp);
       if (st == FA_ERROR_UNSUPPORTED) {
         th_unsupported(bi, fa_context_last_error(f->ctx));
@@ -311,6 +371,116 @@ START_TEST(t_valid_call_accepted) {
     for (int j = 3; j < 9; j++)
       ck_assert_int_eq(fa_buffer_write(f->ctx, f->buf[j], 0, f->poison, BUF_BYTES), FA_SUCCESS);
   }
+  th_finish_case();
+}
+END_TEST
+
+/* fa_dropout_mask: the valid call is [B, Hq, Sq, Sk] u8 in the (poisoned) o buffer; each case breaks one thing
+ * and the buffer must stay poison. */
+static err_case break_dropout_mask(int i, fa_context **ctx, const fa_attention_desc **desc, const fa_tensor **mask,
+                                   fa_attention_desc *d, fa_tensor *m, fixture *f) {
+  switch (i) {
+  case 0: return (err_case){"the unbroken call is accepted", FA_SUCCESS, NULL};
+  case 1: *ctx = NULL; return (err_case){"NULL context", INV, NULL};
+  case 2: *desc = NULL; return (err_case){"NULL descriptor", INV, "desc"};
+  case 3: *mask = NULL; return (err_case){"NULL mask", INV, "mask"};
+  case 4: m->dtype = FA_F32; return (err_case){"mask in f32, not u8", INV, "mask"};
+  case 5: m->dtype = FA_F16; return (err_case){"mask in f16", INV, "mask"};
+  case 6: m->shape[0] = 0; return (err_case){"mask with batch 0", INV, "mask"};
+  case 7: m->shape[1] = -1; return (err_case){"mask with -1 heads", INV, "mask"};
+  case 8: m->shape[2] = 0; return (err_case){"mask with 0 rows", INV, "mask"};
+  case 9: m->shape[3] = -2; return (err_case){"mask with -2 columns", INV, "mask"};
+  case 10: m->buf = NULL; return (err_case){"mask with a NULL buffer", INV, "mask"};
+  case 11: m->offset = BUF_BYTES - 16; return (err_case){"mask reaching past the end of its buffer", INV, "mask"};
+  case 12: m->buf = f->foreign; return (err_case){"mask in a buffer of another context", INV, "mask"};
+  case 13: d->dropout_p = 1.0f; return (err_case){"dropout_p 1", INV, "dropout_p"};
+  case 14: d->dropout_p = -0.5f; return (err_case){"dropout_p -0.5", INV, "dropout_p"};
+  case 15: d->dropout_p = NAN; return (err_case){"dropout_p NaN", INV, "dropout_p"};
+  }
+  return (err_case){NULL, 0, NULL};
+}
+
+enum { N_DROPOUT_MASK_CASES = 16 };
+
+START_TEST(t_dropout_mask_errors) {
+  err_case e = {NULL, 0, NULL};
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fixture *f = get_fixture(bi);
+    fa_attention_desc d = {0};
+    d.dropout_p = 0.5f, d.dropout_seed = 7;
+    fa_tensor m;
+    fa_tensor_packed(&m, f->buf[3], 0, FA_U8, B, HQ, SQ, SK);
+    fa_context *ctx = f->ctx;
+    const fa_attention_desc *desc = &d;
+    const fa_tensor *mask = &m;
+    e = break_dropout_mask(_i, &ctx, &desc, &mask, &d, &m, f);
+    if (bi == 0) th_case_begin("fa_dropout_mask: %s", e.what);
+    stale_message(f->ctx);
+    char stale[1024];
+    snprintf(stale, sizeof stale, "%s", fa_context_last_error(f->ctx));
+    fa_status st = fa_dropout_mask(ctx, desc, mask);
+    const char *msg = fa_context_last_error(f->ctx);
+    ck_assert_msg(st == e.want, "%s: %s: returned %s, want %s (message: \"%s\")", th_case(), th_backend_label(bi),
+                  fa_status_string(st), fa_status_string(e.want), msg);
+    if (e.want == FA_SUCCESS) {
+      /* It wrote the mask: poison the buffer again for the cases that follow. */
+      ck_assert_int_eq(fa_synchronize(f->ctx), FA_SUCCESS);
+      ck_assert_int_eq(fa_buffer_write(f->ctx, f->buf[3], 0, f->poison, BUF_BYTES), FA_SUCCESS);
+      th_ran(bi);
+      continue;
+    }
+    if (e.names) {
+      ck_assert_msg(msg[0] && strcmp(msg, stale) != 0, "%s: %s: no message for this error (last: \"%s\")", th_case(),
+                    th_backend_label(bi), msg);
+      ck_assert_msg(names_any(msg, e.names), "%s: %s: message \"%s\" names none of %s", th_case(),
+                    th_backend_label(bi), msg, e.names);
+    }
+    check_untouched(f, th_case(), 0);
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
+/* The block-mask pattern helpers have no context: fa_last_create_error() names the argument, and the host
+ * mask is not written. */
+START_TEST(t_pattern_errors) {
+  th_case_begin("fa_block_mask_butterfly / fa_block_mask_local_global: NULL mask, sizes, window, global");
+  static const struct {
+    int local_global;
+    int null_mask;
+    int64_t rows, cols, window, global;
+    const char *names;
+  } cases[] = {
+      {0, 1, 4, 4, 0, 0, "mask"},   {0, 0, 0, 4, 0, 0, "rows"},  {0, 0, -3, 4, 0, 0, "rows"},
+      {0, 0, 4, 0, 0, 0, "cols"},   {0, 0, 4, -1, 0, 0, "cols"}, {1, 1, 4, 4, 1, 1, "mask"},
+      {1, 0, 0, 4, 1, 1, "rows"},   {1, 0, 4, -2, 1, 1, "cols"}, {1, 0, 4, 4, -1, 0, "window"},
+      {1, 0, 4, 4, 0, -2, "global"}, {1, 0, 4, 4, -1, -1, "window|global"},
+  };
+  uint8_t m[64], untouched[64];
+  memset(untouched, 0xa5, sizeof untouched);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    memcpy(m, untouched, sizeof m);
+    /* Leave an unrelated message behind first, so that a call writing none is caught. */
+    fa_context_options bad;
+    fa_context_options_default(&bad);
+    bad.backend = (fa_backend)42;
+    fa_context *none = NULL;
+    ck_assert_int_eq(fa_context_create(&bad, &none), FA_ERROR_INVALID_ARGUMENT);
+    uint8_t *mp = cases[i].null_mask ? NULL : m;
+    fa_status st = cases[i].local_global
+                       ? fa_block_mask_local_global(mp, cases[i].rows, cases[i].cols, cases[i].window, cases[i].global)
+                       : fa_block_mask_butterfly(mp, cases[i].rows, cases[i].cols);
+    const char *msg = fa_last_create_error();
+    ck_assert_msg(st == FA_ERROR_INVALID_ARGUMENT, "case %zu (%s rows %lld cols %lld window %lld global %lld): %s", i,
+                  cases[i].local_global ? "local_global" : "butterfly", (long long)cases[i].rows,
+                  (long long)cases[i].cols, (long long)cases[i].window, (long long)cases[i].global,
+                  fa_status_string(st));
+    ck_assert_msg(names_any(msg, cases[i].names), "case %zu: fa_last_create_error() \"%s\" names none of %s", i, msg,
+                  cases[i].names);
+    ck_assert_msg(memcmp(m, untouched, sizeof m) == 0, "case %zu: the mask was written by a call that failed", i);
+  }
+  th_ran(0);
   th_finish_case();
 }
 END_TEST
@@ -448,9 +618,13 @@ static Suite *make_suite(void) {
   Suite *s = suite_create("errors");
   TCase *tc = tcase_create("errors");
   tcase_set_timeout(tc, TH_TIMEOUT_S);
-  tcase_add_loop_test(tc, t_valid_call_accepted, 0, 2);
+  tcase_add_loop_test(tc, t_valid_call_accepted, 0, 4);
   tcase_add_loop_test(tc, t_forward_errors, 0, N_FORWARD_CASES);
   tcase_add_loop_test(tc, t_backward_errors, 0, N_BACKWARD_CASES);
+  tcase_add_loop_test(tc, t_forward_errors, MASK_CASE0, MASK_CASE0 + N_MASK_CASES);
+  tcase_add_loop_test(tc, t_backward_errors, MASK_CASE0, MASK_CASE0 + N_MASK_CASES);
+  tcase_add_loop_test(tc, t_dropout_mask_errors, 0, N_DROPOUT_MASK_CASES);
+  tcase_add_test(tc, t_pattern_errors);
   tcase_add_test(tc, t_environment);
   tcase_add_test(tc, t_api_errors);
   suite_add_tcase(s, tc);

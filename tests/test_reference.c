@@ -1,6 +1,9 @@
 /* The float64 reference checked on its own, with no device: every other suite trusts it.
- * - backward against central finite differences of the scalar loss L = sum(dO ∘ O) on tiny cases;
- * - forward against closed forms (one key: o = v; equal keys: o = mean of v; masked rows);
+ * - backward against central finite differences of the scalar loss L = sum(dO ∘ O) on tiny cases, also
+ *   with a score mask (keep) and dropout multipliers;
+ * - forward against closed forms (one key: o = v; equal keys: o = mean of v; masked rows; dropout);
+ * - the block-mask expansion against a hand-written case;
+ * - kernels/masks.h's Philox-4x32-10 against Random123's known-answer vectors, and its counter layout;
  * - float16 / bfloat16 conversions against known values, exhaustive round trips and an independent
  *   rounding (the compiler's _Float16 where it has one). */
 #include <math.h>
@@ -8,6 +11,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "kernels/masks.h"
 
 static double *alloc_random(size_t n, th_rng *r) {
   double *a = malloc(n * sizeof(double));
@@ -81,6 +85,194 @@ START_TEST(t_backward_vs_finite_differences) {
           ck_assert(dq[((b * p->seqlen_q + i) * p->heads_q + h) * p->head_dim + d] == 0.0);
     }
   free(q), free(k), free(v), free(dout), free(dq), free(dk), free(dv);
+  th_finish_case();
+}
+END_TEST
+
+/* The same with a score mask and dropout: keep random (~60 % of the scores, row 1 of every head emptied,
+ * on top of causal in some cases), dropout multipliers 0 or 1 / (1 - 0.3) at random. */
+static const ref_problem fd_mask_cases[] = {
+    /* B, Sq, Sk, Hq, Hkv, D, scale, causal */
+    {2, 3, 5, 4, 2, 4, 0.7, 0},
+    {1, 5, 4, 2, 1, 3, 1.1, 1},
+    {1, 4, 6, 3, 3, 2, 0.5, 0},
+};
+
+START_TEST(t_backward_masked_vs_finite_differences) {
+  ref_problem p = fd_mask_cases[_i / 3];
+  const int mode = _i % 3; /* 0: keep, 1: dropout, 2: both */
+  th_case_begin("reference backward vs finite differences with %s, case %d",
+                mode == 0 ? "a score mask" : mode == 1 ? "dropout" : "a score mask and dropout", _i / 3);
+  th_rng r;
+  th_rng_init(&r, th_case_seed(200 + _i));
+  size_t nq = ref_q_elems(&p), nkv = ref_kv_elems(&p), ns = ref_score_elems(&p);
+  uint8_t *keep = malloc(ns);
+  double *drop = malloc(ns * sizeof(double));
+  ck_assert(keep && drop);
+  for (size_t e = 0; e < ns; e++) {
+    const int64_t i = (int64_t)(e / (size_t)p.seqlen_k) % p.seqlen_q;
+    keep[e] = i != 1 && th_rng_uniform(&r) < 0.6;
+    drop[e] = th_rng_uniform(&r) < 0.3 ? 0.0 : 1.0 / 0.7;
+  }
+  if (mode != 1) p.keep = keep;
+  if (mode != 0) p.dropout = drop;
+  double *q = alloc_random(nq, &r), *k = alloc_random(nkv, &r), *v = alloc_random(nkv, &r);
+  double *dout = alloc_random(nq, &r);
+  double *dq = malloc(nq * sizeof(double)), *dk = malloc(nkv * sizeof(double)),
+         *dv = malloc(nkv * sizeof(double));
+  ck_assert(dq && dk && dv);
+  ck_assert_int_eq(ref_backward(&p, q, k, v, dout, dq, dk, dv), 0);
+  double eq = fd_error(&p, q, k, v, dout, q, nq, dq);
+  double ek = fd_error(&p, q, k, v, dout, k, nkv, dk);
+  double ev = fd_error(&p, q, k, v, dout, v, nkv, dv);
+  ck_assert_msg(eq < 1e-7 && ek < 1e-7 && ev < 1e-7, "%s (seed %llu): dq %.3g dk %.3g dv %.3g", th_case(),
+                (unsigned long long)th_case_seed(200 + _i), eq, ek, ev);
+  /* Rows with no visible key: zero dq, exactly; row 1 is one whenever keep is on. */
+  size_t empty = 0;
+  for (int64_t b = 0; b < p.batch; b++)
+    for (int64_t h = 0; h < p.heads_q; h++)
+      for (int64_t i = 0; i < p.seqlen_q; i++) {
+        if (!ref_row_empty(&p, b, h, i)) continue;
+        empty++;
+        for (int64_t d = 0; d < p.head_dim; d++)
+          ck_assert(dq[((b * p.seqlen_q + i) * p.heads_q + h) * p.head_dim + d] == 0.0);
+      }
+  if (p.keep) ck_assert_uint_ge(empty, (size_t)(p.batch * p.heads_q));
+  free(q), free(k), free(v), free(dout), free(dq), free(dk), free(dv), free(keep), free(drop);
+  th_finish_case();
+}
+END_TEST
+
+/* Masks and dropout in the forward, against direct constructions: an all-ones keep and all-ones dropout
+ * change nothing (bit for bit), a keep equal to the causal mask gives the causal result, dropout scales each
+ * P_ij (one key per row: o = z · v), and the lse never sees dropout. */
+START_TEST(t_forward_masks_closed_forms) {
+  th_case_begin("reference forward with keep and dropout: closed forms");
+  th_rng r;
+  th_rng_init(&r, th_case_seed(300));
+  ref_problem p = {2, 7, 9, 2, 1, 5, 0.6, 0};
+  size_t nq = ref_q_elems(&p), nkv = ref_kv_elems(&p), ns = ref_score_elems(&p), nl = ref_lse_elems(&p);
+  double *q = alloc_random(nq, &r), *k = alloc_random(nkv, &r), *v = alloc_random(nkv, &r);
+  double *o0 = malloc(nq * sizeof(double)), *o1 = malloc(nq * sizeof(double));
+  double *l0 = malloc(nl * sizeof(double)), *l1 = malloc(nl * sizeof(double));
+  uint8_t *keep = malloc(ns);
+  double *drop = malloc(ns * sizeof(double));
+  ck_assert(o0 && o1 && l0 && l1 && keep && drop);
+  ck_assert_int_eq(ref_forward(&p, q, k, v, o0, l0), 0);
+  memset(keep, 1, ns);
+  for (size_t e = 0; e < ns; e++) drop[e] = 1.0;
+  p.keep = keep, p.dropout = drop;
+  ck_assert_int_eq(ref_forward(&p, q, k, v, o1, l1), 0);
+  ck_assert(memcmp(o0, o1, nq * sizeof(double)) == 0 && memcmp(l0, l1, nl * sizeof(double)) == 0);
+
+  /* keep = the causal mask, written out, vs causal = 1. */
+  p.keep = NULL, p.dropout = NULL, p.causal = 1;
+  ck_assert_int_eq(ref_forward(&p, q, k, v, o0, l0), 0);
+  for (int64_t b = 0; b < p.batch; b++)
+    for (int64_t h = 0; h < p.heads_q; h++)
+      for (int64_t i = 0; i < p.seqlen_q; i++)
+        for (int64_t j = 0; j < p.seqlen_k; j++)
+          keep[((b * p.heads_q + h) * p.seqlen_q + i) * p.seqlen_k + j] = j <= i + p.seqlen_k - p.seqlen_q;
+  p.causal = 0, p.keep = keep;
+  ck_assert_int_eq(ref_forward(&p, q, k, v, o1, l1), 0);
+  ck_assert(memcmp(o0, o1, nq * sizeof(double)) == 0 && memcmp(l0, l1, nl * sizeof(double)) == 0);
+
+  /* Dropout: o = Σ_j P_ij z_ij v_j with lse unchanged; with z = 2 everywhere, o doubles exactly. */
+  p.keep = NULL;
+  ck_assert_int_eq(ref_forward(&p, q, k, v, o0, l0), 0);
+  for (size_t e = 0; e < ns; e++) drop[e] = 2.0;
+  p.dropout = drop;
+  ck_assert_int_eq(ref_forward(&p, q, k, v, o1, l1), 0);
+  for (size_t e = 0; e < nq; e++) ck_assert(o1[e] == 2.0 * o0[e]);
+  ck_assert(memcmp(l0, l1, nl * sizeof(double)) == 0);
+
+  /* One key: o = z · v, lse = its score. */
+  ref_problem p1 = {1, 4, 1, 1, 1, 3, 1.0, 0};
+  double q1[12], k1[3], v1[3], o[12], l[4], z[4] = {0.0, 1.25, 0.0, 1.25};
+  for (int e = 0; e < 12; e++) q1[e] = th_rng_normal(&r);
+  for (int e = 0; e < 3; e++) k1[e] = th_rng_normal(&r), v1[e] = th_rng_normal(&r);
+  p1.dropout = z;
+  ck_assert_int_eq(ref_forward(&p1, q1, k1, v1, o, l), 0);
+  for (int i = 0; i < 4; i++) {
+    double dot = 0;
+    for (int d = 0; d < 3; d++) {
+      ck_assert(o[i * 3 + d] == z[i] * v1[d]);
+      dot += q1[i * 3 + d] * k1[d];
+    }
+    ck_assert_double_eq_tol(l[i], dot, 1e-14);
+  }
+  free(q), free(k), free(v), free(o0), free(o1), free(l0), free(l1), free(keep), free(drop);
+  th_finish_case();
+}
+END_TEST
+
+/* ref_expand_block_mask on a case worked by hand: Sq = 5, Sk = 4, blocks 2 x 3 (3 x 2 blocks, the last
+ * ones partial), a mask per head broadcast over the batch. */
+START_TEST(t_expand_block_mask) {
+  th_case_begin("block mask expansion");
+  ref_problem p = {2, 5, 4, 2, 1, 1, 1.0, 0};
+  /* [1, 2, 3, 2]: head 0 is the identity-like pattern, head 1 masks only block (1, 0). */
+  const uint8_t mask[12] = {1, 0, 0, 1, 1, 0, /* head 0 */ 1, 1, 0, 1, 1, 1 /* head 1 */};
+  static const char *want[2] = {
+      "1110" "1110" "0001" "0001" "1110", /* head 0: rows of 4 keys */
+      "1111" "1111" "0001" "0001" "1111", /* head 1 */
+  };
+  uint8_t keep[2 * 2 * 5 * 4];
+  ref_expand_block_mask(&p, mask, 1, 2, 2, 3, keep);
+  for (int b = 0; b < 2; b++)
+    for (int h = 0; h < 2; h++)
+      for (int e = 0; e < 20; e++)
+        ck_assert_msg(keep[(b * 2 + h) * 20 + e] == (want[h][e] == '1'), "b %d h %d row %d key %d", b, h, e / 4,
+                      e % 4);
+  /* Broadcast over both, and every block on: all kept; a score of the row emptied is not visible. */
+  const uint8_t one[6] = {1, 1, 1, 1, 0, 0};
+  ref_expand_block_mask(&p, one, 1, 1, 2, 3, keep);
+  p.keep = keep;
+  for (int b = 0; b < 2; b++)
+    for (int h = 0; h < 2; h++)
+      for (int i = 0; i < 5; i++) ck_assert_int_eq(ref_row_empty(&p, b, h, i), i == 4);
+  ck_assert(!ref_visible_at(&p, 1, 1, 4, 0) && ref_visible_at(&p, 1, 1, 3, 3));
+  th_finish_case();
+}
+END_TEST
+
+/* kernels/masks.h is the one implementation of the dropout mask (kernels and tests both include it), so it
+ * is checked against the published answers: Random123's kat_vectors, "philox4x32 10" lines
+ * (counter[4], key[2] -> output[4]). */
+START_TEST(t_philox_known_answers) {
+  th_case_begin("Philox-4x32-10 known-answer vectors (Random123)");
+  static const uint32_t kat[3][10] = {
+      {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+      {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d, 0x41c83b0e, 0xa20bc7c6,
+       0x6d5451fd},
+      {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09, 0x94fdcceb, 0x5001e420,
+       0x24126ea1},
+  };
+  for (int t = 0; t < 3; t++) {
+    uint32_t c[4] = {kat[t][0], kat[t][1], kat[t][2], kat[t][3]};
+    fa_philox4x32_10(c, kat[t][4], kat[t][5]);
+    for (int w = 0; w < 4; w++)
+      ck_assert_msg(c[w] == kat[t][6 + w], "vector %d word %d: 0x%08x, want 0x%08x", t, w, c[w], kat[t][6 + w]);
+  }
+  /* The counter layout: the four scores (i, j), (i, j+1), (i+8, j), (i+8, j+1) (i % 16 < 8, j even) share one
+   * call, each taking its own word; a neighbouring group differs. */
+  const uint64_t seed = 0x0123456789abcdefull;
+  for (uint32_t i = 0; i < 40; i += 3)
+    for (uint32_t j = 0; j < 9; j++) {
+      uint32_t w[4], u[4];
+      fa_dropout_words(seed, 7, 5, i, j, w);
+      const uint32_t i0 = 16 * (i / 16) + i % 8, j0 = j & ~1u;
+      for (int e = 0; e < 4; e++) {
+        const uint32_t ie = i0 + 8 * (uint32_t)(e / 2), je = j0 + (uint32_t)(e % 2);
+        fa_dropout_words(seed, 7, 5, ie, je, u);
+        ck_assert(memcmp(w, u, sizeof w) == 0);
+        ck_assert_int_eq(fa_dropout_lane(ie, je), e);
+        ck_assert_int_eq(fa_dropout_keep(seed, 7, 0x80000000u, 5, ie, je), w[e] >= 0x80000000u);
+      }
+      fa_dropout_words(seed, 7, 5, i0 + 1, j, u); /* (i0 + 1) % 8 differs: another group */
+      ck_assert(memcmp(w, u, sizeof w) != 0);
+    }
+  ck_assert_int_eq(fa_dropout_keep(seed, 7, 0, 5, 3, 4), 1); /* threshold 0: nothing dropped */
   th_finish_case();
 }
 END_TEST
@@ -240,7 +432,12 @@ static Suite *make_suite(void) {
   TCase *tc = tcase_create("reference");
   tcase_set_timeout(tc, TH_TIMEOUT_S);
   tcase_add_loop_test(tc, t_backward_vs_finite_differences, 0, (int)(sizeof fd_cases / sizeof fd_cases[0]));
+  tcase_add_loop_test(tc, t_backward_masked_vs_finite_differences, 0,
+                      3 * (int)(sizeof fd_mask_cases / sizeof fd_mask_cases[0]));
   tcase_add_test(tc, t_forward_closed_forms);
+  tcase_add_test(tc, t_forward_masks_closed_forms);
+  tcase_add_test(tc, t_expand_block_mask);
+  tcase_add_test(tc, t_philox_known_answers);
   tcase_add_test(tc, t_half_known_values);
   tcase_add_test(tc, t_half_round_trips);
   tcase_add_test(tc, t_half_rounding_sampled);

@@ -25,10 +25,27 @@ static const char *const mode_names[] = {"fwd", "bwd", "fwdbwd"};
 /* FLOPs relative to the forward, as in the FlashAttention papers: backward 2.5x, forward+backward 3.5x. */
 static const double mode_flops[] = {1.0, 2.5, 3.5};
 
+typedef struct double_list {
+  int n;
+  double v[MAX_LIST];
+} double_list;
+
+/* The block masks a case can run with: none, random blocks at a density, or a fixed pattern. */
+typedef enum mask_kind { MASK_DENSE = 0, MASK_RANDOM, MASK_BUTTERFLY, MASK_LOCAL_GLOBAL } mask_kind;
+static const char *const mask_names[] = {"dense", "random", "butterfly", "local-global"};
+
+typedef struct mask_spec {
+  mask_kind kind;
+  double density; /* MASK_RANDOM: probability of each block */
+} mask_spec;
+
 typedef struct options {
   fa_backend backend;
   int device;
   int_list algos, modes, dtypes, head_dims, seqlens, causal;
+  double_list densities, dropouts;
+  int_list patterns; /* indices into mask_names: butterfly, local-global */
+  long block_size, window, global;
   long batch, heads, heads_kv; /* 0: derived from total_tokens and model_dim */
   long total_tokens, model_dim;
   int iters, warmup;
@@ -38,6 +55,8 @@ typedef struct options {
 /* One row of the CSV, kept for --plot. */
 typedef struct result {
   int algo, mode, dtype, head_dim, causal;
+  mask_spec mask;
+  double dropout;
   long batch, heads_q, heads_kv, seqlen;
   double ms, tflops;
   size_t peak_bytes;
@@ -46,7 +65,8 @@ typedef struct result {
 static void usage(FILE *f) {
   fprintf(f, "usage: flashattn-bench [options]\n"
              "Times flashattn's forward and backward passes and prints CSV on stdout:\n"
-             "  backend,algo,dtype,batch,heads_q,heads_kv,seqlen_q,seqlen_k,head_dim,causal,mode,ms,tflops,peak_bytes\n"
+             "  backend,algo,dtype,batch,heads_q,heads_kv,seqlen_q,seqlen_k,head_dim,causal,mode,ms,tflops,peak_bytes,\n"
+             "  mask,density,dropout\n"
              "\n"
              "  --backend cuda|opencl|auto   backend (default auto: FLASHATTN_BACKEND, else CUDA, else OpenCL)\n"
              "  --device N                   device index within the backend (default: FLASHATTN_DEVICE, else 0)\n"
@@ -60,6 +80,12 @@ static void usage(FILE *f) {
              "  --total-tokens N             batch = max(1, N / seqlen)    (default 16384)\n"
              "  --model-dim N                heads = max(1, N / head_dim)  (default 2048)\n"
              "  --heads-kv N                 key/value heads (GQA; must divide the query heads; default = heads)\n"
+             "  --block-density LIST         block-sparse: random block masks of these densities, 1 = dense\n"
+             "                               (default 1; e.g. 1,0.5,0.25,0.125)\n"
+             "  --pattern LIST               block-sparse with fixed patterns too: butterfly,local-global\n"
+             "  --block-size N               rows and keys per mask block (default 128)\n"
+             "  --window N --global N        local-global: band half-width and global blocks (default 1, 1)\n"
+             "  --dropout LIST               dropout probabilities (default 0; e.g. 0,0.1)\n"
              "  --iters N                    timed iterations, median reported (default 20)\n"
              "  --warmup N                   untimed iterations first (default 3; the first compiles kernels)\n"
              "  --plot FILE.png              also draw runtime and peak memory against seqlen with gnuplot\n"
@@ -69,7 +95,10 @@ static void usage(FILE *f) {
              "(fa_event_record: CUDA events, OpenCL profiling), from an idle queue; ms is the median over --iters.\n"
              "Where a queue cannot time (no profiling), the host clock around the call(s) and fa_synchronize().\n"
              "mode bwd times fa_backward alone (after one untimed forward for o and lse); fwdbwd times both.\n"
-             "TFLOP/s: forward 4*B*H*Sq*Sk*D, halved when causal; bwd 2.5x, fwdbwd 3.5x that.\n"
+             "TFLOP/s: forward 4*B*H*Sq*Sk*D, halved when causal; bwd 2.5x, fwdbwd 3.5x that. With a block mask,\n"
+             "only the scores the mask (and causal) leave visible count: the work a block-sparse kernel must do.\n"
+             "density: the fraction of the Sq x Sk scores visible (mask and causal together). Masks are one\n"
+             "[1, 1, ceil(S / block), ceil(S / block)] uint8 tensor shared by all batches and heads (seed fixed).\n"
              "peak_bytes: the context's peak device memory over the case (fa_context_memory): the case's own\n"
              "buffers (q, k, v, o, lse; dout, dq, dk, dv for the backward) plus the library's workspace. Each case\n"
              "runs in a fresh context, so no workspace carries over from the case before.\n"
@@ -106,6 +135,35 @@ static int parse_ints(const char *opt, const char *s, int_list *out, long min) {
     item[len] = 0;
     if (parse_long(item, &v) || v < min) {
       fprintf(stderr, "flashattn-bench: %s: '%s' is not an integer >= %ld\n", opt, item, min);
+      return -1;
+    }
+    out->v[out->n++] = v;
+    p += len;
+    if (*p == ',') p++;
+  }
+  if (out->n == 0) {
+    fprintf(stderr, "flashattn-bench: %s: empty list\n", opt);
+    return -1;
+  }
+  return 0;
+}
+
+static int parse_doubles(const char *opt, const char *s, double_list *out, double lo, double hi, int lo_open) {
+  out->n = 0;
+  const char *p = s;
+  while (*p) {
+    size_t len = strcspn(p, ",");
+    char item[64], *end;
+    if (len == 0 || len >= sizeof item || out->n == MAX_LIST) {
+      fprintf(stderr, "flashattn-bench: %s: bad list '%s'\n", opt, s);
+      return -1;
+    }
+    memcpy(item, p, len);
+    item[len] = 0;
+    errno = 0;
+    double v = strtod(item, &end);
+    if (errno || *end || !(lo_open ? v > lo : v >= lo) || !(v <= hi)) {
+      fprintf(stderr, "flashattn-bench: %s: '%s' is not a number in %s%g, %g]\n", opt, item, lo_open ? "(" : "[", lo, hi);
       return -1;
     }
     out->v[out->n++] = v;
@@ -165,6 +223,11 @@ static int parse_options(int argc, char **argv, options *o) {
   parse_ints("--head-dims", "64,128", &o->head_dims, 1);
   parse_ints("--seqlens", "512,1024,2048,4096,8192,16384", &o->seqlens, 1);
   parse_ints("--causal", "0,1", &o->causal, 0);
+  parse_doubles("--block-density", "1", &o->densities, 0, 1, 1);
+  parse_doubles("--dropout", "0", &o->dropouts, 0, 0.999, 0);
+  o->block_size = 128;
+  o->window = 1;
+  o->global = 1;
 
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i], *val = NULL;
@@ -222,6 +285,13 @@ static int parse_options(int argc, char **argv, options *o) {
           fprintf(stderr, "flashattn-bench: --causal takes 0 and/or 1\n");
           rc = -1;
         }
+    } else if (strcmp(name, "--block-density") == 0) {
+      rc = parse_doubles(name, val, &o->densities, 0, 1, 1);
+    } else if (strcmp(name, "--dropout") == 0) {
+      rc = parse_doubles(name, val, &o->dropouts, 0, 0.999, 0);
+    } else if (strcmp(name, "--pattern") == 0) {
+      rc = parse_names(name, val, mask_names + MASK_BUTTERFLY, 2, &o->patterns);
+      for (int j = 0; !rc && j < o->patterns.n; j++) o->patterns.v[j] += MASK_BUTTERFLY;
     } else if (strcmp(name, "--plot") == 0) {
       o->plot = val;
     } else {
@@ -236,6 +306,8 @@ static int parse_options(int argc, char **argv, options *o) {
           {"--heads-kv", 1, &o->heads_kv, NULL},   {"--total-tokens", 1, &o->total_tokens, NULL},
           {"--model-dim", 1, &o->model_dim, NULL}, {"--iters", 1, NULL, &o->iters},
           {"--warmup", 0, NULL, &o->warmup},       {"--device", 0, NULL, &o->device},
+          {"--block-size", 1, &o->block_size, NULL}, {"--window", 0, &o->window, NULL},
+          {"--global", 0, &o->global, NULL},
       };
       int k = -1;
       for (int j = 0; j < (int)(sizeof ints / sizeof ints[0]); j++)
@@ -358,7 +430,43 @@ typedef struct shape {
   fa_dtype dtype;
   long batch, heads_q, heads_kv, seqlen, head_dim;
   int causal;
+  mask_spec mask;
+  double dropout;
 } shape;
+
+/* The nb x nb block mask of a case (malloc'd), or NULL when out of memory. */
+static uint8_t *build_mask(const options *o, const mask_spec *m, long nb) {
+  uint8_t *mask = malloc((size_t)nb * (size_t)nb);
+  if (!mask) return NULL;
+  if (m->kind == MASK_BUTTERFLY) {
+    fa_block_mask_butterfly(mask, nb, nb);
+  } else if (m->kind == MASK_LOCAL_GLOBAL) {
+    fa_block_mask_local_global(mask, nb, nb, o->window, o->global);
+  } else {
+    uint64_t s = 0xb10c5eedu;
+    for (long i = 0; i < nb * nb; i++) mask[i] = (rng_next(&s) >> 11) * 0x1.0p-53 < m->density;
+  }
+  return mask;
+}
+
+/* Fraction of the S x S scores that a block mask (NULL: none) and the causal mask leave visible. */
+static double visible_fraction(const uint8_t *mask, long nb, long bs, long S, int causal) {
+  double visible = 0;
+  for (long bi = 0; bi < nb; bi++)
+    for (long bj = 0; bj < nb; bj++) {
+      if (mask && !mask[bi * nb + bj]) continue;
+      const long r0 = bi * bs, r1 = r0 + bs < S ? r0 + bs : S, c0 = bj * bs, c1 = c0 + bs < S ? c0 + bs : S;
+      if (!causal) {
+        visible += (double)(r1 - r0) * (double)(c1 - c0);
+        continue;
+      }
+      for (long i = r0; i < r1; i++) { /* keys j <= i */
+        long n = (i + 1 < c1 ? i + 1 : c1) - c0;
+        if (n > 0) visible += (double)n;
+      }
+    }
+  return visible / ((double)S * (double)S);
+}
 
 /* Host inputs of one shape, shared by its cases: q, k, v and dout. */
 typedef struct host_inputs {
@@ -370,6 +478,7 @@ typedef struct case_result {
   fa_status status;
   double ms;
   size_t peak_bytes;
+  double density; /* fraction of the scores visible */
 } case_result;
 
 enum { T_Q, T_K, T_V, T_O, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, T_COUNT };
@@ -377,11 +486,12 @@ enum { T_Q, T_K, T_V, T_O, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, T_COUNT };
 /* Run one (shape, algo, mode) case in a fresh context. Returns the status of the first failing call. */
 static case_result run_case(const options *o, const shape *sh, const host_inputs *in, fa_algo algo, mode md, char *why,
                             size_t why_len) {
-  case_result r = {FA_SUCCESS, NAN, 0};
+  case_result r = {FA_SUCCESS, NAN, 0, sh->causal ? 0.5 : 1.0};
   fa_context_options copt;
   fa_context *ctx = NULL;
-  fa_buffer *buf[T_COUNT] = {0};
-  fa_tensor t[T_COUNT];
+  fa_buffer *buf[T_COUNT] = {0}, *mask_buf = NULL;
+  fa_tensor t[T_COUNT], mask_t;
+  uint8_t *mask = NULL;
   size_t attempted = 0;
   int buffers_failed = 0;
   double *times = NULL;
@@ -429,6 +539,27 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
   memset(&desc, 0, sizeof desc);
   desc.algo = algo;
   desc.causal = sh->causal;
+  desc.dropout_p = (float)sh->dropout;
+  desc.dropout_seed = 0x5eedu;
+  if (sh->mask.kind != MASK_DENSE) {
+    const long nb = (S + o->block_size - 1) / o->block_size;
+    mask = build_mask(o, &sh->mask, nb);
+    if (!mask) {
+      r.status = FA_ERROR_OUT_OF_MEMORY;
+      snprintf(why, why_len, "host memory for a %ld x %ld block mask", nb, nb);
+      goto done;
+    }
+    r.density = visible_fraction(mask, nb, o->block_size, S, sh->causal);
+    r.status = fa_buffer_create(ctx, (size_t)(nb * nb), &mask_buf);
+    if (r.status == FA_SUCCESS) r.status = fa_buffer_write(ctx, mask_buf, 0, mask, (size_t)(nb * nb));
+    if (r.status != FA_SUCCESS) {
+      snprintf(why, why_len, "block mask buffer: %s", fa_context_last_error(ctx));
+      goto done;
+    }
+    fa_tensor_packed(&mask_t, mask_buf, 0, FA_U8, 1, 1, nb, nb);
+    desc.block_mask = &mask_t;
+    desc.block_q = desc.block_k = o->block_size;
+  }
 
   /* The backward needs the forward's o and lse: compute them once, untimed. */
   if (md == MODE_BWD) {
@@ -489,6 +620,8 @@ done:;
   }
   if (r.status != FA_SUCCESS && attempted > r.peak_bytes) r.peak_bytes = attempted;
   free(times);
+  free(mask);
+  fa_buffer_destroy(mask_buf);
   for (int i = 0; i < T_COUNT; i++)
     fa_buffer_destroy(buf[i]);
   fa_context_destroy(ctx);
@@ -502,7 +635,8 @@ static int list_has_many(const int_list *l) { return l->n > 1; }
 /* A series is every field but seqlen (and what seqlen drags along: batch under --total-tokens). */
 static int same_series(const result *a, const result *b) {
   return a->algo == b->algo && a->mode == b->mode && a->dtype == b->dtype && a->head_dim == b->head_dim &&
-         a->causal == b->causal;
+         a->causal == b->causal && a->mask.kind == b->mask.kind && a->mask.density == b->mask.density &&
+         a->dropout == b->dropout;
 }
 
 /* Data and a gnuplot script in a temporary folder: runtime and peak memory against seqlen, one line per
@@ -569,7 +703,12 @@ static int plot(const options *o, const char *backend, const result *res, int nr
       int n = snprintf(title, sizeof title, "%s %s", algo_names[a->algo], mode_names[a->mode]);
       if (list_has_many(&o->dtypes)) n += snprintf(title + n, sizeof title - (size_t)n, " %s", dtype_names[a->dtype]);
       if (list_has_many(&o->head_dims)) n += snprintf(title + n, sizeof title - (size_t)n, " d=%d", a->head_dim);
-      if (list_has_many(&o->causal)) snprintf(title + n, sizeof title - (size_t)n, "%s", a->causal ? " causal" : "");
+      if (list_has_many(&o->causal)) n += snprintf(title + n, sizeof title - (size_t)n, "%s", a->causal ? " causal" : "");
+      if (a->mask.kind == MASK_RANDOM)
+        n += snprintf(title + n, sizeof title - (size_t)n, " density %g", a->mask.density);
+      else if (a->mask.kind != MASK_DENSE)
+        n += snprintf(title + n, sizeof title - (size_t)n, " %s", mask_names[a->mask.kind]);
+      if (a->dropout > 0) snprintf(title + n, sizeof title - (size_t)n, " dropout %g", a->dropout);
       fprintf(fs, "%s'%s' index %d using 1:%d with linespoints linetype %d title '%s'", j ? ", \\\n     " : "", data, j,
               pass ? 3 : 2, j + 1, title);
     }
@@ -631,7 +770,14 @@ int main(int argc, char **argv) {
   }
 
   const int progress = isatty(2);
-  const long total = (long)o.dtypes.n * o.head_dims.n * o.causal.n * o.seqlens.n * o.algos.n * o.modes.n;
+  /* The block masks each shape runs with: the densities (1 is dense), then the patterns. */
+  mask_spec masks[2 * MAX_LIST];
+  int nmasks = 0;
+  for (int i = 0; i < o.densities.n; i++)
+    masks[nmasks++] = (mask_spec){o.densities.v[i] >= 1 ? MASK_DENSE : MASK_RANDOM, o.densities.v[i]};
+  for (int i = 0; i < o.patterns.n; i++) masks[nmasks++] = (mask_spec){(mask_kind)o.patterns.v[i], 0};
+  const long total = (long)o.dtypes.n * o.head_dims.n * o.causal.n * o.seqlens.n * o.algos.n * o.modes.n * nmasks *
+                     o.dropouts.n;
   result *res = calloc((size_t)total, sizeof *res);
   if (!res) {
     fprintf(stderr, "flashattn-bench: out of host memory\n");
@@ -661,7 +807,8 @@ int main(int argc, char **argv) {
     fa_context_destroy(ctx);
   }
 
-  printf("backend,algo,dtype,batch,heads_q,heads_kv,seqlen_q,seqlen_k,head_dim,causal,mode,ms,tflops,peak_bytes\n");
+  printf("backend,algo,dtype,batch,heads_q,heads_kv,seqlen_q,seqlen_k,head_dim,causal,mode,ms,tflops,peak_bytes,"
+         "mask,density,dropout\n");
   fflush(stdout);
 
   long done_cases = 0;
@@ -677,7 +824,7 @@ int main(int argc, char **argv) {
           sh.batch = o.batch ? o.batch : (o.total_tokens / sh.seqlen > 0 ? o.total_tokens / sh.seqlen : 1);
           sh.heads_q = o.heads ? o.heads : (o.model_dim / sh.head_dim > 0 ? o.model_dim / sh.head_dim : 1);
           sh.heads_kv = o.heads_kv ? o.heads_kv : sh.heads_q;
-          const long ncases = (long)o.algos.n * o.modes.n;
+          const long ncases = (long)o.algos.n * o.modes.n * nmasks * o.dropouts.n;
           if (sh.heads_q % sh.heads_kv) {
             fprintf(stderr, "flashattn-bench: skipping d=%ld: %ld query heads are not a multiple of %ld kv heads\n",
                     sh.head_dim, sh.heads_q, sh.heads_kv);
@@ -704,20 +851,23 @@ int main(int argc, char **argv) {
             return 1;
           }
 
+          for (int ki = 0; ki < nmasks * o.dropouts.n; ki++)
           for (int ai = 0; ai < o.algos.n; ai++)
             for (int mi = 0; mi < o.modes.n; mi++) {
               fa_algo algo = (fa_algo)o.algos.v[ai];
               mode md = (mode)o.modes.v[mi];
-              char label[160], why[1200];
-              snprintf(label, sizeof label, "%s %s %s b=%ld h=%ld/%ld s=%ld d=%ld causal=%d", algo_names[algo],
-                       mode_names[md], dtype_names[sh.dtype], sh.batch, sh.heads_q, sh.heads_kv, sh.seqlen, sh.head_dim,
-                       sh.causal);
+              sh.mask = masks[ki / o.dropouts.n];
+              sh.dropout = o.dropouts.v[ki % o.dropouts.n];
+              char label[200], why[1200];
+              snprintf(label, sizeof label, "%s %s %s b=%ld h=%ld/%ld s=%ld d=%ld causal=%d mask=%s/%g dropout=%g",
+                       algo_names[algo], mode_names[md], dtype_names[sh.dtype], sh.batch, sh.heads_q, sh.heads_kv,
+                       sh.seqlen, sh.head_dim, sh.causal, mask_names[sh.mask.kind], sh.mask.density, sh.dropout);
               done_cases++;
               if (progress) fprintf(stderr, "\r\033[K[%ld/%ld] %s ...", done_cases, total, label);
 
               case_result r = run_case(&o, &sh, &in, algo, md, why, sizeof why);
-              double flops = 4.0 * sh.batch * sh.heads_q * (double)sh.seqlen * sh.seqlen * sh.head_dim *
-                             (sh.causal ? 0.5 : 1.0) * mode_flops[md];
+              double flops = 4.0 * sh.batch * sh.heads_q * (double)sh.seqlen * sh.seqlen * sh.head_dim * r.density *
+                             mode_flops[md];
               double tflops = r.status == FA_SUCCESS ? flops / r.ms / 1e9 : NAN;
               if (r.status != FA_SUCCESS) {
                 if (progress) fprintf(stderr, "\r\033[K");
@@ -727,9 +877,11 @@ int main(int argc, char **argv) {
               printf("%s,%s,%s,%ld,%ld,%ld,%ld,%ld,%ld,%d,%s,", backend, algo_names[algo], dtype_names[sh.dtype],
                      sh.batch, sh.heads_q, sh.heads_kv, sh.seqlen, sh.seqlen, sh.head_dim, sh.causal, mode_names[md]);
               if (r.status == FA_SUCCESS)
-                printf("%.4f,%.4g,%zu\n", r.ms, tflops, r.peak_bytes);
+                printf("%.4f,%.4g,%zu,", r.ms, tflops, r.peak_bytes);
               else
-                printf("nan,nan,%zu\n", r.peak_bytes);
+                printf("nan,nan,%zu,", r.peak_bytes);
+              printf("%s,%.4g,%g\n", sh.mask.kind == MASK_RANDOM ? "random" : mask_names[sh.mask.kind], r.density,
+                     sh.dropout);
               fflush(stdout);
 
               result *x = &res[nres++];
@@ -738,6 +890,8 @@ int main(int argc, char **argv) {
               x->dtype = sh.dtype;
               x->head_dim = (int)sh.head_dim;
               x->causal = sh.causal;
+              x->mask = sh.mask;
+              x->dropout = sh.dropout;
               x->batch = sh.batch;
               x->heads_q = sh.heads_q;
               x->heads_kv = sh.heads_kv;

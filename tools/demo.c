@@ -51,8 +51,9 @@ static int cmp_double(const void *a, const void *b) {
 
 /* Runs one case; returns 0 when within bounds, 1 when not, -1 on an error (printed). */
 static int run_case(fa_context *ctx, const demo_case *c, unsigned seed) {
-  ref_problem rp = {c->batch, c->seqlen, c->seqlen, c->heads, c->heads, c->head_dim,
-                    1.0 / sqrt((double)c->head_dim), c->causal};
+  ref_problem rp = {.batch = c->batch, .seqlen_q = c->seqlen, .seqlen_k = c->seqlen, .heads_q = c->heads,
+                    .heads_kv = c->heads, .head_dim = c->head_dim, .scale = 1.0 / sqrt((double)c->head_dim),
+                    .causal = c->causal};
   size_t n = ref_q_elems(&rp), es = fa_dtype_size(c->dtype), bytes = n * es;
   double *host[4], *ref_o = malloc(n * sizeof(double));
   void *stored = malloc(bytes);

@@ -7,7 +7,13 @@
  *             flash_bwd_dq_convert writes dq. Workspace B Hq Sq (D + 1) floats. Not bit-reproducible.
  *   separate  flash_bwd_dq_simt, one block per block of queries walking the key blocks (recomputing S and dP):
  *             no atomics, a fixed order of summation: deterministic. Workspace B Hq Sq floats.
- * p->deterministic takes the separate scheme, otherwise the atomic one (less arithmetic).
+ * p->deterministic takes the separate scheme, otherwise the atomic one (less arithmetic);
+ * FLASHATTN_CUDA_BWD_DQ=separate takes the separate one for every call (so that test suites cover it).
+ *
+ * Block-sparse masks and dropout (p->mask.buf, p->dropout_p) compile variants with -DFA_BLOCK_MASK=1 and
+ * -DFA_DROPOUT=1 (both defines appended, to both kernels' defines, only when one is on: dense calls keep
+ * their kernels and cache entries); the kernels skip the tiles the mask hides and regenerate the forward's
+ * dropout keep bits from the seed.
  *
  * f16 and bf16 on sm_80+ take flash_bwd_dkdv_tc (tensor cores, D <= 128, when its tiles fit the budget) in
  * place of flash_bwd_dkdv_simt; the deterministic dQ kernel stays the CUDA-core one. FLASHATTN_CUDA_BWD=simt
@@ -58,10 +64,16 @@ static int simt_forced(void) {
   return env && strcmp(env, "simt") == 0;
 }
 
+/* FLASHATTN_CUDA_BWD_DQ=separate: the deterministic dQ scheme for every call (never the other way round). */
+static int separate_forced(void) {
+  const char *env = getenv("FLASHATTN_CUDA_BWD_DQ");
+  return env && strcmp(env, "separate") == 0;
+}
+
 fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   const int d = (int)p->head_dim;
   const size_t es = fa_dtype_size(p->dtype);
-  const int atomic = !p->deterministic;
+  const int atomic = !p->deterministic && !separate_forced();
 
   /* The CUDA-core tiles (any dtype; also the deterministic dQ kernel's), and the tensor-core ones for 16-bit
    * types on sm_80+ when they fit (fa_tiles_cuda_backward returns 128 threads for those). */
@@ -76,9 +88,12 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   const int tc = p->dtype != FA_F32 && fa_cu_of(ctx)->cc_major >= 8 && !simt_forced() &&
                  fa_tiles_cuda_backward(&lim, d, p->dtype, &tct) == FA_SUCCESS && tct.threads == 128;
 
-  char simt_defs[192], tc_defs[192];
-  snprintf(simt_defs, sizeof simt_defs, FA_BWD_DEFINES_FMT, fa_cu_dtype_define(p->dtype), d, simt.block_q,
-           simt.block_k, atomic);
+  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.f;
+  char sparse[64] = "";
+  if (masked || dropout) snprintf(sparse, sizeof sparse, " -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d", masked, dropout);
+  char simt_defs[256], tc_defs[256];
+  snprintf(simt_defs, sizeof simt_defs, FA_BWD_DEFINES_FMT "%s", fa_cu_dtype_define(p->dtype), d, simt.block_q,
+           simt.block_k, atomic, sparse);
   /* The tensor-core kernel double-buffers Q, dO, lse2 and di (FA_BWD_PIPELINE) when the second buffer, 256 DS + 512
    * bytes beyond fa_tiles_cuda_backward's count (kernels/flash_bwd.cu), fits the budget.
    * FLASHATTN_CUDA_BWD_DEFINES: extra -D defines for its tuning runs, limited to those that leave the shared layout
@@ -92,8 +107,8 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
     pipe = !strstr(extra, "FA_BWD_PIPELINE=0") && tct.local_mem_bytes + second <= lim.local_mem_bytes;
     if (pipe) tct.local_mem_bytes += second;
   }
-  snprintf(tc_defs, sizeof tc_defs, FA_BWD_DEFINES_FMT " -DFA_TC=1 -DFA_BWD_PIPELINE=%d%s%.64s",
-           fa_cu_dtype_define(p->dtype), d, 64, 64, atomic, pipe, *extra ? " " : "", extra);
+  snprintf(tc_defs, sizeof tc_defs, FA_BWD_DEFINES_FMT " -DFA_TC=1 -DFA_BWD_PIPELINE=%d%s%s%.64s",
+           fa_cu_dtype_define(p->dtype), d, 64, 64, atomic, pipe, sparse, *extra ? " " : "", extra);
   const char *defs = tc ? tc_defs : simt_defs;
   const char *dkdv_name = tc ? "flash_bwd_dkdv_tc" : "flash_bwd_dkdv_simt";
   const fa_tiles *kt = tc ? &tct : &simt;
@@ -146,6 +161,19 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   a.causal = p->causal != 0;
   a.scale = p->scale;
   a.scale_log2 = (float)(p->scale * LOG2E);
+  if (masked) {
+    a.mask = fa_cu_addr(&p->mask, 1); /* offset and strides in bytes */
+    a.mask_sb = p->mask.stride[0], a.mask_sh = p->mask.stride[1];
+    a.mask_sr = p->mask.stride[2], a.mask_sc = p->mask.stride[3];
+    a.block_q = (int)p->block_q;
+    a.block_k = (int)p->block_k;
+  }
+  if (dropout) {
+    a.dropout_seed = p->dropout_seed;
+    a.dropout_offset = p->dropout_offset;
+    a.dropout_threshold = p->dropout_threshold;
+    a.dropout_scale = p->dropout_scale;
+  }
   a.vec16 = rows_aligned16(&p->q, a.q, p->batch, p->seqlen_q, p->heads_q, es) &&
             rows_aligned16(&p->dout, a.dout, p->batch, p->seqlen_q, p->heads_q, es) &&
             rows_aligned16(&p->k, a.k, p->batch, p->seqlen_k, p->heads_kv, es) &&

@@ -353,6 +353,7 @@ const fa_backend_ops fa_cuda_ops = {
     .buffer_read = cu_buffer_read,
     .forward = cu_forward,
     .backward = cu_backward,
+    .dropout_mask = fa_cu_dropout_mask,
     .event_record = fa_cu_event_record,
     .event_elapsed = fa_cu_event_elapsed,
     .event_destroy = fa_cu_event_destroy,

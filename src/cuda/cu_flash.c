@@ -9,6 +9,9 @@
 
 #define LOG2E 1.4426950408889634
 
+/* The argument block must have one layout on both sides (no padding the two compilers could disagree on). */
+_Static_assert(sizeof(fa_fwd_params) == 5 * 8 + 15 * 8 + 8 * 4 + 6 * 8 + 6 * 4, "fa_fwd_params has padding");
+
 static fa_status plan(fa_context *ctx, int head_dim, fa_dtype dtype, int async, fa_cu_fwd_variant *var) {
   fa_tile_limits lim;
   fa_cu_tile_limits(ctx, &lim);
@@ -56,6 +59,20 @@ fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p) {
   a.group = (int)(p->heads_q / p->heads_kv);
   a.causal = p->causal;
   a.scale_log2 = (float)(p->scale * LOG2E);
+  a.heads_q = (int)p->heads_q;
+  if (p->mask.buf) {
+    a.mask = (unsigned long long)fa_cu_addr(&p->mask, 1); /* uint8: offset and strides are bytes */
+    a.mask_sb = p->mask.stride[0], a.mask_sh = p->mask.stride[1];
+    a.mask_sr = p->mask.stride[2], a.mask_sc = p->mask.stride[3];
+    a.block_q = (int)p->block_q;
+    a.block_k = (int)p->block_k;
+  }
+  if (p->dropout_p > 0.0f) {
+    a.dropout_seed = p->dropout_seed;
+    a.dropout_offset = p->dropout_offset;
+    a.dropout_threshold = p->dropout_threshold;
+    a.dropout_scale = p->dropout_scale;
+  }
 
   const int64_t q_shape[3] = {p->batch, p->seqlen_q, p->heads_q};
   const int64_t kv_shape[3] = {p->batch, p->seqlen_k, p->heads_kv};
@@ -68,6 +85,7 @@ fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p) {
   fa_cu_fwd_variant var;
   fa_status st = plan(ctx, d, p->dtype, async, &var);
   if (st != FA_SUCCESS) return st;
+  fa_cu_forward_features(&var, p->mask.buf != NULL, p->dropout_p > 0.0f);
   CUfunction fn;
   st = fa_cu_function(ctx, "flash_fwd.cu", var.defines, var.kernel, var.tiles.local_mem_bytes, &fn);
   if (st != FA_SUCCESS) return st;

@@ -114,6 +114,8 @@ typedef struct fa_cu_fwd_variant {
  * when no tile fits the shared-memory budget. */
 FA_HIDDEN fa_status fa_cu_forward_variant(const fa_tile_limits *lim, int cc_major, int head_dim, fa_dtype dtype,
                                           int async, fa_cu_fwd_variant *out);
+/* Add the optional features' defines to a variant: FA_BLOCK_MASK=1 with a block mask, FA_DROPOUT=1 with dropout. */
+FA_HIDDEN void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout);
 
 /* ---- the context ---- */
 
@@ -208,6 +210,7 @@ FA_HIDDEN fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p)
 FA_HIDDEN fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p); /* cu_standard.c: FA_ALGO_STANDARD backward */
 /* cu_backward.c: the backward pass. */
 FA_HIDDEN fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p);
+FA_HIDDEN fa_status fa_cu_dropout_mask(fa_context *ctx, const fa_problem *p); /* cu_dropout.c: the table's .dropout_mask (pushes the context itself) */
 /* cu_event.c: device timing with CUDA events on the context's stream (the table's event entries). */
 FA_HIDDEN fa_status fa_cu_event_record(fa_context *ctx, uint64_t *native);
 FA_HIDDEN fa_status fa_cu_event_elapsed(fa_context *ctx, uint64_t start, uint64_t end, double *ms);

@@ -40,3 +40,10 @@ fa_status fa_cu_forward_variant(const fa_tile_limits *lim, int cc_major, int hea
            fa_cu_dtype_define(dtype), head_dim, out->tiles.block_q, out->tiles.block_k);
   return FA_SUCCESS;
 }
+
+void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout) {
+  /* Appended only when on: a dense call keeps the defines (and the kernel, and its cache entry) it had. */
+  size_t n = strlen(var->defines);
+  snprintf(var->defines + n, sizeof var->defines - n, "%s%s", block_mask ? " -DFA_BLOCK_MASK=1" : "",
+           dropout ? " -DFA_DROPOUT=1" : "");
+}

@@ -15,6 +15,10 @@
  * FLASHATTN_OPENCL_BWD_LAYOUT=row|split the row layout (one work-item per row, RPW rows) or the GPU one (8
  * work-items per row, the default on GPUs; separate dQ only) in kernels/flash_bwd.cl.
  *
+ * A block mask or dropout (p->mask.buf, p->dropout_p) builds its own variant of the kernels (FA_BLOCK_MASK,
+ * FA_DROPOUT, with kernels/masks.h), whose dK/dV and dQ kernels take the mask and dropout arguments after the
+ * usual ones; dense calls build and run exactly the dense kernels.
+ *
  * Everything that can fail short of the driver's launch (tiles, kernels, workspace, arguments) is done before
  * the first launch, so that an error leaves every output untouched. */
 #include <stdio.h>
@@ -117,7 +121,8 @@ static void arg_float(arg_list *a, float x) {
   arg(a, sizeof v, &v);
 }
 /* The arguments that end flash_bwd_dkdv's and flash_bwd_dq's lists alike: the sizes and mask of the walk
- * over the score tiles, and the scale (natural and with log2 e folded in). */
+ * over the score tiles, and the scale (natural and with log2 e folded in); then, only in the variants built
+ * for them (FA_BLOCK_MASK, FA_DROPOUT), the block mask and the dropout parameters. */
 static void arg_walk(arg_list *a, const fa_problem *p, int group, float scale_log2) {
   arg_int(a, p->seqlen_q);
   arg_int(a, p->seqlen_k);
@@ -126,6 +131,23 @@ static void arg_walk(arg_list *a, const fa_problem *p, int group, float scale_lo
   arg_int(a, p->causal != 0);
   arg_float(a, p->scale);
   arg_float(a, scale_log2);
+  if (p->mask.buf) {
+    arg_mem(a, fa_cl_mem(p->mask.buf));
+    arg_long(a, p->mask.offset);
+    for (int x = 0; x < 4; x++) arg_long(a, p->mask.stride[x]);
+    /* A block taller than the sequence holds all of it: the kernels' i / bq is the same with bq = Sq, and
+     * that fits an int. */
+    arg_int(a, p->block_q < p->seqlen_q ? p->block_q : p->seqlen_q);
+    arg_int(a, p->block_k < p->seqlen_k ? p->block_k : p->seqlen_k);
+  }
+  if (p->dropout_p > 0.0f) {
+    cl_ulong seed = p->dropout_seed;
+    arg(a, sizeof seed, &seed);
+    cl_uint off = p->dropout_offset, thr = p->dropout_threshold;
+    arg(a, sizeof off, &off);
+    arg(a, sizeof thr, &thr);
+    arg_float(a, p->dropout_scale);
+  }
 }
 /* A BSHD view: buffer, offset and the batch, seq and head strides (lse: batch, head, seq). */
 static void arg_view(arg_list *a, const fa_view *view) {
@@ -166,15 +188,21 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   cl_device_fp_config fp = 0;
   cl_int err = clGetDeviceInfo(cl->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetDeviceInfo(CL_DEVICE_SINGLE_FP_CONFIG)", err);
-  char options[256];
-  snprintf(options, sizeof options,
-           "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
-           fa_cl_dtype_define(p->dtype), d, br, bc, rpw, tpr, pick_vec(br, bc, d), (fp & CL_FP_FMA) != 0, atomic);
+  /* The block mask and dropout are variants of their own (kernels/masks.h before the kernels): dense calls
+   * build exactly the program they always did. */
+  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f;
+  const char *files = masked || dropout ? "masks.h flash_bwd.cl" : "flash_bwd.cl";
+  char options[320];
+  int n = snprintf(options, sizeof options,
+                   "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
+                   fa_cl_dtype_define(p->dtype), d, br, bc, rpw, tpr, pick_vec(br, bc, d), (fp & CL_FP_FMA) != 0,
+                   atomic);
+  if (masked || dropout)
+    snprintf(options + n, sizeof options - (size_t)n, " -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d", masked, dropout);
   cl_kernel pre, dkdv, dq;
-  if ((s = fa_cl_kernel(ctx, "flash_bwd.cl", options, "flash_bwd_pre", &pre)) != FA_SUCCESS) return s;
-  if ((s = fa_cl_kernel(ctx, "flash_bwd.cl", options, "flash_bwd_dkdv", &dkdv)) != FA_SUCCESS) return s;
-  if ((s = fa_cl_kernel(ctx, "flash_bwd.cl", options, atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &dq)) !=
-      FA_SUCCESS)
+  if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_pre", &pre)) != FA_SUCCESS) return s;
+  if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_dkdv", &dkdv)) != FA_SUCCESS) return s;
+  if ((s = fa_cl_kernel(ctx, files, options, atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &dq)) != FA_SUCCESS)
     return s;
 
   /* Workspace: Di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */

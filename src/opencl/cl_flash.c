@@ -1,5 +1,6 @@
 /* The OpenCL forward pass: tiles for the context's device, the build options of kernels/flash_fwd.cl, and
- * its launch. FA_ALGO_STANDARD goes to cl_standard.c. */
+ * its launch; a block mask or dropout selects a variant of the kernel (FA_BLOCK_MASK, FA_DROPOUT) with their
+ * arguments after the dense ones. FA_ALGO_STANDARD goes to cl_standard.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,30 @@ static fa_status set_view(fa_context *ctx, cl_kernel kern, cl_uint *arg, const f
   return s;
 }
 
+/* FA_MASK_ARGS of flash_fwd.cl and flash_fwd_nv.cl: mask, its byte offset and four byte strides, block_q,
+ * block_k, then dropout's seed, offset, threshold and scale (whichever feature is off gets harmless values). */
+fa_status fa_cl_mask_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_problem *p, const char *what) {
+  /* Without a mask the kernel never reads its pointer: q's buffer keeps the argument valid. */
+  cl_mem mask = fa_cl_mem(p->mask.buf ? p->mask.buf : p->q.buf);
+  fa_status s = fa_cl_arg(ctx, kern, (*arg)++, sizeof mask, &mask, what);
+  const int has_mask = p->mask.buf != NULL;
+  cl_long longs[5] = {0, 0, 0, 0, 0};
+  if (has_mask) {
+    longs[0] = p->mask.offset;
+    for (int x = 0; x < 4; x++) longs[x + 1] = p->mask.stride[x];
+  }
+  for (int x = 0; x < 5 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof longs[x], &longs[x], what);
+  cl_int blocks[2] = {has_mask ? (cl_int)p->block_q : 1, has_mask ? (cl_int)p->block_k : 1};
+  for (int x = 0; x < 2 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof blocks[x], &blocks[x], what);
+  cl_ulong seed = p->dropout_seed;
+  cl_uint uints[2] = {p->dropout_offset, p->dropout_threshold};
+  cl_float scale = p->dropout_p > 0.0f ? p->dropout_scale : 1.0f;
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof seed, &seed, what);
+  for (int x = 0; x < 2 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof uints[x], &uints[x], what);
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof scale, &scale, what);
+  return s;
+}
+
 static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash forward: sequence lengths above 2^31-1 (Sq %lld, Sk %lld)",
@@ -58,11 +83,14 @@ static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
   const int br = tiles.block_q, bc = tiles.block_k;
   const int tpr = tiles.threads >= br ? tiles.threads / br : 1, rpt = tiles.threads < br ? br / tiles.threads : 1;
   const int vec = pick_vec(bc, d, tpr);
+  /* Block mask and dropout are variants of the kernel, so the dense one stays as it was. */
+  const int has_mask = p->mask.buf != NULL, has_dropout = p->dropout_p > 0.0f;
   char options[256];
-  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DTPR=%d -DRPT=%d -DVEC=%d -DKT_PAD=%d",
-           fa_cl_dtype_define(p->dtype), d, br, bc, tpr, rpt, vec, tpr > 1 ? 1 : 0);
+  snprintf(options, sizeof options,
+           "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DTPR=%d -DRPT=%d -DVEC=%d -DKT_PAD=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d",
+           fa_cl_dtype_define(p->dtype), d, br, bc, tpr, rpt, vec, tpr > 1 ? 1 : 0, has_mask, has_dropout);
   cl_kernel kern;
-  if ((s = fa_cl_kernel(ctx, "flash_fwd.cl", options, "flash_fwd", &kern)) != FA_SUCCESS) return s;
+  if ((s = fa_cl_kernel(ctx, "masks.h flash_fwd.cl", options, "flash_fwd", &kern)) != FA_SUCCESS) return s;
 
   cl_uint arg = 0;
   if ((s = set_view(ctx, kern, &arg, &p->q, 1)) != FA_SUCCESS) return s;
@@ -82,6 +110,7 @@ static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
   cl_float scale_log2 = p->scale * 1.4426950408889634f;
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof causal, &causal, "flash_fwd");
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, "flash_fwd");
+  if (s == FA_SUCCESS && (has_mask || has_dropout)) s = fa_cl_mask_args(ctx, kern, &arg, p, "flash_fwd");
   if (s != FA_SUCCESS) return s;
 
   size_t blocks = (size_t)((p->seqlen_q + br - 1) / br);

@@ -21,6 +21,8 @@
 /* The last device whose driver refused to build the kernel: later calls fall back at once instead of paying
  * for a failing build each time (one device remembered is enough for the usual one-GPU process). */
 static _Atomic uintptr_t nv_failed_device;
+/* The same for the block-mask / dropout variants, so that a driver refusing those keeps the dense path. */
+static _Atomic uintptr_t nv_failed_device_masked;
 
 #define NV_BM 64 /* query rows per group, as in the kernel */
 #define NV_THREADS 128
@@ -62,19 +64,23 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   const int force = env && strcmp(env, "force") == 0;
   if (!emulate && !nv_has_mma(cl)) return FA_ERROR_UNSUPPORTED;
   if (!emulate && !force && atomic_load(&nv_failed_device) == (uintptr_t)cl->device) return FA_ERROR_UNSUPPORTED;
+  const int has_mask = p->mask.buf != NULL, has_dropout = p->dropout_p > 0.0f, masked = has_mask || has_dropout;
+  if (masked && !emulate && !force && atomic_load(&nv_failed_device_masked) == (uintptr_t)cl->device)
+    return FA_ERROR_UNSUPPORTED;
   /* Local memory: K (Q first) 64 x (D+8) and V^T D x (BN+8) 16-bit elements: 36 KB at D = 128, BN = 64. */
   const int d = (int)p->head_dim, dp = (d + 15) / 16 * 16, bn = 64;
   const size_t local_bytes = (size_t)NV_BM * (dp + 8) * 2 + (size_t)dp * (bn + 8) * 2 + (emulate ? NV_THREADS * 24 : 0);
   if (local_bytes > fa_env_local_mem((size_t)cl->local_mem_bytes)) return FA_ERROR_UNSUPPORTED;
 
   const int aligned = aligned8(&p->q) && aligned8(&p->k) && aligned8(&p->v);
-  char options[192];
-  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d",
-           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate);
+  char options[256];
+  snprintf(options, sizeof options,
+           "%s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d",
+           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate, has_mask, has_dropout);
   cl_kernel kern;
-  fa_status s = fa_cl_kernel(ctx, "flash_fwd_nv.cl", options, "flash_fwd_nv", &kern);
+  fa_status s = fa_cl_kernel(ctx, "masks.h flash_fwd_nv.cl", options, "flash_fwd_nv", &kern);
   if (s == FA_ERROR_KERNEL_BUILD && !emulate && !force) {
-    atomic_store(&nv_failed_device, (uintptr_t)cl->device);
+    atomic_store(masked ? &nv_failed_device_masked : &nv_failed_device, (uintptr_t)cl->device);
     return FA_ERROR_UNSUPPORTED; /* the portable kernel takes over */
   }
   if (s != FA_SUCCESS) return s;
@@ -96,6 +102,7 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
     s = fa_cl_arg(ctx, kern, arg++, sizeof ints[x], &ints[x], "flash_fwd_nv");
   cl_float scale_log2 = p->scale * 1.4426950408889634f;
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, "flash_fwd_nv");
+  if (s == FA_SUCCESS && masked) s = fa_cl_mask_args(ctx, kern, &arg, p, "flash_fwd_nv");
   if (s != FA_SUCCESS) return s;
 
   size_t blocks = (size_t)((p->seqlen_q + NV_BM - 1) / NV_BM);

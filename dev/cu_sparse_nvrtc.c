@@ -1,0 +1,158 @@
+/* cu_sparse_nvrtc: dev/nvrtc_check.c for the forward's optional features: every CUDA forward variant the
+ * library can ask for (fa_cu_forward_variant + fa_cu_forward_features) with FA_BLOCK_MASK, FA_DROPOUT and
+ * both, plus kernels/dropout_mask.cu, through fa_cu_compile. Needs NVRTC, no GPU. Not in meson; build with
+ *   gcc -std=c11 -O1 -Iinclude -Isrc -I. -Ibuild-cuf -I/usr/local/cuda/include dev/cu_sparse_nvrtc.c \
+ *     src/cuda/cu_loader.c src/cuda/cu_nvrtc.c src/cuda/cu_variants.c src/kernels.c src/tiling.c \
+ *     build-cuf/kernels/kernels_embedded.c -o build-cuf/cu_sparse_nvrtc -ldl -lpthread -lm
+ *
+ *   nvrtc_check [-a] [-q] [arch ...]      archs default to sm_80 sm_90
+ *   -a  every head dim that is a multiple of 8 (default: 16 32 64 80 96 128 160 192 224 256)
+ *   -q  no ptxas report, only failures and the summary
+ * Budgets tried per arch: the device opt-in shared memory (A100 163 KiB, H100 227 KiB), 49152 (NVIDIA's
+ * default, as FLASHATTN_LOCAL_MEM_BYTES=49152 gives) and 8192 (the tests' tiny budget); each with 16-byte
+ * aligned rows (cp.async) and without. Exit status 1 when a variant fails to compile or spills more than 64
+ * bytes (ptxas spills a few bytes in some tiny-budget CUDA-core variants under NVRTC, not under nvcc). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cuda/cu_internal.h"
+
+#define MAX_SEEN 4096
+
+static char *seen[MAX_SEEN];
+static int nseen;
+
+static int already(const char *key) {
+  for (int i = 0; i < nseen; i++)
+    if (strcmp(seen[i], key) == 0) return 1;
+  if (nseen < MAX_SEEN) seen[nseen++] = strdup(key);
+  return 0;
+}
+
+/* The ptxas lines of a log for one function: "Used N registers, ...", "N bytes stack frame, N bytes spill
+ * stores, N bytes spill loads". Returns the bytes of spill stores (0 when none). */
+static int report(const char *log, int quiet, const char *what) {
+  int spills = 0;
+  const char *p = strstr(log, "bytes spill stores");
+  if (p) {
+    const char *q = p;
+    while (q > log && q[-1] != ',' && q[-1] != '\n') q--;
+    spills = atoi(q);
+  }
+  if (!quiet || spills) {
+    printf("%s\n", what);
+    for (const char *line = log; *line;) {
+      const char *end = strchr(line, '\n');
+      size_t n = end ? (size_t)(end - line) : strlen(line);
+      if (memmem(line, n, "Used", 4) || memmem(line, n, "spill", 5)) printf("    %.*s\n", (int)n, line);
+      line += n + (end ? 1 : 0);
+    }
+  }
+  return spills;
+}
+
+int main(int argc, char **argv) {
+  int all = 0, quiet = 0;
+  const char *archs[16];
+  int narch = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "-a") == 0) all = 1;
+    else if (strcmp(argv[i], "-q") == 0) quiet = 1;
+    else if (strncmp(argv[i], "sm_", 3) == 0 && narch < 16) archs[narch++] = argv[i];
+    else {
+      fprintf(stderr, "usage: %s [-a] [-q] [sm_XY ...]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (!narch) archs[narch++] = "sm_80", archs[narch++] = "sm_90";
+
+  const fa_cu_nvrtc *nv;
+  int version;
+  char msg[2048];
+  if (fa_cu_load_nvrtc(&nv, &version, msg, sizeof msg) != FA_SUCCESS) {
+    fprintf(stderr, "nvrtc_check: %s\n", msg);
+    return 1;
+  }
+  printf("NVRTC %d.%d\n", version / 1000, version % 1000 / 10);
+
+  static const int some_dims[] = {16, 32, 64, 80, 96, 128, 160, 192, 224, 256};
+  int dims[32], ndims = 0;
+  if (all)
+    for (int d = 8; d <= 256; d += 8) dims[ndims++] = d;
+  else
+    for (size_t i = 0; i < sizeof some_dims / sizeof some_dims[0]; i++) dims[ndims++] = some_dims[i];
+
+  int compiled = 0, failed = 0, spilled = 0, big_spills = 0;
+  double seconds = 0;
+  for (int ai = 0; ai < narch; ai++) {
+    const char *arch = archs[ai];
+    int cc_major = atoi(arch + 3) / 10;
+    size_t optin = cc_major >= 9 ? 232448 : cc_major == 8 ? 166912 : 49152;
+    const size_t budgets[] = {optin, 49152, 8192};
+    for (size_t bi = 0; bi < sizeof budgets / sizeof budgets[0]; bi++) {
+      fa_tile_limits lim = {budgets[bi], 1024, 32};
+      for (int di = 0; di < ndims; di++) {
+        for (int dt = 0; dt < 3; dt++) {
+          for (int async = 1; async >= 0; async--) {
+           for (int feat = 1; feat < 4; feat++) {
+            fa_cu_fwd_variant var;
+            if (fa_cu_forward_variant(&lim, cc_major, dims[di], (fa_dtype)dt, async, &var) != FA_SUCCESS) {
+              if (async) printf("%s budget %zu D %d %s: no tile fits (FA_ERROR_UNSUPPORTED)\n", arch, budgets[bi],
+                                dims[di], dt == 0 ? "f32" : dt == 1 ? "f16" : "bf16");
+              continue;
+            }
+            fa_cu_forward_features(&var, feat & 1, (feat & 2) != 0);
+            char key[320];
+            snprintf(key, sizeof key, "%s %s %s", arch, var.kernel, var.defines);
+            if (already(key)) continue;
+            void *image = NULL;
+            size_t size = 0;
+            char *log = NULL;
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            fa_status st = fa_cu_compile(nv, "flash_fwd.cu", var.defines, arch, 1, &image, &size, &log, msg,
+                                         sizeof msg);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            seconds += s;
+            compiled++;
+            char what[512];
+            snprintf(what, sizeof what, "%s: %zu-byte CUBIN, %zu shared bytes, %d threads, %.1f s", key, size,
+                     var.tiles.local_mem_bytes, var.tiles.threads, s);
+            if (st != FA_SUCCESS) {
+              failed++;
+              printf("FAIL %s\n  %s\n", key, msg);
+            } else {
+              int bytes = report(log ? log : "", quiet, what);
+              spilled += bytes > 0;
+              big_spills += bytes > 64;
+            }
+            free(image);
+            free(log);
+           }
+          }
+        }
+      }
+    }
+    void *image = NULL;
+    size_t size = 0;
+    char *log = NULL;
+    fa_status st = fa_cu_compile(nv, "dropout_mask.cu", "", arch, 1, &image, &size, &log, msg, sizeof msg);
+    compiled++;
+    if (st != FA_SUCCESS) {
+      failed++;
+      printf("FAIL %s dropout_mask.cu\n  %s\n", arch, msg);
+    } else {
+      char what[64];
+      snprintf(what, sizeof what, "%s dropout_mask.cu: %zu-byte CUBIN", arch, size);
+      spilled += report(log ? log : "", quiet, what) > 0;
+    }
+    free(image);
+    free(log);
+  }
+  printf("%d variants compiled in %.1f s, %d failed, %d spill (%d more than 64 bytes)\n", compiled, seconds, failed,
+         spilled, big_spills);
+  return failed || big_spills ? 1 : 0;
+}

@@ -1,0 +1,111 @@
+/* The two masks beyond causal, written once for OpenCL C, CUDA and host C (the tests' reference and the
+ * CUDA/OpenCL agreement both rest on every backend computing the same bits):
+ *
+ * Block-sparse mask: uint8 [B or 1, Hq or 1, ceil(Sq / bq), ceil(Sk / bk)]; score (i, j) is masked when
+ * block (i / bq, j / bk) is 0. Kernels classify each tile of scores before touching it: a tile whose blocks
+ * are all 0 is skipped (no loads, no math), one whose blocks are all nonzero needs no per-score test.
+ *
+ * Dropout: score (i, j) of batch b, query head h is dropped when its 32-bit word is below the threshold
+ * t = round(p * 2^32) (so P(drop) = t / 2^32). The word comes from Philox-4x32-10 (Salmon et al., SC'11):
+ *   key     = (seed & 0xffffffff, seed >> 32)
+ *   counter = (j / 2, 8 * (i / 16) + i % 8, b * Hq + h, offset)
+ *   word    = output[2 * ((i / 8) % 2) + j % 2]
+ * One call yields the four scores (i, j), (i, j+1), (i+8, j), (i+8, j+1) (i % 16 < 8, j even): exactly the
+ * four accumulators one thread holds in an m16n8 tensor-core fragment, so the CUDA kernels draw each word
+ * once. Kept probabilities are scaled by 1 / (1 - p). */
+#ifndef FA_MASKS_H
+#define FA_MASKS_H
+
+#if defined(__OPENCL_VERSION__)
+#define FA_FN inline
+#define FA_GMEM __global
+typedef uint fa_u32;
+typedef ulong fa_u64;
+typedef uchar fa_u8;
+typedef long fa_i64;
+#elif defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define FA_FN static __device__ __forceinline__
+#define FA_GMEM
+typedef unsigned int fa_u32;
+typedef unsigned long long fa_u64;
+typedef unsigned char fa_u8;
+typedef long long fa_i64;
+#else
+#include <stdint.h>
+#define FA_FN static inline
+#define FA_GMEM
+typedef uint32_t fa_u32;
+typedef uint64_t fa_u64;
+typedef uint8_t fa_u8;
+typedef int64_t fa_i64;
+#endif
+
+/* ---- Philox-4x32-10 ---- */
+
+#define FA_PHILOX_M0 0xD2511F53u
+#define FA_PHILOX_M1 0xCD9E8D57u
+#define FA_PHILOX_W0 0x9E3779B9u
+#define FA_PHILOX_W1 0xBB67AE85u
+
+/* Ten rounds on c[0..3] in place, keyed by (k0, k1). */
+FA_FN void fa_philox4x32_10(fa_u32 *c, fa_u32 k0, fa_u32 k1) {
+  for (int r = 0; r < 10; r++) {
+    const fa_u64 p0 = (fa_u64)FA_PHILOX_M0 * c[0];
+    const fa_u64 p1 = (fa_u64)FA_PHILOX_M1 * c[2];
+    const fa_u32 n0 = (fa_u32)(p1 >> 32) ^ c[1] ^ k0;
+    const fa_u32 n2 = (fa_u32)(p0 >> 32) ^ c[3] ^ k1;
+    c[1] = (fa_u32)p1;
+    c[3] = (fa_u32)p0;
+    c[0] = n0;
+    c[2] = n2;
+    k0 += FA_PHILOX_W0;
+    k1 += FA_PHILOX_W1;
+  }
+}
+
+/* The four words of the group holding score (i, j) of batch-head bh = b * Hq + h; word e belongs to score
+ * (16 * (i / 16) + i % 8 + 8 * (e / 2), 2 * (j / 2) + e % 2). */
+FA_FN void fa_dropout_words(fa_u64 seed, fa_u32 offset, fa_u32 bh, fa_u32 i, fa_u32 j, fa_u32 *w) {
+  w[0] = j >> 1;
+  w[1] = ((i >> 4) << 3) | (i & 7u);
+  w[2] = bh;
+  w[3] = offset;
+  fa_philox4x32_10(w, (fa_u32)seed, (fa_u32)(seed >> 32));
+}
+
+/* Which of the four words score (i, j) takes. */
+FA_FN int fa_dropout_lane(fa_u32 i, fa_u32 j) { return (int)(((i >> 3) & 1u) * 2u + (j & 1u)); }
+
+/* 1 when score (i, j) is kept, 0 when dropped; threshold as above. */
+FA_FN int fa_dropout_keep(fa_u64 seed, fa_u32 offset, fa_u32 threshold, fa_u32 bh, fa_u32 i, fa_u32 j) {
+  fa_u32 w[4];
+  fa_dropout_words(seed, offset, bh, i, j, w);
+  return w[fa_dropout_lane(i, j)] >= threshold;
+}
+
+/* ---- block-sparse mask ---- */
+
+#define FA_TILE_SKIP 0    /* every score of the tile is masked */
+#define FA_TILE_PARTIAL 1 /* some are: test each score with fa_block_keep */
+#define FA_TILE_FULL 2    /* none is */
+
+/* Classify rows [r0, r1) x keys [c0, c1) (both non-empty, within Sq and Sk) against the mask of one batch
+ * and head: m points at its block (0, 0), s_row and s_col step one block down and right. */
+FA_FN int fa_block_tile(const FA_GMEM fa_u8 *m, fa_i64 s_row, fa_i64 s_col, int bq, int bk, int r0, int r1, int c0,
+                        int c1) {
+  int any = 0, all = 1;
+  for (int bi = r0 / bq; bi <= (r1 - 1) / bq; bi++)
+    for (int bj = c0 / bk; bj <= (c1 - 1) / bk; bj++) {
+      const int on = m[bi * s_row + bj * s_col] != 0;
+      any |= on;
+      all &= on;
+    }
+  return any ? (all ? FA_TILE_FULL : FA_TILE_PARTIAL) : FA_TILE_SKIP;
+}
+
+/* 1 when score (i, j) is kept by the block mask. */
+FA_FN int fa_block_keep(const FA_GMEM fa_u8 *m, fa_i64 s_row, fa_i64 s_col, int bq, int bk, int i, int j) {
+  return m[(fa_i64)(i / bq) * s_row + (fa_i64)(j / bk) * s_col] != 0;
+}
+
+#endif
