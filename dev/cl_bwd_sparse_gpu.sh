@@ -9,8 +9,11 @@
 set -u
 build=${1:-build}
 prog=$build/cl_bwd_sparse
-cc -O2 -std=c11 -Iinclude -Itests -I. dev/cl_bwd_sparse.c tests/reference.c -L"$build" -lflashattn -lm \
-  -Wl,-rpath,"$PWD/$build" -o "$prog" || exit 1
+# Built here when missing or stale (the GPU machine's linker may fail on it: build it before carrying the folder).
+if [ ! -x "$prog" ] || [ dev/cl_bwd_sparse.c -nt "$prog" ]; then
+  cc -O2 -std=c11 -Iinclude -Itests -I. dev/cl_bwd_sparse.c tests/reference.c -L"$build" -lflashattn -lm \
+    -Wl,-rpath,"$PWD/$build" -o "$prog" || exit 1
+fi
 export FLASHATTN_CACHE_DIR=${FLASHATTN_CACHE_DIR:-$PWD/$build/kernel-cache}
 failed=0
 step() {

@@ -293,12 +293,25 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
   float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.0f, 0.0f};
   const int row0 = m0 + warp * 16 + g;
 
+#if FA_BLOCK_MASK
+  /* Classes of the next NTHREADS key tiles, one classified by each work-item: at low densities most tiles are
+   * skipped, and walking them one mask load after another would cost more than the tiles computed. */
+  __local uchar tile_class[NTHREADS];
+#endif
   for (int j = 0; j < n_tiles; j++) {
     const int n0 = j * BN;
 #if FA_BLOCK_MASK
+    if (j % NTHREADS == 0) {
+      barrier(CLK_LOCAL_MEM_FENCE); /* the previous chunk's classes read */
+      const int jc = j + lid;
+      tile_class[lid] = (uchar)(jc < n_tiles ? fa_block_tile(mbase, bm_sr, bm_sc, block_q, block_k, m0,
+                                                             min(m0 + BM, Sq), jc * BN, min(jc * BN + BN, Sk))
+                                             : FA_TILE_SKIP);
+      barrier(CLK_LOCAL_MEM_FENCE);
+    }
     /* The same value in every work-item: a skipped tile skips its barriers uniformly, and the next tile's
      * first barrier does what this one's would have. */
-    const int tile = fa_block_tile(mbase, bm_sr, bm_sc, block_q, block_k, m0, min(m0 + BM, Sq), n0, min(n0 + BN, Sk));
+    const int tile = tile_class[j % NTHREADS];
     if (tile == FA_TILE_SKIP) continue;
 #endif
     barrier(CLK_LOCAL_MEM_FENCE); /* Q's fragments read (first tile) and the previous tile's readers done */

@@ -16,7 +16,7 @@
 #ifndef FA_MASKS_H
 #define FA_MASKS_H
 
-#if defined(__OPENCL_VERSION__)
+#if defined(__OPENCL_C_VERSION__) || defined(__OPENCL_VERSION__)
 #define FA_FN inline
 #define FA_GMEM __global
 typedef uint fa_u32;

@@ -69,7 +69,8 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
     return FA_ERROR_UNSUPPORTED;
   /* Local memory: K (Q first) 64 x (D+8) and V^T D x (BN+8) 16-bit elements: 36 KB at D = 128, BN = 64. */
   const int d = (int)p->head_dim, dp = (d + 15) / 16 * 16, bn = 64;
-  const size_t local_bytes = (size_t)NV_BM * (dp + 8) * 2 + (size_t)dp * (bn + 8) * 2 + (emulate ? NV_THREADS * 24 : 0);
+  const size_t local_bytes = (size_t)NV_BM * (dp + 8) * 2 + (size_t)dp * (bn + 8) * 2 + (emulate ? NV_THREADS * 24 : 0) +
+                             (p->mask.buf ? NV_THREADS : 0); /* the block mask's tile classes */
   if (local_bytes > fa_env_local_mem((size_t)cl->local_mem_bytes)) return FA_ERROR_UNSUPPORTED;
 
   const int aligned = aligned8(&p->q) && aligned8(&p->k) && aligned8(&p->v);
