@@ -35,11 +35,15 @@
  * out->threads = 8 * BC / RPW) or 1 (the row layout: out->threads = BC / RPW). FLASHATTN_OPENCL_BWD_LAYOUT=row
  * takes the row layout with RPW = 1 on GPUs (the layout before the GPU one, for comparisons), =split the GPU
  * layout on any device. */
-static fa_status bwd_tiles(fa_context *ctx, int d, fa_tiles *out, int *tpr) {
+static fa_status bwd_tiles(fa_context *ctx, int d, int dropout, fa_tiles *out, int *tpr) {
   fa_tile_limits lim;
   fa_cl_tile_limits(ctx, &lim);
   const char *layout = getenv("FLASHATTN_OPENCL_BWD_LAYOUT");
   const int row_gpu = layout && strcmp(layout, "row") == 0 && lim.simd_width > 1;
+  /* The row layout's dropout variant keeps a BR x BC tile of keep bytes in local memory, which the tiles of
+   * src/tiling.c do not count: leave room for the largest (64 x 128). */
+  if (dropout && (lim.simd_width == 1 || row_gpu) && lim.local_mem_bytes > 2 * 64 * 128)
+    lim.local_mem_bytes -= 64 * 128;
   if (layout && strcmp(layout, "split") == 0) {
     lim.simd_width = 32;
     if (lim.max_group_size > 256) lim.max_group_size = 256;
@@ -180,7 +184,7 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   const int d = (int)p->head_dim;
   fa_tiles tiles;
   int tpr = 1;
-  fa_status s = bwd_tiles(ctx, d, &tiles, &tpr);
+  fa_status s = bwd_tiles(ctx, d, p->dropout_p > 0.0f, &tiles, &tpr);
   if (s != FA_SUCCESS) return s;
   const int br = tiles.block_q, bc = tiles.block_k, rpw = tiles.block_k * tpr / tiles.threads;
   const int atomic = use_atomic(p, tpr);
