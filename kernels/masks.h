@@ -47,15 +47,26 @@ typedef int64_t fa_i64;
 #define FA_PHILOX_W0 0x9E3779B9u
 #define FA_PHILOX_W1 0xBB67AE85u
 
-/* Ten rounds on c[0..3] in place, keyed by (k0, k1). */
+/* Ten rounds on c[0..3] in place, keyed by (k0, k1). On devices the products are split into 32-bit high and
+ * low halves: from one 64-bit product NVVM carried 64-bit multiplies and xors through the rounds, and the
+ * CUDA forward with dropout ran 9% slower (H100, D = 64). */
 FA_FN void fa_philox4x32_10(fa_u32 *c, fa_u32 k0, fa_u32 k1) {
   for (int r = 0; r < 10; r++) {
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+    const fa_u32 h0 = __umulhi(FA_PHILOX_M0, c[0]), l0 = FA_PHILOX_M0 * c[0];
+    const fa_u32 h1 = __umulhi(FA_PHILOX_M1, c[2]), l1 = FA_PHILOX_M1 * c[2];
+#elif defined(__OPENCL_C_VERSION__) || defined(__OPENCL_VERSION__)
+    const fa_u32 h0 = mul_hi(FA_PHILOX_M0, c[0]), l0 = FA_PHILOX_M0 * c[0];
+    const fa_u32 h1 = mul_hi(FA_PHILOX_M1, c[2]), l1 = FA_PHILOX_M1 * c[2];
+#else
     const fa_u64 p0 = (fa_u64)FA_PHILOX_M0 * c[0];
     const fa_u64 p1 = (fa_u64)FA_PHILOX_M1 * c[2];
-    const fa_u32 n0 = (fa_u32)(p1 >> 32) ^ c[1] ^ k0;
-    const fa_u32 n2 = (fa_u32)(p0 >> 32) ^ c[3] ^ k1;
-    c[1] = (fa_u32)p1;
-    c[3] = (fa_u32)p0;
+    const fa_u32 h0 = (fa_u32)(p0 >> 32), l0 = (fa_u32)p0, h1 = (fa_u32)(p1 >> 32), l1 = (fa_u32)p1;
+#endif
+    const fa_u32 n0 = h1 ^ c[1] ^ k0;
+    const fa_u32 n2 = h0 ^ c[3] ^ k1;
+    c[1] = l1;
+    c[3] = l0;
     c[0] = n0;
     c[2] = n2;
     k0 += FA_PHILOX_W0;
