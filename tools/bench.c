@@ -120,86 +120,69 @@ static int parse_long(const char *s, long *out) {
   return 0;
 }
 
-static int parse_ints(const char *opt, const char *s, int_list *out, long min) {
-  out->n = 0;
-  const char *p = s;
-  while (*p) {
-    char item[64];
+/* The comma-separated items of an option's value, each NUL-terminated; returns their count, or -1 (said on
+ * stderr) for an empty item, one too long, more than MAX_LIST, or none. */
+typedef char list_items[MAX_LIST][64];
+static int split_list(const char *opt, const char *s, list_items items) {
+  int n = 0;
+  for (const char *p = s; *p;) {
     size_t len = strcspn(p, ",");
-    long v;
-    if (len == 0 || len >= sizeof item || out->n == MAX_LIST) {
+    if (len == 0 || len >= sizeof items[0] || n == MAX_LIST) {
       fprintf(stderr, "flashattn-bench: %s: bad list '%s'\n", opt, s);
       return -1;
     }
-    memcpy(item, p, len);
-    item[len] = 0;
-    if (parse_long(item, &v) || v < min) {
-      fprintf(stderr, "flashattn-bench: %s: '%s' is not an integer >= %ld\n", opt, item, min);
-      return -1;
-    }
-    out->v[out->n++] = v;
+    memcpy(items[n], p, len);
+    items[n++][len] = 0;
     p += len;
     if (*p == ',') p++;
   }
-  if (out->n == 0) {
-    fprintf(stderr, "flashattn-bench: %s: empty list\n", opt);
-    return -1;
-  }
+  if (n == 0) fprintf(stderr, "flashattn-bench: %s: empty list\n", opt);
+  return n > 0 ? n : -1;
+}
+
+static int parse_ints(const char *opt, const char *s, int_list *out, long min) {
+  list_items items;
+  if ((out->n = split_list(opt, s, items)) < 0) return -1;
+  for (int i = 0; i < out->n; i++)
+    if (parse_long(items[i], &out->v[i]) || out->v[i] < min) {
+      fprintf(stderr, "flashattn-bench: %s: '%s' is not an integer >= %ld\n", opt, items[i], min);
+      return -1;
+    }
   return 0;
 }
 
+/* Numbers in [lo, hi], or (lo, hi] with lo_open. */
 static int parse_doubles(const char *opt, const char *s, double_list *out, double lo, double hi, int lo_open) {
-  out->n = 0;
-  const char *p = s;
-  while (*p) {
-    size_t len = strcspn(p, ",");
-    char item[64], *end;
-    if (len == 0 || len >= sizeof item || out->n == MAX_LIST) {
-      fprintf(stderr, "flashattn-bench: %s: bad list '%s'\n", opt, s);
-      return -1;
-    }
-    memcpy(item, p, len);
-    item[len] = 0;
+  list_items items;
+  if ((out->n = split_list(opt, s, items)) < 0) return -1;
+  for (int i = 0; i < out->n; i++) {
+    char *end;
     errno = 0;
-    double v = strtod(item, &end);
+    const double v = out->v[i] = strtod(items[i], &end);
     if (errno || *end || !(lo_open ? v > lo : v >= lo) || !(v <= hi)) {
-      fprintf(stderr, "flashattn-bench: %s: '%s' is not a number in %s%g, %g]\n", opt, item, lo_open ? "(" : "[", lo, hi);
+      fprintf(stderr, "flashattn-bench: %s: '%s' is not a number in %s%g, %g]\n", opt, items[i], lo_open ? "(" : "[",
+              lo, hi);
       return -1;
     }
-    out->v[out->n++] = v;
-    p += len;
-    if (*p == ',') p++;
-  }
-  if (out->n == 0) {
-    fprintf(stderr, "flashattn-bench: %s: empty list\n", opt);
-    return -1;
   }
   return 0;
 }
 
 /* A list of names, each mapped to its index in `names`. */
 static int parse_names(const char *opt, const char *s, const char *const *names, int count, int_list *out) {
-  out->n = 0;
-  const char *p = s;
-  while (*p) {
-    size_t len = strcspn(p, ",");
-    int found = -1;
-    for (int i = 0; i < count; i++)
-      if (strlen(names[i]) == len && strncmp(names[i], p, len) == 0) found = i;
-    if (found < 0 || out->n == MAX_LIST) {
-      fprintf(stderr, "flashattn-bench: %s: unknown value '%.*s' in '%s' (expected", opt, (int)len, p, s);
-      for (int i = 0; i < count; i++)
-        fprintf(stderr, "%s%s", i ? "," : " ", names[i]);
+  list_items items;
+  if ((out->n = split_list(opt, s, items)) < 0) return -1;
+  for (int i = 0; i < out->n; i++) {
+    out->v[i] = -1;
+    for (int j = 0; j < count; j++)
+      if (strcmp(names[j], items[i]) == 0) out->v[i] = j;
+    if (out->v[i] < 0) {
+      fprintf(stderr, "flashattn-bench: %s: unknown value '%s' in '%s' (expected", opt, items[i], s);
+      for (int j = 0; j < count; j++)
+        fprintf(stderr, "%s%s", j ? "," : " ", names[j]);
       fprintf(stderr, ")\n");
       return -1;
     }
-    out->v[out->n++] = found;
-    p += len;
-    if (*p == ',') p++;
-  }
-  if (out->n == 0) {
-    fprintf(stderr, "flashattn-bench: %s: empty list\n", opt);
-    return -1;
   }
   return 0;
 }
