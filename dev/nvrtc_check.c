@@ -2,8 +2,10 @@
  * code path (fa_cu_forward_variant picks the variant, fa_cu_compile runs NVRTC), for each architecture
  * given, and print ptxas's register / spill / shared-memory report per variant. Needs NVRTC, no GPU.
  *
- *   nvrtc_check [-a] [-q] [arch ...]      archs default to sm_80 sm_90
+ *   nvrtc_check [-a] [-f] [-q] [arch ...]      archs default to sm_80 sm_90
  *   -a  every head dim that is a multiple of 8 (default: 16 32 64 80 96 128 160 192 224 256)
+ *   -f  also each variant with a block mask, with dropout and with both (fa_cu_forward_features), and
+ *       kernels/dropout_mask.cu
  *   -q  no ptxas report, only failures and the summary
  * Budgets tried per arch: the device opt-in shared memory (A100 163 KiB, H100 227 KiB), 49152 (NVIDIA's
  * default, as FLASHATTN_LOCAL_MEM_BYTES=49152 gives) and 8192 (the tests' tiny budget); each with 16-byte
@@ -51,15 +53,16 @@ static int report(const char *log, int quiet, const char *what) {
 }
 
 int main(int argc, char **argv) {
-  int all = 0, quiet = 0;
+  int all = 0, quiet = 0, features = 0;
   const char *archs[16];
   int narch = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-a") == 0) all = 1;
     else if (strcmp(argv[i], "-q") == 0) quiet = 1;
+    else if (strcmp(argv[i], "-f") == 0) features = 1;
     else if (strncmp(argv[i], "sm_", 3) == 0 && narch < 16) archs[narch++] = argv[i];
     else {
-      fprintf(stderr, "usage: %s [-a] [-q] [sm_XY ...]\n", argv[0]);
+      fprintf(stderr, "usage: %s [-a] [-f] [-q] [sm_XY ...]\n", argv[0]);
       return 2;
     }
   }
@@ -92,13 +95,15 @@ int main(int argc, char **argv) {
       fa_tile_limits lim = {budgets[bi], 1024, 32};
       for (int di = 0; di < ndims; di++) {
         for (int dt = 0; dt < 3; dt++) {
-          for (int async = 1; async >= 0; async--) {
+          for (int v = 0; v < 2 * (features ? 4 : 1); v++) {
+            const int async = 1 - v % 2, feat = v / 2; /* feat: bit 0 block mask, bit 1 dropout */
             fa_cu_fwd_variant var;
             if (fa_cu_forward_variant(&lim, cc_major, dims[di], (fa_dtype)dt, async, &var) != FA_SUCCESS) {
-              if (async) printf("%s budget %zu D %d %s: no tile fits (FA_ERROR_UNSUPPORTED)\n", arch, budgets[bi],
+              if (async && !feat) printf("%s budget %zu D %d %s: no tile fits (FA_ERROR_UNSUPPORTED)\n", arch, budgets[bi],
                                 dims[di], dt == 0 ? "f32" : dt == 1 ? "f16" : "bf16");
               continue;
             }
+            fa_cu_forward_features(&var, feat & 1, (feat & 2) != 0);
             char key[320];
             snprintf(key, sizeof key, "%s %s %s", arch, var.kernel, var.defines);
             if (already(key)) continue;
@@ -129,6 +134,23 @@ int main(int argc, char **argv) {
           }
         }
       }
+    }
+    if (features) { /* the dropout mask's kernel has no variants */
+      void *image = NULL;
+      size_t size = 0;
+      char *log = NULL;
+      fa_status st = fa_cu_compile(nv, "dropout_mask.cu", "", arch, 1, &image, &size, &log, msg, sizeof msg);
+      compiled++;
+      if (st != FA_SUCCESS) {
+        failed++;
+        printf("FAIL %s dropout_mask.cu\n  %s\n", arch, msg);
+      } else {
+        char what[64];
+        snprintf(what, sizeof what, "%s dropout_mask.cu: %zu-byte CUBIN", arch, size);
+        spilled += report(log ? log : "", quiet, what) > 0;
+      }
+      free(image);
+      free(log);
     }
   }
   printf("%d variants compiled in %.1f s, %d failed, %d spill (%d more than 64 bytes)\n", compiled, seconds, failed,
