@@ -508,14 +508,12 @@ static fa_status check_block_mask(fa_context *ctx, const fa_attention_desc *desc
                    {"", "", "ceil(Sq / block_q)", "ceil(Sk / block_k)"}, 0, block_dim_names};
   fa_status st = check_tensor(ctx, &r, m, &p->mask);
   if (st != FA_SUCCESS) return st;
-  if (desc->block_q > INT32_MAX || desc->block_k > INT32_MAX)
-    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "desc->%s: %lld is above the %d the kernels index",
-                   desc->block_q > INT32_MAX ? "block_q" : "block_k",
-                   (long long)(desc->block_q > INT32_MAX ? desc->block_q : desc->block_k), INT32_MAX);
   for (int i = 0; i < 2; i++)
     if (m->shape[i] == 1) p->mask.stride[i] = 0;
-  p->block_q = desc->block_q;
-  p->block_k = desc->block_k;
+  /* A block longer than the sequence is one block, like the sequence itself: i / bq is the same for every
+   * row, and the kernels' int arithmetic stays in range. */
+  p->block_q = desc->block_q < p->seqlen_q ? desc->block_q : p->seqlen_q;
+  p->block_k = desc->block_k < p->seqlen_k ? desc->block_k : p->seqlen_k;
   return FA_SUCCESS;
 }
 

@@ -14,6 +14,7 @@
  * a mask, compared bit for bit (the backward with deterministic = 1 on both sides); should a backend differ
  * legitimately, the dtype's bound applies and a diagnostic says so.
  * Kernel variants are a compile each on PoCL: f32 at D = 32 and 64 mostly, one f16 and one bf16 case. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,7 @@ static const sparse_case cases[] = {
     {F32, 32, 1, 200, 300, 2, 2, 0, 16, 16, RANDOM, 0.15, 1, 0, BHSD, PACK, PACK, 0}, /* sparse, [1, H] */
     {F32, 32, 1, 40, 50, 2, 1, 0, 1, 1, RANDOM, 0.5, 1, 0, PACK, PACK, PAD, 0},     /* 1 x 1 blocks */
     {F32, 32, 2, 50, 70, 3, 3, 0, 128, 256, RANDOM, 0.5, 0, 0, PAD, BHSD, PACK, 0}, /* one block > S per head */
+    {F32, 32, 1, 40, 50, 2, 2, 1, INT32_MAX, 3, RANDOM, 0.5, 1, 0, PACK, PACK, PACK, 0}, /* a huge block_q */
     {F32, 32, 2, 77, 100, 2, 1, 1, 8, 12, RANDOM, 0.5, 0, 1, BPAD, PACK, PACK, 0},  /* causal, [B, 1], MQA */
     {F32, 32, 1, 100, 60, 2, 2, 1, 32, 20, RANDOM, 0.6, 1, 1, BHSD, PACK, BPAD, 1}, /* causal Sq > Sk, [1, 1] */
     {F32, 32, 2, 64, 96, 2, 2, 0, 16, 32, EMPTY_ROWS, 0.5, 0, 0, PACK, BHSD, PAD, 3}, /* emptied rows, offsets */
@@ -117,8 +119,8 @@ static void create_operands(const sparse_case *c, fa_context *ctx, operands *t) 
   const int64_t lshape[4] = {c->batch, c->heads_q, c->seqlen_q, 1};
   t->mask_batch = c->bcast_batch ? 1 : c->batch;
   t->mask_heads = c->bcast_heads ? 1 : c->heads_q;
-  t->rows = (c->seqlen_q + c->block_q - 1) / c->block_q;
-  t->cols = (c->seqlen_k + c->block_k - 1) / c->block_k;
+  t->rows = ((int64_t)c->seqlen_q + c->block_q - 1) / c->block_q;
+  t->cols = ((int64_t)c->seqlen_k + c->block_k - 1) / c->block_k;
   const int64_t mshape[4] = {t->mask_batch, t->mask_heads, t->rows, t->cols};
   const int off = c->offset;
   ck_assert_int_eq(th_tensor_create(&t->q, ctx, c->dtype, qshape, c->in, off), FA_SUCCESS);
