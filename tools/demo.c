@@ -1,5 +1,6 @@
-/* flashattn-demo: flash attention on the default backend at a few sizes, against the float64 reference,
- * with the error and the time of each. Exit status 1 when a result misses its accuracy bound. */
+/* flashattn-demo: flash attention on the default backend at a few sizes, dense, block-sparse and with
+ * dropout, against the float64 reference, with the error and the time of each. Exit status 1 when a result
+ * misses its accuracy bound. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -14,13 +15,17 @@ typedef struct demo_case {
   fa_dtype dtype;
   int64_t batch, heads, seqlen, head_dim;
   int causal;
+  int64_t butterfly_block; /* > 0: block-sparse with fa_block_mask_butterfly's pattern in blocks of this size */
+  float dropout;
 } demo_case;
 
 static const demo_case cases[] = {
-    {FA_F32, 1, 4, 256, 64, 0},
-    {FA_F32, 2, 4, 512, 64, 1},
-    {FA_F16, 1, 8, 1024, 64, 1},
-    {FA_BF16, 1, 2, 1000, 128, 0},
+    {FA_F32, 1, 4, 256, 64, 0, 0, 0},
+    {FA_F32, 2, 4, 512, 64, 1, 0, 0},
+    {FA_F16, 1, 8, 1024, 64, 1, 0, 0},
+    {FA_BF16, 1, 2, 1000, 128, 0, 0, 0},
+    {FA_F32, 1, 4, 1024, 64, 0, 128, 0},
+    {FA_F16, 1, 4, 1024, 64, 1, 0, 0.1f},
 };
 
 static double now_s(void) {
@@ -49,6 +54,47 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* The case's butterfly block mask on the device (desc points at *mt) and, for the reference, expanded to one
+ * byte per score in keep (malloc'd). */
+static fa_status add_block_mask(fa_context *ctx, const demo_case *c, const ref_problem *rp, fa_attention_desc *desc,
+                                fa_buffer **buf, fa_tensor *mt, uint8_t **keep) {
+  const int64_t nb = (c->seqlen + c->butterfly_block - 1) / c->butterfly_block;
+  uint8_t *mask = malloc((size_t)(nb * nb));
+  *keep = malloc((size_t)(c->batch * c->heads * c->seqlen * c->seqlen));
+  fa_status st = mask && *keep ? fa_block_mask_butterfly(mask, nb, nb) : FA_ERROR_OUT_OF_MEMORY;
+  if (st == FA_SUCCESS) st = fa_buffer_create(ctx, (size_t)(nb * nb), buf);
+  if (st == FA_SUCCESS) st = fa_buffer_write(ctx, *buf, 0, mask, (size_t)(nb * nb));
+  if (st == FA_SUCCESS) {
+    fa_tensor_packed(mt, *buf, 0, FA_U8, 1, 1, nb, nb);
+    desc->block_mask = mt;
+    desc->block_q = desc->block_k = c->butterfly_block;
+    ref_expand_block_mask(rp, mask, 1, 1, c->butterfly_block, c->butterfly_block, *keep);
+  }
+  free(mask);
+  return st;
+}
+
+/* The dropout mask the forward applies, read back through fa_dropout_mask as the reference's multipliers
+ * (0 or 1 / (1 - p)), malloc'd. */
+static fa_status dropout_multipliers(fa_context *ctx, const demo_case *c, const fa_attention_desc *desc,
+                                     double **mult) {
+  const size_t n = (size_t)(c->batch * c->heads * c->seqlen * c->seqlen);
+  uint8_t *bits = malloc(n);
+  fa_buffer *buf = NULL;
+  fa_tensor t;
+  *mult = malloc(n * sizeof(double));
+  fa_status st = bits && *mult ? fa_buffer_create(ctx, n, &buf) : FA_ERROR_OUT_OF_MEMORY;
+  if (st == FA_SUCCESS) {
+    fa_tensor_packed(&t, buf, 0, FA_U8, c->batch, c->heads, c->seqlen, c->seqlen);
+    st = fa_dropout_mask(ctx, desc, &t);
+  }
+  if (st == FA_SUCCESS) st = fa_buffer_read(ctx, buf, 0, bits, n);
+  for (size_t e = 0; st == FA_SUCCESS && e < n; e++) (*mult)[e] = bits[e] ? 1.0 / (1.0 - (double)c->dropout) : 0.0;
+  fa_buffer_destroy(buf);
+  free(bits);
+  return st;
+}
+
 /* Runs one case; returns 0 when within bounds, 1 when not, -1 on an error (printed). */
 static int run_case(fa_context *ctx, const demo_case *c, unsigned seed) {
   ref_problem rp = {.batch = c->batch, .seqlen_q = c->seqlen, .seqlen_k = c->seqlen, .heads_q = c->heads,
@@ -57,8 +103,10 @@ static int run_case(fa_context *ctx, const demo_case *c, unsigned seed) {
   size_t n = ref_q_elems(&rp), es = fa_dtype_size(c->dtype), bytes = n * es;
   double *host[4], *ref_o = malloc(n * sizeof(double));
   void *stored = malloc(bytes);
-  fa_buffer *buf[4] = {0};
-  fa_tensor t[4];
+  fa_buffer *buf[4] = {0}, *mask_buf = NULL;
+  fa_tensor t[4], mask_t;
+  uint8_t *keep = NULL;
+  double *mult = NULL;
   int result = -1;
   srand(seed);
   for (int i = 0; i < 4; i++) host[i] = malloc(n * sizeof(double));
@@ -74,6 +122,12 @@ static int run_case(fa_context *ctx, const demo_case *c, unsigned seed) {
   }
   fa_attention_desc desc = {0};
   desc.causal = c->causal;
+  desc.dropout_p = c->dropout;
+  desc.dropout_seed = seed;
+  if (c->butterfly_block > 0 && add_block_mask(ctx, c, &rp, &desc, &mask_buf, &mask_t, &keep) != FA_SUCCESS) goto fail;
+  if (c->dropout > 0 && dropout_multipliers(ctx, c, &desc, &mult) != FA_SUCCESS) goto fail;
+  rp.keep = keep;
+  rp.dropout = mult;
   double times[7];
   for (int r = 0; r < 8; r++) { /* the first run compiles the kernel (or loads it from the cache) */
     fa_event *e0 = NULL, *e1 = NULL;
@@ -94,11 +148,19 @@ static int run_case(fa_context *ctx, const demo_case *c, unsigned seed) {
   for (size_t e = 0; e < n; e++) host[3][e] = load(c->dtype, stored, e);
   if (ref_forward(&rp, host[0], host[1], host[2], ref_o, NULL) != 0) goto fail;
   double err = ref_rel_error(host[3], ref_o, n);
-  double flops = 4.0 * c->batch * c->heads * c->seqlen * c->seqlen * c->head_dim * (c->causal ? 0.5 : 1.0);
+  /* FLOPs of the scores left visible: what a kernel that skips masked tiles has to do */
+  double visible = 0;
+  for (int64_t i = 0; i < c->seqlen; i++)
+    for (int64_t j = 0; j < c->seqlen; j++)
+      visible += (!c->causal || j <= i) && (!keep || keep[i * c->seqlen + j]);
+  double flops = 4.0 * c->batch * c->heads * visible * c->head_dim;
+  char what[48] = "";
+  if (c->butterfly_block) snprintf(what, sizeof what, " butterfly %lld", (long long)c->butterfly_block);
+  if (c->dropout > 0) snprintf(what, sizeof what, " dropout %g", (double)c->dropout);
   result = !(err <= tolerance(c->dtype));
-  printf("%-4s B=%lld H=%lld S=%-5lld D=%-3lld %-6s  error %.2e (bound %.0e) %-4s  %8.3f ms  %7.1f GFLOP/s\n",
+  printf("%-4s B=%lld H=%lld S=%-5lld D=%-3lld %-6s%-14s  error %.2e (bound %.0e) %-4s  %8.3f ms  %7.1f GFLOP/s\n",
          fa_dtype_name(c->dtype), (long long)c->batch, (long long)c->heads, (long long)c->seqlen,
-         (long long)c->head_dim, c->causal ? "causal" : "full", err, tolerance(c->dtype), result ? "FAIL" : "ok",
+         (long long)c->head_dim, c->causal ? "causal" : "full", what, err, tolerance(c->dtype), result ? "FAIL" : "ok",
          times[3] * 1e3, flops / times[3] * 1e-9);
   goto done;
 fail:
@@ -109,6 +171,9 @@ done:
     fa_buffer_destroy(buf[i]);
     free(host[i]);
   }
+  fa_buffer_destroy(mask_buf);
+  free(keep);
+  free(mult);
   free(ref_o);
   free(stored);
   return result;
