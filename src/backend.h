@@ -36,7 +36,8 @@ typedef struct fa_problem {
   fa_view dout, dq, dk, dv; /* backward only */
   /* Block-sparse mask (kernels/masks.h): mask.buf NULL when dense. uint8, so offset and strides are bytes;
    * stride[0] (batch) and stride[1] (head) are 0 where the mask broadcasts; stride[2] and [3] step one block
-   * row and column. block_q, block_k: scores per block. */
+   * row and column. block_q, block_k: scores per block, at most seqlen_q and seqlen_k (api.c clamps longer
+   * blocks, which cover the same scores), so they fit the kernels' int. */
   fa_view mask;
   int64_t block_q, block_k;
   /* Dropout (kernels/masks.h): off when dropout_p == 0. A score is dropped when its Philox word is below

@@ -139,10 +139,8 @@ static void arg_walk(arg_list *a, const fa_problem *p, int group, float scale_lo
     arg_mem(a, fa_cl_mem(p->mask.buf));
     arg_long(a, p->mask.offset);
     for (int x = 0; x < 4; x++) arg_long(a, p->mask.stride[x]);
-    /* A block taller than the sequence holds all of it: the kernels' i / bq is the same with bq = Sq, and
-     * that fits an int. */
-    arg_int(a, p->block_q < p->seqlen_q ? p->block_q : p->seqlen_q);
-    arg_int(a, p->block_k < p->seqlen_k ? p->block_k : p->seqlen_k);
+    arg_int(a, p->block_q); /* api.c has clamped both to the sequence lengths: they fit an int */
+    arg_int(a, p->block_k);
   }
   if (p->dropout_p > 0.0f) {
     cl_ulong seed = p->dropout_seed;
