@@ -35,8 +35,8 @@ static int pick_vec(int bc, int d, int tpr) {
   return 1;
 }
 
-static fa_status set_view(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_view *view, int with_buffer) {
-  static const char *what = "flash_fwd";
+static fa_status view_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_view *view, int with_buffer,
+                           const char *what) {
   fa_status s = FA_SUCCESS;
   if (with_buffer) {
     cl_mem mem = fa_cl_mem(view->buf);
@@ -49,7 +49,7 @@ static fa_status set_view(fa_context *ctx, cl_kernel kern, cl_uint *arg, const f
 
 /* FA_MASK_ARGS of flash_fwd.cl and flash_fwd_nv.cl: mask, its byte offset and four byte strides, block_q,
  * block_k, then dropout's seed, offset, threshold and scale (whichever feature is off gets harmless values). */
-fa_status fa_cl_mask_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_problem *p, const char *what) {
+static fa_status mask_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_problem *p, const char *what) {
   /* Without a mask the kernel never reads its pointer: q's buffer keeps the argument valid. */
   cl_mem mask = fa_cl_mem(p->mask.buf ? p->mask.buf : p->q.buf);
   fa_status s = fa_cl_arg(ctx, kern, (*arg)++, sizeof mask, &mask, what);
@@ -68,6 +68,27 @@ fa_status fa_cl_mask_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const f
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof seed, &seed, what);
   for (int x = 0; x < 2 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof uints[x], &uints[x], what);
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof scale, &scale, what);
+  return s;
+}
+
+fa_status fa_cl_forward_args(fa_context *ctx, cl_kernel kern, const fa_problem *p, const char *what) {
+  cl_uint arg = 0;
+  fa_status s = FA_SUCCESS;
+  const fa_view *views[4] = {&p->q, &p->k, &p->v, &p->o};
+  for (int x = 0; x < 4 && s == FA_SUCCESS; x++) s = view_args(ctx, kern, &arg, views[x], 1, what);
+  if (s != FA_SUCCESS) return s;
+  /* Without lse, the kernel never touches its pointer: pass q's buffer so that the argument is valid. */
+  cl_int has_lse = p->lse.buf != NULL;
+  cl_mem lse_mem = has_lse ? fa_cl_mem(p->lse.buf) : fa_cl_mem(p->q.buf);
+  if ((s = fa_cl_arg(ctx, kern, arg++, sizeof lse_mem, &lse_mem, what)) != FA_SUCCESS) return s;
+  const fa_view lse_view = has_lse ? p->lse : (fa_view){0};
+  if ((s = view_args(ctx, kern, &arg, &lse_view, 0, what)) != FA_SUCCESS) return s;
+  cl_int ints[5] = {has_lse, (cl_int)p->seqlen_q, (cl_int)p->seqlen_k, (cl_int)(p->heads_q / p->heads_kv),
+                    p->causal != 0};
+  for (int x = 0; x < 5 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, arg++, sizeof ints[x], &ints[x], what);
+  cl_float scale_log2 = p->scale * 1.4426950408889634f;
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, what);
+  if (s == FA_SUCCESS && (p->mask.buf || p->dropout_p > 0.0f)) s = mask_args(ctx, kern, &arg, p, what);
   return s;
 }
 
@@ -92,26 +113,7 @@ static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
   cl_kernel kern;
   if ((s = fa_cl_kernel(ctx, "masks.h flash_fwd.cl", options, "flash_fwd", &kern)) != FA_SUCCESS) return s;
 
-  cl_uint arg = 0;
-  if ((s = set_view(ctx, kern, &arg, &p->q, 1)) != FA_SUCCESS) return s;
-  if ((s = set_view(ctx, kern, &arg, &p->k, 1)) != FA_SUCCESS) return s;
-  if ((s = set_view(ctx, kern, &arg, &p->v, 1)) != FA_SUCCESS) return s;
-  if ((s = set_view(ctx, kern, &arg, &p->o, 1)) != FA_SUCCESS) return s;
-  /* Without lse, the kernel never touches its pointer: pass q's buffer so that the argument is valid. */
-  cl_int has_lse = p->lse.buf != NULL;
-  cl_mem lse_mem = has_lse ? fa_cl_mem(p->lse.buf) : fa_cl_mem(p->q.buf);
-  if ((s = fa_cl_arg(ctx, kern, arg++, sizeof lse_mem, &lse_mem, "flash_fwd")) != FA_SUCCESS) return s;
-  fa_view lse_view = p->lse;
-  if (!has_lse) lse_view = (fa_view){0};
-  if ((s = set_view(ctx, kern, &arg, &lse_view, 0)) != FA_SUCCESS) return s;
-  cl_int ints[4] = {has_lse, (cl_int)p->seqlen_q, (cl_int)p->seqlen_k, (cl_int)(p->heads_q / p->heads_kv)};
-  for (int x = 0; x < 4 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, arg++, sizeof ints[x], &ints[x], "flash_fwd");
-  cl_int causal = p->causal != 0;
-  cl_float scale_log2 = p->scale * 1.4426950408889634f;
-  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof causal, &causal, "flash_fwd");
-  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, "flash_fwd");
-  if (s == FA_SUCCESS && (has_mask || has_dropout)) s = fa_cl_mask_args(ctx, kern, &arg, p, "flash_fwd");
-  if (s != FA_SUCCESS) return s;
+  if ((s = fa_cl_forward_args(ctx, kern, p, "flash_fwd")) != FA_SUCCESS) return s;
 
   size_t blocks = (size_t)((p->seqlen_q + br - 1) / br);
   size_t local[3] = {(size_t)tiles.threads, 1, 1};

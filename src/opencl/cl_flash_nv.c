@@ -36,18 +36,6 @@ static int nv_has_mma(const fa_cl *cl) {
   return major >= 8;
 }
 
-static fa_status set_view(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_view *view, int with_buffer) {
-  static const char *what = "flash_fwd_nv";
-  fa_status s = FA_SUCCESS;
-  if (with_buffer) {
-    cl_mem mem = fa_cl_mem(view->buf);
-    s = fa_cl_arg(ctx, kern, (*arg)++, sizeof mem, &mem, what);
-  }
-  cl_long vals[4] = {view->offset, view->stride[0], view->stride[1], view->stride[2]};
-  for (int x = 0; x < 4 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof vals[x], &vals[x], what);
-  return s;
-}
-
 /* Whether a view's offset and batch/seq/head strides are multiples of 8 elements (16 bytes at 16 bits): the
  * kernel then moves tiles as 16-byte vectors. Buffers themselves are aligned far beyond that. */
 static int aligned8(const fa_view *view) {
@@ -87,24 +75,7 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   if (s != FA_SUCCESS) return s;
 
   /* The same arguments as the portable kernel (cl_flash.c). */
-  cl_uint arg = 0;
-  if ((s = set_view(ctx, kern, &arg, &p->q, 1)) != FA_SUCCESS) return s;
-  if ((s = set_view(ctx, kern, &arg, &p->k, 1)) != FA_SUCCESS) return s;
-  if ((s = set_view(ctx, kern, &arg, &p->v, 1)) != FA_SUCCESS) return s;
-  if ((s = set_view(ctx, kern, &arg, &p->o, 1)) != FA_SUCCESS) return s;
-  cl_int has_lse = p->lse.buf != NULL;
-  cl_mem lse_mem = has_lse ? fa_cl_mem(p->lse.buf) : fa_cl_mem(p->q.buf); /* never touched without lse */
-  if ((s = fa_cl_arg(ctx, kern, arg++, sizeof lse_mem, &lse_mem, "flash_fwd_nv")) != FA_SUCCESS) return s;
-  fa_view lse_view = has_lse ? p->lse : (fa_view){0};
-  if ((s = set_view(ctx, kern, &arg, &lse_view, 0)) != FA_SUCCESS) return s;
-  cl_int ints[5] = {has_lse, (cl_int)p->seqlen_q, (cl_int)p->seqlen_k, (cl_int)(p->heads_q / p->heads_kv),
-                    p->causal != 0};
-  for (int x = 0; x < 5 && s == FA_SUCCESS; x++)
-    s = fa_cl_arg(ctx, kern, arg++, sizeof ints[x], &ints[x], "flash_fwd_nv");
-  cl_float scale_log2 = p->scale * 1.4426950408889634f;
-  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, "flash_fwd_nv");
-  if (s == FA_SUCCESS && masked) s = fa_cl_mask_args(ctx, kern, &arg, p, "flash_fwd_nv");
-  if (s != FA_SUCCESS) return s;
+  if ((s = fa_cl_forward_args(ctx, kern, p, "flash_fwd_nv")) != FA_SUCCESS) return s;
 
   size_t blocks = (size_t)((p->seqlen_q + NV_BM - 1) / NV_BM);
   size_t local[3] = {NV_THREADS, 1, 1};

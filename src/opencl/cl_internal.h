@@ -110,8 +110,9 @@ static inline size_t fa_cl_round_up(size_t n, size_t multiple) { return (n + mul
 FA_HIDDEN fa_status fa_cl_forward(fa_context *ctx, const fa_problem *p);
 /* cl_flash.c: the forward tiles for a head dim (the table's .tiles entry). */
 FA_HIDDEN fa_status fa_cl_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out);
-/* cl_flash.c: the block-mask and dropout arguments of the forward kernels (FA_MASK_ARGS), from *arg on. */
-FA_HIDDEN fa_status fa_cl_mask_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_problem *p, const char *what);
+/* cl_flash.c: the whole argument list of flash_fwd.cl's and flash_fwd_nv.cl's kernels (views, lse, sizes,
+ * scale, and FA_MASK_ARGS in the block-mask and dropout variants). */
+FA_HIDDEN fa_status fa_cl_forward_args(fa_context *ctx, cl_kernel kern, const fa_problem *p, const char *what);
 /* cl_dropout.c: fa_dropout_mask (the table's .dropout_mask entry): the keep bits of kernels/masks.h. */
 FA_HIDDEN fa_status fa_cl_dropout_mask(fa_context *ctx, const fa_problem *p);
 /* cl_flash_nv.c: f16/bf16 forward on NVIDIA tensor cores; FA_ERROR_UNSUPPORTED where it does not apply. */
