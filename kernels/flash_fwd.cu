@@ -100,7 +100,7 @@ static __device__ __forceinline__ int fa_tile_class(const fa_fwd_params &p, cons
 
 /* The first key tile of `bn` keys at or after j (below n_tiles) that rows [r0, r1) must visit, and its class
  * in *cls; n_tiles when none is left. Uniform across the block (warp votes on the same loads). Used by the
- * tensor-core kernel (the CUDA-core one calls fa_block_tile_flat per thread: ptxas spills its loop around
+ * tensor-core kernel (the CUDA-core one calls fa_block_tile per thread: ptxas spills its loop around
  * these votes). Blocks of at least 32 x 32 put at most 3 x 3 blocks in a tile (64 rows, <= 64 keys): then each lane
  * classifies a tile of its own with fa_block_tile and a ballot finds the first visited one, so a sparse
  * mask costs one round of loads per W tiles skipped, not one per tile. Smaller blocks split each tile's
@@ -139,40 +139,7 @@ static __device__ __forceinline__ int fa_next_tile(const fa_fwd_params &p, const
 }
 #endif
 
-#if FA_BLOCK_MASK
-/* fa_block_tile as one flat loop over the tile's blocks, row by row, stopping once the answer is PARTIAL:
- * the same class. The CUDA-core kernel uses it because ptxas spills that kernel's registers around
- * fa_block_tile's nested loops. */
-static __device__ __forceinline__ int fa_block_tile_flat(const unsigned char *m, long long s_row, long long s_col,
-                                                         int bq, int bk, int r0, int r1, int c0, int c1) {
-  const int bj0 = c0 / bk, bi1 = (r1 - 1) / bq, bj1 = (c1 - 1) / bk;
-  int any = 0, all = 1;
-  for (int bi = r0 / bq, bj = bj0; bi <= bi1;) {
-    const int on = m[bi * s_row + bj * s_col] != 0;
-    any |= on;
-    all &= on;
-    if (any && !all) break;
-    if (++bj > bj1) {
-      bj = bj0;
-      bi++;
-    }
-  }
-  return any ? (all ? FA_TILE_FULL : FA_TILE_PARTIAL) : FA_TILE_SKIP;
-}
-#endif
 
-#if FA_DROPOUT
-/* fa_dropout_keep with the word picked by selects rather than a run-time array index (which would put the
- * four words in local memory): the same bits. */
-static __device__ __forceinline__ int fa_dropout_keep_sel(const fa_fwd_params &p, unsigned bh, unsigned i,
-                                                          unsigned j) {
-  unsigned w[4];
-  fa_dropout_words(p.dropout_seed, p.dropout_offset, bh, i, j, w);
-  const int e = fa_dropout_lane(i, j);
-  const unsigned x = (e & 2) ? ((e & 1) ? w[3] : w[2]) : ((e & 1) ? w[1] : w[0]);
-  return x >= p.dropout_threshold;
-}
-#endif
 
 #if FA_TC
 /* ======================= tensor cores: f16 / bf16, sm_80+ ======================= */
@@ -441,19 +408,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
 #if FA_DROPOUT
     /* Dropout on P (l above keeps the undropped sum). n-tile nt's four accumulators are rows row0, row0 + 8
      * and keys col, col + 1 (col = n0 + 8 nt + 2 t, even): row0 = m0 + 16 warp + g with m0 and 16 warp
-     * multiples of 16 and g < 8, so row0 % 16 = g < 8 and the four are exactly one Philox group: one call,
-     * and accumulator 2 rr + e takes word fa_dropout_lane(row0 + 8 rr, col + e), which depends only on
-     * ((row0 + 8 rr) >> 3) & 1 = rr and (col + e) & 1 = e, so fa_dropout_lane(8 rr, e) (a constant). */
+     * multiples of 16 and g < 8, so row0 % 16 = g < 8: one Philox group, one call. */
 #pragma unroll
-    for (int nt = 0; nt < BN / 8; nt++) {
-      unsigned w[4];
-      fa_dropout_words(p.dropout_seed, p.dropout_offset, bh, (unsigned)row0, (unsigned)(n0 + nt * 8 + 2 * t), w);
-#pragma unroll
-      for (int rr = 0; rr < 2; rr++)
-#pragma unroll
-        for (int e = 0; e < 2; e++)
-          if (w[fa_dropout_lane(8u * rr, (unsigned)e)] < p.dropout_threshold) s[nt][2 * rr + e] = 0.f;
-    }
+    for (int nt = 0; nt < BN / 8; nt++)
+      fa_dropout_fragment(p.dropout_seed, p.dropout_offset, p.dropout_threshold, bh, (unsigned)row0,
+                          (unsigned)(n0 + nt * 8 + 2 * t), s[nt]);
 #endif
 
     /* O += P V: the score accumulators of key n-tiles 2 kb and 2 kb + 1 are exactly the A fragment of
@@ -598,7 +557,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
    * answer), which ptxas handles without spills, unlike the warp-vote fa_next_tile here. */
   for (int j = 0;; j++) {
     for (; j < n_tiles; j++) {
-      cls = fa_block_tile_flat(mk, p.mask_sr, p.mask_sc, p.block_q, p.block_k, m0, r_end, j * BN,
+      cls = fa_block_tile(mk, p.mask_sr, p.mask_sc, p.block_q, p.block_k, m0, r_end, j * BN,
                                j * BN + min(BN, Sk - j * BN));
       if (cls != FA_TILE_SKIP) break;
     }
@@ -689,7 +648,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
         /* P V takes the kept probabilities only; l sums them all. */
         if (COLS_FULL || tx + TX * jj < BN)
           sp[(ty + TY * i) * PS + tx + TX * jj] =
-              fa_dropout_keep_sel(p, bh, (unsigned)(m0 + ty + TY * i), (unsigned)(n0 + tx + TX * jj)) ? pe : 0.f;
+              fa_dropout_keep(p.dropout_seed, p.dropout_offset, p.dropout_threshold, bh, (unsigned)(m0 + ty + TY * i),
+                              (unsigned)(n0 + tx + TX * jj))
+                  ? pe
+                  : 0.f;
 #else
         if (COLS_FULL || tx + TX * jj < BN) sp[(ty + TY * i) * PS + tx + TX * jj] = pe;
 #endif

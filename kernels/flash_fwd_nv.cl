@@ -399,13 +399,8 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
      * column n0 + nt*8 + 2t is even, so s[nt][0..3] = rows row0, row0 + 8 x keys col, col + 1 are exactly the
      * four words of one fa_dropout_words() call, in its order. */
 #pragma unroll
-    for (int nt = 0; nt < BN / 8; nt++) {
-      uint w[4];
-      fa_dropout_words(drop_seed, drop_offset, bh, (uint)row0, (uint)(n0 + nt * 8 + 2 * t), w);
-#pragma unroll
-      for (int e = 0; e < 4; e++)
-        if (w[e] < drop_threshold) s[nt][e] = 0.0f;
-    }
+    for (int nt = 0; nt < BN / 8; nt++)
+      fa_dropout_fragment(drop_seed, drop_offset, drop_threshold, bh, (uint)row0, (uint)(n0 + nt * 8 + 2 * t), s[nt]);
 #endif
 
     /* O += P V: the accumulators of key n-tiles 2 kb and 2 kb + 1 are exactly the A fragment of k-step kb;

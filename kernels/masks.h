@@ -87,11 +87,24 @@ FA_FN void fa_dropout_words(fa_u64 seed, fa_u32 offset, fa_u32 bh, fa_u32 i, fa_
 /* Which of the four words score (i, j) takes. */
 FA_FN int fa_dropout_lane(fa_u32 i, fa_u32 j) { return (int)(((i >> 3) & 1u) * 2u + (j & 1u)); }
 
-/* 1 when score (i, j) is kept, 0 when dropped; threshold as above. */
+/* 1 when score (i, j) is kept, 0 when dropped; threshold as above. The word is picked by selects: indexing
+ * w with a run-time lane would put it in (slow) local memory on GPUs. */
 FA_FN int fa_dropout_keep(fa_u64 seed, fa_u32 offset, fa_u32 threshold, fa_u32 bh, fa_u32 i, fa_u32 j) {
   fa_u32 w[4];
   fa_dropout_words(seed, offset, bh, i, j, w);
-  return w[fa_dropout_lane(i, j)] >= threshold;
+  const int e = fa_dropout_lane(i, j);
+  return ((e & 2) ? ((e & 1) ? w[3] : w[2]) : ((e & 1) ? w[1] : w[0])) >= threshold;
+}
+
+/* Dropout on one m16n8 accumulator fragment of a tensor-core kernel: acc[2 rr + e] holds score (row0 + 8 rr,
+ * col + e), with row0 % 16 < 8 and col even, so the four are exactly one Philox group, in its word order.
+ * Zeroes the dropped ones (the scale 1 / (1 - p) is the caller's). */
+FA_FN void fa_dropout_fragment(fa_u64 seed, fa_u32 offset, fa_u32 threshold, fa_u32 bh, fa_u32 row0, fa_u32 col,
+                               float *acc) {
+  fa_u32 w[4];
+  fa_dropout_words(seed, offset, bh, row0, col, w);
+  for (int e = 0; e < 4; e++)
+    if (w[e] < threshold) acc[e] = 0.0f;
 }
 
 /* ---- block-sparse mask ---- */
@@ -101,16 +114,23 @@ FA_FN int fa_dropout_keep(fa_u64 seed, fa_u32 offset, fa_u32 threshold, fa_u32 b
 #define FA_TILE_FULL 2    /* none is */
 
 /* Classify rows [r0, r1) x keys [c0, c1) (both non-empty, within Sq and Sk) against the mask of one batch
- * and head: m points at its block (0, 0), s_row and s_col step one block down and right. */
+ * and head: m points at its block (0, 0), s_row and s_col step one block down and right. One flat loop over
+ * the blocks, row by row, that stops once the answer is PARTIAL: ptxas spilled registers around nested
+ * loops in the CUDA-core forward. */
 FA_FN int fa_block_tile(const FA_GMEM fa_u8 *m, fa_i64 s_row, fa_i64 s_col, int bq, int bk, int r0, int r1, int c0,
                         int c1) {
+  const int bj0 = c0 / bk, bi1 = (r1 - 1) / bq, bj1 = (c1 - 1) / bk;
   int any = 0, all = 1;
-  for (int bi = r0 / bq; bi <= (r1 - 1) / bq; bi++)
-    for (int bj = c0 / bk; bj <= (c1 - 1) / bk; bj++) {
-      const int on = m[bi * s_row + bj * s_col] != 0;
-      any |= on;
-      all &= on;
+  for (int bi = r0 / bq, bj = bj0; bi <= bi1;) {
+    const int on = m[bi * s_row + bj * s_col] != 0;
+    any |= on;
+    all &= on;
+    if (any && !all) break;
+    if (++bj > bj1) {
+      bj = bj0;
+      bi++;
     }
+  }
   return any ? (all ? FA_TILE_FULL : FA_TILE_PARTIAL) : FA_TILE_SKIP;
 }
 
