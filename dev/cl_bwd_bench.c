@@ -21,142 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "dev_operand.h"
 #include "reference.h"
-
-static fa_context *g_ctx;
-
-#define CHECK_FA(call)                                                                          \
-  do {                                                                                          \
-    fa_status st_ = (call);                                                                     \
-    if (st_ != FA_SUCCESS) {                                                                    \
-      fprintf(stderr, "%s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call, fa_status_string(st_), \
-              fa_context_last_error(g_ctx));                                                    \
-      exit(1);                                                                                  \
-    }                                                                                           \
-  } while (0)
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double urand(void) { /* uniform in [-1, 1) */
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (double)(rng_state >> 11) / (double)(1ull << 52) - 1.0;
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-/* CPU time of the whole process, PoCL's worker threads included: on a CPU device shared with other jobs it
- * says what the kernels cost, whatever the wall clock says. */
-static double cpu_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* Store x in dtype at element i of raw; return the value actually stored. */
-static double put(void *raw, size_t i, fa_dtype dt, double x) {
-  if (dt == FA_F32) return ((float *)raw)[i] = (float)x;
-  if (dt == FA_F16) return ref_f16_to_f32(((uint16_t *)raw)[i] = ref_f32_to_f16((float)x));
-  return ref_bf16_to_f32(((uint16_t *)raw)[i] = ref_f32_to_bf16((float)x));
-}
-static double get(const void *raw, size_t i, fa_dtype dt) {
-  if (dt == FA_F32) return ((const float *)raw)[i];
-  if (dt == FA_F16) return ref_f16_to_f32(((const uint16_t *)raw)[i]);
-  return ref_bf16_to_f32(((const uint16_t *)raw)[i]);
-}
-static size_t dsize(fa_dtype dt) { return dt == FA_F32 ? 4 : 2; }
-
-typedef struct shape {
-  int b, sq, sk, hq, hkv, d, causal;
-  fa_dtype dt;
-  int layout; /* 0 packed BSHD, 1 BHSD-ordered strides, 2 padded rows and an offset */
-  float scale;
-} shape;
-
-/* Strides (elements) of a [B, S, H, D] tensor in a layout, its element offset and the elements it spans. */
-static void layout_of(int layout, int b, int s, int h, int d, int64_t st[4], size_t *off, size_t *span) {
-  if (layout == 1) {
-    st[3] = 1, st[1] = d, st[2] = (int64_t)s * d, st[0] = (int64_t)h * s * d;
-    *off = 0;
-  } else if (layout == 2) {
-    st[3] = 1, st[2] = d, st[1] = (int64_t)h * d + 24, st[0] = st[1] * s + 8;
-    *off = 40;
-  } else {
-    st[3] = 1, st[2] = d, st[1] = (int64_t)h * d, st[0] = (int64_t)s * h * d;
-    *off = 0;
-  }
-  *span = *off + (size_t)st[0] * b;
-}
-
-/* One operand: its packed float64 values, host bytes in the device layout, device buffer and tensor. */
-typedef struct operand {
-  double *val; /* packed [B, S, H, D] */
-  unsigned char *raw;
-  size_t span, n;
-  fa_buffer *buf;
-  fa_tensor t;
-} operand;
-
-static void make(operand *o, const shape *c, int s, int h, double amp, int fill) {
-  int64_t st[4];
-  size_t off;
-  layout_of(c->layout, c->b, s, h, c->d, st, &off, &o->span);
-  size_t es = dsize(c->dt);
-  o->n = (size_t)c->b * s * h * c->d;
-  o->val = calloc(o->n, sizeof(double));
-  o->raw = malloc(o->span * es);
-  memset(o->raw, 0xff, o->span * es); /* NaN in every dtype: unwritten elements show */
-  if (fill)
-    for (int bb = 0; bb < c->b; bb++)
-      for (int ss = 0; ss < s; ss++)
-        for (int hh = 0; hh < h; hh++)
-          for (int x = 0; x < c->d; x++)
-            o->val[(((size_t)bb * s + ss) * h + hh) * c->d + x] =
-                put(o->raw, off + bb * st[0] + ss * st[1] + hh * st[2] + x, c->dt, amp * urand());
-  CHECK_FA(fa_buffer_create(g_ctx, o->span * es, &o->buf));
-  CHECK_FA(fa_buffer_write(g_ctx, o->buf, 0, o->raw, o->span * es));
-  o->t = (fa_tensor){o->buf, off * es, c->dt, {c->b, s, h, c->d}, {st[0], st[1], st[2], st[3]}};
-}
-
-/* Read back into val (packed); returns how many padding bytes (outside the view) changed from 0xff. */
-static int fetch(operand *o, const shape *c) {
-  size_t es = dsize(c->dt);
-  CHECK_FA(fa_buffer_read(g_ctx, o->buf, 0, o->raw, o->span * es));
-  const int64_t *st = o->t.stride;
-  size_t off = o->t.offset / es;
-  unsigned char *mark = calloc(o->span, 1);
-  int s = (int)o->t.shape[1], h = (int)o->t.shape[2];
-  for (int bb = 0; bb < c->b; bb++)
-    for (int ss = 0; ss < s; ss++)
-      for (int hh = 0; hh < h; hh++)
-        for (int x = 0; x < c->d; x++) {
-          size_t at = off + bb * st[0] + ss * st[1] + hh * st[2] + x;
-          o->val[(((size_t)bb * s + ss) * h + hh) * c->d + x] = get(o->raw, at, c->dt);
-          mark[at] = 1;
-        }
-  int touched = 0;
-  for (size_t e = 0; e < o->span; e++)
-    if (!mark[e])
-      for (size_t x = 0; x < es; x++) touched += o->raw[e * es + x] != 0xff;
-  free(mark);
-  return touched;
-}
-
-static void drop(operand *o) {
-  fa_buffer_destroy(o->buf);
-  free(o->val);
-  free(o->raw);
-}
-
-static double rel_err(const double *a, const double *b, size_t n) {
-  double e = ref_rel_error(a, b, n);
-  for (size_t i = 0; i < n; i++)
-    if (isnan(a[i])) return INFINITY;
-  return e;
-}
 
 /* Forward, then backward (twice when check_bits: the two must agree bit for bit). Returns 0 when within
  * tolerance. */
@@ -191,8 +57,9 @@ static int run_case(const shape *c, int deterministic, int check_bits) {
     free(a), free(b2), free(c2);
   }
 
-  ref_problem rp = {c->b, c->sq, c->sk, c->hq, c->hkv, c->d,
-                    c->scale > 0 ? (double)c->scale : 1.0 / sqrt((double)c->d), c->causal};
+  ref_problem rp = {.batch = c->b, .seqlen_q = c->sq, .seqlen_k = c->sk, .heads_q = c->hq, .heads_kv = c->hkv,
+                    .head_dim = c->d, .scale = c->scale > 0 ? (double)c->scale : 1.0 / sqrt((double)c->d),
+                    .causal = c->causal};
   double *rq = malloc(q.n * sizeof(double)), *rk = malloc(k.n * sizeof(double)), *rv = malloc(k.n * sizeof(double));
   if (ref_backward(&rp, q.val, k.val, v.val, g.val, rq, rk, rv)) exit(1);
   double eq = rel_err(dq.val, rq, q.n), ek = rel_err(dk.val, rk, k.n), ev = rel_err(dv.val, rv, k.n);

@@ -22,51 +22,8 @@
 #include <time.h>
 
 #include "kernels/masks.h"
+#include "dev_util.h"
 #include "reference.h"
-
-static fa_context *g_ctx;
-
-#define CHECK_FA(call)                                                                          \
-  do {                                                                                          \
-    fa_status st_ = (call);                                                                     \
-    if (st_ != FA_SUCCESS) {                                                                    \
-      fprintf(stderr, "%s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call, fa_status_string(st_), \
-              fa_context_last_error(g_ctx));                                                    \
-      exit(1);                                                                                  \
-    }                                                                                           \
-  } while (0)
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double urand(void) { /* uniform in [-1, 1) */
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (double)(rng_state >> 11) / (double)(1ull << 52) - 1.0;
-}
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU time of the process, PoCL's threads included: on a shared CPU device it says what the kernels cost. */
-static double cpu_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static size_t dsize(fa_dtype dt) { return dt == FA_F32 ? 4 : 2; }
-static double put(void *raw, size_t i, fa_dtype dt, double x) {
-  if (dt == FA_F32) return ((float *)raw)[i] = (float)x;
-  if (dt == FA_F16) return ref_f16_to_f32(((uint16_t *)raw)[i] = ref_f32_to_f16((float)x));
-  return ref_bf16_to_f32(((uint16_t *)raw)[i] = ref_f32_to_bf16((float)x));
-}
-static double get(const void *raw, size_t i, fa_dtype dt) {
-  if (dt == FA_F32) return ((const float *)raw)[i];
-  if (dt == FA_F16) return ref_f16_to_f32(((const uint16_t *)raw)[i]);
-  return ref_bf16_to_f32(((const uint16_t *)raw)[i]);
-}
 
 /* A packed [d0, d1, d2, d3] device tensor with its float64 values (as stored in dtype). */
 typedef struct operand {
