@@ -345,6 +345,32 @@ static __device__ __forceinline__ void scores(const fa_bwd_params &p, const floa
 }
 
 /* dK, dV (and with DQ_ATOMIC, dQ's share) of one block of BN keys. Grid (ceil(Sk / BN), Hkv, B). */
+/* acc += dS K for the tile in shared memory: this thread's query rows ty + TYC i and columns 4 (tx + TXC c), the
+ * dQ step of both the atomic path (flash_bwd_dkdv_simt) and flash_bwd_dq_simt. */
+static __device__ __forceinline__ void add_ds_k(float4 (&acc)[RQC][CDC], const float *sds, const float *sk, int tx,
+                                                int ty) {
+#pragma unroll 2
+  for (int x = 0; x < BN; x++) {
+    float ds[RQC];
+#pragma unroll
+    for (int i = 0; i < RQC; i++) ds[i] = sds[min(ty + TYC * i, BM - 1) * PS + x];
+#pragma unroll
+    for (int c = 0; c < CDC; c++) {
+      const int col = 4 * (tx + TXC * c);
+      if (COLS_FULL || col < D) {
+        const float4 kv = *(const float4 *)(sk + x * QS + col);
+#pragma unroll
+        for (int i = 0; i < RQC; i++) {
+          acc[i][c].x = fmaf(ds[i], kv.x, acc[i][c].x);
+          acc[i][c].y = fmaf(ds[i], kv.y, acc[i][c].y);
+          acc[i][c].z = fmaf(ds[i], kv.z, acc[i][c].z);
+          acc[i][c].w = fmaf(ds[i], kv.w, acc[i][c].w);
+        }
+      }
+    }
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const fa_bwd_params p) {
   extern __shared__ float4 fa_smem4[];
   float *smem = (float *)fa_smem4;
@@ -441,26 +467,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
         for (int i = 0; i < RQC; i++)
 #pragma unroll
           for (int c = 0; c < CDC; c++) acc[i][c] = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 2
-        for (int x = 0; x < BN; x++) {
-          float ds[RQC];
-#pragma unroll
-          for (int i = 0; i < RQC; i++) ds[i] = sds[min(ty + TYC * i, BM - 1) * PS + x];
-#pragma unroll
-          for (int c = 0; c < CDC; c++) {
-            const int col = 4 * (tx + TXC * c);
-            if (COLS_FULL || col < D) {
-              const float4 kv = *(const float4 *)(sk + x * QS + col);
-#pragma unroll
-              for (int i = 0; i < RQC; i++) {
-                acc[i][c].x = fmaf(ds[i], kv.x, acc[i][c].x);
-                acc[i][c].y = fmaf(ds[i], kv.y, acc[i][c].y);
-                acc[i][c].z = fmaf(ds[i], kv.z, acc[i][c].z);
-                acc[i][c].w = fmaf(ds[i], kv.w, acc[i][c].w);
-              }
-            }
-          }
-        }
+        add_ds_k(acc, sds, sk, tx, ty);
 #pragma unroll
         for (int i = 0; i < RQC; i++) {
           const int r = ty + TYC * i, row = q0 + r;
@@ -562,26 +569,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
     __syncthreads();
     scores(p, smem, (float *)0, sds, q0, k0, tid, te);
     __syncthreads();
-#pragma unroll 2
-    for (int x = 0; x < BN; x++) {
-      float ds[RQC];
-#pragma unroll
-      for (int i = 0; i < RQC; i++) ds[i] = sds[min(ty + TYC * i, BM - 1) * PS + x];
-#pragma unroll
-      for (int c = 0; c < CDC; c++) {
-        const int col = 4 * (tx + TXC * c);
-        if (COLS_FULL || col < D) {
-          const float4 kv = *(const float4 *)(sk + x * QS + col);
-#pragma unroll
-          for (int i = 0; i < RQC; i++) {
-            acc[i][c].x = fmaf(ds[i], kv.x, acc[i][c].x);
-            acc[i][c].y = fmaf(ds[i], kv.y, acc[i][c].y);
-            acc[i][c].z = fmaf(ds[i], kv.z, acc[i][c].z);
-            acc[i][c].w = fmaf(ds[i], kv.w, acc[i][c].w);
-          }
-        }
-      }
-    }
+    add_ds_k(acc, sds, sk, tx, ty);
   }
 
 #pragma unroll
