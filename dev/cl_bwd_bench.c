@@ -177,6 +177,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   fa_device_info info;
+  fa_device_info_init(&info);
   CHECK_FA(fa_context_info(g_ctx, &info));
   printf("device: %s (%s), local memory budget %zu bytes\n", info.name, info.platform, info.local_mem_bytes);
   int rc = 0;

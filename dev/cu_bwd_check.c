@@ -424,6 +424,7 @@ int main(int argc, char **argv) {
     }
     if (bi == 0) {
       fa_device_info info;
+      fa_device_info_init(&info);
       fa_context_info(ctx, &info);
       printf("device: %s, %s, %zu B shared per block\n", info.name, info.api_version, info.local_mem_bytes);
     }

@@ -355,6 +355,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   fa_device_info info;
+  fa_device_info_init(&info);
   fa_context_info(ctx, &info);
   printf("device: %s, %s, %s, %d SMs, %zu B shared per block (budget %zu), tensor cores %d\n", info.name,
          info.platform, info.api_version, info.compute_units, info.device_local_mem_bytes, info.local_mem_bytes,

@@ -296,6 +296,7 @@ int main(int argc, char **argv) {
     return cs == FA_ERROR_BACKEND_UNAVAILABLE ? 77 : 1; /* 77: no such backend here (a skip) */
   }
   fa_device_info info;
+  fa_device_info_init(&info);
   CHECK_FA(fa_context_info(g_ctx, &info));
   printf("backend %s, device: %s (%s)\n", fa_backend_name(info.backend), info.name, info.platform);
   int rc = 0;

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,8 +25,20 @@ extern "C" {
 #endif
 
 #define FLASHATTN_VERSION_MAJOR 0
-#define FLASHATTN_VERSION_MINOR 1
+#define FLASHATTN_VERSION_MINOR 2
 #define FLASHATTN_VERSION_PATCH 0
+
+/*
+ * Structs that grow: fa_context_options, fa_attention_desc and fa_device_info begin with struct_size,
+ * the size of the struct as the caller's header declared it (sizeof). The library reads (or, for
+ * fa_device_info, writes) only that many bytes, so a program built against an older header keeps working
+ * with a newer library: fields it does not know are taken as zero, and zero always means "off" or "the
+ * default". struct_size 0 stands for the base fields (those above the "grown since" line of each struct).
+ * A struct_size larger than this library's struct is accepted when the bytes this library does not know
+ * are all zero, and refused with FA_ERROR_UNSUPPORTED otherwise (the caller asked for a feature this
+ * library lacks). Initialise with fa_context_options_default(), fa_attention_desc_init() or
+ * fa_device_info_init(), which set struct_size from the caller's own sizeof.
+ */
 
 /** Status of every call. */
 typedef enum fa_status {
@@ -88,13 +101,23 @@ FA_API fa_status fa_device_count(fa_backend b, int *count);
 
 /** Options for fa_context_create(). Fill with fa_context_options_default() and change what you need. */
 typedef struct fa_context_options {
+  size_t struct_size; /* sizeof(fa_context_options), or 0 for the base fields (see "Structs that grow") */
   fa_backend backend; /* FA_BACKEND_AUTO reads FLASHATTN_BACKEND (cuda|opencl|auto, default auto) */
   int device;         /* -1 reads FLASHATTN_DEVICE, default 0; else the device index within the backend */
   void *native_queue; /* optional: the caller's CUstream / cudaStream_t, or cl_command_queue */
+  /* grown since 0.2: nothing yet */
 } fa_context_options;
 
-/** Defaults: backend FA_BACKEND_AUTO, device -1, no native queue. @param opt must not be NULL. */
-FA_API void fa_context_options_default(fa_context_options *opt);
+/**
+ * Defaults: backend FA_BACKEND_AUTO, device -1, no native queue, struct_size = sizeof *opt (inline, so it
+ * is the caller's sizeof). @param opt must not be NULL.
+ */
+static inline void fa_context_options_default(fa_context_options *opt) {
+  memset(opt, 0, sizeof *opt);
+  opt->struct_size = sizeof *opt;
+  opt->backend = FA_BACKEND_AUTO;
+  opt->device = -1;
+}
 
 /**
  * Create a context on one device.
@@ -128,8 +151,9 @@ typedef struct fa_tiles {
   size_t local_mem_bytes; /* on-chip memory one group uses */
 } fa_tiles;
 
-/** What a context runs on. */
+/** What a context runs on. Set struct_size before fa_context_info() (fa_device_info_init() does). */
 typedef struct fa_device_info {
+  size_t struct_size;            /* sizeof(fa_device_info), or 0 for the base fields: how much the library writes */
   fa_backend backend;
   int device_index;              /* within the backend */
   char name[256];                /* device name */
@@ -143,9 +167,20 @@ typedef struct fa_device_info {
   int max_work_group_size;
   int compute_capability;        /* CUDA: major * 10 + minor; OpenCL: 0 */
   int tensor_cores;              /* 1 when the flash kernels use matrix instructions for f16/bf16 */
+  /* grown since 0.2: nothing yet */
 } fa_device_info;
 
-/** Describe the context's device. @return FA_ERROR_INVALID_ARGUMENT when ctx or info is NULL. */
+/** Zero an fa_device_info and set struct_size to the caller's sizeof, before fa_context_info(). */
+static inline void fa_device_info_init(fa_device_info *info) {
+  memset(info, 0, sizeof *info);
+  info->struct_size = sizeof *info;
+}
+
+/**
+ * Describe the context's device: writes info's first info->struct_size bytes (the base fields when 0).
+ * @return FA_ERROR_INVALID_ARGUMENT when ctx or info is NULL or struct_size is neither 0 nor at least the
+ *         base fields' size.
+ */
 FA_API fa_status fa_context_info(const fa_context *ctx, fa_device_info *info);
 
 /**
@@ -194,7 +229,9 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
                              int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 
 /**
- * What to compute. Zero-initialise, then set fields: zero means the default for each (dense, no dropout).
+ * What to compute. Start from fa_attention_desc_init() (or zero it and set struct_size = sizeof), then set
+ * fields: zero means the default for each (dense, no dropout). A zeroed struct with struct_size 0 is read
+ * as its base fields only: the fields grown since are then off, whatever they hold.
  *
  * Block-sparse attention (FlashAttention §3.3): block_mask is a uint8 tensor (dtype FA_U8, strides in
  * bytes, any layout) of shape [B or 1, Hq or 1, ceil(Sq / block_q), ceil(Sk / block_k)]; a size of 1 is
@@ -210,6 +247,7 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
  * seed) for each call that needs fresh randomness. Both need the flash algorithm.
  */
 typedef struct fa_attention_desc {
+  size_t struct_size;  /* sizeof(fa_attention_desc), or 0 for the base fields (see "Structs that grow") */
   fa_algo algo;
   float softmax_scale; /* 0: 1/sqrt(head_dim); must be finite and >= 0 */
   int causal;          /* mask key j for query i when j > i + (Sk - Sq): bottom-right aligned */
@@ -219,7 +257,14 @@ typedef struct fa_attention_desc {
   float dropout_p;             /* in [0, 1); 0: no dropout */
   uint64_t dropout_seed;
   uint32_t dropout_offset;
+  /* grown since 0.2 (read only when struct_size covers them): nothing yet */
 } fa_attention_desc;
+
+/** Zero every field (dense flash attention, default scale) and set struct_size to the caller's sizeof. */
+static inline void fa_attention_desc_init(fa_attention_desc *desc) {
+  memset(desc, 0, sizeof *desc);
+  desc->struct_size = sizeof *desc;
+}
 
 /**
  * Forward pass: o = softmax(scale · q kᵀ [causal mask]) v, and optionally the per-row log-sum-exp.

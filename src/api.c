@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,11 +135,30 @@ fa_status fa_device_count(fa_backend b, int *count) {
   return count_devices(b, count, msg, sizeof msg);
 }
 
-void fa_context_options_default(fa_context_options *opt) {
-  if (!opt) return;
-  memset(opt, 0, sizeof *opt);
-  opt->backend = FA_BACKEND_AUTO;
-  opt->device = -1;
+/* ---- structs that grow (the header's "Structs that grow") ---- */
+
+/* Bytes of each struct's base fields: what struct_size 0 stands for. */
+#define BASE_SIZE(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
+#define OPTIONS_BASE BASE_SIZE(fa_context_options, native_queue)
+#define DESC_BASE BASE_SIZE(fa_attention_desc, dropout_offset)
+#define INFO_BASE BASE_SIZE(fa_device_info, tensor_cores)
+
+/* The caller's struct_size resolved to the bytes that may be read or written, or 0 when it is not valid:
+ * smaller than the base fields. */
+static size_t grown_size(size_t struct_size, size_t base) {
+  if (struct_size == 0) return base;
+  return struct_size < base ? 0 : struct_size;
+}
+
+/* Copy a caller's growable input struct (`given` bytes, from grown_size) into `dst`, this library's full
+ * struct: fields past `given` become zero. A caller's struct larger than ours must hold zeros where we have
+ * no field; returns the offset of the first nonzero unknown byte there, or 0 when every byte was taken. */
+static size_t read_grown(void *dst, size_t ours, const void *src, size_t given) {
+  memset(dst, 0, ours);
+  memcpy(dst, src, given < ours ? given : ours);
+  for (size_t i = ours; i < given; i++)
+    if (((const unsigned char *)src)[i]) return i;
+  return 0;
 }
 
 /* FLASHATTN_BACKEND for a caller who asked for FA_BACKEND_AUTO. */
@@ -193,8 +213,20 @@ fa_status fa_context_create(const fa_context_options *opt, fa_context **out) {
   if (!out) return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new context is NULL");
   *out = NULL;
   fa_context_options o;
-  if (opt) o = *opt;
-  else fa_context_options_default(&o);
+  if (opt) {
+    const size_t given = grown_size(opt->struct_size, OPTIONS_BASE);
+    if (!given)
+      return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT,
+                            "opt->struct_size: %zu is smaller than the %zu bytes of the base fields (use 0 or sizeof)",
+                            opt->struct_size, (size_t)OPTIONS_BASE);
+    const size_t unknown = read_grown(&o, sizeof o, opt, given);
+    if (unknown)
+      return fa_fail_thread(FA_ERROR_UNSUPPORTED,
+                            "opt: byte %zu of a %zu-byte struct is set, but this library (%s) knows %zu bytes",
+                            unknown, given, FA_VERSION_STRING, sizeof o);
+  } else {
+    fa_context_options_default(&o);
+  }
   if (o.backend != FA_BACKEND_AUTO && o.backend != FA_BACKEND_CUDA && o.backend != FA_BACKEND_OPENCL)
     return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT, "opt->backend: unknown value %d", (int)o.backend);
   if (o.device < -1)
@@ -235,7 +267,13 @@ void fa_context_destroy(fa_context *ctx) {
 
 fa_status fa_context_info(const fa_context *ctx, fa_device_info *info) {
   if (!ctx || !info) return FA_ERROR_INVALID_ARGUMENT;
-  *info = ctx->info;
+  const size_t size = grown_size(info->struct_size, INFO_BASE);
+  if (!size) return FA_ERROR_INVALID_ARGUMENT;
+  fa_device_info full = ctx->info;
+  full.struct_size = info->struct_size;
+  /* A caller's struct larger than ours gets zeros in the fields it knows and we do not. */
+  if (size > sizeof full) memset((char *)info + sizeof full, 0, size - sizeof full);
+  memcpy(info, &full, size < sizeof full ? size : sizeof full);
   return FA_SUCCESS;
 }
 
@@ -479,8 +517,20 @@ static fa_status check_dropout(fa_context *ctx, const fa_attention_desc *desc, f
   return FA_SUCCESS;
 }
 
-static fa_status check_desc(fa_context *ctx, const fa_attention_desc *desc) {
-  if (!desc) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc: NULL attention descriptor");
+/* Read the caller's descriptor (struct_size bytes of it) into *desc, this library's full struct, and check the
+ * fields every call shares. */
+static fa_status check_desc(fa_context *ctx, const fa_attention_desc *given, fa_attention_desc *desc) {
+  if (!given) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc: NULL attention descriptor");
+  const size_t size = grown_size(given->struct_size, DESC_BASE);
+  if (!size)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                   "desc->struct_size: %zu is smaller than the %zu bytes of the base fields (use 0 or sizeof)",
+                   given->struct_size, (size_t)DESC_BASE);
+  const size_t unknown = read_grown(desc, sizeof *desc, given, size);
+  if (unknown)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "desc: byte %zu of a %zu-byte descriptor is set, but this library (%s) knows %zu bytes",
+                   unknown, size, FA_VERSION_STRING, sizeof *desc);
   if (desc->algo != FA_ALGO_FLASH && desc->algo != FA_ALGO_STANDARD)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->algo: unknown value %d", (int)desc->algo);
   float s = desc->softmax_scale;
@@ -518,12 +568,14 @@ static fa_status check_block_mask(fa_context *ctx, const fa_attention_desc *desc
 }
 
 /* Checks q, k, v, o (and lse when given or required) and fills the problem's shared part. */
-static fa_status check_attention(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+static fa_status check_attention(fa_context *ctx, const fa_attention_desc *given, const fa_tensor *q,
                                  const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
                                  int lse_required, fa_problem *p) {
   fa_status st;
   memset(p, 0, sizeof *p);
-  if ((st = check_desc(ctx, desc)) != FA_SUCCESS) return st;
+  fa_attention_desc full;
+  const fa_attention_desc *desc = &full;
+  if ((st = check_desc(ctx, given, &full)) != FA_SUCCESS) return st;
   if (!q) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "q: tensor is NULL");
   tensor_rule rq = rule("q", q->dtype, "q's", 0, 0, 0, 0, "");
   if ((st = check_tensor(ctx, &rq, q, &p->q)) != FA_SUCCESS) return st;
@@ -592,11 +644,13 @@ fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_t
   return ctx->ops->backward(ctx, &p);
 }
 
-fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *mask) {
+fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *given, const fa_tensor *mask) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
   fa_problem p;
   memset(&p, 0, sizeof p);
-  fa_status st = check_desc(ctx, desc);
+  fa_attention_desc full;
+  const fa_attention_desc *desc = &full;
+  fa_status st = check_desc(ctx, given, &full);
   if (st != FA_SUCCESS) return st;
   tensor_rule r = {"mask", FA_U8, "a dropout mask's fixed", {0, 0, 0, 0}, {"", "", "", ""}, 0,
                    keep_dim_names};

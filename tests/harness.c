@@ -50,6 +50,7 @@ fa_context *th_context(int i) {
   }
   if (!b->announced) {
     fa_device_info info;
+    fa_device_info_init(&info);
     if (fa_context_info(b->ctx, &info) == FA_SUCCESS)
       th_diag("%s: running on \"%s\" (%s), on-chip budget %zu of %zu bytes", fa_backend_name(b->kind),
               info.name, info.platform, info.local_mem_bytes, info.device_local_mem_bytes);

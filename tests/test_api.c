@@ -83,7 +83,9 @@ START_TEST(t_context_info) {
   for (int bi = 0; bi < th_backend_count(); bi++) {
     fa_device_info info;
     memset(&info, 0x5a, sizeof info);
+    info.struct_size = sizeof info;
     ck_assert_int_eq(fa_context_info(th_context(bi), &info), FA_SUCCESS);
+    ck_assert_uint_eq(info.struct_size, sizeof info);
     const char *be = th_backend_label(bi);
     ck_assert_msg(info.backend == th_backend_kind(bi), "%s: info.backend %d", be, (int)info.backend);
     ck_assert_msg(info.name[0] && memchr(info.name, 0, sizeof info.name), "%s: empty or unterminated name", be);
@@ -133,11 +135,103 @@ static void check_tiles(fa_context *ctx, const char *be, size_t budget, int max_
   ck_assert_int_ne(fa_context_tiles(ctx, -64, FA_F32, &t), FA_SUCCESS);
 }
 
+/* The header's "Structs that grow": struct_size 0 reads the base fields, sizeof the whole struct; a size below
+ * the base is refused; a larger (newer) struct is accepted when its unknown tail is zero and refused when a
+ * byte of it is set; fa_context_info writes exactly struct_size bytes. */
+START_TEST(t_struct_growth) {
+  th_case_begin("growable structs: struct_size 0, sizeof, too small, a newer caller's larger struct");
+  enum { S = 16, H = 1, D = 8 };
+  const size_t bytes = (size_t)S * H * D * sizeof(float);
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fa_context *ctx = th_context(bi);
+    const char *be = th_backend_label(bi);
+    fa_buffer *buf[5];
+    float host[S * H * D], out[3][S * H * D];
+    th_rng r;
+    th_rng_init(&r, th_case_seed(bi));
+    for (int t = 0; t < 5; t++) ck_assert_int_eq(fa_buffer_create(ctx, bytes, &buf[t]), FA_SUCCESS);
+    for (int t = 0; t < 3; t++) {
+      for (int i = 0; i < S * H * D; i++) host[i] = (float)th_rng_normal(&r);
+      ck_assert_int_eq(fa_buffer_write(ctx, buf[t], 0, host, bytes), FA_SUCCESS);
+    }
+    fa_tensor q, k, v, o;
+    fa_tensor_packed(&q, buf[0], 0, FA_F32, 1, S, H, D);
+    fa_tensor_packed(&k, buf[1], 0, FA_F32, 1, S, H, D);
+    fa_tensor_packed(&v, buf[2], 0, FA_F32, 1, S, H, D);
+    fa_tensor_packed(&o, buf[3], 0, FA_F32, 1, S, H, D);
+
+    /* A newer caller's descriptor: ours followed by fields this library does not know. */
+    struct {
+      fa_attention_desc d;
+      uint64_t newer[2];
+    } big;
+    memset(&big, 0, sizeof big);
+    big.d.struct_size = sizeof big;
+    big.d.causal = 1;
+    fa_attention_desc base = {0}, full;
+    base.causal = 1;
+    fa_attention_desc_init(&full);
+    full.causal = 1;
+    const fa_attention_desc *ok[3] = {&base, &full, &big.d};
+    for (int c = 0; c < 3; c++) {
+      ck_assert_msg(fa_forward(ctx, ok[c], &q, &k, &v, &o, NULL) == FA_SUCCESS, "%s: case %d: %s", be, c,
+                    fa_context_last_error(ctx));
+      ck_assert_int_eq(fa_buffer_read(ctx, buf[3], 0, out[c], bytes), FA_SUCCESS);
+    }
+    ck_assert_msg(!memcmp(out[0], out[1], bytes) && !memcmp(out[0], out[2], bytes), "%s: outputs differ", be);
+
+    /* Refusals write nothing: o keeps a poison pattern. */
+    memset(host, 0x7f, bytes);
+    ck_assert_int_eq(fa_buffer_write(ctx, buf[3], 0, host, bytes), FA_SUCCESS);
+    big.newer[1] = 1;
+    ck_assert_int_eq(fa_forward(ctx, &big.d, &q, &k, &v, &o, NULL), FA_ERROR_UNSUPPORTED);
+    ck_assert_msg(strstr(fa_context_last_error(ctx), "desc: byte"), "%s: %s", be, fa_context_last_error(ctx));
+    full.struct_size = 4;
+    ck_assert_int_eq(fa_forward(ctx, &full, &q, &k, &v, &o, NULL), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(fa_context_last_error(ctx), "desc->struct_size"), "%s: %s", be, fa_context_last_error(ctx));
+    ck_assert_int_eq(fa_buffer_read(ctx, buf[3], 0, out[0], bytes), FA_SUCCESS);
+    ck_assert_msg(!memcmp(out[0], host, bytes), "%s: a refused call wrote o", be);
+
+    /* fa_context_info: a newer caller's larger struct gets zeros past ours; too small a size is refused. */
+    struct {
+      fa_device_info i;
+      unsigned char newer[16];
+    } info;
+    memset(&info, 0x5a, sizeof info);
+    info.i.struct_size = sizeof info;
+    ck_assert_int_eq(fa_context_info(ctx, &info.i), FA_SUCCESS);
+    ck_assert_uint_eq(info.i.struct_size, sizeof info);
+    for (size_t i = 0; i < sizeof info.newer; i++) ck_assert_int_eq(info.newer[i], 0);
+    info.i.struct_size = 3;
+    ck_assert_int_eq(fa_context_info(ctx, &info.i), FA_ERROR_INVALID_ARGUMENT);
+    for (int t = 0; t < 5; t++) fa_buffer_destroy(buf[t]);
+  }
+
+  /* Context options: too small a size, and a set byte in a newer caller's tail, are refused up front. */
+  struct {
+    fa_context_options o;
+    uint64_t newer;
+  } opt;
+  fa_context_options_default(&opt.o);
+  opt.o.struct_size = 2;
+  fa_context *ctx = NULL;
+  ck_assert_int_eq(fa_context_create(&opt.o, &ctx), FA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_null(ctx);
+  ck_assert_msg(strstr(fa_last_create_error(), "opt->struct_size"), "%s", fa_last_create_error());
+  opt.o.struct_size = sizeof opt;
+  opt.newer = 7;
+  ck_assert_int_eq(fa_context_create(&opt.o, &ctx), FA_ERROR_UNSUPPORTED);
+  ck_assert_ptr_null(ctx);
+  th_finish_case();
+}
+END_TEST
+
 START_TEST(t_tiles) {
   th_case_begin("fa_context_tiles for several head dims, default and 48 KiB budgets");
   for (int bi = 0; bi < th_backend_count(); bi++) {
     fa_context *ctx = th_context(bi);
     fa_device_info info;
+    fa_device_info_init(&info);
     ck_assert_int_eq(fa_context_info(ctx, &info), FA_SUCCESS);
     check_tiles(ctx, th_backend_label(bi), info.local_mem_bytes, info.max_work_group_size);
 
@@ -155,6 +249,7 @@ START_TEST(t_tiles) {
     free(keep);
     ck_assert_msg(st == FA_SUCCESS, "fa_context_create: %s", fa_last_create_error());
     fa_device_info si;
+    fa_device_info_init(&si);
     ck_assert_int_eq(fa_context_info(small, &si), FA_SUCCESS);
     size_t want = si.device_local_mem_bytes < 49152 ? si.device_local_mem_bytes : 49152;
     ck_assert_msg(si.local_mem_bytes == want, "FLASHATTN_LOCAL_MEM_BYTES=49152: local_mem_bytes %zu, want %zu",
@@ -458,6 +553,7 @@ static Suite *make_suite(void) {
   tcase_add_test(tc, t_names);
   tcase_add_test(tc, t_options_and_tensor_helpers);
   tcase_add_test(tc, t_context_info);
+  tcase_add_test(tc, t_struct_growth);
   tcase_add_test(tc, t_tiles);
   tcase_add_test(tc, t_buffers);
   tcase_add_test(tc, t_memory);

@@ -582,6 +582,7 @@ START_TEST(t_api_errors) {
     fa_context *ctx = th_context(bi);
     fa_buffer *b = (fa_buffer *)&b;
     fa_device_info info;
+    fa_device_info_init(&info);
     fa_tiles tiles;
     size_t cur, peak;
     char host[16];

@@ -92,6 +92,7 @@ static const char *layout_name(th_layout l) {
 /* Whether a backend may answer FA_ERROR_UNSUPPORTED for this valid case without failing it. */
 static int may_be_unsupported(const fwd_case *c, fa_context *ctx) {
   fa_device_info info;
+  fa_device_info_init(&info);
   if (c->algo == FA_ALGO_STANDARD) return 1; /* needs CLBlast / cuBLAS, optional in a build */
   /* DESIGN: every head dim up to 256 from 48 KiB up; a smaller budget may not fit the largest tiles. */
   return fa_context_info(ctx, &info) == FA_SUCCESS && info.local_mem_bytes < 49152;

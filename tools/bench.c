@@ -774,6 +774,7 @@ int main(int argc, char **argv) {
     fa_context_options copt;
     fa_context *ctx;
     fa_device_info info;
+    fa_device_info_init(&info);
     fa_context_options_default(&copt);
     copt.backend = o.backend;
     copt.device = o.device;

@@ -192,6 +192,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   fa_device_info info;
+  fa_device_info_init(&info);
   fa_context_info(ctx, &info);
   printf("flashattn %s on %s: %s (%s)\n", fa_version_string(), fa_backend_name(info.backend), info.name,
          info.platform);

@@ -33,6 +33,7 @@ static void show_device(fa_backend b, int index) {
     return;
   }
   fa_device_info info;
+  fa_device_info_init(&info);
   fa_context_info(ctx, &info);
   printf("  [%d] %s\n", index, info.name);
   printf("      platform: %s; driver %s; %s\n", info.platform, info.driver_version, info.api_version);
