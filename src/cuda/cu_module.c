@@ -8,31 +8,29 @@
 #include "cu_internal.h"
 #include "kernels.h"
 
-/* FNV-1a over the kernel file and every header it pulls in (fa_cu_compile sees the same texts). */
-static fa_status source_hash(const char *file, uint64_t *hash, char *msg, size_t msg_len) {
+/* FNV-1a over a kernel file's text and, recursively, every kernels/ header it names in an #include "x" line,
+ * in order of appearance (fa_cu_compile sees the same texts). depth bounds a cycle. */
+static fa_status hash_text(const char *file, int depth, uint64_t *h, char *msg, size_t msg_len) {
   size_t len = 0;
   char *src = fa_kernel_source(file, &len, msg, msg_len);
   if (!src) return FA_ERROR_KERNEL_BUILD;
-  uint64_t h = fa_hash64(src, len, FA_HASH_SEED);
-  /* Headers: any #include "x" line names a kernels/ file; hash them in order of appearance. */
-  for (const char *p = strstr(src, "#include \""); p; p = strstr(p + 1, "#include \"")) {
+  *h = fa_hash64(src, len, *h);
+  fa_status st = FA_SUCCESS;
+  for (const char *p = strstr(src, "#include \""); p && st == FA_SUCCESS && depth < 8; p = strstr(p + 1, "#include \"")) {
     const char *name = p + 10, *end = strchr(name, '"');
     if (!end || end - name > 200) continue;
     char hdr[256];
     memcpy(hdr, name, (size_t)(end - name));
     hdr[end - name] = '\0';
-    size_t hlen = 0;
-    char *text = fa_kernel_source(hdr, &hlen, msg, msg_len);
-    if (!text) {
-      free(src);
-      return FA_ERROR_KERNEL_BUILD;
-    }
-    h = fa_hash64(text, hlen, h);
-    free(text);
+    st = hash_text(hdr, depth + 1, h, msg, msg_len);
   }
   free(src);
-  *hash = h;
-  return FA_SUCCESS;
+  return st;
+}
+
+static fa_status source_hash(const char *file, uint64_t *hash, char *msg, size_t msg_len) {
+  *hash = FA_HASH_SEED;
+  return hash_text(file, 0, hash, msg, msg_len);
 }
 
 /* Load a CUBIN as a module and take `kernel` from it. */
@@ -48,8 +46,8 @@ static CUresult load_module(const fa_cu *c, const void *image, const char *kerne
 }
 
 /* Build (or fetch from disk) and load the module for one entry. */
-static fa_status build_entry(fa_context *ctx, const char *file, const char *defines, const char *kernel,
-                             fa_cu_module *e) {
+static fa_status build_entry(fa_context *ctx, const char *arch, const char *file, const char *defines,
+                             const char *kernel, fa_cu_module *e) {
   fa_cu *c = fa_cu_of(ctx);
   char msg[1024] = "";
   uint64_t hash = 0;
@@ -60,7 +58,7 @@ static fa_status build_entry(fa_context *ctx, const char *file, const char *defi
   char *key = malloc(key_len);
   if (!key) return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "%s: out of host memory", file);
   snprintf(key, key_len, "cuda|%s|%016llx|%s|%s %s|%s|driver %d|nvrtc %d", file, (unsigned long long)hash,
-           c->arch, FA_CU_NVRTC_OPTIONS, defines, c->name, c->driver_version, c->nvrtc_version);
+           arch, FA_CU_NVRTC_OPTIONS, defines, c->name, c->driver_version, c->nvrtc_version);
 
   size_t size = 0;
   void *image = fa_cache_load(key, &size);
@@ -71,7 +69,7 @@ static fa_status build_entry(fa_context *ctx, const char *file, const char *defi
     image = NULL;
   }
   if (r != CUDA_SUCCESS) { /* a miss, or an entry the driver refuses: build it afresh */
-    st = fa_cu_compile(c->nv, file, defines, c->arch, 0, &image, &size, NULL, msg, sizeof msg);
+    st = fa_cu_compile(c->nv, file, defines, arch, 0, &image, &size, NULL, msg, sizeof msg);
     if (st != FA_SUCCESS) {
       free(key);
       return fa_fail(ctx, st, "%s", msg);
@@ -94,11 +92,16 @@ static fa_status build_entry(fa_context *ctx, const char *file, const char *defi
 
 fa_status fa_cu_function(fa_context *ctx, const char *file, const char *defines, const char *kernel,
                          size_t shared_bytes, CUfunction *out) {
+  return fa_cu_function_arch(ctx, fa_cu_of(ctx)->arch, file, defines, kernel, shared_bytes, out);
+}
+
+fa_status fa_cu_function_arch(fa_context *ctx, const char *arch, const char *file, const char *defines,
+                              const char *kernel, size_t shared_bytes, CUfunction *out) {
   fa_cu *c = fa_cu_of(ctx);
-  size_t key_len = strlen(file) + strlen(defines) + strlen(kernel) + 3;
+  size_t key_len = strlen(arch) + strlen(file) + strlen(defines) + strlen(kernel) + 4;
   char *key = malloc(key_len);
   if (!key) return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "%s: out of host memory", file);
-  snprintf(key, key_len, "%s|%s|%s", file, defines, kernel);
+  snprintf(key, key_len, "%s|%s|%s|%s", arch, file, defines, kernel);
   fa_cu_module *e = c->modules;
   while (e && strcmp(e->key, key) != 0) e = e->next;
   if (!e) {
@@ -107,7 +110,7 @@ fa_status fa_cu_function(fa_context *ctx, const char *file, const char *defines,
       free(key);
       return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "%s: out of host memory", file);
     }
-    fa_status st = build_entry(ctx, file, defines, kernel, e);
+    fa_status st = build_entry(ctx, arch, file, defines, kernel, e);
     if (st != FA_SUCCESS) {
       free(e);
       free(key);
