@@ -364,14 +364,28 @@ static uint16_t f32_to_bf16(float f) {
   return (uint16_t)(x >> 16);
 }
 
+/* A pool of 2^24 standard normals drawn once: tensors are windows into it at seed-dependent offsets, so a
+ * grid of large shapes does not spend seconds per case in Box-Muller (2^24 floats cover 64 MiB of a
+ * tensor before a value repeats; the inputs stay random normal numbers, never zeros). */
+#define POOL_BITS 24
+static float *normal_pool(void) {
+  static float *pool;
+  if (!pool && (pool = malloc(sizeof(float) << POOL_BITS)) != NULL) {
+    uint64_t s = 0x5eedu;
+    for (size_t i = 0; i < ((size_t)1 << POOL_BITS); i++) pool[i] = rng_normal(&s);
+  }
+  return pool;
+}
+
 /* n random normal elements in dtype dt, malloc'd. */
 static void *random_tensor(size_t n, fa_dtype dt, uint64_t seed) {
   size_t es = fa_dtype_size(dt);
-  unsigned char *p = malloc(n * es);
+  const float *pool = normal_pool();
+  unsigned char *p = pool ? malloc(n * es) : NULL;
   if (!p) return NULL;
-  uint64_t s = seed;
+  const size_t mask = ((size_t)1 << POOL_BITS) - 1, start = (size_t)(seed * 0x9e3779b97f4a7c15ull >> 40);
   for (size_t i = 0; i < n; i++) {
-    float f = rng_normal(&s);
+    float f = pool[(start + i) & mask];
     if (dt == FA_F32) {
       memcpy(p + 4 * i, &f, 4);
     } else {
