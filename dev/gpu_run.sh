@@ -2,7 +2,7 @@
 # Everything one GPU-machine call checks and times, from the repository root with the build folder and
 # .device-deps carried (see ../shared/device/pack):
 #   dev/gpu_run.sh BUILD STEP...
-# Steps: info | tests | cuda | std | bench | paper-cuda | paper-opencl. Output: the console (a summary last)
+# Steps: info | tests | cuda | std | bench | paper-cuda | paper-opencl | probe | fwd-tests | fwd-bench. Output: the console (a summary last)
 # and, under $OUT (or /tmp/gpu-out), the logs and CSV files.
 set -u
 build=$1
@@ -43,6 +43,28 @@ for step in "$@"; do
       "$bench" --backend opencl --algos flash,standard --modes fwd,bwd,fwdbwd --dtypes f16 --head-dims 64 --causal 0 \
         --batch 1 --heads 16 --seqlens 128,256,512,1024,2048,4096,8192,16384,32768 --iters 3 --warmup 1 \
         --plot "$out/paper-opencl.png" > "$out/paper-opencl.csv" ;;
+    probe) timeout 60 "$build/sm90_probe" | tee "$out/probe.txt"; summary+=("probe: $(tail -1 "$out/probe.txt")") ;;
+    fwd-tests) # the forward suites through CUDA (sm90 on Hopper). A 30-second smoke per sm90 variant first, so a
+      # hang costs seconds; the suites then run on the default variant, and on the others only if it fails.
+      for v in default overlap0 pingpong0; do
+        defs=$(case $v in overlap0) echo -DFA_SM90_OVERLAP=0 ;; pingpong0) echo -DFA_SM90_PINGPONG=0 ;; esac)
+        FLASHATTN_SM90_DEFINES="$defs" timeout 30 "$bench" --backend cuda --algos flash --modes fwd --dtypes bf16 \
+          --head-dims 128 --seqlens 1024 --causal 0 --iters 2 --warmup 1 > "$out/smoke-$v.csv" 2>&1
+        summary+=("smoke $v: rc=$? $(tail -1 "$out/smoke-$v.csv")")
+      done
+      for v in default overlap0 pingpong0; do
+        defs=$(case $v in overlap0) echo -DFA_SM90_OVERLAP=0 ;; pingpong0) echo -DFA_SM90_PINGPONG=0 ;; esac)
+        ONLY=forward,sparse,dropout TEST_TIMEOUT=150 FLASHATTN_SM90_DEFINES="$defs" \
+          python3 dev/run_tests.py "$build" /work/main "$out/logs" "fwd-$v" FLASHATTN_TEST_BACKEND=cuda | tee "$out/fwd-$v.txt"
+        summary+=("$(tail -1 "$out/fwd-$v.txt")")
+        grep -q " 0 failed" "$out/fwd-$v.txt" && break
+      done ;;
+    fwd-bench) # issue 10's grid: bf16 and f16, D 64/128/256, causal 0/1, S 1k/4k/16k, B S = 16384, H = 2048 / D
+      grid="--seqlens 1024,4096,16384 --head-dims 64,128,256 --dtypes bf16,f16 --causal 0,1 --modes fwd"
+      timeout 150 "$bench" --backend cuda --algos flash $grid --iters 10 > "$out/fwd-sm90.csv"
+      FLASHATTN_CUDA_FWD=sm80 timeout 100 "$bench" --backend cuda --algos flash $grid --iters 10 | sed 's/^cuda,/cuda-sm80,/' > "$out/fwd-sm80.csv"
+      timeout 150 python3 .device-deps/sdpa_anchor.py $grid --backends flash,cudnn --iters 10 > "$out/fwd-anchor.csv"
+      python3 dev/compare.py "$out/fwd-anchor.csv" "$out/fwd-sm90.csv" "$out/fwd-sm80.csv" | tee "$out/fwd-compare.txt" ;;
     *) echo "unknown step $step" ;;
   esac
   echo "=== $step took $((SECONDS - start)) s"

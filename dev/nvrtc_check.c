@@ -7,7 +7,8 @@
  *   -f  also each variant with a block mask, with dropout and with both (fa_cu_forward_features), and
  *       kernels/dropout_mask.cu
  *   -q  no ptxas report, only failures and the summary
- * Budgets tried per arch: the device opt-in shared memory (A100 163 KiB, H100 227 KiB), 49152 (NVIDIA's
+ * For sm_90 it also compiles the Hopper forward (kernels/flash_fwd_sm90.cu, target sm_90a) for f16/bf16,
+ * causal and not (fa_cu_forward_sm90_variant). Budgets tried per arch: the device opt-in shared memory (A100 163 KiB, H100 227 KiB), 49152 (NVIDIA's
  * default, as FLASHATTN_LOCAL_MEM_BYTES=49152 gives) and 8192 (the tests' tiny budget); each with 16-byte
  * aligned rows (cp.async) and without. Exit status 1 when a variant fails to compile or spills more than 64
  * bytes (ptxas spills a few bytes in some tiny-budget CUDA-core variants under NVRTC, not under nvcc). */
@@ -52,6 +53,42 @@ static int report(const char *log, int quiet, const char *what) {
   return spills;
 }
 
+typedef struct tally {
+  int compiled, failed, spilled, big_spills;
+  double seconds;
+} tally;
+
+/* Compile one variant (unless seen before) and report it. */
+static void compile_one(const fa_cu_nvrtc *nv, const char *file, const char *arch, const fa_cu_fwd_variant *var,
+                        int quiet, tally *t) {
+  char key[384], msg[2048];
+  snprintf(key, sizeof key, "%s %s %s", arch, var->kernel, var->defines);
+  if (already(key)) return;
+  void *image = NULL;
+  size_t size = 0;
+  char *log = NULL;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  fa_status st = fa_cu_compile(nv, file, var->defines, arch, 1, &image, &size, &log, msg, sizeof msg);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  t->seconds += s;
+  t->compiled++;
+  char what[640];
+  snprintf(what, sizeof what, "%s: %zu-byte CUBIN, %zu shared bytes, %d threads, %.1f s", key, size,
+           var->tiles.local_mem_bytes, var->tiles.threads, s);
+  if (st != FA_SUCCESS) {
+    t->failed++;
+    printf("FAIL %s\n  %s\n", key, msg);
+  } else {
+    int bytes = report(log ? log : "", quiet, what);
+    t->spilled += bytes > 0;
+    t->big_spills += bytes > 64;
+  }
+  free(image);
+  free(log);
+}
+
 int main(int argc, char **argv) {
   int all = 0, quiet = 0, features = 0;
   const char *archs[16];
@@ -84,8 +121,7 @@ int main(int argc, char **argv) {
   else
     for (size_t i = 0; i < sizeof some_dims / sizeof some_dims[0]; i++) dims[ndims++] = some_dims[i];
 
-  int compiled = 0, failed = 0, spilled = 0, big_spills = 0;
-  double seconds = 0;
+  tally t = {0};
   for (int ai = 0; ai < narch; ai++) {
     const char *arch = archs[ai];
     int cc_major = atoi(arch + 3) / 10;
@@ -104,56 +140,45 @@ int main(int argc, char **argv) {
               continue;
             }
             fa_cu_forward_features(&var, feat & 1, (feat & 2) != 0);
-            char key[320];
-            snprintf(key, sizeof key, "%s %s %s", arch, var.kernel, var.defines);
-            if (already(key)) continue;
-            void *image = NULL;
-            size_t size = 0;
-            char *log = NULL;
-            struct timespec t0, t1;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            fa_status st = fa_cu_compile(nv, "flash_fwd.cu", var.defines, arch, 1, &image, &size, &log, msg,
-                                         sizeof msg);
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-            seconds += s;
-            compiled++;
-            char what[512];
-            snprintf(what, sizeof what, "%s: %zu-byte CUBIN, %zu shared bytes, %d threads, %.1f s", key, size,
-                     var.tiles.local_mem_bytes, var.tiles.threads, s);
-            if (st != FA_SUCCESS) {
-              failed++;
-              printf("FAIL %s\n  %s\n", key, msg);
-            } else {
-              int bytes = report(log ? log : "", quiet, what);
-              spilled += bytes > 0;
-              big_spills += bytes > 64;
-            }
-            free(image);
-            free(log);
+            compile_one(nv, "flash_fwd.cu", arch, &var, quiet, &t);
           }
         }
       }
+    }
+    if (cc_major == 9) { /* the Hopper forward, for the full budget (smaller ones fall back to sm_80's) */
+      fa_tile_limits lim = {optin, 1024, 32};
+      for (int di = 0; di < ndims; di++)
+        for (int dt = 1; dt < 3; dt++)
+          for (int causal = 0; causal < 2; causal++)
+            for (int feat = 0; feat < (features ? 4 : 1); feat++) {
+              fa_cu_fwd_variant var;
+              if (fa_cu_forward_sm90_variant(&lim, dims[di], (fa_dtype)dt, causal, &var) != FA_SUCCESS) {
+                printf("sm_90a D %d: no Hopper tile fits\n", dims[di]);
+                continue;
+              }
+              fa_cu_forward_features(&var, feat & 1, (feat & 2) != 0);
+              compile_one(nv, "flash_fwd_sm90.cu", "sm_90a", &var, quiet, &t);
+            }
     }
     if (features) { /* the dropout mask's kernel has no variants */
       void *image = NULL;
       size_t size = 0;
       char *log = NULL;
       fa_status st = fa_cu_compile(nv, "dropout_mask.cu", "", arch, 1, &image, &size, &log, msg, sizeof msg);
-      compiled++;
+      t.compiled++;
       if (st != FA_SUCCESS) {
-        failed++;
+        t.failed++;
         printf("FAIL %s dropout_mask.cu\n  %s\n", arch, msg);
       } else {
         char what[64];
         snprintf(what, sizeof what, "%s dropout_mask.cu: %zu-byte CUBIN", arch, size);
-        spilled += report(log ? log : "", quiet, what) > 0;
+        t.spilled += report(log ? log : "", quiet, what) > 0;
       }
       free(image);
       free(log);
     }
   }
-  printf("%d variants compiled in %.1f s, %d failed, %d spill (%d more than 64 bytes)\n", compiled, seconds, failed,
-         spilled, big_spills);
-  return failed || big_spills ? 1 : 0;
+  printf("%d variants compiled in %.1f s, %d failed, %d spill (%d more than 64 bytes)\n", t.compiled, t.seconds,
+         t.failed, t.spilled, t.big_spills);
+  return t.failed || t.big_spills ? 1 : 0;
 }

@@ -4,7 +4,8 @@ GPU machine), without meson: reads BUILD/tests.json (written here by
 `meson introspect BUILD --tests > BUILD/tests.json`), rewrites the source root, runs each test with its
 environment plus extra VAR=VALUE pairs, and counts TAP lines as tools/count_tests.py does.
 
-usage: run_tests.py BUILD OLD_ROOT LOGDIR LABEL [VAR=VALUE ...]"""
+usage: run_tests.py BUILD OLD_ROOT LOGDIR LABEL [VAR=VALUE ...]
+ONLY=name,name (in the environment) runs only those tests; TEST_TIMEOUT=N caps each test's seconds."""
 import json
 import os
 import re
@@ -24,7 +25,11 @@ def fix(s):
     return s.replace(old_root, root)
 
 
+only = set(filter(None, os.environ.get('ONLY', '').split(',')))
+cap = int(os.environ.get('TEST_TIMEOUT', '0'))
 for t in tests:
+    if only and t['name'] not in only:
+        continue
     env = dict(os.environ)
     for k, v in (t.get('env') or {}).items():
         v = fix(v)
@@ -37,7 +42,7 @@ for t in tests:
     start = time.time()
     try:
         r = subprocess.run(cmd, env=env, cwd=fix(t.get('workdir') or root), capture_output=True, text=True,
-                           timeout=t.get('timeout') or 600)
+                           timeout=min(t.get('timeout') or 600, cap) if cap else (t.get('timeout') or 600))
         out, rc = r.stdout + r.stderr, r.returncode
     except subprocess.TimeoutExpired as e:
         out, rc = (e.stdout or b'').decode(errors='replace') if isinstance(e.stdout, bytes) else (e.stdout or ''), 'timeout'

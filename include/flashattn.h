@@ -167,7 +167,8 @@ typedef struct fa_device_info {
   int max_work_group_size;
   int compute_capability;        /* CUDA: major * 10 + minor; OpenCL: 0 */
   int tensor_cores;              /* 1 when the flash kernels use matrix instructions for f16/bf16 */
-  /* grown since 0.2: nothing yet */
+  /* grown since 0.2 */
+  char kernels[512];             /* which kernel families serve this device, and when ("forward: ...; backward: ...") */
 } fa_device_info;
 
 /** Zero an fa_device_info and set struct_size to the caller's sizeof, before fa_context_info(). */

@@ -33,6 +33,23 @@ typedef struct fa_fwd_params {
   float dropout_scale;
 } fa_fwd_params;
 
+/* A CUtensorMap (cuda.h's CUtensorMap: 128 opaque bytes, 64-byte aligned), made on the host with
+ * cuTensorMapEncodeTiled and read by TMA instructions. */
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define FA_ALIGN64 __align__(64)
+#else
+#define FA_ALIGN64 _Alignas(64)
+#endif
+typedef struct fa_tmap {
+  FA_ALIGN64 unsigned long long opaque[16];
+} fa_tmap;
+
+/* The second argument of kernels/flash_fwd_sm90.cu: TMA maps of q, k and v (dims D, S, H, B innermost
+ * first; boxes of 64 columns x BLOCK_M rows for q, x BLOCK_N rows for k and v; 128-byte swizzle). */
+typedef struct fa_fwd_sm90_maps {
+  fa_tmap q, k, v;
+} fa_fwd_sm90_maps;
+
 /* The argument block of kernels/dropout_mask.cu (fa_dropout_mask): write keep[b, h, i, j] (uint8 0/1). */
 typedef struct fa_dropout_params {
   unsigned long long keep;            /* address of element (0, 0, 0, 0), byte offset applied */

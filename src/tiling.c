@@ -104,6 +104,42 @@ static size_t cuda_simt_bytes(int d, int br, int bc) {
   return floats * sizeof(float);
 }
 
+/* Shared bytes of kernels/flash_fwd_sm90.cu: Q (block_q rows) and `stages` K and V tiles (block_k rows), each
+ * row as ceil(D / 64) slabs of 128 bytes; the barriers and tile indices; 1024 bytes of slack for aligning the
+ * base to the swizzle's 1024-byte period. */
+static size_t cuda_sm90_bytes(int head_dim, int bm, int bn, int stages) {
+  const size_t slabs = (size_t)(head_dim + 63) / 64;
+  return slabs * 128 * ((size_t)bm + 2 * (size_t)stages * bn) + 8 * (1 + 4 * (size_t)stages) + 4 * (size_t)stages + 1024;
+}
+
+fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, int causal, int *stages,
+                                     fa_tiles *out) {
+  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
+  /* Starting points after FlashAttention-3's tile_size_fwd_sm90 and the register budget of two (three)
+   * consumer warpgroups at 240 (160) registers a thread: O takes D / 2, S block_k / 2 and P block_k / 4.
+   * Non-causal work favours wide key tiles; causal ones waste less on the diagonal with 128. */
+  int bm = 128, bn;
+  if (head_dim <= 64) bm = 192, bn = 128;
+  else if (head_dim <= 96) bn = 128;
+  else if (head_dim <= 128) bn = causal ? 128 : 176;
+  else if (head_dim <= 192) bn = causal ? 96 : 112;
+  else bn = causal ? 64 : 80;
+  const int st = 2;
+  if (lim->max_group_size < 2 * bm + 128) return FA_ERROR_UNSUPPORTED;
+  for (; bn >= 64; bn -= 16) {
+    const size_t bytes = cuda_sm90_bytes(head_dim, bm, bn, st);
+    if (bytes <= lim->local_mem_bytes) {
+      out->block_q = bm;
+      out->block_k = bn;
+      out->threads = 2 * bm + 128; /* a 128-thread warpgroup per 64 rows, plus the producer */
+      out->local_mem_bytes = bytes;
+      *stages = st;
+      return FA_SUCCESS;
+    }
+  }
+  return FA_ERROR_UNSUPPORTED;
+}
+
 fa_status fa_tiles_cuda_forward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, fa_tiles *out) {
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
   int pq, pk;

@@ -25,6 +25,11 @@ FA_HIDDEN fa_status fa_tiles_opencl_backward(const fa_tile_limits *lim, int head
 /* Tiles of the CUDA flash kernels (kernels/flash_fwd.cu, flash_bwd.cu). */
 FA_HIDDEN fa_status fa_tiles_cuda_forward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype,
                                           fa_tiles *out);
+/* Tiles of the Hopper forward (kernels/flash_fwd_sm90.cu): block_q = 64 x consumer warpgroups, threads
+ * = block_q + 128 (the producer), *stages the K/V ring depth. UNSUPPORTED when no key tile of 64 or more
+ * fits the budget (the sm_80 kernel serves those). */
+FA_HIDDEN fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, int causal, int *stages,
+                                               fa_tiles *out);
 FA_HIDDEN fa_status fa_tiles_cuda_backward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype,
                                            fa_tiles *out);
 

@@ -64,6 +64,19 @@ static const fwd_case full_cases[] = {
     {F16, 128, 1, 257, 100, 2, 2, 1, 0, PAD, PAD, 3, 1, FLASH},
     {BF16, 64, 1, 77, 77, 6, 3, 1, 0, BHSD, PACK, 0, 1, FLASH},
     {BF16, 256, 1, 33, 70, 2, 1, 1, 0, PACK, PAD, 1, 1, FLASH},
+    /* 16-bit with 16-byte aligned rows (the Hopper kernel's TMA path on sm_90): every head-dim class, several
+     * query and key tiles with tails, causal both ways, GQA, BHSD strides, an aligned offset */
+    {BF16, 64, 2, 300, 300, 4, 2, 1, 0, PACK, PACK, 0, 1, FLASH},
+    {F16, 64, 1, 1000, 700, 2, 2, 0, 0, PACK, PACK, 0, 1, FLASH},
+    {F16, 72, 1, 130, 140, 2, 2, 0, 0, PACK, PACK, 0, 1, FLASH},
+    {BF16, 96, 1, 200, 333, 2, 1, 1, 0, PACK, PACK, 8, 1, FLASH},
+    {F16, 128, 2, 384, 384, 2, 2, 0, 0, PACK, PACK, 0, 1, FLASH},
+    {BF16, 128, 1, 129, 700, 4, 1, 1, 0, BHSD, BHSD, 0, 1, FLASH},
+    {F16, 128, 1, 500, 200, 2, 2, 1, 0, PACK, PACK, 0, 1, FLASH},
+    {BF16, 128, 1, 1, 300, 4, 4, 0, 0, PACK, PACK, 0, 1, FLASH},
+    {BF16, 192, 1, 150, 260, 2, 2, 0, 0, PACK, PACK, 0, 0, FLASH},
+    {F16, 256, 1, 140, 300, 2, 1, 1, 0, PACK, PACK, 0, 1, FLASH},
+    {BF16, 256, 2, 64, 81, 2, 2, 0, 0.3f, PACK, PACK, 0, 1, FLASH},
     /* the standard algorithm (scores in device memory): skipped where not built */
     {F32, 64, 1, 100, 257, 6, 2, 1, 0, PACK, PACK, 0, 1, STD},
     {F32, 64, 2, 65, 33, 2, 2, 1, 0, BHSD, PAD, 1, 1, STD},

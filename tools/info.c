@@ -41,6 +41,7 @@ static void show_device(fa_backend b, int index) {
          info.max_work_group_size, (double)info.global_mem_bytes / (1 << 30));
   printf("      on-chip memory: %zu bytes reported, tiles sized for %zu%s\n", info.device_local_mem_bytes,
          info.local_mem_bytes, info.tensor_cores ? "; tensor cores" : "");
+  if (info.kernels[0]) printf("      kernels: %s\n", info.kernels);
   show_tiles(ctx);
   fa_context_destroy(ctx);
 }

@@ -107,6 +107,7 @@ static fa_status query_device(fa_context *ctx) {
   info->max_work_group_size = c->max_threads;
   info->compute_capability = c->cc_major * 10 + c->cc_minor;
   info->tensor_cores = c->cc_major >= 8;
+  fa_cu_describe_kernels(ctx, info->kernels, sizeof info->kernels);
   return FA_SUCCESS;
 }
 

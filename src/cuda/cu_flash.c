@@ -1,7 +1,13 @@
-/* The CUDA flash forward: picks the kernel variant (cu_variants.c: tensor cores for f16/bf16 on sm_80+, CUDA
- * cores otherwise), fills the argument block and launches kernels/flash_fwd.cu over (query blocks, heads,
- * batch). Called with the context current (cu_context.c pushes it). */
+/* The CUDA flash forward: picks the kernel family and variant, fills the argument block and launches over
+ * (query blocks, heads, batch). Called with the context current (cu_context.c pushes it).
+ *   sm90  kernels/flash_fwd_sm90.cu (wgmma, TMA, warp-specialised; compiled for sm_90a) for f16/bf16 on
+ *         compute capability 9.0 when every operand suits TMA (sm90_reason says why not);
+ *   sm80  kernels/flash_fwd.cu: tensor cores (mma.sync) for f16/bf16 on sm_80+, CUDA cores otherwise
+ *         (cu_variants.c).
+ * FLASHATTN_CUDA_FWD=sm80|sm90 forces a family for comparisons (sm90 where it cannot run is an error). */
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cu_internal.h"
@@ -39,8 +45,8 @@ static int rows_aligned(const fa_view *v, CUdeviceptr addr, const int64_t *shape
   return 1;
 }
 
-fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p) {
-  const int d = (int)p->head_dim;
+/* The argument block both families read. */
+static void fill_params(const fa_problem *p, fa_fwd_params *a_out) {
   const size_t es = fa_dtype_size(p->dtype);
   fa_fwd_params a;
   memset(&a, 0, sizeof a);
@@ -73,10 +79,160 @@ fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p) {
     a.dropout_threshold = p->dropout_threshold;
     a.dropout_scale = p->dropout_scale;
   }
+  const int64_t q_shape[3] = {p->batch, p->seqlen_q, p->heads_q};
+  a.o_pairs = es == 2 && rows_aligned(&p->o, (CUdeviceptr)a.o, q_shape, es, 4);
+  *a_out = a;
+}
 
+/* Launch over (query blocks, heads, batch): y and z stop at 65535, so larger counts take several launches,
+ * each told its first head and batch. */
+static fa_status launch_grid(fa_context *ctx, CUfunction fn, const fa_problem *p, fa_fwd_params *a, void **args,
+                             const fa_tiles *t, const char *kernel) {
+  const unsigned blocks_q = (unsigned)((p->seqlen_q + t->block_q - 1) / t->block_q);
+  for (int64_t b0 = 0; b0 < p->batch; b0 += 65535) {
+    for (int64_t h0 = 0; h0 < p->heads_q; h0 += 65535) {
+      a->b0 = (int)b0;
+      a->h0 = (int)h0;
+      const unsigned grid[3] = {blocks_q, (unsigned)(p->heads_q - h0 < 65535 ? p->heads_q - h0 : 65535),
+                                (unsigned)(p->batch - b0 < 65535 ? p->batch - b0 : 65535)};
+      fa_status st = fa_cu_launch(ctx, fn, grid, (unsigned)t->threads, t->local_mem_bytes, args, kernel);
+      if (st != FA_SUCCESS) return st;
+    }
+  }
+  return FA_SUCCESS;
+}
+
+/* ---- sm90 ---- */
+
+_Static_assert(sizeof(fa_tmap) == sizeof(CUtensorMap), "fa_tmap is a CUtensorMap");
+
+/* Why a view cannot be a TMA operand (NULL when it can): TMA takes a 16-byte aligned base and strides that
+ * are positive multiples of 16 bytes below 2^40 (the dimensions that are stepped, size > 1). */
+static const char *tma_unfit(const fa_view *v, const int64_t shape3[3], size_t es) {
+  if (fa_cu_addr(v, es) % 16) return "its first element is not 16-byte aligned";
+  for (int i = 0; i < 3; i++) {
+    const uint64_t bytes = (uint64_t)v->stride[i] * es;
+    if (shape3[i] > 1 && (v->stride[i] <= 0 || bytes % 16 || bytes >= (1ull << 40)))
+      return "a batch, sequence or head stride is not a positive multiple of 16 bytes";
+  }
+  return NULL;
+}
+
+/* NULL when the sm90 family serves p on this context, else why not. */
+static const char *sm90_reason(fa_context *ctx, const fa_problem *p, fa_cu_fwd_variant *var) {
+  static char why[160];
+  const fa_cu *c = fa_cu_of(ctx);
+  if (c->cc_major != 9) return "the device is not compute capability 9.0";
+  if (!c->cu->TensorMapEncodeTiled) return "the driver has no cuTensorMapEncodeTiled";
+  if (p->dtype != FA_F16 && p->dtype != FA_BF16) return "it serves f16 and bf16 only";
+  if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return "a sequence is longer than 2^31";
+  fa_tile_limits lim;
+  fa_cu_tile_limits(ctx, &lim);
+  if (fa_cu_forward_sm90_variant(&lim, (int)p->head_dim, p->dtype, p->causal, var) != FA_SUCCESS)
+    return "no tile fits the shared-memory budget";
+  const size_t es = 2;
+  const int64_t q_shape[3] = {p->batch, p->seqlen_q, p->heads_q}, kv_shape[3] = {p->batch, p->seqlen_k, p->heads_kv};
+  const struct {
+    const char *name;
+    const fa_view *v;
+    const int64_t *shape;
+  } ops[4] = {{"q", &p->q, q_shape}, {"k", &p->k, kv_shape}, {"v", &p->v, kv_shape}, {"o", &p->o, q_shape}};
+  for (int i = 0; i < 4; i++) {
+    const char *r = tma_unfit(ops[i].v, ops[i].shape, es);
+    if (r) {
+      snprintf(why, sizeof why, "%s: %s", ops[i].name, r);
+      return why;
+    }
+  }
+  return NULL;
+}
+
+/* A 4-D TMA map of a [B, S, H, D] view: dims (D, S, H, B), boxes of 64 columns x `rows` rows, 128-byte
+ * swizzle, zeros outside. A dimension of size 1 is never stepped; its stride only has to be valid. */
+static fa_status encode_map(fa_context *ctx, fa_tmap *map, const fa_view *v, fa_dtype dtype, int64_t b, int64_t s,
+                            int64_t h, int64_t d, int rows, const char *name) {
+  const fa_cu *c = fa_cu_of(ctx);
+  const int64_t shape[3] = {b, s, h};
+  cuuint64_t stride[3];
+  for (int i = 0; i < 3; i++) stride[i] = shape[i] > 1 ? (cuuint64_t)v->stride[i] * 2 : 16;
+  const cuuint64_t dims[4] = {(cuuint64_t)d, (cuuint64_t)s, (cuuint64_t)h, (cuuint64_t)b};
+  const cuuint64_t strides[3] = {stride[1], stride[2], stride[0]};
+  const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, estr[4] = {1, 1, 1, 1};
+  CUresult r = c->cu->TensorMapEncodeTiled(
+      (CUtensorMap *)map, dtype == FA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      (void *)(uintptr_t)fa_cu_addr(v, 2), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    char text[256];
+    fa_cu_result_text(c->cu, r, text, sizeof text);
+    return fa_fail(ctx, FA_ERROR_DEVICE, "cuTensorMapEncodeTiled(%s: %lld x %lld x %lld x %lld): %s", name,
+                   (long long)b, (long long)s, (long long)h, (long long)d, text);
+  }
+  return FA_SUCCESS;
+}
+
+static fa_status forward_sm90(fa_context *ctx, const fa_problem *p, fa_cu_fwd_variant *var) {
+  fa_fwd_params a;
+  fill_params(p, &a);
+  fa_fwd_sm90_maps maps;
+  memset(&maps, 0, sizeof maps);
+  const fa_tiles *t = &var->tiles;
+  fa_status st;
+  if ((st = encode_map(ctx, &maps.q, &p->q, p->dtype, p->batch, p->seqlen_q, p->heads_q, p->head_dim, t->block_q,
+                       "q")) != FA_SUCCESS ||
+      (st = encode_map(ctx, &maps.k, &p->k, p->dtype, p->batch, p->seqlen_k, p->heads_kv, p->head_dim, t->block_k,
+                       "k")) != FA_SUCCESS ||
+      (st = encode_map(ctx, &maps.v, &p->v, p->dtype, p->batch, p->seqlen_k, p->heads_kv, p->head_dim, t->block_k,
+                       "v")) != FA_SUCCESS)
+    return st;
+  fa_cu_forward_features(var, p->mask.buf != NULL, p->dropout_p > 0.0f);
+  CUfunction fn;
+  st = fa_cu_function_arch(ctx, "sm_90a", "flash_fwd_sm90.cu", var->defines, var->kernel, t->local_mem_bytes, &fn);
+  if (st != FA_SUCCESS) return st;
+  void *args[] = {&a, &maps};
+  return launch_grid(ctx, fn, p, &a, args, t, var->kernel);
+}
+
+/* FLASHATTN_CUDA_FWD: "sm80", "sm90", or anything else for the automatic choice. */
+static const char *forced_family(void) {
+  const char *env = getenv("FLASHATTN_CUDA_FWD");
+  return env && (strcmp(env, "sm80") == 0 || strcmp(env, "sm90") == 0) ? env : NULL;
+}
+
+void fa_cu_describe_kernels(const fa_context *ctx, char *buf, size_t len) {
+  const fa_cu *c = fa_cu_of(ctx);
+  const char *forced = forced_family();
+  const char *fwd;
+  if (c->cc_major == 9 && c->cu->TensorMapEncodeTiled && !(forced && strcmp(forced, "sm80") == 0))
+    fwd = "forward: sm90 (wgmma, TMA, warp-specialised) for f16/bf16 whose tensors suit TMA (16-byte aligned "
+          "bases and strides), else sm80 (mma.sync tensor cores) for f16/bf16 and CUDA cores for f32";
+  else if (c->cc_major >= 8)
+    fwd = "forward: sm80 (mma.sync tensor cores) for f16/bf16, CUDA cores for f32";
+  else
+    fwd = "forward: CUDA cores";
+  snprintf(buf, len, "%s; backward: %s", fwd,
+           c->cc_major >= 8 ? "mma.sync tensor cores for f16/bf16 dK/dV at D <= 128, CUDA cores otherwise"
+                            : "CUDA cores");
+}
+
+/* ---- dispatch ---- */
+
+fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p) {
+  const int d = (int)p->head_dim;
+  const size_t es = fa_dtype_size(p->dtype);
+  const char *forced = forced_family();
+  if (!forced || strcmp(forced, "sm90") == 0) {
+    fa_cu_fwd_variant var;
+    const char *why = sm90_reason(ctx, p, &var);
+    if (!why) return forward_sm90(ctx, p, &var);
+    if (forced)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_forward: FLASHATTN_CUDA_FWD=sm90, but the sm90 kernel cannot run: %s",
+                     why);
+  }
+  fa_fwd_params a;
+  fill_params(p, &a);
   const int64_t q_shape[3] = {p->batch, p->seqlen_q, p->heads_q};
   const int64_t kv_shape[3] = {p->batch, p->seqlen_k, p->heads_kv};
-  a.o_pairs = es == 2 && rows_aligned(&p->o, (CUdeviceptr)a.o, q_shape, es, 4);
   /* cp.async moves 16-byte pieces: every row of q, k and v must start on a 16-byte boundary. */
   const int async = rows_aligned(&p->q, (CUdeviceptr)a.q, q_shape, es, 16) &&
                     rows_aligned(&p->k, (CUdeviceptr)a.k, kv_shape, es, 16) &&
@@ -89,20 +245,6 @@ fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p) {
   CUfunction fn;
   st = fa_cu_function(ctx, "flash_fwd.cu", var.defines, var.kernel, var.tiles.local_mem_bytes, &fn);
   if (st != FA_SUCCESS) return st;
-
-  /* Grid: x = query blocks, y = heads, z = batch; y and z stop at 65535, so larger counts take several
-   * launches, each told its first head and batch. */
-  const unsigned blocks_q = (unsigned)((p->seqlen_q + var.tiles.block_q - 1) / var.tiles.block_q);
-  for (int64_t b0 = 0; b0 < p->batch; b0 += 65535) {
-    for (int64_t h0 = 0; h0 < p->heads_q; h0 += 65535) {
-      a.b0 = (int)b0;
-      a.h0 = (int)h0;
-      const unsigned grid[3] = {blocks_q, (unsigned)(p->heads_q - h0 < 65535 ? p->heads_q - h0 : 65535),
-                                (unsigned)(p->batch - b0 < 65535 ? p->batch - b0 : 65535)};
-      void *args[] = {&a};
-      st = fa_cu_launch(ctx, fn, grid, (unsigned)var.tiles.threads, var.tiles.local_mem_bytes, args, var.kernel);
-      if (st != FA_SUCCESS) return st;
-    }
-  }
-  return FA_SUCCESS;
+  void *args[] = {&a};
+  return launch_grid(ctx, fn, p, &a, args, &var.tiles, var.kernel);
 }

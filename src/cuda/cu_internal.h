@@ -57,6 +57,12 @@ typedef struct fa_cu_driver {
   CUresult (*EventSynchronize)(CUevent ev);
   CUresult (*EventElapsedTime)(float *ms, CUevent start, CUevent end);
   CUresult (*EventDestroy)(CUevent ev);
+  /* NULL when the driver has none (before CUDA 12): no TMA, so no sm_90 kernels. */
+  CUresult (*TensorMapEncodeTiled)(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank, void *addr,
+                                   const cuuint64_t *dims, const cuuint64_t *strides, const cuuint32_t *box,
+                                   const cuuint32_t *element_strides, CUtensorMapInterleave interleave,
+                                   CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2,
+                                   CUtensorMapFloatOOBfill fill);
 } fa_cu_driver;
 
 typedef struct fa_cu_nvrtc {
@@ -114,6 +120,11 @@ typedef struct fa_cu_fwd_variant {
  * when no tile fits the shared-memory budget. */
 FA_HIDDEN fa_status fa_cu_forward_variant(const fa_tile_limits *lim, int cc_major, int head_dim, fa_dtype dtype,
                                           int async, fa_cu_fwd_variant *out);
+/* The Hopper forward (kernels/flash_fwd_sm90.cu, compiled for sm_90a) for f16/bf16: its tiles from
+ * fa_tiles_cuda_sm90_forward (FLASHATTN_SM90_TILE=BMxBN overrides them for tuning) and defines.
+ * FA_ERROR_UNSUPPORTED for other dtypes or when no tile fits. */
+FA_HIDDEN fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, int causal,
+                                               fa_cu_fwd_variant *out);
 /* Add the optional features' defines to a variant: FA_BLOCK_MASK=1 with a block mask, FA_DROPOUT=1 with dropout. */
 FA_HIDDEN void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout);
 
@@ -174,6 +185,10 @@ FA_HIDDEN void fa_cu_pop(fa_context *ctx);
  * Errors: FA_ERROR_KERNEL_BUILD with the log's head, FA_ERROR_DEVICE, FA_ERROR_OUT_OF_MEMORY. */
 FA_HIDDEN fa_status fa_cu_function(fa_context *ctx, const char *file, const char *defines, const char *kernel,
                                    size_t shared_bytes, CUfunction *out);
+/* The same for another target than the device's own arch: "sm_90a" for the Hopper kernels (wgmma and
+ * setmaxnreg exist only in the arch-specific target). */
+FA_HIDDEN fa_status fa_cu_function_arch(fa_context *ctx, const char *arch, const char *file, const char *defines,
+                                        const char *kernel, size_t shared_bytes, CUfunction *out);
 
 /* Unload every module of the context (at destroy). */
 FA_HIDDEN void fa_cu_modules_release(fa_context *ctx);
@@ -203,6 +218,8 @@ static inline CUdeviceptr fa_cu_addr(const fa_view *v, size_t elem_bytes) {
 /* cu_context.c makes the context current around the compute entries (forward, backward). */
 /* cu_flash.c: FA_ALGO_FLASH forward. */
 FA_HIDDEN fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p);
+/* cu_flash.c: the fa_device_info.kernels sentence of a context. */
+FA_HIDDEN void fa_cu_describe_kernels(const fa_context *ctx, char *buf, size_t len);
 /* cu_flash.c: the forward tiles for a head dim and dtype (the table's .tiles entry). */
 FA_HIDDEN fa_status fa_cu_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out);
 /* cu_standard.c: FA_ALGO_STANDARD forward (scores in device memory, GEMMs through cuBLAS). */

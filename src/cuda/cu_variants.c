@@ -47,3 +47,36 @@ void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout)
   snprintf(var->defines + n, sizeof var->defines - n, "%s%s", block_mask ? " -DFA_BLOCK_MASK=1" : "",
            dropout ? " -DFA_DROPOUT=1" : "");
 }
+
+fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, int causal,
+                                     fa_cu_fwd_variant *out) {
+  memset(out, 0, sizeof *out);
+  if (dtype != FA_F16 && dtype != FA_BF16) return FA_ERROR_UNSUPPORTED;
+  int stages = 0;
+  fa_status st = fa_tiles_cuda_sm90_forward(lim, head_dim, causal, &stages, &out->tiles);
+  if (st != FA_SUCCESS) return st;
+  /* FLASHATTN_SM90_TILE=BMxBN replaces the tile for tuning runs when it fits (BM 64, 128 or 192; BN a
+   * multiple of 16 from 64 to 256 that tools/gen_wgmma.py generated). */
+  const char *tile = getenv("FLASHATTN_SM90_TILE");
+  int bm, bn;
+  if (tile && sscanf(tile, "%dx%d", &bm, &bn) == 2 && (bm == 64 || bm == 128 || bm == 192) && bn >= 64 &&
+      bn <= 256 && bn % 16 == 0 && (bn <= 192 || bn == 256)) {
+    const size_t bytes = out->tiles.local_mem_bytes +
+                         (size_t)(head_dim + 63) / 64 * 128 * ((size_t)(bm - out->tiles.block_q) +
+                                                             2 * (size_t)stages * (bn - out->tiles.block_k));
+    if (bytes <= lim->local_mem_bytes && 2 * bm + 128 <= lim->max_group_size) {
+      out->tiles.block_q = bm;
+      out->tiles.block_k = bn;
+      out->tiles.threads = 2 * bm + 128;
+      out->tiles.local_mem_bytes = bytes;
+    }
+  }
+  out->tc = 1;
+  out->kernel = "flash_fwd_sm90";
+  /* FLASHATTN_SM90_DEFINES: extra defines for comparisons (-DFA_SM90_OVERLAP=0, -DFA_SM90_PINGPONG=0). */
+  const char *extra = getenv("FLASHATTN_SM90_DEFINES");
+  snprintf(out->defines, sizeof out->defines, "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DNWG=%d -DSTAGES=%d%s%.64s",
+           fa_cu_dtype_define(dtype), head_dim, out->tiles.block_q, out->tiles.block_k, out->tiles.block_q / 64,
+           stages, extra && *extra ? " " : "", extra ? extra : "");
+  return FA_SUCCESS;
+}
