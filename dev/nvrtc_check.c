@@ -159,6 +159,20 @@ int main(int argc, char **argv) {
               fa_cu_forward_features(&var, feat & 1, (feat & 2) != 0);
               compile_one(nv, "flash_fwd_sm90.cu", "sm_90a", &var, quiet, &t);
             }
+      /* the Hopper backward: its one tile per head dim, deterministic or not, each feature */
+      for (int di = 0; di < ndims; di++)
+        for (int dt = 1; dt < 3; dt++)
+          for (int v = 0; v < 2 * (features ? 4 : 1); v++) {
+            fa_cu_fwd_variant var;
+            memset(&var, 0, sizeof var);
+            if (fa_tiles_cuda_sm90_backward(&lim, dims[di], &var.tiles) != FA_SUCCESS) continue;
+            var.kernel = "flash_bwd_sm90";
+            snprintf(var.defines, sizeof var.defines,
+                     "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DFA_DQ_ORDERED=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d",
+                     fa_cu_dtype_define((fa_dtype)dt), dims[di], var.tiles.block_q, var.tiles.block_k, v & 1,
+                     (v >> 1) & 1, (v >> 2) & 1);
+            compile_one(nv, "flash_bwd_sm90.cu", "sm_90a", &var, quiet, &t);
+          }
     }
     if (features) { /* the dropout mask's kernel has no variants */
       void *image = NULL;

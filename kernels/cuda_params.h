@@ -50,6 +50,33 @@ typedef struct fa_fwd_sm90_maps {
   fa_tmap q, k, v;
 } fa_fwd_sm90_maps;
 
+/* The argument block of kernels/flash_bwd_sm90.cu (the Hopper backward), its maps in fa_bwd_sm90_maps. The
+ * workspace (float32 unless said): lse2 and di [B Hq][seqlen_q_pad] (lse * log2 e, +inf for rows that get
+ * no probability; rowsum(dO o O)), dq_acc [B Hq][n_mblocks][slabs][BLOCK_M][64] (the sum of dS K, columns of
+ * row r stored XOR (r % 8) * 8), sem int [B Hq][n_mblocks][slabs] (deterministic mode's turn counters). */
+typedef struct fa_bwd_sm90_params {
+  unsigned long long q, k, v, o, dout, lse, dq, dk, dv;
+  unsigned long long lse2, di, dq_acc, sem;
+  long long q_sb, q_ss, q_sh, k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, o_sb, o_ss, o_sh;
+  long long do_sb, do_ss, do_sh, dq_sb, dq_ss, dq_sh, dk_sb, dk_ss, dk_sh, dv_sb, dv_ss, dv_sh;
+  long long lse_sb, lse_sh, lse_ss;
+  unsigned long long mask; /* block mask (FA_BLOCK_MASK): block (0, 0) of batch 0, head 0; byte strides */
+  long long mask_sb, mask_sh, mask_sr, mask_sc;
+  unsigned long long dropout_seed;
+  int seqlen_q, seqlen_k, seqlen_q_pad, n_mblocks;
+  int heads_q, group, causal, b0, h0;
+  float scale, scale_log2;
+  int block_q, block_k;
+  unsigned dropout_offset, dropout_threshold;
+  float dropout_scale;
+} fa_bwd_sm90_params;
+
+/* TMA maps of q, k, v and dout for the Hopper backward: boxes of 64 columns x BLOCK_M rows (q, dout) or
+ * BLOCK_N rows (k, v). */
+typedef struct fa_bwd_sm90_maps {
+  fa_tmap q, k, v, dout;
+} fa_bwd_sm90_maps;
+
 /* The argument block of kernels/dropout_mask.cu (fa_dropout_mask): write keep[b, h, i, j] (uint8 0/1). */
 typedef struct fa_dropout_params {
   unsigned long long keep;            /* address of element (0, 0, 0, 0), byte offset applied */

@@ -58,6 +58,30 @@ static __device__ __forceinline__ void fa_tma_load4(unsigned dst, const fa_tmap 
       : "memory");
 }
 
+/* `bytes` (a multiple of 16) from global src to shared dst, both 16-byte aligned, completing `bar`'s
+ * transactions: the 1-D bulk copy, for vectors beside the tiles. */
+static __device__ __forceinline__ void fa_bulk_load(unsigned dst, const void *src, unsigned bytes, unsigned bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               ::"r"(dst), "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
+/* dst[i] += src[i] for `bytes` / 4 floats, global dst, shared src (16-byte aligned, bytes a multiple of 16):
+ * the reduction runs in L2, ordered as one operation; completes with the thread's bulk groups. */
+static __device__ __forceinline__ void fa_bulk_add_f32(void *dst, unsigned src, unsigned bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;" ::"l"(dst), "r"(src),
+               "r"(bytes)
+               : "memory");
+}
+static __device__ __forceinline__ void fa_bulk_commit(void) { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+/* Wait until at most N of this thread's bulk groups still read their shared source / are incomplete. */
+template <int N> static __device__ __forceinline__ void fa_bulk_wait_read(void) {
+  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(N) : "memory");
+}
+template <int N> static __device__ __forceinline__ void fa_bulk_wait(void) {
+  asm volatile("cp.async.bulk.wait_group %0;" ::"n"(N) : "memory");
+}
+
 /* Fetch the tensor map into the cache ahead of its first use. */
 static __device__ __forceinline__ void fa_tma_prefetch_map(const fa_tmap *map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"((unsigned long long)map) : "memory");

@@ -30,6 +30,8 @@ FA_HIDDEN fa_status fa_tiles_cuda_forward(const fa_tile_limits *lim, int head_di
  * fits the budget (the sm_80 kernel serves those). */
 FA_HIDDEN fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, int causal, int *stages,
                                                fa_tiles *out);
+/* Tiles of the Hopper backward (kernels/flash_bwd_sm90.cu): 64 queries x 128 keys, 384 threads; D <= 128. */
+FA_HIDDEN fa_status fa_tiles_cuda_sm90_backward(const fa_tile_limits *lim, int head_dim, fa_tiles *out);
 FA_HIDDEN fa_status fa_tiles_cuda_backward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype,
                                            fa_tiles *out);
 

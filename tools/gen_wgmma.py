@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write kernels/sm90_wgmma.cuh: the wgmma.mma_async m64nNk16 instructions (f32 accumulators, f16 or bf16
 inputs chosen by FA_DTYPE) for the N the sm_90 kernels use, as fa_wgmma<N>::ss (A and B from shared memory,
-both K-major) and fa_wgmma<N>::rs (A from registers, B from shared memory, B's major-ness an argument).
+K-major unless TA / TB say MN-major) and fa_wgmma<N>::rs (A from registers, B from shared memory, B's major-ness an argument).
 Inline PTX needs every accumulator spelled out as an operand, hence a generator.
 
 usage: gen_wgmma.py N [N ...] > kernels/sm90_wgmma.cuh"""
@@ -28,10 +28,10 @@ for n in ns:
     dops = ", ".join('"+f"(d[%d])' % i for i in range(regs))
     ss = (
         '    asm volatile("{ .reg .pred p; setp.ne.b32 p, %%%d, 0; wgmma.mma_async.sync.aligned.m64n%dk16." FA_WGMMA_TYPES\n'
-        '                 " {%s}, %%%d, %%%d, p, 1, 1, 0, 0; }"\n'
+        '                 " {%s}, %%%d, %%%d, p, 1, 1, %%%d, %%%d; }"\n'
         "                 : %s\n"
-        '                 : "l"(a), "l"(b), "r"(scale_d));'
-    ) % (regs + 2, n, dl, regs, regs + 1, dops)
+        '                 : "l"(a), "l"(b), "r"(scale_d), "n"(TA), "n"(TB));'
+    ) % (regs + 2, n, dl, regs, regs + 1, regs + 3, regs + 4, dops)
     rs = (
         '    asm volatile("{ .reg .pred p; setp.ne.b32 p, %%%d, 0; wgmma.mma_async.sync.aligned.m64n%dk16." FA_WGMMA_TYPES\n'
         '                 " {%s}, {%%%d, %%%d, %%%d, %%%d}, %%%d, p, 1, 1, %%%d; }"\n'
@@ -40,6 +40,8 @@ for n in ns:
     ) % (regs + 5, n, dl, regs, regs + 1, regs + 2, regs + 3, regs + 4, regs + 6, dops)
     out += [
         "template <> struct fa_wgmma<%d> {" % n,
+        "  /* TA, TB: 0 K-major, 1 MN-major. */",
+        "  template <int TA = 0, int TB = 0>",
         "  static __device__ __forceinline__ void ss(float *d, unsigned long long a, unsigned long long b, int scale_d) {",
         ss,
         "  }",

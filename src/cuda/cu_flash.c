@@ -84,39 +84,15 @@ static void fill_params(const fa_problem *p, fa_fwd_params *a_out) {
   *a_out = a;
 }
 
-/* Launch over (query blocks, heads, batch): y and z stop at 65535, so larger counts take several launches,
- * each told its first head and batch. */
+/* Launch over (query blocks, heads, batch). */
 static fa_status launch_grid(fa_context *ctx, CUfunction fn, const fa_problem *p, fa_fwd_params *a, void **args,
                              const fa_tiles *t, const char *kernel) {
   const unsigned blocks_q = (unsigned)((p->seqlen_q + t->block_q - 1) / t->block_q);
-  for (int64_t b0 = 0; b0 < p->batch; b0 += 65535) {
-    for (int64_t h0 = 0; h0 < p->heads_q; h0 += 65535) {
-      a->b0 = (int)b0;
-      a->h0 = (int)h0;
-      const unsigned grid[3] = {blocks_q, (unsigned)(p->heads_q - h0 < 65535 ? p->heads_q - h0 : 65535),
-                                (unsigned)(p->batch - b0 < 65535 ? p->batch - b0 : 65535)};
-      fa_status st = fa_cu_launch(ctx, fn, grid, (unsigned)t->threads, t->local_mem_bytes, args, kernel);
-      if (st != FA_SUCCESS) return st;
-    }
-  }
-  return FA_SUCCESS;
+  return fa_cu_launch_split(ctx, fn, blocks_q, p->heads_q, p->batch, (unsigned)t->threads, t->local_mem_bytes, args,
+                            &a->b0, &a->h0, kernel);
 }
 
 /* ---- sm90 ---- */
-
-_Static_assert(sizeof(fa_tmap) == sizeof(CUtensorMap), "fa_tmap is a CUtensorMap");
-
-/* Why a view cannot be a TMA operand (NULL when it can): TMA takes a 16-byte aligned base and strides that
- * are positive multiples of 16 bytes below 2^40 (the dimensions that are stepped, size > 1). */
-static const char *tma_unfit(const fa_view *v, const int64_t shape3[3], size_t es) {
-  if (fa_cu_addr(v, es) % 16) return "its first element is not 16-byte aligned";
-  for (int i = 0; i < 3; i++) {
-    const uint64_t bytes = (uint64_t)v->stride[i] * es;
-    if (shape3[i] > 1 && (v->stride[i] <= 0 || bytes % 16 || bytes >= (1ull << 40)))
-      return "a batch, sequence or head stride is not a positive multiple of 16 bytes";
-  }
-  return NULL;
-}
 
 /* NULL when the sm90 family serves p on this context, else why not. */
 static const char *sm90_reason(fa_context *ctx, const fa_problem *p, fa_cu_fwd_variant *var) {
@@ -138,37 +114,13 @@ static const char *sm90_reason(fa_context *ctx, const fa_problem *p, fa_cu_fwd_v
     const int64_t *shape;
   } ops[4] = {{"q", &p->q, q_shape}, {"k", &p->k, kv_shape}, {"v", &p->v, kv_shape}, {"o", &p->o, q_shape}};
   for (int i = 0; i < 4; i++) {
-    const char *r = tma_unfit(ops[i].v, ops[i].shape, es);
+    const char *r = fa_cu_tma_unfit(ops[i].v, ops[i].shape, es);
     if (r) {
       snprintf(why, sizeof why, "%s: %s", ops[i].name, r);
       return why;
     }
   }
   return NULL;
-}
-
-/* A 4-D TMA map of a [B, S, H, D] view: dims (D, S, H, B), boxes of 64 columns x `rows` rows, 128-byte
- * swizzle, zeros outside. A dimension of size 1 is never stepped; its stride only has to be valid. */
-static fa_status encode_map(fa_context *ctx, fa_tmap *map, const fa_view *v, fa_dtype dtype, int64_t b, int64_t s,
-                            int64_t h, int64_t d, int rows, const char *name) {
-  const fa_cu *c = fa_cu_of(ctx);
-  const int64_t shape[3] = {b, s, h};
-  cuuint64_t stride[3];
-  for (int i = 0; i < 3; i++) stride[i] = shape[i] > 1 ? (cuuint64_t)v->stride[i] * 2 : 16;
-  const cuuint64_t dims[4] = {(cuuint64_t)d, (cuuint64_t)s, (cuuint64_t)h, (cuuint64_t)b};
-  const cuuint64_t strides[3] = {stride[1], stride[2], stride[0]};
-  const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, estr[4] = {1, 1, 1, 1};
-  CUresult r = c->cu->TensorMapEncodeTiled(
-      (CUtensorMap *)map, dtype == FA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-      (void *)(uintptr_t)fa_cu_addr(v, 2), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    char text[256];
-    fa_cu_result_text(c->cu, r, text, sizeof text);
-    return fa_fail(ctx, FA_ERROR_DEVICE, "cuTensorMapEncodeTiled(%s: %lld x %lld x %lld x %lld): %s", name,
-                   (long long)b, (long long)s, (long long)h, (long long)d, text);
-  }
-  return FA_SUCCESS;
 }
 
 static fa_status forward_sm90(fa_context *ctx, const fa_problem *p, fa_cu_fwd_variant *var) {
@@ -178,11 +130,11 @@ static fa_status forward_sm90(fa_context *ctx, const fa_problem *p, fa_cu_fwd_va
   memset(&maps, 0, sizeof maps);
   const fa_tiles *t = &var->tiles;
   fa_status st;
-  if ((st = encode_map(ctx, &maps.q, &p->q, p->dtype, p->batch, p->seqlen_q, p->heads_q, p->head_dim, t->block_q,
+  if ((st = fa_cu_tma_map(ctx, &maps.q, &p->q, p->dtype, p->batch, p->seqlen_q, p->heads_q, p->head_dim, t->block_q,
                        "q")) != FA_SUCCESS ||
-      (st = encode_map(ctx, &maps.k, &p->k, p->dtype, p->batch, p->seqlen_k, p->heads_kv, p->head_dim, t->block_k,
+      (st = fa_cu_tma_map(ctx, &maps.k, &p->k, p->dtype, p->batch, p->seqlen_k, p->heads_kv, p->head_dim, t->block_k,
                        "k")) != FA_SUCCESS ||
-      (st = encode_map(ctx, &maps.v, &p->v, p->dtype, p->batch, p->seqlen_k, p->heads_kv, p->head_dim, t->block_k,
+      (st = fa_cu_tma_map(ctx, &maps.v, &p->v, p->dtype, p->batch, p->seqlen_k, p->heads_kv, p->head_dim, t->block_k,
                        "v")) != FA_SUCCESS)
     return st;
   fa_cu_forward_features(var, p->mask.buf != NULL, p->dropout_p > 0.0f);

@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "tiling.h"
+#include "kernels/cuda_params.h"
 
 /* ---- cu_loader.c: entry points ---- */
 
@@ -197,6 +198,24 @@ FA_HIDDEN void fa_cu_modules_release(fa_context *ctx);
 FA_HIDDEN fa_status fa_cu_launch(fa_context *ctx, CUfunction fn, const unsigned grid[3], unsigned threads,
                                  size_t shared_bytes, void **params, const char *what);
 
+/* Launch over (blocks, heads, batch): grid y and z stop at 65535, so larger counts take several launches, each
+ * with *h0 and *b0 (fields of the argument block behind params) set to its first head and batch. */
+FA_HIDDEN fa_status fa_cu_launch_split(fa_context *ctx, CUfunction fn, unsigned blocks, int64_t heads, int64_t batch,
+                                       unsigned threads, size_t shared_bytes, void **params, int *b0, int *h0,
+                                       const char *what);
+
+/* ---- cu_tma.c: TMA maps for the Hopper kernels ---- */
+
+/* Why view v of shape {batch, seq, heads} (x D contiguous) cannot be a TMA operand, or NULL when it can:
+ * TMA takes a 16-byte aligned base and strides that are positive multiples of 16 bytes below 2^40 for the
+ * dimensions that are stepped. The same test serves 16-byte vector stores. */
+FA_HIDDEN const char *fa_cu_tma_unfit(const fa_view *v, const int64_t shape3[3], size_t elem_bytes);
+
+/* A 4-D map (D, S, H, B innermost first) of a 16-bit [B, S, H, D] view: boxes of 64 columns x `rows` rows,
+ * 128-byte swizzle, zeros outside the tensor. FA_ERROR_DEVICE with the driver's reason on failure. */
+FA_HIDDEN fa_status fa_cu_tma_map(fa_context *ctx, fa_tmap *map, const fa_view *v, fa_dtype dtype, int64_t b,
+                                  int64_t s, int64_t h, int64_t d, int rows, const char *name);
+
 /* The context's scratch buffer, grown (never shrunk) to at least `bytes`, its growth tracked by
  * fa_mem_track(). Valid until the next fa_cu_workspace() call or context destruction; contents undefined.
  * A grow first waits for the stream (work in flight may still use the old buffer). Call between push/pop.
@@ -225,6 +244,10 @@ FA_HIDDEN fa_status fa_cu_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, f
 /* cu_standard.c: FA_ALGO_STANDARD forward (scores in device memory, GEMMs through cuBLAS). */
 FA_HIDDEN fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p); /* cu_standard.c: FA_ALGO_STANDARD backward */
+/* cu_backward_sm90.c: the Hopper backward; choice: 1 take it, 0 take the sm_80 kernels, -1 an error is set
+ * (FLASHATTN_CUDA_BWD=sm90 where it cannot run). */
+FA_HIDDEN int fa_cu_backward_sm90_choice(fa_context *ctx, const fa_problem *p);
+FA_HIDDEN fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p);
 /* cu_backward.c: the backward pass. */
 FA_HIDDEN fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_dropout_mask(fa_context *ctx, const fa_problem *p); /* cu_dropout.c: the table's .dropout_mask (pushes the context itself) */

@@ -166,6 +166,21 @@ fa_status fa_cu_launch(fa_context *ctx, CUfunction fn, const unsigned grid[3], u
   return FA_SUCCESS;
 }
 
+fa_status fa_cu_launch_split(fa_context *ctx, CUfunction fn, unsigned blocks, int64_t heads, int64_t batch,
+                             unsigned threads, size_t shared_bytes, void **params, int *b0, int *h0, const char *what) {
+  for (int64_t b = 0; b < batch; b += 65535) {
+    for (int64_t h = 0; h < heads; h += 65535) {
+      *b0 = (int)b;
+      *h0 = (int)h;
+      const unsigned grid[3] = {blocks, (unsigned)(heads - h < 65535 ? heads - h : 65535),
+                                (unsigned)(batch - b < 65535 ? batch - b : 65535)};
+      fa_status st = fa_cu_launch(ctx, fn, grid, threads, shared_bytes, params, what);
+      if (st != FA_SUCCESS) return st;
+    }
+  }
+  return FA_SUCCESS;
+}
+
 fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out) {
   fa_cu *c = fa_cu_of(ctx);
   if (bytes == 0) bytes = 1;
