@@ -2,7 +2,8 @@
 # Everything one GPU-machine call checks and times, from the repository root with the build folder and
 # .device-deps carried (see ../shared/device/pack):
 #   dev/gpu_run.sh BUILD STEP...
-# Steps: info | tests | cuda | std | bench | paper-cuda | paper-opencl | probe | fwd-tests | fwd-bench. Output: the console (a summary last)
+# Steps: info | tests | cuda | std | bench | paper-cuda | paper-opencl | probe | fwd-tests | fwd-bench | bwd-tests |
+# bwd-bench. Output: the console (a summary last)
 # and, under $OUT (or /tmp/gpu-out), the logs and CSV files.
 set -u
 build=$1
@@ -65,6 +66,24 @@ for step in "$@"; do
       FLASHATTN_CUDA_FWD=sm80 timeout 100 "$bench" --backend cuda --algos flash $grid --iters 10 | sed 's/^cuda,/cuda-sm80,/' > "$out/fwd-sm80.csv"
       timeout 150 python3 .device-deps/sdpa_anchor.py $grid --backends flash,cudnn --iters 10 > "$out/fwd-anchor.csv"
       python3 dev/compare.py "$out/fwd-anchor.csv" "$out/fwd-sm90.csv" "$out/fwd-sm80.csv" | tee "$out/fwd-compare.txt" ;;
+    bwd-tests) # the backward suites through CUDA (the sm90 backward on Hopper), after a 30-second smoke per scheme
+      for det in 0 1; do
+        timeout 30 "$bench" --backend cuda --algos flash --modes fwdbwd --dtypes bf16 --head-dims 128 --seqlens 1024 \
+          --causal 1 --deterministic $det --iters 2 --warmup 1 > "$out/bwd-smoke-$det.csv" 2>&1
+        summary+=("bwd smoke det=$det: rc=$? $(tail -1 "$out/bwd-smoke-$det.csv")")
+      done
+      ONLY=backward,sparse,dropout TEST_TIMEOUT=150 \
+        python3 dev/run_tests.py "$build" /work/main "$out/logs" bwd-sm90 FLASHATTN_TEST_BACKEND=cuda | tee "$out/bwd-sm90.txt"
+      summary+=("$(tail -1 "$out/bwd-sm90.txt")")
+      grep -h "not ok\|relative errors" "$out"/logs/bwd-sm90* 2>/dev/null | grep -v "^ok" | head -40 ;;
+    bwd-bench) # issue 11's grid: fwd+bwd, bf16 and f16, D 64/128/256, causal 0/1, S 1k/4k/16k; sm90, sm80 and
+      # deterministic beside FlashAttention-2 and cuDNN
+      grid="--seqlens 1024,4096,16384 --head-dims 64,128,256 --dtypes bf16,f16 --causal 0,1 --modes fwdbwd"
+      timeout 150 "$bench" --backend cuda --algos flash $grid --iters 5 > "$out/bwd-sm90.csv"
+      FLASHATTN_CUDA_BWD=sm80 timeout 120 "$bench" --backend cuda --algos flash $grid --iters 5 | sed 's/^cuda,/cuda-sm80,/' > "$out/bwd-sm80.csv"
+      timeout 150 "$bench" --backend cuda --algos flash $grid --iters 5 --deterministic 1 | sed 's/^cuda,/cuda-det,/' > "$out/bwd-det.csv"
+      timeout 180 python3 .device-deps/sdpa_anchor.py $grid --backends flash,cudnn --iters 5 > "$out/bwd-anchor.csv"
+      python3 dev/compare.py "$out/bwd-anchor.csv" "$out/bwd-sm90.csv" "$out/bwd-sm80.csv" "$out/bwd-det.csv" | tee "$out/bwd-compare.txt" ;;
     *) echo "unknown step $step" ;;
   esac
   echo "=== $step took $((SECONDS - start)) s"

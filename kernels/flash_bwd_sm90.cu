@@ -278,6 +278,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       }
       fa_wgmma_commit();
       fa_mbar_wait(bars + BAR_FULL_DO(st), ph);
+      fa_wgmma_fence(); /* dp's registers were last written by the previous block's dS */
 #pragma unroll
       for (int kk = 0; kk < KSTEPS; kk++) {
         const unsigned off = (kk & 3) * 32;

@@ -45,6 +45,17 @@ static const bwd_case cases[] = {
     {BF16, 64, 2, 33, 65, 2, 2, 0, 0, BHSD, PACK, 0, 0},
     {F32, 64, 1, 200, 200, 8, 1, 1, 0, PACK, PACK, 0, 1},    /* deterministic: 8 query heads share dk, dv */
     {F16, 64, 2, 130, 70, 4, 2, 0, 0, PACK, BHSD, 0, 1},
+    /* 16-bit with 16-byte aligned rows (the Hopper backward's TMA path on sm_90): several key and query blocks
+     * with tails, causal both ways with masked rows, GQA and MQA, padded head dims, deterministic */
+    {BF16, 64, 2, 300, 300, 4, 2, 1, 0, PACK, PACK, 0, 0},
+    {F16, 64, 1, 1000, 700, 2, 2, 0, 0, PACK, PACK, 0, 1},
+    {BF16, 32, 1, 70, 90, 2, 2, 0, 0.3f, PACK, PACK, 0, 0},
+    {F16, 72, 1, 130, 140, 2, 2, 0, 0, PACK, PACK, 0, 0},
+    {BF16, 96, 1, 200, 333, 2, 1, 1, 0, PACK, PACK, 8, 1},
+    {F16, 128, 2, 384, 384, 2, 2, 0, 0, PACK, PACK, 0, 0},
+    {BF16, 128, 1, 129, 700, 4, 1, 1, 0, BHSD, BHSD, 0, 1},
+    {F16, 128, 1, 500, 200, 2, 2, 1, 0, PACK, PACK, 0, 0},
+    {BF16, 128, 1, 1, 300, 4, 4, 0, 0, PACK, PACK, 0, 0},
 };
 static const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 

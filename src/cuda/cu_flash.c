@@ -162,9 +162,14 @@ void fa_cu_describe_kernels(const fa_context *ctx, char *buf, size_t len) {
     fwd = "forward: sm80 (mma.sync tensor cores) for f16/bf16, CUDA cores for f32";
   else
     fwd = "forward: CUDA cores";
-  snprintf(buf, len, "%s; backward: %s", fwd,
-           c->cc_major >= 8 ? "mma.sync tensor cores for f16/bf16 dK/dV at D <= 128, CUDA cores otherwise"
-                            : "CUDA cores");
+  const char *sm80_bwd = c->cc_major >= 8 ? "mma.sync tensor cores for f16/bf16 dK/dV at D <= 128, CUDA cores otherwise"
+                                          : "CUDA cores";
+  const char *bwd_env = getenv("FLASHATTN_CUDA_BWD");
+  if (c->cc_major == 9 && c->cu->TensorMapEncodeTiled && !(bwd_env && bwd_env[0] && strcmp(bwd_env, "sm90") != 0))
+    snprintf(buf, len, "%s; backward: sm90 (wgmma, TMA, dQ by bulk reduction) for f16/bf16 at D <= 128 whose tensors "
+             "suit TMA, else %s", fwd, sm80_bwd);
+  else
+    snprintf(buf, len, "%s; backward: %s", fwd, sm80_bwd);
 }
 
 /* ---- dispatch ---- */
