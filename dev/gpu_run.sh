@@ -2,8 +2,8 @@
 # Everything one GPU-machine call checks and times, from the repository root with the build folder and
 # .device-deps carried (see ../shared/device/pack):
 #   dev/gpu_run.sh BUILD STEP...
-# Steps: info | tests | cuda | std | bench | paper-cuda | paper-opencl | probe | fwd-tests | fwd-bench | bwd-tests |
-# bwd-bench. Output: the console (a summary last)
+# Steps: info | tests | cuda | std | bench | paper-cuda | paper-opencl | probe | fwd-tests | fwd-bench | fwd-tune |
+# bwd-tests | bwd-bench. Output: the console (a summary last)
 # and, under $OUT (or /tmp/gpu-out), the logs and CSV files.
 set -u
 build=$1
@@ -66,6 +66,11 @@ for step in "$@"; do
       FLASHATTN_CUDA_FWD=sm80 timeout 100 "$bench" --backend cuda --algos flash $grid --iters 10 | sed 's/^cuda,/cuda-sm80,/' > "$out/fwd-sm80.csv"
       timeout 150 python3 .device-deps/sdpa_anchor.py $grid --backends flash,cudnn --iters 10 > "$out/fwd-anchor.csv"
       python3 dev/compare.py "$out/fwd-anchor.csv" "$out/fwd-sm90.csv" "$out/fwd-sm80.csv" | tee "$out/fwd-compare.txt" ;;
+    fwd-tune) # the Hopper forward's tile at D 64 causal, where it trails cuDNN at S 1k: each FLASHATTN_SM90_TILE
+      for tile in default 128x128 128x96 128x64 192x96 192x64; do
+        FLASHATTN_SM90_TILE=$([ $tile = default ] || echo $tile) timeout 40 "$bench" --backend cuda --algos flash \
+          --modes fwd --dtypes bf16 --head-dims 64 --seqlens 1024,4096 --causal 1 --iters 20 | sed "s/^cuda,/cuda-$tile,/"
+      done | grep -v "^backend" | tee "$out/fwd-tune.csv" ;;
     bwd-tests) # the backward suites through CUDA (the sm90 backward on Hopper), after a 30-second smoke per scheme
       for det in 0 1; do
         timeout 30 "$bench" --backend cuda --algos flash --modes fwdbwd --dtypes bf16 --head-dims 128 --seqlens 1024 \
