@@ -617,9 +617,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
  *   halves through shared memory, and the column split is only taken where the registers demand it).
  * With DQ_ATOMIC, after a barrier warp w adds dS K for queries 16 (w % QG) .. + 15 (QG = BM / 16) and the
  * columns of split w / QG into dq_acc (dS rows as A, K through ldmatrix.trans), 16 columns at a time.
- * FA_DQ_ORDERED (deterministic): those additions are ordered by a semaphore per (query head, query block):
- * key block n adds after key blocks 0 .. n - 1 have (every earlier key block visits every query block that
- * block n visits: the causal start only grows with n), so every element of dq_acc is summed in one order.
+ * FA_DQ_ORDERED (deterministic): those additions are ordered by a semaphore per (query head, query block),
+ * which counts the key blocks that have added: key block n waits for its turn (dq_turn: key block order, and
+ * with causal the reverse, in which the blocks reach a query block), so every element of dq_acc is summed in
+ * one order; blocks that a mask skips still take their turn.
  * P and dS are rounded to the storage type before their products, as in FlashAttention-2; accumulation is
  * float32.
  * Shapes (src/tiling.c picks one for D and the shared-memory budget): BN, BM in {32, 64}, TC_WARPS 4 or 8,
@@ -730,6 +731,19 @@ static __device__ __forceinline__ void sem_wait(const int *sem, int target) {
   }
 }
 
+/* The number of key blocks that add into query block m before key block n (of nk). A block waits only on
+ * blocks launched before it (lower blockIdx.x): those are resident or done, whatever the grid's size.
+ *   causal: blocks are launched last key block first, and block n starts at the query block holding row
+ *     n BN - diag and walks up, so higher blocks reach block m first: the blocks after n that see block m go
+ *     before it, the n' < cnt = ceil(((m + 1) BM + diag) / BN) (at most nk; block n' sees block m when
+ *     n' BN - diag < (m + 1) BM).
+ *   otherwise every block walks the query blocks from the first: block order, n before it. */
+static __device__ __forceinline__ int dq_turn(int causal, int n, int nk, int m, long long diag) {
+  if (!causal) return n;
+  const long long x = (long long)(m + 1) * BM + diag, cnt = (x + BN - 1) / BN;
+  return (int)(cnt < nk ? cnt : nk) - 1 - n;
+}
+
 /* Count this key block done (every thread calls it, after its additions). */
 static __device__ __forceinline__ void sem_post(int tid, int *sem) {
   __threadfence(); /* this thread's additions before the count */
@@ -744,9 +758,16 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   float *const sf = (float *)(fa_smem + TF_OFF_BYTES); /* buffer buf's lse2, di at sf + 2 BM buf */
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int k0 = (int)blockIdx.x * BN;
-  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int Sq = p.seqlen_q, Sk = p.seqlen_k;
+#if FA_DQ_ORDERED
+  /* Causal: the last key block first (dq_turn: it adds first, and a block waits only on blocks launched
+   * before it, which are resident or done). */
+  const int nkb = (Sk + BN - 1) / BN, kb = p.causal ? nkb - 1 - (int)blockIdx.x : (int)blockIdx.x;
+#else
+  const int kb = (int)blockIdx.x;
+#endif
+  const int k0 = kb * BN;
+  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const long long diag = (long long)Sk - Sq;
   const int kw = (warp % KG) * 16;  /* this warp's first key row in the tile */
   const int cw = (warp / KG) * NDW;  /* its first n-tile of dK, dV columns */
@@ -787,6 +808,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
     qstart = first < 0 ? 0 : first > Sq ? Sq : (int)first;
     qstart -= qstart % BM;
   }
+#if FA_DQ_ORDERED
+  const int nmq = (Sq + BM - 1) / BM;
+#endif
 
   /* The (query head, query block) steps in order, flattened so that step n + 1's loads can be issued during
    * step n: load(gi, q0, buf) fills buffer buf (cp.async uncommitted, or plain stores) and reads lse2, di. */
@@ -817,10 +841,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   };
 
 #if FA_DQ_ORDERED
-  const int nmq = (Sq + BM - 1) / BM;
   auto sem_of = [&](int h, int q0) -> int * {
     return (int *)p.sem + ((long long)b * p.heads_q + h) * nmq + q0 / BM;
   };
+  auto turn = [&](int q0) { return dq_turn(p.causal, kb, nkb, q0 / BM, diag); };
 #endif
 
 #if FA_BLOCK_MASK
@@ -832,6 +856,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
    * not skipped, and each lane its step's class: the mask is read once per 32 steps, and every warp finds the
    * same steps. */
   const int nq = qstart < Sq ? (Sq - qstart + BM - 1) / BM : 0, nsteps = p.group * nq;
+  auto step_q0 = [&](int s, int gs) { return qstart + (s - gs * nq) * BM; }; /* step s, of head gs */
   int win = -32, win_cls = FA_TILE_SKIP; /* the window's first step; this lane's step's class */
   unsigned win_hit = 0u;                 /* bit i: step win + i is not skipped */
   auto seek = [&](int s, int &cls_) -> int {
@@ -842,7 +867,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
         win_cls = FA_TILE_SKIP;
         if (me < nsteps) {
           const int gm = me / nq;
-          win_cls = tile_class(p, mask_of(p, b, hk * p.group + gm), qstart + (me - gm * nq) * BM, BM, k0, BN);
+          win_cls = tile_class(p, mask_of(p, b, hk * p.group + gm), step_q0(me, gm), BM, k0, BN);
         }
         win_hit = __ballot_sync(0xffffffffu, win_cls != FA_TILE_SKIP);
       }
@@ -862,14 +887,15 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   auto sem_pass = [&](int from, int to) {
     for (int s = from; s < to; s++) {
       const int gs = s / nq;
-      int *sem = sem_of(hk * p.group + gs, qstart + (s - gs * nq) * BM);
-      sem_wait(sem, (int)blockIdx.x);
+      const int sq0 = step_q0(s, gs);
+      int *sem = sem_of(hk * p.group + gs, sq0);
+      sem_wait(sem, turn(sq0));
       asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(sem) : "memory");
     }
   };
 #endif
   int cls = FA_TILE_SKIP;
-  int step = seek(0, cls), gi = nq ? step / nq : p.group, q0 = step < nsteps ? qstart + (step - gi * nq) * BM : Sq;
+  int step = seek(0, cls), gi = nq ? step / nq : p.group, q0 = step < nsteps ? step_q0(step, gi) : Sq;
   int buf = 0;
 #if FA_DQ_ORDERED
   if (tid == 0) sem_pass(0, step);
@@ -884,7 +910,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
 #if FA_BLOCK_MASK
     int ncls = FA_TILE_SKIP; /* the next step that is not skipped */
     const int nstep = seek(step + 1, ncls);
-    const int ngi = nstep / nq, nq0 = nstep < nsteps ? qstart + (nstep - ngi * nq) * BM : Sq;
+    const int ngi = nstep / nq, nq0 = nstep < nsteps ? step_q0(nstep, ngi) : Sq;
     const fa_u8 *const mh = mask_of(p, b, h);
     const bool partial = cls == FA_TILE_PARTIAL; /* FA_TILE_FULL: no score is tested */
 #else
@@ -1022,7 +1048,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
 
 #if DQ_ATOMIC
 #if FA_DQ_ORDERED
-    if (tid == 0) sem_wait(sem_of(h, q0), (int)blockIdx.x);
+    if (tid == 0) sem_wait(sem_of(h, q0), turn(q0));
 #endif
     __syncthreads(); /* every warp's dS is in shared memory (FA_DQ_ORDERED: and key blocks before this one
                         have added theirs) */
