@@ -49,6 +49,7 @@ typedef struct options {
   long batch, heads, heads_kv; /* 0: derived from total_tokens and model_dim */
   long total_tokens, model_dim;
   int iters, warmup;
+  int deterministic; /* desc.deterministic of every call */
   const char *plot;
 } options;
 
@@ -86,6 +87,7 @@ static void usage(FILE *f) {
              "  --block-size N               rows and keys per mask block (default 128)\n"
              "  --window N --global N        local-global: band half-width and global blocks (default 1, 1)\n"
              "  --dropout LIST               dropout probabilities (default 0; e.g. 0,0.1)\n"
+             "  --deterministic N            1: every call with desc.deterministic = 1 (default 0)\n"
              "  --iters N                    timed iterations, median reported (default 20)\n"
              "  --warmup N                   untimed iterations first (default 3; the first compiles kernels)\n"
              "  --plot FILE.png              also draw runtime and peak memory against seqlen with gnuplot\n"
@@ -290,7 +292,7 @@ static int parse_options(int argc, char **argv, options *o) {
           {"--model-dim", 1, &o->model_dim, NULL}, {"--iters", 1, NULL, &o->iters},
           {"--warmup", 0, NULL, &o->warmup},       {"--device", 0, NULL, &o->device},
           {"--block-size", 1, &o->block_size, NULL}, {"--window", 0, &o->window, NULL},
-          {"--global", 0, &o->global, NULL},
+          {"--global", 0, &o->global, NULL},       {"--deterministic", 0, NULL, &o->deterministic},
       };
       int k = -1;
       for (int j = 0; j < (int)(sizeof ints / sizeof ints[0]); j++)
@@ -536,6 +538,7 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
   memset(&desc, 0, sizeof desc);
   desc.algo = algo;
   desc.causal = sh->causal;
+  desc.deterministic = o->deterministic != 0;
   desc.dropout_p = (float)sh->dropout;
   desc.dropout_seed = 0x5eedu;
   if (sh->mask.kind != MASK_DENSE) {
