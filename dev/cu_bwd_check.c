@@ -66,7 +66,7 @@ static int already(const char *arch, const char *defines) {
 }
 
 static int nvrtc_all(int narch, const char **archs, int all) {
-  static const int some[] = {16, 40, 64, 96, 128, 160, 256};
+  static const int some[] = {16, 40, 64, 96, 128, 136, 160, 192, 224, 256};
   int dims[32], ndims = 0;
   if (all)
     for (int d = 8; d <= 256; d += 8) dims[ndims++] = d;
@@ -100,14 +100,16 @@ static int nvrtc_all(int narch, const char **archs, int all) {
           if (bi > 0 && dt != 1) continue;
           /* The tensor-core variant where the library would take it (16-bit, sm_80+, tiles that fit). */
           fa_tiles tt;
-          const int tc = dt != 0 && cc_major >= 8 && fa_tiles_cuda_backward(&lim, d, (fa_dtype)dt, &tt) == FA_SUCCESS &&
-                         tt.threads == 128;
-          for (int v = 0; v < (tc ? 4 : 2); v++) {
-            const int atomic = !(v & 1), is_tc = v >= 2;
+          const int tc = dt != 0 && cc_major >= 8 && fa_tiles_cuda_backward_tc(&lim, d, &tt) == FA_SUCCESS;
+          const int pipe = tc && fa_tiles_cuda_backward_tc_bytes(d, tt.block_q, tt.block_k, tt.threads / 32, 2) <=
+                                     lim.local_mem_bytes;
+          /* CUDA cores: atomic and separate dQ; tensor cores: separate (dq not computed), atomic, ordered. */
+          for (int v = 0; v < (tc ? 5 : 2); v++) {
+            const int atomic = v == 0 || v >= 3, is_tc = v >= 2;
             char defines[192];
             if (is_tc)
-              snprintf(defines, sizeof defines, FA_BWD_DEFINES_FMT " -DFA_TC=1", fa_cu_dtype_define((fa_dtype)dt), d,
-                       64, 64, atomic);
+              snprintf(defines, sizeof defines, FA_BWD_TC_DEFINES_FMT, fa_cu_dtype_define((fa_dtype)dt), d,
+                       tt.block_q, tt.block_k, atomic, tt.threads / 32, v == 4, pipe);
             else
               snprintf(defines, sizeof defines, FA_BWD_DEFINES_FMT, fa_cu_dtype_define((fa_dtype)dt), d, t.block_q,
                        t.block_k, atomic);
@@ -375,6 +377,11 @@ static void time_case(fa_context *ctx, fa_dtype dt, int b, int h, int s, int d, 
   free(host);
 }
 
+static void restore_bwd_env(const char *value) {
+  if (value) setenv("FLASHATTN_CUDA_BWD", value, 1);
+  else unsetenv("FLASHATTN_CUDA_BWD");
+}
+
 int main(int argc, char **argv) {
   int timing = 1, checks = 1;
   if (argc > 1 && strcmp(argv[1], "--nvrtc") == 0) {
@@ -390,6 +397,10 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--no-timing") == 0) timing = 0;
     else if (strcmp(argv[i], "--timing-only") == 0) checks = 0;
 
+  /* The caller's FLASHATTN_CUDA_BWD (sm80 keeps a Hopper GPU on the sm_80 kernels) is put back after the
+   * simt steps. */
+  const char *env = getenv("FLASHATTN_CUDA_BWD");
+  char *bwd_env = env ? strdup(env) : NULL;
   int count = 0;
   if (fa_device_count(FA_BACKEND_CUDA, &count) != FA_SUCCESS || count == 0) {
     printf("cu_bwd_check: no CUDA device, nothing to do\n");
@@ -404,6 +415,9 @@ int main(int argc, char **argv) {
       {1, 2, 2, 50, 50, 40, 1, 0, 0},    /* head dim not a multiple of 16 */
       {1, 1, 1, 64, 64, 16, 1, 0, 0},    /* smallest head dim tested, one block */
       {2, 8, 1, 300, 300, 128, 0, 0, 0}, /* MQA group of 8, several blocks */
+      {1, 4, 2, 200, 333, 160, 0, 0, 0}, /* D > 128: two warps per key group */
+      {2, 2, 1, 257, 190, 192, 1, 0, 0}, /* ... causal with Sq > Sk, GQA */
+      {1, 2, 2, 300, 300, 256, 1, 1, 1}, /* ... largest head dim, BHSD strides at an odd offset */
   };
   /* Configurations: the device's budget (tensor cores for f16/bf16 where they serve), the same with
    * FLASHATTN_CUDA_BWD=simt (16-bit types on CUDA cores), then the small budgets. */
@@ -413,7 +427,7 @@ int main(int argc, char **argv) {
     if (budgets[bi]) setenv("FLASHATTN_LOCAL_MEM_BYTES", budgets[bi], 1);
     else unsetenv("FLASHATTN_LOCAL_MEM_BYTES");
     if (bi == 1) setenv("FLASHATTN_CUDA_BWD", "simt", 1);
-    else unsetenv("FLASHATTN_CUDA_BWD");
+    else restore_bwd_env(bwd_env);
     fa_context_options opt;
     fa_context_options_default(&opt);
     opt.backend = FA_BACKEND_CUDA;
@@ -443,7 +457,7 @@ int main(int argc, char **argv) {
     }
     fa_context_destroy(ctx);
   }
-  unsetenv("FLASHATTN_CUDA_BWD");
+  restore_bwd_env(bwd_env);
   unsetenv("FLASHATTN_LOCAL_MEM_BYTES");
   if (checks) printf("%d of %d checks passed\n", total - failed, total);
 
@@ -453,12 +467,12 @@ int main(int argc, char **argv) {
     opt.backend = FA_BACKEND_CUDA;
     fa_context *ctx;
     if (fa_context_create(&opt, &ctx) != FA_SUCCESS) return 1;
-    time_case(ctx, FA_F16, 2, 16, 8192, 128, 0);
-    time_case(ctx, FA_F16, 2, 16, 8192, 128, 1);
+    for (int d = 64; d <= 256; d *= 2)
+      for (int causal = 0; causal < 2; causal++) time_case(ctx, FA_F16, 2, 16, 8192, d, causal);
     setenv("FLASHATTN_CUDA_BWD", "simt", 1); /* read at each call: the CUDA-core kernels for comparison */
     if (checks) time_case(ctx, FA_F16, 2, 16, 8192, 128, 0);
     if (checks) time_case(ctx, FA_F16, 2, 16, 8192, 128, 1);
-    unsetenv("FLASHATTN_CUDA_BWD");
+    restore_bwd_env(bwd_env);
     fa_context_destroy(ctx);
   }
   return failed ? 1 : 0;

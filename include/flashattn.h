@@ -284,6 +284,14 @@ FA_API fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, cons
  * Backward pass: dq, dk, dv from q, k, v, the forward's o and lse, and dout (the gradient of o),
  * recomputing the scores in tiles. Shapes as fa_forward(); dout like o; dq like q; dk, dv like k.
  * With GQA, dk and dv sum over the query heads that share a key/value head.
+ *
+ * Workspace (the context's, kept between calls and counted by fa_context_memory()), CUDA, at its peak:
+ * 4·B·Hq·Sq·(D + 1) bytes on the sm_80 kernels (f16/bf16 on sm_80 and later; f32 deterministic: 4·B·Hq·Sq),
+ * 4·B·Hq·Sq'·(64·⌈D/64⌉ + 2) on the Hopper kernels (Sq' = Sq rounded up to 64); with deterministic = 1 also
+ * 4 bytes per head and 64 queries (times ⌈D/64⌉ on Hopper). It is sized before the first launch and only
+ * grows: a call whose workspace is already large enough neither allocates nor waits for the stream, so it
+ * can be captured into a CUDA graph; a call that would grow it while the stream is being captured returns
+ * FA_ERROR_INVALID_ARGUMENT (run it once before capturing). A grow never waits for the stream either.
  */
 FA_API fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
                              const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,

@@ -6,7 +6,8 @@
  *   q, o, dout, dq [B, Sq, Hq, D]; k, v, dk, dv [B, Sk, Hkv, D]; lse [B, Hq, Sq] float32 (natural log of the
  *   scaled scores, -inf for a row whose keys are all masked). Query head h reads key/value head h / group.
  *   Causal (bottom-right): key j masked for query i when j > i + Sk - Sq.
- *   Workspace (float32): di [B, Hq, Sq] = rowsum(dO o O); with DQ_ATOMIC also dq_acc [B, Hq, Sq, D].
+ *   Workspace (float32): di [B, Hq, Sq] = rowsum(dO o O); with DQ_ATOMIC also dq_acc [B, Hq, Sq, D]; with
+ *   FA_DQ_ORDERED also int32 semaphores [B, Hq, ceil(Sq / BLOCK_M)].
  *
  *   S = scale Q K^T, P = exp(S - lse), dV = P^T dO, dP = dO V^T, dS = P o (dP - Di),
  *   dK = scale dS^T Q, dQ = scale dS K.
@@ -15,8 +16,9 @@
  *
  * Work, for the benchmark's arithmetic (non-causal; causal does about half):
  *   FLOPs: the backward's five matrix products (S, dP, dV, dK, dQ) are 5 x 2 B Hq Sq Sk D = 2.5 x the
- *   forward's 4 B Hq Sq Sk D, so forward + backward = 3.5 x forward, as the papers count. The deterministic
- *   scheme recomputes S and dP in flash_bwd_dq: 7 products, 1.4 x the arithmetic of the atomic one.
+ *   forward's 4 B Hq Sq Sk D, so forward + backward = 3.5 x forward, as the papers count. The separate dQ
+ *   scheme (CUDA cores) recomputes S and dP in flash_bwd_dq: 7 products, 1.4 x the arithmetic of the atomic
+ *   one; flash_bwd_dkdv_tc with two warps per key group (D > 128) computes S and dP twice: the same 7.
  *   exp2: B Hq Sq Sk (twice in the deterministic scheme).
  *   DRAM bytes >= e (4 B Sq Hq D + 4 B Sk Hkv D) (q, o, dout, dq; k, v, dk, dv) + 8 B Hq Sq (lse, di),
  *   e = element size; plus, atomic scheme, 4 B Hq Sq D x (2 + ceil(Sk / BLOCK_N)) for dq_acc (zeroing,
@@ -26,7 +28,8 @@
  *   compute-bound.
  *
  * Kernels (src/cuda/cu_backward.c launches them in this order):
- *   flash_bwd_pre         di, one warp per row; zeroes the row of dq_acc when DQ_ATOMIC.
+ *   flash_bwd_pre         di, one warp per row; zeroes the row of dq_acc when DQ_ATOMIC, and the semaphores
+ *                         when FA_DQ_ORDERED.
  *   flash_bwd_dkdv_simt   one block per (BLOCK_N keys, kv head, batch): K and V as float in shared memory,
  *                         dK and dV in registers; walks the BLOCK_M-query blocks of every query head of the
  *                         GQA group (dK and dV sum over the group without atomics), skipping blocks the causal
@@ -34,15 +37,16 @@
  *   flash_bwd_dq_simt     (deterministic, no DQ_ATOMIC) one block per (BLOCK_M queries, head, batch) walking
  *                         the key blocks, recomputing S and dP; writes dq in a fixed order: bit-identical runs.
  *   flash_bwd_dq_convert  (DQ_ATOMIC) dq = scale x dq_acc, in dq's dtype and strides.
- *   flash_bwd_dkdv_tc     (FA_TC=1) flash_bwd_dkdv_simt's job on tensor cores for f16/bf16, sm_80+, D <= 128:
- *                         4 warps, 64 keys per block, 64 queries per step (see its comment). The deterministic
- *                         scheme pairs it with flash_bwd_dq_simt.
+ *   flash_bwd_dkdv_tc     (FA_TC=1) flash_bwd_dkdv_simt's job on tensor cores for f16/bf16, sm_80+, every D:
+ *                         4 or 8 warps, 32 or 64 keys per block, 32 or 64 queries per step (see its comment);
+ *                         dQ by atomics, in key-block order when deterministic (FA_DQ_ORDERED).
  * The _simt kernels run on CUDA cores, any dtype (float32 in shared memory, float32 arithmetic): the f32 path
- * and the fallback (before sm_80, D > 128, budgets too small, FLASHATTN_CUDA_BWD=simt).
+ * and the fallback (before sm_80, budgets too small for the tensor-core tiles, FLASHATTN_CUDA_BWD=simt).
  *
  * Defines: FA_DTYPE (0 f32, 1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_M and BLOCK_N (powers
- * of two; src/tiling.c sizes them for the shared-memory budget; 64 and 64 with FA_TC), DQ_ATOMIC (0 or 1),
- * FA_TC (0: the row kernels and the _simt kernels; 1: the row kernels and flash_bwd_dkdv_tc),
+ * of two; src/tiling.c sizes them for the shared-memory budget; 32 or 64 with FA_TC), DQ_ATOMIC (0 or 1),
+ * FA_TC (0: the row kernels and the _simt kernels; 1: the row kernels and flash_bwd_dkdv_tc, with TC_WARPS,
+ * FA_DQ_ORDERED and FA_BWD_PIPELINE),
  * FA_BLOCK_MASK and FA_DROPOUT (0 or 1, default 0: a dense variant compiles exactly the code it had before):
  *   FA_BLOCK_MASK  every kernel that recomputes scores classifies each tile it would visit (its rows x keys,
  *                  clipped to Sq and Sk) with kernels/masks.h's fa_block_tile against that query head's mask:
@@ -58,6 +62,8 @@
 #define FA_FLASH_BWD_PARAMS
 /* The -D defines of a variant, for the host's snprintf: FA_DTYPE define, HEAD_DIM, BLOCK_M, BLOCK_N, DQ_ATOMIC. */
 #define FA_BWD_DEFINES_FMT "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DDQ_ATOMIC=%d"
+/* ... then, for flash_bwd_dkdv_tc: TC_WARPS, FA_DQ_ORDERED, FA_BWD_PIPELINE. */
+#define FA_BWD_TC_DEFINES_FMT FA_BWD_DEFINES_FMT " -DFA_TC=1 -DTC_WARPS=%d -DFA_DQ_ORDERED=%d -DFA_BWD_PIPELINE=%d"
 /* Plain C, fixed-size types, no padding holes (8-byte fields first, then an even number of 4-byte ones, then
  * again). */
 typedef struct fa_bwd_params {
@@ -94,6 +100,9 @@ typedef struct fa_bwd_params {
   unsigned dropout_threshold; /* FA_DROPOUT: a score is dropped when its word is below this */
   float dropout_scale;        /* FA_DROPOUT: 1 / (1 - p) */
   int pad_;
+  /* FA_DQ_ORDERED: the workspace's semaphores [B Hq][ceil(Sq / BLOCK_M)], int32, zeroed by flash_bwd_pre; 0
+   * otherwise. */
+  unsigned long long sem;
 } fa_bwd_params;
 #endif
 
@@ -151,6 +160,8 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_pre(const fa
   if (lane == 0) ((float *)p.di)[row] = acc;
   if (p.dq_acc)
     for (int d = lane; d < D; d += 32) ((float *)p.dq_acc)[row * D + d] = 0.f;
+  if (p.sem && lane == 0 && i % BM == 0)
+    ((int *)p.sem)[((long long)b * p.heads_q + h) * ((p.seqlen_q + BM - 1) / BM) + i / BM] = 0;
 }
 
 #if DQ_ATOMIC
@@ -593,42 +604,72 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
 #endif
 #else
 /* ======================= tensor cores: f16 / bf16, sm_80+ ======================= */
-/* flash_bwd_dkdv_tc: one block of 4 warps per (64 keys, kv head, batch); warp w owns keys 16 w .. 16 w + 15,
- * whose dK and dV (16 x DP each) stay in mma accumulators. Per block of 64 queries (Q, dO, lse, di staged in
- * shared memory), each warp walks the queries 16 at a time:
+/* flash_bwd_dkdv_tc: one block of TC_WARPS warps per (BN keys, kv head, batch). Warp w owns keys
+ * 16 (w % KG) .. + 15 (KG = BN / 16 key groups) and the columns of split w / KG (CS = TC_WARPS / KG splits of
+ * DP / CS columns) of their dK and dV, which stay in mma accumulators: a warp holds 16 x DP / CS of each, so
+ * D > 128 takes CS = 2 (the accumulators of D = 256 then take as many registers as D = 128 with CS = 1).
+ * Per block of BM queries (Q, dO, lse, di staged in shared memory), each warp walks the queries 16 at a time:
  *   S^T = K_w Q^T and dP^T = V_w dO^T (16 keys x 16 queries, mma.m16n8k16: K_w, V_w rows as A, Q, dO rows as
  *   the column-major B, as the forward's K), P^T and dS^T on the accumulators, then dV += P^T dO and
- *   dK += dS^T Q with the accumulators repacked as A operands (as the forward's P) and dO, Q through
- *   ldmatrix.trans; dS^T goes to shared memory as 16-bit dS [query][key].
- * With DQ_ATOMIC, after a barrier warp w adds dS K for queries 16 w .. 16 w + 15 into dq_acc (dS rows as A,
- * K through ldmatrix.trans), 16 columns at a time. P and dS are rounded to the storage type before their
- * products, as in FlashAttention-2; accumulation is float32. */
+ *   dK += dS^T Q over the warp's columns with the accumulators repacked as A operands (as the forward's P)
+ *   and dO, Q through ldmatrix.trans; dS^T goes to shared memory as 16-bit dS [query][key]. With CS = 2 the
+ *   two warps of a key group compute the same S^T and dP^T (2 of the 5 products twice: simpler than trading
+ *   halves through shared memory, and the column split is only taken where the registers demand it).
+ * With DQ_ATOMIC, after a barrier warp w adds dS K for queries 16 (w % QG) .. + 15 (QG = BM / 16) and the
+ * columns of split w / QG into dq_acc (dS rows as A, K through ldmatrix.trans), 16 columns at a time.
+ * FA_DQ_ORDERED (deterministic): those additions are ordered by a semaphore per (query head, query block),
+ * which counts the key blocks that have added: key block n waits for its turn (dq_turn: key block order, and
+ * with causal the reverse, in which the blocks reach a query block), so every element of dq_acc is summed in
+ * one order; blocks that a mask skips still take their turn.
+ * P and dS are rounded to the storage type before their products, as in FlashAttention-2; accumulation is
+ * float32.
+ * Shapes (src/tiling.c picks one for D and the shared-memory budget): BN, BM in {32, 64}, TC_WARPS 4 or 8,
+ * with CS = TC_WARPS / KG and QCS = TC_WARPS / QG both 1 or 2. */
 
 #if FA_DTYPE == 0
 #error "flash_bwd_dkdv_tc needs a 16-bit FA_DTYPE"
 #endif
-#if BM != 64 || BN != 64
-#error "flash_bwd_dkdv_tc is written for BLOCK_M = BLOCK_N = 64"
+#ifndef TC_WARPS
+#define TC_WARPS 4
+#endif
+#ifndef FA_DQ_ORDERED
+#define FA_DQ_ORDERED 0
+#endif
+#define KG (BN / 16)            /* key groups of 16 */
+#define CS (TC_WARPS / KG)      /* column splits of dK, dV */
+#define QG (BM / 16)            /* query groups of 16 (dQ) */
+#define QCS (TC_WARPS / QG)     /* column splits of dQ */
+#if (BM != 32 && BM != 64) || (BN != 32 && BN != 64) || (CS != 1 && CS != 2) || (QCS != 1 && QCS != 2) || \
+    CS * KG != TC_WARPS || QCS * QG != TC_WARPS
+#error "flash_bwd_dkdv_tc: BLOCK_M, BLOCK_N in {32, 64}, TC_WARPS = (1 or 2) x BLOCK_N / 16 = (1 or 2) x BLOCK_M / 16"
+#endif
+#if FA_DQ_ORDERED && !DQ_ATOMIC
+#error "FA_DQ_ORDERED orders the DQ_ATOMIC additions"
 #endif
 
-#define NTHREADS 128
-#define DP ((D + 15) / 16 * 16) /* head dim padded to the mma's k of 16 (zeros) */
+#define NTHREADS (32 * TC_WARPS)
+/* Head dim padded with zeros to the mma's k of 16, or to 32 when columns are split (each split an even
+ * number of 8-column n-tiles, taken two at a time). */
+#define DP (CS == 1 && QCS == 1 ? (D + 15) / 16 * 16 : (D + 31) / 32 * 32)
 #define DS (DP + 8)  /* row stride of K, V, Q, dO in elements: an odd number of 16-byte units, so the 8 rows an
                         ldmatrix phase reads fall in 8 different bank groups */
-#define DSS (BN + 8) /* row stride of dS: 72 elements, 9 units */
+#define DSS (BN + 8) /* row stride of dS: 72 or 40 elements, 9 or 5 units */
 #define CPR (DP / 8) /* 16-byte chunks per shared row */
 #define DCH (D / 8)  /* of which hold data */
+#define NDW (DP / 8 / CS)  /* n-tiles of dK, dV per warp */
+#define NDQ (DP / 8 / QCS) /* n-tiles of dQ per warp */
 
 /* FA_BWD_PIPELINE (default 1; FLASHATTN_CUDA_BWD_DEFINES=-DFA_BWD_PIPELINE=0 gives the unpipelined kernel):
  * two buffers of Q, dO, lse2, di; the next block of queries is loaded (cp.async, element-wise when rows are
  * not 16-byte aligned) while this one is computed. src/cuda/cu_backward.c adds the second buffer's bytes
- * (256 DS + 512) to fa_tiles_cuda_backward's count and sets FA_BWD_PIPELINE=0 when they do not fit.
- * MIN_BLOCKS: the blocks per SM that the register allocation must allow (launch bounds). */
+ * (4 BM DS + 8 BM) to fa_tiles_cuda_backward's count and sets FA_BWD_PIPELINE=0 when they do not fit.
+ * MIN_BLOCKS: the blocks per SM that the register allocation must allow (launch bounds); 8 warps take 1 (a
+ * warp's 128 accumulators need more than 64 K registers / 512 threads). */
 #ifndef FA_BWD_PIPELINE
 #define FA_BWD_PIPELINE 1
 #endif
 #ifndef MIN_BLOCKS
-#define MIN_BLOCKS 2
+#define MIN_BLOCKS (TC_WARPS > 4 ? 1 : 2)
 #endif
 #define TNB (FA_BWD_PIPELINE ? 2 : 1)
 
@@ -678,17 +719,61 @@ static __device__ __forceinline__ void tc_load_async(unsigned s, const unsigned 
 
 static __device__ __forceinline__ unsigned short tc_half(float f) { return (unsigned short)fa_from_float(f); }
 
+#if FA_DQ_ORDERED
+/* Wait (one thread) until the semaphore counts `target` key blocks done; acquire: their additions are
+ * visible from here on. */
+static __device__ __forceinline__ void sem_wait(const int *sem, int target) {
+  int v;
+  for (;;) {
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(sem) : "memory");
+    if (v == target) return;
+    __nanosleep(32);
+  }
+}
+
+/* The number of key blocks that add into query block m before key block n (of nk). A block waits only on
+ * blocks launched before it (lower blockIdx.x): those are resident or done, whatever the grid's size.
+ *   causal: blocks are launched last key block first, and block n starts at the query block holding row
+ *     n BN - diag and walks up, so higher blocks reach block m first: the blocks after n that see block m go
+ *     before it, the n' < cnt = ceil(((m + 1) BM + diag) / BN) (at most nk; block n' sees block m when
+ *     n' BN - diag < (m + 1) BM).
+ *   otherwise every block walks the query blocks from the first: block order, n before it. */
+static __device__ __forceinline__ int dq_turn(int causal, int n, int nk, int m, long long diag) {
+  if (!causal) return n;
+  const long long x = (long long)(m + 1) * BM + diag, cnt = (x + BN - 1) / BN;
+  return (int)(cnt < nk ? cnt : nk) - 1 - n;
+}
+
+/* Count this key block done (every thread calls it, after its additions). */
+static __device__ __forceinline__ void sem_post(int tid, int *sem) {
+  __threadfence(); /* this thread's additions before the count */
+  __syncthreads();
+  if (tid == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(sem) : "memory");
+}
+#endif
+
 extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkdv_tc(const fa_bwd_params p) {
   extern __shared__ __align__(16) unsigned char fa_smem[];
   unsigned short *smem = (unsigned short *)fa_smem;
   float *const sf = (float *)(fa_smem + TF_OFF_BYTES); /* buffer buf's lse2, di at sf + 2 BM buf */
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int k0 = (int)blockIdx.x * BN;
-  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int Sq = p.seqlen_q, Sk = p.seqlen_k;
+#if FA_DQ_ORDERED
+  /* Causal: the last key block first (dq_turn: it adds first, and a block waits only on blocks launched
+   * before it, which are resident or done). */
+  const int nkb = (Sk + BN - 1) / BN, kb = p.causal ? nkb - 1 - (int)blockIdx.x : (int)blockIdx.x;
+#else
+  const int kb = (int)blockIdx.x;
+#endif
+  const int k0 = kb * BN;
+  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const long long diag = (long long)Sk - Sq;
-  const int kw = warp * 16; /* this warp's first key row in the tile */
+  const int kw = (warp % KG) * 16;  /* this warp's first key row in the tile */
+  const int cw = (warp / KG) * NDW;  /* its first n-tile of dK, dV columns */
+  const int qw = (warp % QG) * 16;   /* dQ: its first query row in the block */
+  const int cq = (warp / QG) * NDQ;  /* ... and first n-tile of columns */
+  (void)qw, (void)cq;
 
   tc_load<BN>(smem + TK_OFF, (const unsigned short *)p.k + b * p.k_sb + hk * p.k_sh + (long long)k0 * p.k_ss,
               p.k_ss, min(BN, Sk - k0), p.vec16, tid);
@@ -706,13 +791,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   const unsigned sk_a = sbase + (unsigned)((TK_OFF + (kw + a_row) * DS + a_col) * 2);
   const unsigned sv_a = sbase + (unsigned)((TV_OFF + (kw + a_row) * DS + a_col) * 2);
   const unsigned sk_addr = sbase + TK_OFF * 2;
-  const unsigned sds_a = sbase + (unsigned)((TDS_OFF + (warp * 16 + a_row) * DSS + a_col) * 2);
+  const unsigned sds_a = sbase + (unsigned)((TDS_OFF + (qw + a_row) * DSS + a_col) * 2);
   unsigned short *sds = smem + TDS_OFF;
   (void)sds, (void)sds_a, (void)sk_addr; /* used by the dQ part (DQ_ATOMIC) only */
 
-  float dk[DP / 8][4], dv[DP / 8][4];
+  float dk[NDW][4], dv[NDW][4];
 #pragma unroll
-  for (int nd = 0; nd < DP / 8; nd++)
+  for (int nd = 0; nd < NDW; nd++)
 #pragma unroll
     for (int e = 0; e < 4; e++) dk[nd][e] = dv[nd][e] = 0.f;
 
@@ -723,6 +808,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
     qstart = first < 0 ? 0 : first > Sq ? Sq : (int)first;
     qstart -= qstart % BM;
   }
+#if FA_DQ_ORDERED
+  const int nmq = (Sq + BM - 1) / BM;
+#endif
 
   /* The (query head, query block) steps in order, flattened so that step n + 1's loads can be issued during
    * step n: load(gi, q0, buf) fills buffer buf (cp.async uncommitted, or plain stores) and reads lse2, di. */
@@ -752,8 +840,15 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
     }
   };
 
+#if FA_DQ_ORDERED
+  auto sem_of = [&](int h, int q0) -> int * {
+    return (int *)p.sem + ((long long)b * p.heads_q + h) * nmq + q0 / BM;
+  };
+  auto turn = [&](int q0) { return dq_turn(p.causal, kb, nkb, q0 / BM, diag); };
+#endif
+
 #if FA_BLOCK_MASK
-  /* Steps whose tile (64 queries of head hk group + gi x this block's keys) the mask hides are never loaded.
+  /* Steps whose tile (BM queries of head hk group + gi x this block's keys) the mask hides are never loaded.
    * Step s (0 <= s < nsteps) is query block qstart + (s % nq) BM of head gi = s / nq. seek(s) returns the
    * first step at or after s that is not skipped (nsteps when none is left) and its class, so the pipeline
    * prefetches the next tile that will be computed; s only grows from call to call. Each warp classifies a
@@ -761,6 +856,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
    * not skipped, and each lane its step's class: the mask is read once per 32 steps, and every warp finds the
    * same steps. */
   const int nq = qstart < Sq ? (Sq - qstart + BM - 1) / BM : 0, nsteps = p.group * nq;
+  auto step_q0 = [&](int s, int gs) { return qstart + (s - gs * nq) * BM; }; /* step s, of head gs */
   int win = -32, win_cls = FA_TILE_SKIP; /* the window's first step; this lane's step's class */
   unsigned win_hit = 0u;                 /* bit i: step win + i is not skipped */
   auto seek = [&](int s, int &cls_) -> int {
@@ -771,7 +867,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
         win_cls = FA_TILE_SKIP;
         if (me < nsteps) {
           const int gm = me / nq;
-          win_cls = tile_class(p, mask_of(p, b, hk * p.group + gm), qstart + (me - gm * nq) * BM, BM, k0, BN);
+          win_cls = tile_class(p, mask_of(p, b, hk * p.group + gm), step_q0(me, gm), BM, k0, BN);
         }
         win_hit = __ballot_sync(0xffffffffu, win_cls != FA_TILE_SKIP);
       }
@@ -785,9 +881,25 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
     }
     return nsteps;
   };
+#if FA_DQ_ORDERED
+  /* Skipped steps [from, to) still count for the key blocks after this one: wait for this block's turn and
+   * count it, adding nothing. */
+  auto sem_pass = [&](int from, int to) {
+    for (int s = from; s < to; s++) {
+      const int gs = s / nq;
+      const int sq0 = step_q0(s, gs);
+      int *sem = sem_of(hk * p.group + gs, sq0);
+      sem_wait(sem, turn(sq0));
+      asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(sem) : "memory");
+    }
+  };
+#endif
   int cls = FA_TILE_SKIP;
-  int step = seek(0, cls), gi = nq ? step / nq : p.group, q0 = step < nsteps ? qstart + (step - gi * nq) * BM : Sq;
+  int step = seek(0, cls), gi = nq ? step / nq : p.group, q0 = step < nsteps ? step_q0(step, gi) : Sq;
   int buf = 0;
+#if FA_DQ_ORDERED
+  if (tid == 0) sem_pass(0, step);
+#endif
 #else
   int gi = 0, q0 = qstart, buf = 0;
 #endif
@@ -798,7 +910,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
 #if FA_BLOCK_MASK
     int ncls = FA_TILE_SKIP; /* the next step that is not skipped */
     const int nstep = seek(step + 1, ncls);
-    const int ngi = nstep / nq, nq0 = nstep < nsteps ? qstart + (nstep - ngi * nq) * BM : Sq;
+    const int ngi = nstep / nq, nq0 = nstep < nsteps ? step_q0(nstep, ngi) : Sq;
     const fa_u8 *const mh = mask_of(p, b, h);
     const bool partial = cls == FA_TILE_PARTIAL; /* FA_TILE_FULL: no score is tested */
 #else
@@ -912,37 +1024,44 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
       as[3] = fa_pack2(dpt[1][2], dpt[1][3]);
       /* dV += P^T dO and dK += dS^T Q over these 16 queries. */
 #pragma unroll
-      for (int nd = 0; nd < DP / 8; nd += 2) {
+      for (int nd = 0; nd < NDW; nd += 2) {
         unsigned bb[4];
-        fa_ldmatrix_x4_trans(bb, sdo_addr + t_off + (unsigned)((c * 16 * DS + nd * 8) * 2));
+        fa_ldmatrix_x4_trans(bb, sdo_addr + t_off + (unsigned)((c * 16 * DS + (cw + nd) * 8) * 2));
         fa_mma_16816(dv[nd], ap, bb[0], bb[1]);
         fa_mma_16816(dv[nd + 1], ap, bb[2], bb[3]);
-        fa_ldmatrix_x4_trans(bb, sq_addr + t_off + (unsigned)((c * 16 * DS + nd * 8) * 2));
+        fa_ldmatrix_x4_trans(bb, sq_addr + t_off + (unsigned)((c * 16 * DS + (cw + nd) * 8) * 2));
         fa_mma_16816(dk[nd], as, bb[0], bb[1]);
         fa_mma_16816(dk[nd + 1], as, bb[2], bb[3]);
       }
 #if DQ_ATOMIC
-      /* dS [query][key] for the dQ product: the transpose of this warp's dS^T fragment. */
+      /* dS [query][key] for the dQ product: the transpose of this warp's dS^T fragment (written by the
+       * first warp of the key group when two hold it). */
+      if (CS == 1 || warp < KG) {
 #pragma unroll
-      for (int nt = 0; nt < 2; nt++)
+        for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++)
-          sds[(c * 16 + nt * 8 + 2 * t + (e & 1)) * DSS + kw + g + 8 * (e >> 1)] = tc_half(dpt[nt][e]);
+          for (int e = 0; e < 4; e++)
+            sds[(c * 16 + nt * 8 + 2 * t + (e & 1)) * DSS + kw + g + 8 * (e >> 1)] = tc_half(dpt[nt][e]);
+      }
 #endif
     }
 
 #if DQ_ATOMIC
-    __syncthreads(); /* every warp's dS is in shared memory */
+#if FA_DQ_ORDERED
+    if (tid == 0) sem_wait(sem_of(h, q0), turn(q0));
+#endif
+    __syncthreads(); /* every warp's dS is in shared memory (FA_DQ_ORDERED: and key blocks before this one
+                        have added theirs) */
     {
-      /* dq_acc += dS K for queries q0 + 16 warp .., 16 columns at a time. */
+      /* dq_acc += dS K for queries q0 + qw .., columns 8 cq .., 16 columns at a time. */
       unsigned af[BN / 16][4];
 #pragma unroll
       for (int kb = 0; kb < BN / 16; kb++) fa_ldmatrix_x4(af[kb], sds_a + kb * 32);
-      const int row_a = q0 + warp * 16 + g, row_b = row_a + 8;
+      const int row_a = q0 + qw + g, row_b = row_a + 8;
       float *acc_a = (float *)p.dq_acc + (((long long)b * p.heads_q + h) * Sq + row_a) * D;
       float *acc_b = acc_a + 8 * D;
 #pragma unroll
-      for (int nd = 0; nd < DP / 8; nd += 2) {
+      for (int nd = cq; nd < cq + NDQ; nd += 2) {
         float q2[2][4];
 #pragma unroll
         for (int j = 0; j < 2; j++) q2[j][0] = q2[j][1] = q2[j][2] = q2[j][3] = 0.f;
@@ -969,6 +1088,12 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
         }
       }
     }
+#if FA_DQ_ORDERED
+    sem_post(tid, sem_of(h, q0));
+#if FA_BLOCK_MASK
+    if (tid == 0) sem_pass(step + 1, nstep); /* the skipped steps up to the next one */
+#endif
+#endif
 #endif
     gi = ngi, q0 = nq0;
 #if FA_BLOCK_MASK
@@ -984,8 +1109,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
       unsigned short *dkg = (unsigned short *)p.dk + b * p.dk_sb + hk * p.dk_sh + (long long)j * p.dk_ss;
       unsigned short *dvg = (unsigned short *)p.dv + b * p.dv_sb + hk * p.dv_sh + (long long)j * p.dv_ss;
 #pragma unroll
-      for (int nd = 0; nd < DP / 8; nd++) {
-        const int col = nd * 8 + 2 * t;
+      for (int nd = 0; nd < NDW; nd++) {
+        const int col = (cw + nd) * 8 + 2 * t;
         if (col < D) {
           dkg[col] = tc_half(dk[nd][2 * hh] * p.scale);
           dkg[col + 1] = tc_half(dk[nd][2 * hh + 1] * p.scale);

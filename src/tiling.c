@@ -302,26 +302,41 @@ static size_t cuda_bwd_simt_bytes(int d, int br, int bc) {
   return floats * sizeof(float);
 }
 
-/* The tensor-core kernel flash_bwd_dkdv_tc (F16/BF16, D <= 128): 128 threads, 64 keys x 64 queries, 16-bit
- * K, V, Q, dO with rows of Dp + 8 elements (Dp = D rounded up to 16), dS 64 x 72, and float lse, di [64]:
- * 46.5 KiB at D = 64, 77.5 KiB at D = 128. Registers hold a warp's 16 x Dp dK and dV, hence D <= 128.
- * When it does not fit (or D > 128), the CUDA-core tiles above are returned (threads = 256). */
-static size_t cuda_bwd_tc_bytes(int d) {
-  size_t ds = (size_t)(d + 15) / 16 * 16 + 8;
-  size_t halves = 4 * 64 * ds + 64 * 72;
-  return (halves * 2 + 15) / 16 * 16 + 2 * 64 * sizeof(float);
+/* The tensor-core kernel flash_bwd_dkdv_tc (F16/BF16): BN keys a block (block_k), BM queries a step
+ * (block_q), `warps` warps; 16-bit K, V [BN] and Q, dO [BM] with rows of Dp + 8 elements (Dp = D rounded up
+ * to 16, or to 32 when a warp owns half of the columns), dS BM x (BN + 8), and float lse, di [BM]. A warp
+ * holds 16 keys x Dp / splits of dK and dV in registers (splits = warps / (BN / 16)), at most 16 x 128 each.
+ * 46.5 KiB at D = 64, 77.5 KiB at D = 128 (64 x 64, 4 warps); 141.5 KiB at D = 256 (64 x 64, 8 warps),
+ * 68.75 KiB (32 x 32, 4 warps). */
+size_t fa_tiles_cuda_backward_tc_bytes(int d, int bm, int bn, int warps, int buffers) {
+  const int split = warps / (bn / 16) > 1 || warps / (bm / 16) > 1;
+  const size_t ds = (size_t)(split ? (d + 31) / 32 * 32 : (d + 15) / 16 * 16) + 8;
+  const size_t halves = 2 * (size_t)bn * ds + 2 * (size_t)buffers * bm * ds + (size_t)bm * (bn + 8);
+  return (halves * 2 + 15) / 16 * 16 + 2 * (size_t)buffers * bm * sizeof(float);
+}
+
+fa_status fa_tiles_cuda_backward_tc(const fa_tile_limits *lim, int head_dim, fa_tiles *out) {
+  /* {BM, BN, warps} by preference: a warp's own 16 x D of dK and dV while D <= 128 (the tuned shape), else
+   * 64 x 64 with two warps per key group, then smaller tiles for smaller budgets (sm_86/89: 99 KiB). */
+  static const int shapes[][3] = {{64, 64, 4}, {64, 64, 8}, {64, 32, 4}, {32, 32, 4}};
+  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
+  for (int i = head_dim <= 128 ? 0 : 1; i < 4; i++) {
+    const int bm = shapes[i][0], bn = shapes[i][1], warps = shapes[i][2];
+    const size_t bytes = fa_tiles_cuda_backward_tc_bytes(head_dim, bm, bn, warps, 1);
+    if ((size_t)lim->max_group_size < (size_t)warps * 32 || bytes > lim->local_mem_bytes) continue;
+    out->block_q = bm;
+    out->block_k = bn;
+    out->threads = warps * 32;
+    out->local_mem_bytes = bytes;
+    return FA_SUCCESS;
+  }
+  return FA_ERROR_UNSUPPORTED;
 }
 
 fa_status fa_tiles_cuda_backward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, fa_tiles *out) {
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
-  if ((dtype == FA_F16 || dtype == FA_BF16) && head_dim <= 128 && lim->max_group_size >= 128 &&
-      cuda_bwd_tc_bytes(head_dim) <= lim->local_mem_bytes) {
-    out->block_q = 64;
-    out->block_k = 64;
-    out->threads = 128;
-    out->local_mem_bytes = cuda_bwd_tc_bytes(head_dim);
+  if ((dtype == FA_F16 || dtype == FA_BF16) && fa_tiles_cuda_backward_tc(lim, head_dim, out) == FA_SUCCESS)
     return FA_SUCCESS;
-  }
   if (lim->max_group_size < 256) return FA_ERROR_UNSUPPORTED;
   int pq, pk;
   fa_tiles_paper(lim->local_mem_bytes, head_dim, &pq, &pk);

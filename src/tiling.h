@@ -34,5 +34,11 @@ FA_HIDDEN fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int he
 FA_HIDDEN fa_status fa_tiles_cuda_sm90_backward(const fa_tile_limits *lim, int head_dim, fa_tiles *out);
 FA_HIDDEN fa_status fa_tiles_cuda_backward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype,
                                            fa_tiles *out);
+/* The tensor-core backward kernel's tiles (kernels/flash_bwd.cu flash_bwd_dkdv_tc, f16/bf16, sm_80+): block_q
+ * = BM, block_k = BN, threads = 32 x warps; UNSUPPORTED when none fits. fa_tiles_cuda_backward returns these
+ * for 16-bit dtypes when they fit, else the CUDA-core tiles (256 threads). */
+FA_HIDDEN fa_status fa_tiles_cuda_backward_tc(const fa_tile_limits *lim, int head_dim, fa_tiles *out);
+/* Its shared bytes with `buffers` (1 or 2) buffers of Q, dO, lse, di. */
+FA_HIDDEN size_t fa_tiles_cuda_backward_tc_bytes(int d, int bm, int bn, int warps, int buffers);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "flashattn.h"
 
+#define N_TESTS 24
 static int test_no;
 static int failures;
 
@@ -179,13 +180,97 @@ out:
   free(l_host);
 }
 
+/* Graph capture of fa_backward (include/flashattn.h: a call whose workspace is large enough neither allocates
+ * nor waits): f16, D = 128, deterministic, so the captured call must reproduce the uncaptured one's bits; then
+ * a call with twice the batch (a larger workspace) during capture is refused and writes nothing. 4 checks. */
+#define GB 2
+#define GS 200
+#define GH 2
+#define GD 128
+static void run_backward_graph(fa_context *ctx, cudaStream_t stream) {
+  const size_t n = (size_t)GB * GS * GH * GD, bytes = n * 2, lbytes = (size_t)GB * GH * GS * sizeof(float);
+  fa_buffer *buf[9] = {0}; /* q, k, v, o, dout, dq, dk, dv; lse */
+  uint16_t *host = malloc(bytes), *got = malloc(3 * bytes), *want = malloc(3 * bytes);
+  uint64_t seed = 777;
+  int ok = host && got && want;
+  for (int i = 0; ok && i < 9; i++) ok = fa_buffer_create(ctx, i < 8 ? bytes : lbytes, &buf[i]) == FA_SUCCESS;
+  for (int i = 0; ok && i < 5; i++) {
+    for (size_t e = 0; e < n; e++) {
+      seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+      host[e] = f32_to_f16((float)((double)(seed >> 11) / 9007199254740992.0 * 2.0 - 1.0));
+    }
+    ok = fa_buffer_write(ctx, buf[i], 0, host, bytes) == FA_SUCCESS;
+  }
+  fa_tensor t[8], lse;
+  for (int i = 0; i < 8 && ok; i++) fa_tensor_packed(&t[i], buf[i], 0, FA_F16, 1, GS, GH, GD); /* batch 1 */
+  if (ok) fa_tensor_packed(&lse, buf[8], 0, FA_F32, 1, GH, GS, 1);
+  fa_attention_desc desc = {0};
+  desc.causal = 1;
+  desc.deterministic = 1;
+  ok = ok && fa_forward(ctx, &desc, &t[0], &t[1], &t[2], &t[3], &lse) == FA_SUCCESS &&
+       fa_backward(ctx, &desc, &t[0], &t[1], &t[2], &t[3], &lse, &t[4], &t[5], &t[6], &t[7]) == FA_SUCCESS;
+  for (int i = 0; ok && i < 3; i++) ok = fa_buffer_read(ctx, buf[5 + i], 0, want + i * n, bytes) == FA_SUCCESS;
+  check(ok, "graph: fa_forward and fa_backward before capturing", ok ? "" : fa_context_last_error(ctx));
+  if (!ok) goto out;
+
+  /* Capture the same call on poisoned outputs, replay it twice. */
+  memset(host, 0xff, bytes);
+  for (int i = 0; ok && i < 3; i++) ok = fa_buffer_write(ctx, buf[5 + i], 0, host, bytes) == FA_SUCCESS;
+  cudaGraph_t graph = NULL;
+  cudaGraphExec_t exec = NULL;
+  fa_status st = FA_ERROR_DEVICE;
+  if (ok && cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess) {
+    st = fa_backward(ctx, &desc, &t[0], &t[1], &t[2], &t[3], &lse, &t[4], &t[5], &t[6], &t[7]);
+    ok = cudaStreamEndCapture(stream, &graph) == cudaSuccess && st == FA_SUCCESS;
+  } else {
+    ok = 0;
+  }
+  ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+  check(ok, "graph: fa_backward captured into a CUDA graph",
+        ok ? "" : st != FA_SUCCESS ? fa_context_last_error(ctx) : cudaGetErrorString(cudaGetLastError()));
+  for (int r = 0; ok && r < 2; r++) ok = cudaGraphLaunch(exec, stream) == cudaSuccess;
+  ok = ok && cudaStreamSynchronize(stream) == cudaSuccess;
+  for (int i = 0; ok && i < 3; i++) ok = fa_buffer_read(ctx, buf[5 + i], 0, got + i * n, bytes) == FA_SUCCESS;
+  check(ok && memcmp(got, want, 3 * bytes) == 0, "graph: the replayed graph gives the uncaptured call's bits",
+        ok ? "dq, dk or dv differ" : cudaGetErrorString(cudaGetLastError()));
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+
+  /* Twice the batch needs a larger workspace: refused while capturing, outputs untouched. */
+  fa_tensor t2[8], lse2;
+  for (int i = 0; i < 8; i++) fa_tensor_packed(&t2[i], buf[i], 0, FA_F16, GB, GS, GH, GD);
+  fa_tensor_packed(&lse2, buf[8], 0, FA_F32, GB, GH, GS, 1);
+  ok = fa_forward(ctx, &desc, &t2[0], &t2[1], &t2[2], &t2[3], &lse2) == FA_SUCCESS;
+  for (int i = 0; ok && i < 3; i++) ok = fa_buffer_write(ctx, buf[5 + i], 0, host, bytes) == FA_SUCCESS;
+  ok = ok && cudaStreamSynchronize(stream) == cudaSuccess;
+  graph = NULL;
+  st = FA_SUCCESS;
+  if (ok && cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess) {
+    st = fa_backward(ctx, &desc, &t2[0], &t2[1], &t2[2], &t2[3], &lse2, &t2[4], &t2[5], &t2[6], &t2[7]);
+    cudaStreamEndCapture(stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+  }
+  int untouched = 1;
+  for (int i = 0; i < 3; i++) {
+    untouched = untouched && fa_buffer_read(ctx, buf[5 + i], 0, got, bytes) == FA_SUCCESS;
+    for (size_t e = 0; untouched && e < n; e++) untouched = got[e] == 0xffff;
+  }
+  check(ok && st == FA_ERROR_INVALID_ARGUMENT && untouched,
+        "graph: a workspace grow while capturing is refused, nothing written", fa_context_last_error(ctx));
+out:
+  for (int i = 0; i < 9; i++) fa_buffer_destroy(buf[i]);
+  free(host);
+  free(got);
+  free(want);
+}
+
 int main(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     printf("1..0 # SKIP no CUDA device\n");
     return 0;
   }
-  printf("1..20\n");
+  printf("1..%d\n", N_TESTS);
   cudaStream_t stream;
   int ok = cudaSetDevice(0) == cudaSuccess && cudaStreamCreate(&stream) == cudaSuccess;
   check(ok, "cudaStreamCreate", ok ? "" : cudaGetErrorString(cudaGetLastError()));
@@ -197,7 +282,7 @@ int main(void) {
   fa_status st = fa_context_create(&opt, &ctx);
   check(st == FA_SUCCESS, "fa_context_create on the caller's stream", st == FA_SUCCESS ? "" : fa_last_create_error());
   if (st != FA_SUCCESS) {
-    for (int i = test_no; i < 20; i++) printf("not ok %d - skipped after the context failed\n", ++test_no);
+    for (int i = test_no; i < N_TESTS; i++) printf("not ok %d - skipped after the context failed\n", ++test_no);
     return 1;
   }
 
@@ -218,6 +303,7 @@ int main(void) {
 
   run_forward(ctx, stream, FA_F16);
   run_forward(ctx, stream, FA_F32);
+  run_backward_graph(ctx, stream);
   /* The runtime's own work still runs after the library pushed and popped its context. */
   ok = cudaMalloc(&dptr, 256) == cudaSuccess && cudaMemset(dptr, 0, 256) == cudaSuccess &&
        cudaDeviceSynchronize() == cudaSuccess;
@@ -225,6 +311,6 @@ int main(void) {
   cudaFree(dptr);
   fa_context_destroy(ctx);
   cudaStreamDestroy(stream);
-  while (test_no < 20) printf("not ok %d - missing (an earlier step failed)\n", ++test_no), failures++;
+  while (test_no < N_TESTS) printf("not ok %d - missing (an earlier step failed)\n", ++test_no), failures++;
   return failures ? 1 : 0;
 }

@@ -56,6 +56,16 @@ static const bwd_case cases[] = {
     {BF16, 128, 1, 129, 700, 4, 1, 1, 0, BHSD, BHSD, 0, 1},
     {F16, 128, 1, 500, 200, 2, 2, 1, 0, PACK, PACK, 0, 0},
     {BF16, 128, 1, 1, 300, 4, 4, 0, 0, PACK, PACK, 0, 0},
+    /* 16-bit, every tensor-core shape of the CUDA backward (D > 128: two warps per key group), several key
+     * and query blocks, so that deterministic dQ orders real additions. */
+    {BF16, 64, 1, 300, 170, 2, 2, 0, 0, PACK, PACK, 0, 1},
+    {F16, 96, 1, 150, 190, 4, 2, 0, 0, PACK, PACK, 0, 1},    /* GQA */
+    {BF16, 128, 1, 250, 250, 4, 2, 1, 0, PACK, PACK, 0, 1},  /* causal, GQA */
+    {BF16, 160, 1, 130, 97, 2, 1, 1, 0, PACK, PACK, 0, 0},   /* causal Sq > Sk, MQA */
+    {F16, 192, 2, 77, 200, 2, 2, 1, 0, BHSD, PAD, 1, 1},     /* causal Sq < Sk, strided, offsets */
+    {BF16, 256, 1, 200, 200, 2, 1, 0, 0, PACK, PACK, 0, 1},  /* MQA */
+    {F16, 256, 1, 65, 129, 2, 2, 1, 0.2f, PAD, PACK, 3, 0},  /* causal, custom scale, padded */
+    {F16, 256, 1, 190, 190, 2, 2, 1, 0, PACK, PACK, 0, 1},   /* causal */
 };
 static const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 

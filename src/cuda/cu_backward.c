@@ -2,22 +2,26 @@
  * launches. Called with the context current (cu_context.c pushes it) for FA_ALGO_FLASH.
  *
  * Three launches, FlashAttention-2's order: flash_bwd_pre (di = rowsum(dO o O) into the workspace), then
- * flash_bwd_dkdv_simt (dK, dV per block of keys) and the dQ part, one of two schemes:
- *   atomic    flash_bwd_dkdv_simt adds dS K into a float32 accumulator with atomicAdd, then
- *             flash_bwd_dq_convert writes dq. Workspace B Hq Sq (D + 1) floats. Not bit-reproducible.
+ * the dK/dV kernel (one block per block of keys) and the dQ part, one of three schemes:
+ *   atomic    the dK/dV kernel adds dS K into a float32 accumulator with atomicAdd, then flash_bwd_dq_convert
+ *             writes dq. Workspace B Hq Sq (D + 1) floats. Not bit-reproducible.
+ *   ordered   (deterministic on tensor cores) the same, the additions into each query block ordered by key
+ *             block with a semaphore per (query head, query block): bit-identical runs. Workspace B Hq Sq
+ *             (D + 1) floats + B Hq ceil(Sq / block_q) int32.
  *   separate  flash_bwd_dq_simt, one block per block of queries walking the key blocks (recomputing S and dP):
  *             no atomics, a fixed order of summation: deterministic. Workspace B Hq Sq floats.
- * p->deterministic takes the separate scheme, otherwise the atomic one (less arithmetic);
- * FLASHATTN_CUDA_BWD_DQ=separate takes the separate one for every call (so that test suites cover it).
+ * p->deterministic takes the ordered scheme on tensor cores and the separate one on CUDA cores, otherwise the
+ * atomic one; FLASHATTN_CUDA_BWD_DQ=separate takes the separate one for every call (so that test suites
+ * cover it).
  *
  * Block-sparse masks and dropout (p->mask.buf, p->dropout_p) compile variants with -DFA_BLOCK_MASK=1 and
  * -DFA_DROPOUT=1 (both defines appended, to both kernels' defines, only when one is on: dense calls keep
  * their kernels and cache entries); the kernels skip the tiles the mask hides and regenerate the forward's
  * dropout keep bits from the seed.
  *
- * f16 and bf16 on sm_80+ take flash_bwd_dkdv_tc (tensor cores, D <= 128, when its tiles fit the budget) in
- * place of flash_bwd_dkdv_simt; the deterministic dQ kernel stays the CUDA-core one. FLASHATTN_CUDA_BWD=simt
- * keeps them on CUDA cores, for comparisons.
+ * f16 and bf16 on sm_80+ take flash_bwd_dkdv_tc (tensor cores, every head dim, tiles from
+ * fa_tiles_cuda_backward_tc for the budget) in place of flash_bwd_dkdv_simt. FLASHATTN_CUDA_BWD=simt keeps
+ * them on CUDA cores, for comparisons.
  *
  * Everything that can fail short of a launch (tiles, kernel builds, workspace) is done before the first
  * launch, so that an error leaves every output untouched. */
@@ -75,10 +79,9 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   if (sm90 != 0) return sm90 > 0 ? fa_cu_backward_sm90(ctx, p) : FA_ERROR_UNSUPPORTED;
   const int d = (int)p->head_dim;
   const size_t es = fa_dtype_size(p->dtype);
-  const int atomic = !p->deterministic && !separate_forced();
 
-  /* The CUDA-core tiles (any dtype; also the deterministic dQ kernel's), and the tensor-core ones for 16-bit
-   * types on sm_80+ when they fit (fa_tiles_cuda_backward returns 128 threads for those). */
+  /* The CUDA-core tiles (any dtype; also the separate dQ kernel's), and the tensor-core ones for 16-bit
+   * types on sm_80+ when they fit. */
   fa_tile_limits lim;
   fa_cu_tile_limits(ctx, &lim);
   fa_tiles simt, tct;
@@ -88,29 +91,34 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
                    "per block (FLASHATTN_LOCAL_MEM_BYTES or the device's limit)",
                    d, lim.local_mem_bytes);
   const int tc = p->dtype != FA_F32 && fa_cu_of(ctx)->cc_major >= 8 && !simt_forced() &&
-                 fa_tiles_cuda_backward(&lim, d, p->dtype, &tct) == FA_SUCCESS && tct.threads == 128;
+                 fa_tiles_cuda_backward_tc(&lim, d, &tct) == FA_SUCCESS;
+  /* dQ: atomics into dq_acc, in key-block order when deterministic on tensor cores (FA_DQ_ORDERED); the
+   * separate CUDA-core kernel when deterministic on CUDA cores or when forced. */
+  const int atomic = !separate_forced() && (tc || !p->deterministic);
+  const int ordered = atomic && p->deterministic;
 
   const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.f;
   char sparse[64] = "";
   if (masked || dropout) snprintf(sparse, sizeof sparse, " -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d", masked, dropout);
-  char simt_defs[256], tc_defs[256];
+  char simt_defs[256], tc_defs[320];
   snprintf(simt_defs, sizeof simt_defs, FA_BWD_DEFINES_FMT "%s", fa_cu_dtype_define(p->dtype), d, simt.block_q,
            simt.block_k, atomic, sparse);
-  /* The tensor-core kernel double-buffers Q, dO, lse2 and di (FA_BWD_PIPELINE) when the second buffer, 256 DS + 512
-   * bytes beyond fa_tiles_cuda_backward's count (kernels/flash_bwd.cu), fits the budget.
-   * FLASHATTN_CUDA_BWD_DEFINES: extra -D defines for its tuning runs, limited to those that leave the shared layout
-   * alone (MIN_BLOCKS, the blocks per SM that the register allocation must allow) and -DFA_BWD_PIPELINE=0 (one
-   * buffer, the kernel before the pipeline). */
+  /* The tensor-core kernel double-buffers Q, dO, lse2 and di (FA_BWD_PIPELINE) when the second buffer fits the
+   * budget. FLASHATTN_CUDA_BWD_DEFINES: extra -D defines for its tuning runs, limited to those that leave the
+   * shared layout alone (MIN_BLOCKS, the blocks per SM that the register allocation must allow) and
+   * -DFA_BWD_PIPELINE=0 (one buffer, the kernel before the pipeline). */
   const char *extra = getenv("FLASHATTN_CUDA_BWD_DEFINES");
   if (!extra) extra = "";
   int pipe = 0;
   if (tc) {
-    const size_t second = 256 * (size_t)((d + 15) / 16 * 16 + 8) + 512;
-    pipe = !strstr(extra, "FA_BWD_PIPELINE=0") && tct.local_mem_bytes + second <= lim.local_mem_bytes;
-    if (pipe) tct.local_mem_bytes += second;
+    const size_t two = fa_tiles_cuda_backward_tc_bytes(d, tct.block_q, tct.block_k, tct.threads / 32, 2);
+    pipe = !strstr(extra, "FA_BWD_PIPELINE=0") && two <= lim.local_mem_bytes;
+    if (pipe) tct.local_mem_bytes = two;
   }
-  snprintf(tc_defs, sizeof tc_defs, FA_BWD_DEFINES_FMT " -DFA_TC=1 -DFA_BWD_PIPELINE=%d%s%s%.64s",
-           fa_cu_dtype_define(p->dtype), d, 64, 64, atomic, pipe, sparse, *extra ? " " : "", extra);
+  snprintf(tc_defs, sizeof tc_defs,
+           FA_BWD_TC_DEFINES_FMT "%s%s%.64s",
+           fa_cu_dtype_define(p->dtype), d, tct.block_q, tct.block_k, atomic, tct.threads / 32, ordered, pipe,
+           sparse, *extra ? " " : "", extra);
   const char *defs = tc ? tc_defs : simt_defs;
   const char *dkdv_name = tc ? "flash_bwd_dkdv_tc" : "flash_bwd_dkdv_simt";
   const fa_tiles *kt = tc ? &tct : &simt;
@@ -122,11 +130,15 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
                 : fa_cu_function(ctx, "flash_bwd.cu", simt_defs, "flash_bwd_dq_simt", simt.local_mem_bytes, &dq);
   if (st != FA_SUCCESS) return st;
 
-  /* Workspace: di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
-  size_t rows, floats, bytes;
+  /* Workspace: di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32, then (ordered) the
+   * semaphores [B, Hq, ceil(Sq / BM)], int32. */
+  size_t rows, floats, sems = 0, bytes;
+  const size_t q_tiles = (size_t)((p->seqlen_q + kt->block_q - 1) / kt->block_q);
   if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, &rows) ||
+      (ordered && __builtin_mul_overflow(rows, q_tiles, &sems)) ||
       __builtin_mul_overflow(rows, (size_t)p->seqlen_q, &rows) ||
       __builtin_mul_overflow(rows, atomic ? (size_t)d + 1 : 1, &floats) ||
+      __builtin_add_overflow(floats, sems, &floats) ||
       __builtin_mul_overflow(floats, sizeof(float), &bytes))
     return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY,
                    "fa_backward: workspace for %lld x %lld x %lld rows overflows size_t", (long long)p->batch,
@@ -147,6 +159,7 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   a.dv = fa_cu_addr(&p->dv, es);
   a.di = ws;
   a.dq_acc = atomic ? ws + rows * sizeof(float) : 0;
+  a.sem = ordered ? ws + (floats - sems) * sizeof(float) : 0;
   a.q_sb = p->q.stride[0], a.q_ss = p->q.stride[1], a.q_sh = p->q.stride[2];
   a.k_sb = p->k.stride[0], a.k_ss = p->k.stride[1], a.k_sh = p->k.stride[2];
   a.v_sb = p->v.stride[0], a.v_ss = p->v.stride[1], a.v_sh = p->v.stride[2];

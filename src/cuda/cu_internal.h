@@ -58,6 +58,8 @@ typedef struct fa_cu_driver {
   CUresult (*EventSynchronize)(CUevent ev);
   CUresult (*EventElapsedTime)(float *ms, CUevent start, CUevent end);
   CUresult (*EventDestroy)(CUevent ev);
+  CUresult (*EventQuery)(CUevent ev);
+  CUresult (*StreamIsCapturing)(CUstream stream, CUstreamCaptureStatus *status);
   /* NULL when the driver has none (before CUDA 12): no TMA, so no sm_90 kernels. */
   CUresult (*TensorMapEncodeTiled)(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank, void *addr,
                                    const cuuint64_t *dims, const cuuint64_t *strides, const cuuint32_t *box,
@@ -164,6 +166,13 @@ typedef struct fa_cu {
   /* Scratch device memory shared by the backend's calls; contents undefined between calls. */
   CUdeviceptr workspace;
   size_t workspace_bytes;
+  /* Workspaces outgrown while work queued before the grow may still use them: each is freed once its event
+   * (recorded on the stream at the grow) has completed. */
+  struct {
+    CUdeviceptr ptr;
+    size_t bytes;
+    CUevent done;
+  } retired[4];
 } fa_cu;
 
 static inline fa_cu *fa_cu_of(const fa_context *ctx) { return (fa_cu *)ctx->impl; }
@@ -218,11 +227,15 @@ FA_HIDDEN fa_status fa_cu_tma_map(fa_context *ctx, fa_tmap *map, const fa_view *
 
 /* The context's scratch buffer, grown (never shrunk) to at least `bytes`, its growth tracked by
  * fa_mem_track(). Valid until the next fa_cu_workspace() call or context destruction; contents undefined.
- * A grow first waits for the stream (work in flight may still use the old buffer). Call between push/pop.
- * Errors: FA_ERROR_OUT_OF_MEMORY with a sentence. */
+ * Call it before a call's first launch, between push/pop. When the buffer is large enough it does nothing
+ * else: no allocation, no synchronisation, so such a call can be captured into a CUDA graph. A grow never
+ * waits for the stream: the old buffer is retired (freed once the work queued before the grow is done) and
+ * a new one allocated; a grow while the stream is being captured is refused (FA_ERROR_INVALID_ARGUMENT
+ * with a sentence: run the call once before capturing). Errors: FA_ERROR_OUT_OF_MEMORY with a sentence. */
 FA_HIDDEN fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out);
 
-/* Free the workspace now. Call between push/pop. */
+/* Free the workspace and the retired ones now (the caller has waited for the stream). Call between
+ * push/pop. */
 FA_HIDDEN void fa_cu_workspace_release(fa_context *ctx);
 
 /* What the device offers one thread block, after FLASHATTN_LOCAL_MEM_BYTES, for the tiling functions. */

@@ -73,6 +73,8 @@ static fa_status open_driver(void) {
   RESOLVE(lib, driver, EventSynchronize, "cuEventSynchronize", driver_msg, n);
   RESOLVE(lib, driver, EventElapsedTime, "cuEventElapsedTime", driver_msg, n);
   RESOLVE(lib, driver, EventDestroy, "cuEventDestroy_v2", driver_msg, n);
+  RESOLVE(lib, driver, EventQuery, "cuEventQuery", driver_msg, n);
+  RESOLVE(lib, driver, StreamIsCapturing, "cuStreamIsCapturing", driver_msg, n);
   /* Optional: drivers before CUDA 12 lack it, and then the Hopper kernels are not offered. */
   void *encode = dlsym(lib, "cuTensorMapEncodeTiled");
   memcpy(&driver.TensorMapEncodeTiled, &encode, sizeof encode);

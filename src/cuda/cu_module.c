@@ -181,6 +181,42 @@ fa_status fa_cu_launch_split(fa_context *ctx, CUfunction fn, unsigned blocks, in
   return FA_SUCCESS;
 }
 
+/* Free the retired workspaces whose work has completed; wait: also those still in use (the caller has
+ * waited for the stream, or needs a slot). */
+static void reap_retired(fa_cu *c, fa_context *ctx, int wait) {
+  for (size_t i = 0; i < sizeof c->retired / sizeof c->retired[0]; i++) {
+    if (!c->retired[i].ptr) continue;
+    if (wait) c->cu->EventSynchronize(c->retired[i].done);
+    else if (c->cu->EventQuery(c->retired[i].done) != CUDA_SUCCESS) continue;
+    c->cu->EventDestroy(c->retired[i].done);
+    c->cu->MemFree(c->retired[i].ptr);
+    fa_mem_track(ctx, -(int64_t)c->retired[i].bytes);
+    c->retired[i].ptr = 0;
+  }
+}
+
+/* Move the workspace to a free retired slot with an event recorded after the work queued so far. Every slot
+ * still busy (four grows within one run of in-flight work): wait for the oldest ones first. */
+static fa_status retire_workspace(fa_cu *c, fa_context *ctx) {
+  const size_t n = sizeof c->retired / sizeof c->retired[0];
+  size_t i = 0;
+  while (i < n && c->retired[i].ptr) i++;
+  if (i == n) {
+    reap_retired(c, ctx, 1);
+    i = 0;
+  }
+  CUevent ev;
+  CUresult r = c->cu->EventCreate(&ev, CU_EVENT_DISABLE_TIMING);
+  if (r == CUDA_SUCCESS && (r = c->cu->EventRecord(ev, c->stream)) != CUDA_SUCCESS) c->cu->EventDestroy(ev);
+  if (r != CUDA_SUCCESS) return fa_cu_fail(ctx, "cuEventRecord", r);
+  c->retired[i].ptr = c->workspace;
+  c->retired[i].bytes = c->workspace_bytes;
+  c->retired[i].done = ev;
+  c->workspace = 0;
+  c->workspace_bytes = 0;
+  return FA_SUCCESS;
+}
+
 fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out) {
   fa_cu *c = fa_cu_of(ctx);
   if (bytes == 0) bytes = 1;
@@ -188,19 +224,28 @@ fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out) {
     *out = c->workspace;
     return FA_SUCCESS;
   }
-  if (c->workspace) {
-    /* Work in flight may still read the old buffer: wait before freeing it. */
-    CUresult r = c->cu->StreamSynchronize(c->stream);
-    if (r != CUDA_SUCCESS) return fa_cu_fail(ctx, "cuStreamSynchronize", r);
-    fa_cu_workspace_release(ctx);
-  }
+  CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
+  CUresult r = c->cu->StreamIsCapturing(c->stream, &capture);
+  if (r != CUDA_SUCCESS) return fa_cu_fail(ctx, "cuStreamIsCapturing", r);
+  if (capture != CU_STREAM_CAPTURE_STATUS_NONE)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                   "the context's workspace must grow from %zu to %zu bytes, which cannot be done while its stream "
+                   "is being captured into a CUDA graph: run the same call once before capturing (the workspace "
+                   "never shrinks)",
+                   c->workspace_bytes, bytes);
+  reap_retired(c, ctx, 0);
   CUdeviceptr p = 0;
-  CUresult r = c->cu->MemAlloc(&p, bytes);
+  r = c->cu->MemAlloc(&p, bytes);
   if (r != CUDA_SUCCESS) {
     char text[256];
     fa_cu_result_text(c->cu, r, text, sizeof text);
     return fa_fail(ctx, r == CUDA_ERROR_OUT_OF_MEMORY ? FA_ERROR_OUT_OF_MEMORY : FA_ERROR_DEVICE,
                    "cuMemAlloc: workspace of %zu bytes: %s", bytes, text);
+  }
+  fa_status st = c->workspace ? retire_workspace(c, ctx) : FA_SUCCESS;
+  if (st != FA_SUCCESS) {
+    c->cu->MemFree(p);
+    return st;
   }
   c->workspace = p;
   c->workspace_bytes = bytes;
@@ -211,6 +256,7 @@ fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out) {
 
 void fa_cu_workspace_release(fa_context *ctx) {
   fa_cu *c = fa_cu_of(ctx);
+  reap_retired(c, ctx, 1);
   if (!c->workspace) return;
   c->cu->MemFree(c->workspace);
   fa_mem_track(ctx, -(int64_t)c->workspace_bytes);
