@@ -169,6 +169,7 @@ typedef struct fa_device_info {
   int tensor_cores;              /* 1 when the flash kernels use matrix instructions for f16/bf16 */
   /* grown since 0.2 */
   char kernels[512];             /* which kernel families serve this device, and when ("forward: ...; backward: ...") */
+  char kernel_cache[512];        /* the on-disk kernel cache's directory, "off (...)", or "unusable: DIR why" */
 } fa_device_info;
 
 /** Zero an fa_device_info and set struct_size to the caller's sizeof, before fa_context_info(). */

@@ -3,6 +3,7 @@
 #ifndef FA_BACKEND_H
 #define FA_BACKEND_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 
@@ -52,6 +53,7 @@ typedef struct fa_problem {
 typedef struct fa_backend_ops {
   fa_backend kind;
   const char *name;
+  int flat_addresses; /* 1: buffers' natives are addresses in one device space (CUDA), for the overlap checks */
   /* Devices visible now; on failure *count = 0 and msg (size msg_len) says why. */
   fa_status (*device_count)(int *count, char *msg, size_t msg_len);
   /* Fill ctx->impl and ctx->info for device `device`: api.c has checked it is below device_count; -1 asks
@@ -90,6 +92,9 @@ struct fa_context {
   fa_device_info info;
   size_t mem_current, mem_peak; /* bytes allocated through this context: buffers and workspace */
   char last_error[1024];
+  /* Held by api.c around every call that reads or changes the context (argument checks, kernel arguments,
+   * enqueueing, memory accounting), so threads that share a context take turns. */
+  pthread_mutex_t lock;
 };
 
 /* Record `status` and a printf-style sentence as the context's last error; returns status. */
@@ -102,6 +107,10 @@ FA_HIDDEN fa_status fa_fail_thread(fa_status status, const char *fmt, ...) __att
 
 /* Account device memory the backend allocates (+bytes) or frees (-bytes) for fa_context_memory(). */
 FA_HIDDEN void fa_mem_track(fa_context *ctx, int64_t delta_bytes);
+
+/* Before allocating `bytes` of device memory (a buffer or workspace): FA_ERROR_OUT_OF_MEMORY with a sentence
+ * starting with `what` when it would take what the context has allocated past the device's reported size. */
+FA_HIDDEN fa_status fa_mem_admit(fa_context *ctx, size_t bytes, const char *what);
 
 /* Environment helpers shared by both backends. */
 /* FLASHATTN_LOCAL_MEM_BYTES lowers the on-chip budget: min(device_bytes, env) when set and valid. */

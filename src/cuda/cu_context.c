@@ -341,6 +341,7 @@ static fa_status cu_backward(fa_context *ctx, const fa_problem *p) {
 const fa_backend_ops fa_cuda_ops = {
     .kind = FA_BACKEND_CUDA,
     .name = "cuda",
+    .flat_addresses = 1,
     .device_count = cu_device_count,
     .create = cu_create,
     .destroy = cu_destroy,

@@ -194,6 +194,8 @@ fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out) {
     if (r != CUDA_SUCCESS) return fa_cu_fail(ctx, "cuStreamSynchronize", r);
     fa_cu_workspace_release(ctx);
   }
+  fa_status st = fa_mem_admit(ctx, bytes, "workspace");
+  if (st != FA_SUCCESS) return st;
   CUdeviceptr p = 0;
   CUresult r = c->cu->MemAlloc(&p, bytes);
   if (r != CUDA_SUCCESS) {

@@ -688,6 +688,8 @@ fa_status fa_cl_workspace(fa_context *ctx, size_t bytes, cl_mem *out) {
   /* Work enqueued earlier may still read the old buffer; releasing it is safe (the driver keeps it alive
    * until those commands finish), so there is no need to wait. */
   fa_cl_workspace_release(ctx);
+  fa_status st = fa_mem_admit(ctx, bytes, "workspace");
+  if (st != FA_SUCCESS) return st;
   cl_int err;
   cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
   if (err != CL_SUCCESS)
