@@ -371,6 +371,8 @@ static fa_status new_buffer(fa_context *ctx, size_t bytes, int owned, uint64_t n
   b->bytes = bytes;
   b->owned = owned;
   b->native = native;
+  b->space = native;
+  if (ctx->ops->buffer_origin) ctx->ops->buffer_origin(ctx, b);
   *out = b;
   return FA_SUCCESS;
 }
@@ -713,7 +715,7 @@ static fa_status check_aliasing(fa_context *ctx, const operand *ops, int n) {
                      (long long)t->shape[3]);
     for (int j = 0; j < n; j++) {
       if (j == i || !ops[j].t || (ops[j].output && j < i)) continue;
-      if (fa_tensors_overlap(t, ops[j].t, ctx->ops->flat_addresses))
+      if (fa_tensors_overlap(t, ops[j].t))
         return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
                        "%s: shares memory with %s (at byte offsets %zu and %zu); outputs must not overlap "
                        "any operand, in-place is not supported",

@@ -17,6 +17,10 @@ struct fa_buffer {
   size_t bytes;
   int owned; /* 0: wrapped caller memory, not freed by us */
   uint64_t native;
+  /* Where its bytes live, for the aliasing checks: byte `base` of memory object `space`. Buffers in different
+   * spaces never overlap. Default (native, 0); CUDA: (0, device address); an OpenCL sub-buffer: its parent
+   * cl_mem and its origin in it. */
+  uint64_t space, base;
 };
 
 /* One tensor operand after validation: where its first element is and how to step through it. */
@@ -53,7 +57,6 @@ typedef struct fa_problem {
 typedef struct fa_backend_ops {
   fa_backend kind;
   const char *name;
-  int flat_addresses; /* 1: buffers' natives are addresses in one device space (CUDA), for the overlap checks */
   /* Devices visible now; on failure *count = 0 and msg (size msg_len) says why. */
   fa_status (*device_count)(int *count, char *msg, size_t msg_len);
   /* Fill ctx->impl and ctx->info for device `device`: api.c has checked it is below device_count; -1 asks
@@ -69,6 +72,8 @@ typedef struct fa_backend_ops {
    * `bytes`) and take a reference where the API has one. */
   fa_status (*buffer_wrap)(fa_context *ctx, uint64_t native, size_t bytes);
   void (*buffer_unwrap)(fa_context *ctx, uint64_t native);
+  /* Optional: fill buf->space and buf->base (struct fa_buffer) for a new buffer; NULL keeps the default. */
+  void (*buffer_origin)(fa_context *ctx, fa_buffer *buf);
   fa_status (*buffer_write)(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes);
   fa_status (*buffer_read)(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes);
   /* Device timing: record a marker (cl_event or CUevent) after the enqueued work; elapsed waits for end. */

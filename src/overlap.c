@@ -80,12 +80,9 @@ static int interleaved_overlap(const fa_tensor *a, const fa_tensor *b, int64_t d
   return reachable(d, n, delta, &budget);
 }
 
-int fa_tensors_overlap(const fa_tensor *a, const fa_tensor *b, int flat_addresses) {
-  uint64_t base_a = a->offset, base_b = b->offset;
-  if (a->buf->native != b->buf->native) {
-    if (!flat_addresses) return 0;
-    base_a += a->buf->native, base_b += b->buf->native;
-  }
+int fa_tensors_overlap(const fa_tensor *a, const fa_tensor *b) {
+  if (a->buf->space != b->buf->space) return 0;
+  const uint64_t base_a = a->buf->base + a->offset, base_b = b->buf->base + b->offset;
   const size_t es_a = fa_dtype_size(a->dtype), es_b = fa_dtype_size(b->dtype);
   const uint64_t end_a = base_a + (uint64_t)extent(a) * es_a, end_b = base_b + (uint64_t)extent(b) * es_b;
   if (end_a <= base_b || end_b <= base_a) return 0;

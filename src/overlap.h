@@ -11,9 +11,9 @@
  * disjoint, but proving it takes more than it is worth; no packed, padded or permuted layout is refused). */
 FA_HIDDEN int fa_tensor_self_overlaps(const fa_tensor *t);
 
-/* 1 when a and b may share an element. Different memory objects are apart (on a backend with one flat
- * address space, the device addresses decide); in one object, byte ranges that do not meet are apart, and
+/* 1 when a and b may share an element. Buffers in different memory spaces (struct fa_buffer) are apart;
+ * in one space, byte ranges that do not meet are apart, and
  * interleaved views with the same dtype and strides (q, k, v in one packed qkv tensor) are solved exactly. */
-FA_HIDDEN int fa_tensors_overlap(const fa_tensor *a, const fa_tensor *b, int flat_addresses);
+FA_HIDDEN int fa_tensors_overlap(const fa_tensor *a, const fa_tensor *b);
 
 #endif
