@@ -52,6 +52,10 @@ static uint64_t bits(reader *r, int nbytes) {
 
 static unsigned pick(reader *r, unsigned n) { return byte(r) % n; }
 
+/* 1 about once in n. An exhausted input reads zeros, and zeros must decode to the valid call (else every
+ * short input ends in a NULL context and never reaches the checks), so the rare choice is n - 1, not 0. */
+static int rare(reader *r, unsigned n) { return pick(r, n) == n - 1; }
+
 /* Integers that break arithmetic: edges of int32/int64/size_t, powers of two, small values, or raw bits. */
 static int64_t hostile_int(reader *r) {
   static const int64_t edge[] = {0,
@@ -270,9 +274,9 @@ static void random_desc(reader *r, fa_attention_desc *d, const shape *s, fa_tens
   fa_attention_desc_init(d);
   d->causal = (int)pick(r, 2);
   d->deterministic = (int)pick(r, 2);
-  if (pick(r, 4) == 0) d->dropout_p = 0.25f, d->dropout_seed = bits(r, 8), d->dropout_offset = (uint32_t)bits(r, 4);
-  if (pick(r, 4) == 0) d->algo = FA_ALGO_STANDARD;
-  if (pick(r, 4) == 0) {
+  if (rare(r, 4)) d->dropout_p = 0.25f, d->dropout_seed = bits(r, 8), d->dropout_offset = (uint32_t)bits(r, 4);
+  if (rare(r, 4)) d->algo = FA_ALGO_STANDARD;
+  if (rare(r, 4)) {
     d->block_q = 1 + pick(r, 16), d->block_k = 1 + pick(r, 16);
     const int64_t rows = (s->sq - 1) / d->block_q + 1, cols = (s->sk - 1) / d->block_k + 1;
     view(r, mask, 5, FA_U8, pick(r, 2) ? s->b : 1, pick(r, 2) ? s->hq : 1, rows, cols);
@@ -344,11 +348,11 @@ static void call_attention(reader *r, int backward) {
   if (!backward && pick(r, 2)) p[LSE] = NULL;
   for (unsigned m = pick(r, 4); m > 0; m--) {
     const int i = (int)pick(r, backward ? N_T : LSE + 1);
-    if (pick(r, 16) == 0) p[i] = NULL;
+    if (rare(r, 16)) p[i] = NULL;
     else break_tensor(r, &t[i], t, backward ? N_T : LSE + 1);
   }
-  fa_attention_desc *desc = pick(r, 32) ? make_desc(r, &fields) : NULL;
-  fa_context *ctx = pick(r, 64) ? W.ctx : NULL;
+  fa_attention_desc *desc = rare(r, 32) ? NULL : make_desc(r, &fields);
+  fa_context *ctx = rare(r, 64) ? NULL : W.ctx;
   int used[N_POOL] = {0};
   for (int i = 0; i < N_T; i++) mark(used, p[i]);
   mark(used, &mask);
@@ -379,7 +383,7 @@ static void call_dropout_mask(reader *r) {
   int used[N_POOL] = {0};
   mark(used, &m);
   stale();
-  const fa_status st = fa_dropout_mask(W.ctx, desc, pick(r, 32) ? &m : NULL);
+  const fa_status st = fa_dropout_mask(W.ctx, desc, rare(r, 32) ? NULL : &m);
   check_status(st, "fa_dropout_mask", W.ctx);
   if (st != FA_SUCCESS) check_unchanged(used, "fa_dropout_mask");
   else restore(used);
@@ -391,18 +395,18 @@ static void call_buffer_io(reader *r) {
   const int i = (int)pick(r, N_POOL);
   size_t offset = (size_t)hostile_int(r), bytes = (size_t)hostile_int(r) % (HOST_BYTES + 1);
   if (pick(r, 2)) offset %= POOL_BYTES + 64;
-  fa_buffer *b = pick(r, 16) ? W.pool[i] : pick(r, 2) ? W.foreign : NULL;
+  fa_buffer *b = !rare(r, 16) ? W.pool[i] : pick(r, 2) ? W.foreign : NULL;
   int used[N_POOL] = {0};
   used[i] = 1;
   memset(W.host, 0x5a, HOST_BYTES);
   stale();
   if (pick(r, 2)) {
-    const fa_status st = fa_buffer_write(W.ctx, b, offset, pick(r, 32) ? W.host : NULL, bytes);
+    const fa_status st = fa_buffer_write(W.ctx, b, offset, rare(r, 32) ? NULL : W.host, bytes);
     check_status(st, "fa_buffer_write", W.ctx);
     if (st != FA_SUCCESS) check_unchanged(used, "fa_buffer_write");
     else if (b == W.pool[i] && bytes) memcpy(W.image[i] + offset, W.host, bytes);
   } else {
-    const fa_status st = fa_buffer_read(W.ctx, b, offset, pick(r, 32) ? W.host : NULL, bytes);
+    const fa_status st = fa_buffer_read(W.ctx, b, offset, rare(r, 32) ? NULL : W.host, bytes);
     check_status(st, "fa_buffer_read", W.ctx);
     memset(W.host_copy, 0x5a, HOST_BYTES);
     if (st != FA_SUCCESS && memcmp(W.host, W.host_copy, HOST_BYTES) != 0) die("fa_buffer_read", "host memory written by a read that failed");
@@ -421,9 +425,9 @@ static void call_buffer_create(reader *r) {
   if (pick(r, 2)) bytes = info.global_mem_bytes + (size_t)pick(r, 3) * ((size_t)1 << 30) + 1;
   if (bytes > ((size_t)1 << 20) && bytes <= info.global_mem_bytes) bytes %= (size_t)1 << 20;
   fa_buffer *b = (fa_buffer *)&b;
-  fa_context *ctx = pick(r, 32) ? W.ctx : NULL;
+  fa_context *ctx = rare(r, 32) ? NULL : W.ctx;
   stale();
-  const fa_status st = fa_buffer_create(ctx, bytes, pick(r, 32) ? &b : NULL);
+  const fa_status st = fa_buffer_create(ctx, bytes, rare(r, 32) ? NULL : &b);
   check_status(st, "fa_buffer_create", ctx);
   if (st == FA_SUCCESS) {
     if (bytes > info.global_mem_bytes) die("fa_buffer_create", "granted more than the device's memory");
@@ -433,14 +437,14 @@ static void call_buffer_create(reader *r) {
 
 /* fa_context_info into a struct of exactly struct_size bytes (or the base for 0); bytes past it untouched. */
 static void call_info(reader *r) {
-  size_t size = pick(r, 2) ? sizeof(fa_device_info) : (size_t)hostile_int(r) % 4096;
+  size_t size = rare(r, 2) ? (size_t)hostile_int(r) % 4096 : sizeof(fa_device_info);
   if (pick(r, 4) == 0) size = W.info_base;
   const size_t alloc = size == 0 ? W.info_base : size < sizeof(size_t) ? sizeof(size_t) : size;
   unsigned char *mem = malloc(alloc);
   if (!mem) die("info", "out of host memory");
   memset(mem, 0xab, alloc);
   memcpy(mem, &size, sizeof size);
-  const fa_status st = fa_context_info(pick(r, 32) ? W.ctx : NULL, (fa_device_info *)mem);
+  const fa_status st = fa_context_info(rare(r, 32) ? NULL : W.ctx, (fa_device_info *)mem);
   check_status(st, "fa_context_info", NULL);
   if (st != FA_SUCCESS)
     for (size_t i = sizeof size; i < alloc; i++)
@@ -492,7 +496,7 @@ static void call_create(reader *r) {
   memcpy(mem, &o, alloc < sizeof o ? alloc : sizeof o);
   if (alloc > sizeof o && pick(r, 2)) mem[alloc - 1] = 1;
   fa_context *ctx = (fa_context *)&ctx;
-  const fa_status st = fa_context_create(pick(r, 16) ? (fa_context_options *)mem : NULL, &ctx);
+  const fa_status st = fa_context_create(rare(r, 16) ? NULL : (fa_context_options *)mem, &ctx);
   check_status(st, "fa_context_create", NULL);
   if (st != FA_SUCCESS && (ctx || !fa_last_create_error()[0])) die("fa_context_create", "error without NULL and a message");
   if (st == FA_SUCCESS) fa_context_destroy(ctx);
@@ -507,13 +511,13 @@ static void call_small(reader *r) {
   case 0: {
     fa_tiles tiles;
     stale();
-    const fa_status st = fa_context_tiles(W.ctx, (int)hostile_int(r), (fa_dtype)hostile_int(r), pick(r, 16) ? &tiles : NULL);
+    const fa_status st = fa_context_tiles(W.ctx, (int)hostile_int(r), (fa_dtype)hostile_int(r), rare(r, 16) ? NULL : &tiles);
     check_status(st, "fa_context_tiles", W.ctx);
     break;
   }
   case 1: {
     const int64_t rows = hostile_int(r) % 300, cols = hostile_int(r) % 300;
-    uint8_t *mask = pick(r, 16) ? W.host : NULL;
+    uint8_t *mask = rare(r, 16) ? NULL : W.host;
     memset(W.host, 0x77, HOST_BYTES);
     const fa_status st = pick(r, 2) ? fa_block_mask_butterfly(mask, rows, cols)
                                     : fa_block_mask_local_global(mask, rows, cols, hostile_int(r), hostile_int(r));
@@ -535,9 +539,9 @@ static void call_small(reader *r) {
     stale();
     fa_status st = fa_event_record(W.ctx, &a);
     check_status(st, "fa_event_record", W.ctx);
-    if (st == FA_SUCCESS && fa_event_record(pick(r, 2) ? W.ctx : W.other, &b) == FA_SUCCESS) {
-      const fa_event *x = pick(r, 8) ? a : NULL, *y = pick(r, 8) ? b : a;
-      st = fa_event_elapsed_ms(pick(r, 16) ? W.ctx : NULL, x, y, pick(r, 16) ? &ms : NULL);
+    if (st == FA_SUCCESS && fa_event_record(rare(r, 2) ? W.other : W.ctx, &b) == FA_SUCCESS) {
+      const fa_event *x = rare(r, 8) ? NULL : a, *y = rare(r, 8) ? a : b;
+      st = fa_event_elapsed_ms(rare(r, 16) ? NULL : W.ctx, x, y, rare(r, 16) ? NULL : &ms);
       check_status(st, "fa_event_elapsed_ms", NULL);
     }
     fa_event_destroy(a);
@@ -546,10 +550,10 @@ static void call_small(reader *r) {
   }
   case 4: {
     size_t cur, peak;
-    check_status(fa_context_memory(pick(r, 16) ? W.ctx : NULL, pick(r, 2) ? &cur : NULL, &peak), "fa_context_memory", NULL);
-    check_status(fa_context_reset_peak_memory(pick(r, 16) ? W.ctx : NULL), "fa_context_reset_peak_memory", NULL);
+    check_status(fa_context_memory(rare(r, 16) ? NULL : W.ctx, rare(r, 2) ? NULL : &cur, &peak), "fa_context_memory", NULL);
+    check_status(fa_context_reset_peak_memory(rare(r, 16) ? NULL : W.ctx), "fa_context_reset_peak_memory", NULL);
     int n;
-    check_status(fa_device_count((fa_backend)hostile_int(r), pick(r, 16) ? &n : NULL), "fa_device_count", NULL);
+    check_status(fa_device_count((fa_backend)hostile_int(r), rare(r, 16) ? NULL : &n), "fa_device_count", NULL);
     break;
   }
   case 5: {
@@ -558,6 +562,13 @@ static void call_small(reader *r) {
       die("names", "NULL name");
     fa_backend_built((fa_backend)v);
     fa_dtype_size((fa_dtype)v);
+    if (fa_version() <= 0 || !fa_version_string()[0]) die("version", "empty");
+    /* fa_buffer_wrap: only what the caller may pass without a native object of its own (NULL, sizes). */
+    fa_buffer *b = (fa_buffer *)&b;
+    stale();
+    const fa_status st = fa_buffer_wrap(rare(r, 16) ? NULL : W.ctx, NULL, (size_t)hostile_int(r), rare(r, 4) ? NULL : &b);
+    check_status(st, "fa_buffer_wrap", NULL);
+    if (st == FA_SUCCESS) die("fa_buffer_wrap", "accepted a NULL native object");
     break;
   }
   }
