@@ -725,8 +725,8 @@ static fa_status check_aliasing(fa_context *ctx, const operand *ops, int n) {
   return FA_SUCCESS;
 }
 
-static fa_status forward_locked(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q, const fa_tensor *k,
-                     const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse) {
+static fa_status forward_locked(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse) {
   fa_problem p;
   fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 0, &p);
   if (st != FA_SUCCESS) return st;
@@ -743,9 +743,10 @@ fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, const fa_te
   return unlock(ctx, forward_locked(ctx, desc, q, k, v, o, lse));
 }
 
-static fa_status backward_locked(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q, const fa_tensor *k,
-                      const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse, const fa_tensor *dout,
-                      const fa_tensor *dq, const fa_tensor *dk, const fa_tensor *dv) {
+static fa_status backward_locked(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                 const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
+                                 const fa_tensor *dout, const fa_tensor *dq, const fa_tensor *dk,
+                                 const fa_tensor *dv) {
   fa_problem p;
   fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 1, &p);
   if (st != FA_SUCCESS) return st;
@@ -757,9 +758,8 @@ static fa_status backward_locked(fa_context *ctx, const fa_attention_desc *desc,
   if ((st = check_tensor(ctx, &rdq, dq, &p.dq)) != FA_SUCCESS) return st;
   if ((st = check_tensor(ctx, &rdk, dk, &p.dk)) != FA_SUCCESS) return st;
   if ((st = check_tensor(ctx, &rdv, dv, &p.dv)) != FA_SUCCESS) return st;
-  const operand ops[] = {{"q", q, 0},    {"k", k, 0},   {"v", v, 0},   {"o", o, 0},   {"lse", lse, 0},
-                         {"dout", dout, 0}, {"desc->block_mask", desc->block_mask, 0},
-                         {"dq", dq, 1}, {"dk", dk, 1}, {"dv", dv, 1}};
+  const operand ops[] = {{"q", q, 0}, {"k", k, 0}, {"v", v, 0}, {"o", o, 0}, {"lse", lse, 0}, {"dout", dout, 0},
+                         {"desc->block_mask", desc->block_mask, 0}, {"dq", dq, 1}, {"dk", dk, 1}, {"dv", dv, 1}};
   if ((st = check_aliasing(ctx, ops, 10)) != FA_SUCCESS) return st;
   return ctx->ops->backward(ctx, &p);
 }
