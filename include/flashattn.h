@@ -5,7 +5,42 @@
  *
  * Every function returns an fa_status; on error, fa_context_last_error() holds a sentence naming the
  * argument or the device call and the values involved, and no output has been written.
- * A context is used by one thread at a time; separate contexts may be used from separate threads.
+ *
+ * What the library checks, for every call (an error before any work is enqueued):
+ *   - NULL handles and pointers it needs; enum values outside their enum; struct_size (below);
+ *   - every size, stride, offset and count: products and sums are computed with overflow checks, so a
+ *     huge or negative value is an error, never a wrapped one; every tensor lies inside its buffer;
+ *   - that buffers, events and tensors belong to the context they are used with;
+ *   - outputs: no element shared with another operand or within themselves (see "Outputs and aliasing");
+ *   - device memory: a request beyond what the device reports (fa_device_info.global_mem_bytes, less what
+ *     the context already holds) is FA_ERROR_OUT_OF_MEMORY without asking the driver.
+ * What the caller guarantees (the library cannot check it):
+ *   - handles are live: not destroyed, not made up; a wrapped native object stays valid while wrapped;
+ *   - host pointers hold the bytes the call is told (fa_buffer_write/read, the mask helpers), and a growable
+ *     struct has struct_size bytes that may be read (written, for fa_device_info);
+ *   - a native queue or stream given to fa_context_create is valid and outlives the context;
+ *   - nothing else writes the buffers a call uses until its work is done (fa_synchronize), and
+ *     fa_context_destroy() and the destroy functions run when no other thread uses the object;
+ *   - the environment (FLASHATTN_*) is not changed while other threads run: it is read at context
+ *     creation, and setenv() racing getenv() is undefined in POSIX.
+ *
+ * Threads: a context may be shared by threads. Every call on it holds the context's lock while it checks
+ * its arguments, sets kernel arguments and enqueues, so calls from several threads take turns and each
+ * behaves as if it ran alone (uncontended, the lock costs tens of nanoseconds; a forward call costs
+ * microseconds). fa_context_last_error() is the message of the context's last failed call, from whichever
+ * thread: threads that need their own messages use a context each. Separate contexts run independently.
+ *
+ * Outputs and aliasing: in-place computation is not supported. An output (o and lse of fa_forward; dq, dk,
+ * dv of fa_backward; the mask of fa_dropout_mask) must share no element with any other operand of the call,
+ * input or output, and no two of its own elements may share memory. The library proves this or refuses
+ * the call with FA_ERROR_INVALID_ARGUMENT:
+ *   - operands in different buffers are apart (CUDA: buffers whose device address ranges do not meet);
+ *   - in one buffer, operands whose byte ranges do not meet are apart; operands of one dtype with the same
+ *     strides that interleave (q, k, v or dq, dk, dv as views of one packed [B, S, 3, H, D] tensor) are
+ *     accepted exactly when no element is shared; other interleavings are refused;
+ *   - an output's own layout must, dimension by dimension in order of stride, step past the span of the
+ *     smaller ones (every packed, padded or permuted layout does); a stride of 0 over a size above 1 is
+ *     refused. Inputs may alias each other freely (q may be k).
  */
 #ifndef FLASHATTN_H
 #define FLASHATTN_H
@@ -137,10 +172,17 @@ FA_API fa_status fa_context_create(const fa_context_options *opt, fa_context **o
  */
 FA_API const char *fa_last_create_error(void);
 
-/** Destroy a context: waits for its work, frees its workspace and kernels. NULL is a no-op. */
+/**
+ * Destroy a context: waits for its work, frees its workspace and kernels. NULL is a no-op.
+ * The caller guarantees no other thread uses the context or its buffers and events any more, and that
+ * its buffers and events were destroyed first.
+ */
 FA_API void fa_context_destroy(fa_context *ctx);
 
-/** The sentence describing the last error on this context ("" if none). Never NULL, even for NULL ctx. */
+/**
+ * The sentence describing the last error on this context ("" if none). Never NULL, even for NULL ctx.
+ * It lives in the context and changes with its next failed call (of any thread sharing it).
+ */
 FA_API const char *fa_context_last_error(const fa_context *ctx);
 
 /** Tile sizes a kernel uses for one head dimension and dtype. */
@@ -169,6 +211,7 @@ typedef struct fa_device_info {
   int tensor_cores;              /* 1 when the flash kernels use matrix instructions for f16/bf16 */
   /* grown since 0.2 */
   char kernels[512];             /* which kernel families serve this device, and when ("forward: ...; backward: ...") */
+  char kernel_cache[512];        /* the on-disk kernel cache's directory, "off (...)", or "unusable: DIR why" */
 } fa_device_info;
 
 /** Zero an fa_device_info and set struct_size to the caller's sizeof, before fa_context_info(). */
@@ -193,25 +236,43 @@ FA_API fa_status fa_context_tiles(fa_context *ctx, int head_dim, fa_dtype dtype,
 /** Wait until all work enqueued on the context has finished. */
 FA_API fa_status fa_synchronize(fa_context *ctx);
 
-/** Allocate device memory owned by the context. bytes must be > 0. Contents are undefined. */
+/**
+ * Allocate device memory owned by the context. bytes must be > 0. Contents are undefined.
+ * @return FA_ERROR_OUT_OF_MEMORY, before the driver is asked, when bytes and what the context already holds
+ *         (fa_context_memory()) exceed the device's global_mem_bytes; or when the driver refuses. Memory
+ *         other contexts or processes hold is not counted: the driver can still refuse below that bound.
+ */
 FA_API fa_status fa_buffer_create(fa_context *ctx, size_t bytes, fa_buffer **out);
 
 /**
  * Wrap the caller's device memory without a copy: a CUdeviceptr (passed as (void *)(uintptr_t)ptr) for
  * CUDA, a cl_mem for OpenCL (retained until fa_buffer_destroy). bytes is how much of it may be used.
+ * Checked: native not NULL, bytes > 0; OpenCL: that the cl_mem is one, of this context, holding bytes;
+ * CUDA: that the pointer is device memory of this context holding bytes where the driver can tell. The
+ * caller guarantees the memory stays allocated while wrapped.
  */
 FA_API fa_status fa_buffer_wrap(fa_context *ctx, void *native, size_t bytes, fa_buffer **out);
 
-/** Copy host memory into a buffer; blocks until the copy is done. */
+/**
+ * Copy host memory into a buffer; blocks until the copy is done. Checked: dst is this context's, and
+ * [offset, offset + bytes) lies inside it (without overflow); src not NULL when bytes > 0. The caller
+ * guarantees src holds bytes readable bytes.
+ */
 FA_API fa_status fa_buffer_write(fa_context *ctx, fa_buffer *dst, size_t offset, const void *src, size_t bytes);
 
-/** Copy a buffer into host memory; waits for work enqueued before it, then for the copy. */
+/**
+ * Copy a buffer into host memory; waits for work enqueued before it, then for the copy. Checked as
+ * fa_buffer_write(); the caller guarantees dst holds bytes writable bytes. On error dst is untouched.
+ */
 FA_API fa_status fa_buffer_read(fa_context *ctx, const fa_buffer *src, size_t offset, void *dst, size_t bytes);
 
 /** Size in bytes of a buffer, 0 for NULL. */
 FA_API size_t fa_buffer_size(const fa_buffer *buf);
 
-/** Free a buffer (or release a wrapped one). Call before destroying its context. NULL is a no-op. */
+/**
+ * Free a buffer (or release a wrapped one). Call before destroying its context. NULL is a no-op.
+ * The caller guarantees no call still in use reads or writes it from another thread.
+ */
 FA_API void fa_buffer_destroy(fa_buffer *buf);
 
 /**
@@ -225,7 +286,11 @@ typedef struct fa_tensor {
   int64_t shape[4], stride[4];
 } fa_tensor;
 
-/** Fill a tensor with a packed (contiguous, row-major) layout of the given shape. */
+/**
+ * Fill a tensor with a packed (contiguous, row-major) layout of the given shape. NULL t is a no-op. A stride
+ * that does not fit int64 (the product of the inner sizes overflows) is set to INT64_MAX, which every call
+ * then refuses as reaching past the buffer; shapes are not checked here but by the call that uses t.
+ */
 FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dtype dtype,
                              int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 
@@ -250,7 +315,9 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
 typedef struct fa_attention_desc {
   size_t struct_size;  /* sizeof(fa_attention_desc), or 0 for the base fields (see "Structs that grow") */
   fa_algo algo;
-  float softmax_scale; /* 0: 1/sqrt(head_dim); must be finite and >= 0 */
+  float softmax_scale; /* 0: 1/sqrt(head_dim); finite, >= 0 and at most FLT_MAX / (log2(e) * D * 65504^2)
+                          (3.4e27 for D = 16, 2.1e26 for D = 256): beyond it, inputs in f16's range overflow the
+                          float scores scale * log2(e) * q.k and every output would be NaN */
   int causal;          /* mask key j for query i when j > i + (Sk - Sq): bottom-right aligned */
   int deterministic;   /* backward: bit-identical gradients from run to run on one device */
   const fa_tensor *block_mask; /* NULL: dense */
@@ -275,6 +342,10 @@ static inline void fa_attention_desc_init(fa_attention_desc *desc) {
  * @param lse  [B, Hq, Sq, 1] float32 (natural log, of the scaled scores), or NULL. A row whose keys are
  *             all masked gets o = 0 and lse = -inf.
  * Enqueues the work and returns; fa_synchronize() waits.
+ * Checked: every field of desc (struct_size, enums, scale, block mask and dropout fields); each tensor's
+ * buffer, context, dtype, shape against q's, strides (>= 0, stride[3] = 1 but for lse and masks) and extent
+ * inside its buffer; that o and lse share no memory with any operand (in-place is refused; see "Outputs
+ * and aliasing"). The caller guarantees the inputs are not written until the work is done.
  */
 FA_API fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
                             const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,
@@ -292,6 +363,9 @@ FA_API fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, cons
  * grows: a call whose workspace is already large enough neither allocates nor waits for the stream, so it
  * can be captured into a CUDA graph; a call that would grow it while the stream is being captured returns
  * FA_ERROR_INVALID_ARGUMENT (run it once before capturing). A grow never waits for the stream either.
+ *
+ * Checked as fa_forward(); lse is required; dq, dk and dv are the outputs (o, lse and dout are inputs here)
+ * and share no memory with any operand or each other (dq, dk, dv interleaved in one packed tensor is fine).
  */
 FA_API fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
                              const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,
@@ -303,6 +377,8 @@ FA_API fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, con
  * dropout_offset: mask is FA_U8 [B, Hq, Sq, Sk] (strides in bytes; any layout), 1 where a probability is
  * kept and 0 where it is dropped. B, Hq, Sq and Sk are read from the mask's shape. With dropout_p = 0 every
  * element is 1. For tests and debugging: it materialises the Sq x Sk matrix that attention never stores.
+ * Checked: desc's fields as fa_forward(), the mask's dtype, shape, extent, and that no two of its elements
+ * share memory.
  */
 FA_API fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *mask);
 
@@ -336,7 +412,8 @@ FA_API fa_status fa_event_record(fa_context *ctx, fa_event **out);
 
 /**
  * Milliseconds of device time between two events recorded on the same context, start before end;
- * waits for end to complete.
+ * waits for end to complete. Checked: neither is NULL, both were recorded on ctx. The caller guarantees
+ * start was recorded before end.
  */
 FA_API fa_status fa_event_elapsed_ms(fa_context *ctx, const fa_event *start, const fa_event *end, double *ms);
 

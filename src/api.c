@@ -1,6 +1,7 @@
 /* The public API: argument checks, backend choice, dispatch through the backend table.
  * Every check happens here, once, before any backend code runs, so that a bad call writes nothing. */
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -10,7 +11,10 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cache.h"
+#include "checked.h"
 #include "config.h"
+#include "overlap.h"
 
 /* ---- names, versions, errors ---- */
 
@@ -90,6 +94,14 @@ void fa_mem_track(fa_context *ctx, int64_t delta_bytes) {
   if (delta_bytes < 0 && (size_t)(-delta_bytes) > ctx->mem_current) delta_bytes = -(int64_t)ctx->mem_current;
   ctx->mem_current += (size_t)delta_bytes; /* wraps back correctly for negative deltas */
   if (ctx->mem_current > ctx->mem_peak) ctx->mem_peak = ctx->mem_current;
+}
+
+fa_status fa_mem_admit(fa_context *ctx, size_t bytes, const char *what) {
+  const size_t total = ctx->info.global_mem_bytes;
+  if (total == 0 || (bytes <= total && ctx->mem_current <= total - bytes)) return FA_SUCCESS;
+  return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY,
+                 "%s: %zu bytes on top of the %zu this context has allocated exceed the device's %zu bytes", what,
+                 bytes, ctx->mem_current, total);
 }
 
 size_t fa_env_local_mem(size_t device_bytes) {
@@ -255,6 +267,8 @@ fa_status fa_context_create(const fa_context_options *opt, fa_context **out) {
     return st;
   }
   ctx->info.backend = b;
+  fa_cache_describe(ctx->info.kernel_cache, sizeof ctx->info.kernel_cache);
+  pthread_mutex_init(&ctx->lock, NULL);
   *out = ctx;
   return FA_SUCCESS;
 }
@@ -262,6 +276,7 @@ fa_status fa_context_create(const fa_context_options *opt, fa_context **out) {
 void fa_context_destroy(fa_context *ctx) {
   if (!ctx) return;
   ctx->ops->destroy(ctx);
+  pthread_mutex_destroy(&ctx->lock);
   free(ctx);
 }
 
@@ -275,6 +290,14 @@ fa_status fa_context_info(const fa_context *ctx, fa_device_info *info) {
   if (size > sizeof full) memset((char *)info + sizeof full, 0, size - sizeof full);
   memcpy(info, &full, size < sizeof full ? size : sizeof full);
   return FA_SUCCESS;
+}
+
+/* Every call on a context runs under its lock (struct fa_context says why); the lock is state, not the
+ * context's value, so the const calls take it too. */
+static void lock(const fa_context *ctx) { pthread_mutex_lock(&((fa_context *)ctx)->lock); }
+static fa_status unlock(const fa_context *ctx, fa_status st) {
+  pthread_mutex_unlock(&((fa_context *)ctx)->lock);
+  return st;
 }
 
 static fa_status check_head_dim(fa_context *ctx, const char *what, int64_t d) {
@@ -292,8 +315,7 @@ static fa_status check_head_dim(fa_context *ctx, const char *what, int64_t d) {
 static int valid_dtype(fa_dtype d) { return d == FA_F32 || d == FA_F16 || d == FA_BF16; }
 static int known_dtype(fa_dtype d) { return valid_dtype(d) || d == FA_U8; }
 
-fa_status fa_context_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
-  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+static fa_status context_tiles_locked(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
   if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: NULL");
   if (!valid_dtype(dtype)) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "dtype: unknown value %d", (int)dtype);
   fa_status st = check_head_dim(ctx, "head_dim", head_dim);
@@ -301,22 +323,43 @@ fa_status fa_context_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_til
   return ctx->ops->tiles(ctx, head_dim, dtype, out);
 }
 
-fa_status fa_synchronize(fa_context *ctx) {
+fa_status fa_context_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, context_tiles_locked(ctx, head_dim, dtype, out));
+}
+
+static fa_status synchronize_locked(fa_context *ctx) {
   return ctx->ops->synchronize(ctx);
 }
 
-fa_status fa_context_memory(const fa_context *ctx, size_t *current_bytes, size_t *peak_bytes) {
+fa_status fa_synchronize(fa_context *ctx) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, synchronize_locked(ctx));
+}
+
+static fa_status context_memory_locked(const fa_context *ctx, size_t *current_bytes, size_t *peak_bytes) {
   if (current_bytes) *current_bytes = ctx->mem_current;
   if (peak_bytes) *peak_bytes = ctx->mem_peak;
   return FA_SUCCESS;
 }
 
-fa_status fa_context_reset_peak_memory(fa_context *ctx) {
+fa_status fa_context_memory(const fa_context *ctx, size_t *current_bytes, size_t *peak_bytes) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, context_memory_locked(ctx, current_bytes, peak_bytes));
+}
+
+static fa_status context_reset_peak_memory_locked(fa_context *ctx) {
   ctx->mem_peak = ctx->mem_current;
   return FA_SUCCESS;
+}
+
+fa_status fa_context_reset_peak_memory(fa_context *ctx) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, context_reset_peak_memory_locked(ctx));
 }
 
 /* ---- buffers ---- */
@@ -328,17 +371,20 @@ static fa_status new_buffer(fa_context *ctx, size_t bytes, int owned, uint64_t n
   b->bytes = bytes;
   b->owned = owned;
   b->native = native;
+  b->space = native;
+  if (ctx->ops->buffer_origin) ctx->ops->buffer_origin(ctx, b);
   *out = b;
   return FA_SUCCESS;
 }
 
-fa_status fa_buffer_create(fa_context *ctx, size_t bytes, fa_buffer **out) {
-  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+static fa_status buffer_create_locked(fa_context *ctx, size_t bytes, fa_buffer **out) {
   if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new buffer is NULL");
   *out = NULL;
   if (bytes == 0) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "bytes: 0 (a buffer needs at least one byte)");
+  fa_status st = fa_mem_admit(ctx, bytes, "fa_buffer_create");
+  if (st != FA_SUCCESS) return st;
   uint64_t native = 0;
-  fa_status st = ctx->ops->buffer_alloc(ctx, bytes, &native);
+  st = ctx->ops->buffer_alloc(ctx, bytes, &native);
   if (st != FA_SUCCESS) return st;
   if ((st = new_buffer(ctx, bytes, 1, native, out)) != FA_SUCCESS) {
     ctx->ops->buffer_free(ctx, native);
@@ -348,8 +394,13 @@ fa_status fa_buffer_create(fa_context *ctx, size_t bytes, fa_buffer **out) {
   return FA_SUCCESS;
 }
 
-fa_status fa_buffer_wrap(fa_context *ctx, void *native, size_t bytes, fa_buffer **out) {
+fa_status fa_buffer_create(fa_context *ctx, size_t bytes, fa_buffer **out) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, buffer_create_locked(ctx, bytes, out));
+}
+
+static fa_status buffer_wrap_locked(fa_context *ctx, void *native, size_t bytes, fa_buffer **out) {
   if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new buffer is NULL");
   *out = NULL;
   if (!native) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "native: NULL memory object");
@@ -361,17 +412,25 @@ fa_status fa_buffer_wrap(fa_context *ctx, void *native, size_t bytes, fa_buffer 
   return st;
 }
 
+fa_status fa_buffer_wrap(fa_context *ctx, void *native, size_t bytes, fa_buffer **out) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, buffer_wrap_locked(ctx, native, bytes, out));
+}
+
 size_t fa_buffer_size(const fa_buffer *buf) { return buf ? buf->bytes : 0; }
 
 void fa_buffer_destroy(fa_buffer *buf) {
   if (!buf) return;
   fa_context *ctx = buf->ctx;
+  lock(ctx);
   if (buf->owned) {
     ctx->ops->buffer_free(ctx, buf->native);
     fa_mem_track(ctx, -(int64_t)buf->bytes);
   } else {
     ctx->ops->buffer_unwrap(ctx, buf->native);
   }
+  unlock(ctx, FA_SUCCESS);
   free(buf);
 }
 
@@ -384,8 +443,7 @@ static fa_status check_range(fa_context *ctx, const char *name, const fa_buffer 
   return FA_SUCCESS;
 }
 
-fa_status fa_buffer_write(fa_context *ctx, fa_buffer *dst, size_t offset, const void *src, size_t bytes) {
-  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+static fa_status buffer_write_locked(fa_context *ctx, fa_buffer *dst, size_t offset, const void *src, size_t bytes) {
   fa_status st = check_range(ctx, "dst", dst, offset, bytes);
   if (st != FA_SUCCESS) return st;
   if (bytes == 0) return FA_SUCCESS;
@@ -393,13 +451,24 @@ fa_status fa_buffer_write(fa_context *ctx, fa_buffer *dst, size_t offset, const 
   return ctx->ops->buffer_write(ctx, dst->native, offset, src, bytes);
 }
 
-fa_status fa_buffer_read(fa_context *ctx, const fa_buffer *src, size_t offset, void *dst, size_t bytes) {
+fa_status fa_buffer_write(fa_context *ctx, fa_buffer *dst, size_t offset, const void *src, size_t bytes) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, buffer_write_locked(ctx, dst, offset, src, bytes));
+}
+
+static fa_status buffer_read_locked(fa_context *ctx, const fa_buffer *src, size_t offset, void *dst, size_t bytes) {
   fa_status st = check_range(ctx, "src", src, offset, bytes);
   if (st != FA_SUCCESS) return st;
   if (bytes == 0) return FA_SUCCESS;
   if (!dst) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "dst: NULL host pointer for %zu bytes", bytes);
   return ctx->ops->buffer_read(ctx, src->native, offset, dst, bytes);
+}
+
+fa_status fa_buffer_read(fa_context *ctx, const fa_buffer *src, size_t offset, void *dst, size_t bytes) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, buffer_read_locked(ctx, src, offset, dst, bytes));
 }
 
 void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dtype dtype, int64_t d0, int64_t d1,
@@ -410,10 +479,11 @@ void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dtype dtyp
   t->offset = offset;
   t->dtype = dtype;
   t->shape[0] = d0, t->shape[1] = d1, t->shape[2] = d2, t->shape[3] = d3;
+  /* A stride too large for int64 saturates; check_tensor then refuses it as reaching past the buffer. */
   t->stride[3] = 1;
   t->stride[2] = d3;
-  t->stride[1] = d2 * d3;
-  t->stride[0] = d1 * d2 * d3;
+  t->stride[1] = fa_mul_i64_sat(d2, d3);
+  t->stride[0] = fa_mul_i64_sat(d1, t->stride[1]);
 }
 
 /* ---- tensor checks ---- */
@@ -439,7 +509,7 @@ static int64_t tensor_extent(const fa_tensor *t) {
   int64_t last = 0;
   for (int i = 0; i < 4; i++) {
     int64_t step;
-    if (__builtin_mul_overflow(t->shape[i] - 1, t->stride[i], &step) || __builtin_add_overflow(last, step, &last))
+    if (!fa_mul_i64(t->shape[i] - 1, t->stride[i], &step) || !fa_add_i64(last, step, &last))
       return -1;
   }
   return last + 1;
@@ -474,7 +544,7 @@ static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_te
                    r->name, t->offset, es);
   int64_t extent = tensor_extent(t);
   int64_t end_bytes;
-  if (extent < 0 || __builtin_mul_overflow(extent, (int64_t)es, &end_bytes) ||
+  if (extent < 0 || !fa_mul_i64(extent, (int64_t)es, &end_bytes) ||
       (uint64_t)end_bytes > (uint64_t)t->buf->bytes || t->offset > t->buf->bytes - (size_t)end_bytes)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
                    "%s: shape [%lld, %lld, %lld, %lld] with strides [%lld, %lld, %lld, %lld] at offset %zu reaches "
@@ -614,22 +684,69 @@ static fa_status check_attention(fa_context *ctx, const fa_attention_desc *given
   p->causal = desc->causal != 0;
   p->deterministic = desc->deterministic != 0;
   p->scale = desc->softmax_scale > 0 ? desc->softmax_scale : (float)(1.0 / sqrt((double)p->head_dim));
+  /* The kernels compute scale · log2 e · q·k in float: past this bound, inputs of f16's range (|x| <= 65504)
+   * overflow it to inf and every output becomes NaN. */
+  const double max_scale = FLT_MAX / (1.4426950408889634 * (double)p->head_dim * 65504.0 * 65504.0);
+  if ((double)p->scale > max_scale)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                   "desc->softmax_scale: %g is above %g, the largest for head dim %lld whose scaled scores stay finite "
+                   "in float (scale * log2(e) * q.k with |q|, |k| <= 65504)",
+                   (double)p->scale, max_scale, (long long)p->head_dim);
   return FA_SUCCESS;
+}
+
+/* One operand of a call, for the aliasing rule: outputs share no element with themselves or anything else. */
+typedef struct operand {
+  const char *name;
+  const fa_tensor *t; /* NULL: absent (lse in a forward without it, no block mask) */
+  int output;
+} operand;
+
+static fa_status check_aliasing(fa_context *ctx, const operand *ops, int n) {
+  for (int i = 0; i < n; i++) {
+    if (!ops[i].t || !ops[i].output) continue;
+    const fa_tensor *t = ops[i].t;
+    if (fa_tensor_self_overlaps(t))
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                     "%s: strides [%lld, %lld, %lld, %lld] over shape [%lld, %lld, %lld, %lld] let two elements share "
+                     "memory (an output needs distinct elements, each dimension's stride past the smaller ones' span)",
+                     ops[i].name, (long long)t->stride[0], (long long)t->stride[1], (long long)t->stride[2],
+                     (long long)t->stride[3], (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2],
+                     (long long)t->shape[3]);
+    for (int j = 0; j < n; j++) {
+      if (j == i || !ops[j].t || (ops[j].output && j < i)) continue;
+      if (fa_tensors_overlap(t, ops[j].t))
+        return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                       "%s: shares memory with %s (at byte offsets %zu and %zu); outputs must not overlap "
+                       "any operand, in-place is not supported",
+                       ops[i].name, ops[j].name, t->offset, ops[j].t->offset);
+    }
+  }
+  return FA_SUCCESS;
+}
+
+static fa_status forward_locked(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse) {
+  fa_problem p;
+  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 0, &p);
+  if (st != FA_SUCCESS) return st;
+  const operand ops[] = {{"q", q, 0}, {"k", k, 0}, {"v", v, 0}, {"desc->block_mask", desc->block_mask, 0},
+                         {"o", o, 1}, {"lse", lse, 1}};
+  if ((st = check_aliasing(ctx, ops, 6)) != FA_SUCCESS) return st;
+  return ctx->ops->forward(ctx, &p);
 }
 
 fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q, const fa_tensor *k,
                      const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
-  fa_problem p;
-  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 0, &p);
-  if (st != FA_SUCCESS) return st;
-  return ctx->ops->forward(ctx, &p);
+  lock(ctx);
+  return unlock(ctx, forward_locked(ctx, desc, q, k, v, o, lse));
 }
 
-fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q, const fa_tensor *k,
-                      const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse, const fa_tensor *dout,
-                      const fa_tensor *dq, const fa_tensor *dk, const fa_tensor *dv) {
-  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+static fa_status backward_locked(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                 const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
+                                 const fa_tensor *dout, const fa_tensor *dq, const fa_tensor *dk,
+                                 const fa_tensor *dv) {
   fa_problem p;
   fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 1, &p);
   if (st != FA_SUCCESS) return st;
@@ -641,11 +758,21 @@ fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_t
   if ((st = check_tensor(ctx, &rdq, dq, &p.dq)) != FA_SUCCESS) return st;
   if ((st = check_tensor(ctx, &rdk, dk, &p.dk)) != FA_SUCCESS) return st;
   if ((st = check_tensor(ctx, &rdv, dv, &p.dv)) != FA_SUCCESS) return st;
+  const operand ops[] = {{"q", q, 0}, {"k", k, 0}, {"v", v, 0}, {"o", o, 0}, {"lse", lse, 0}, {"dout", dout, 0},
+                         {"desc->block_mask", desc->block_mask, 0}, {"dq", dq, 1}, {"dk", dk, 1}, {"dv", dv, 1}};
+  if ((st = check_aliasing(ctx, ops, 10)) != FA_SUCCESS) return st;
   return ctx->ops->backward(ctx, &p);
 }
 
-fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *given, const fa_tensor *mask) {
+fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q, const fa_tensor *k,
+                      const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse, const fa_tensor *dout,
+                      const fa_tensor *dq, const fa_tensor *dk, const fa_tensor *dv) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, backward_locked(ctx, desc, q, k, v, o, lse, dout, dq, dk, dv));
+}
+
+static fa_status dropout_mask_locked(fa_context *ctx, const fa_attention_desc *given, const fa_tensor *mask) {
   fa_problem p;
   memset(&p, 0, sizeof p);
   fa_attention_desc full;
@@ -657,16 +784,23 @@ fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *given, const
   if ((st = check_tensor(ctx, &r, mask, &p.keep)) != FA_SUCCESS) return st;
   p.batch = mask->shape[0], p.heads_q = mask->shape[1], p.seqlen_q = mask->shape[2], p.seqlen_k = mask->shape[3];
   if ((st = check_dropout(ctx, desc, &p)) != FA_SUCCESS) return st;
+  const operand ops[] = {{"mask", mask, 1}};
+  if ((st = check_aliasing(ctx, ops, 1)) != FA_SUCCESS) return st;
   if (!ctx->ops->dropout_mask)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_dropout_mask: the %s backend cannot write the mask yet",
                    ctx->ops->name);
   return ctx->ops->dropout_mask(ctx, &p);
 }
 
+fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *given, const fa_tensor *mask) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, dropout_mask_locked(ctx, given, mask));
+}
+
 /* ---- events ---- */
 
-fa_status fa_event_record(fa_context *ctx, fa_event **out) {
-  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+static fa_status event_record_locked(fa_context *ctx, fa_event **out) {
   if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: pointer for the new event is NULL");
   *out = NULL;
   fa_event *ev = calloc(1, sizeof *ev);
@@ -681,8 +815,13 @@ fa_status fa_event_record(fa_context *ctx, fa_event **out) {
   return FA_SUCCESS;
 }
 
-fa_status fa_event_elapsed_ms(fa_context *ctx, const fa_event *start, const fa_event *end, double *ms) {
+fa_status fa_event_record(fa_context *ctx, fa_event **out) {
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, event_record_locked(ctx, out));
+}
+
+static fa_status event_elapsed_ms_locked(fa_context *ctx, const fa_event *start, const fa_event *end, double *ms) {
   if (!start || !end || !ms)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: NULL", !start ? "start" : !end ? "end" : "ms");
   if (start->ctx != ctx || end->ctx != ctx)
@@ -691,8 +830,16 @@ fa_status fa_event_elapsed_ms(fa_context *ctx, const fa_event *start, const fa_e
   return ctx->ops->event_elapsed(ctx, start->native, end->native, ms);
 }
 
+fa_status fa_event_elapsed_ms(fa_context *ctx, const fa_event *start, const fa_event *end, double *ms) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, event_elapsed_ms_locked(ctx, start, end, ms));
+}
+
 void fa_event_destroy(fa_event *ev) {
   if (!ev) return;
+  lock(ev->ctx);
   ev->ctx->ops->event_destroy(ev->ctx, ev->native);
+  unlock(ev->ctx, FA_SUCCESS);
   free(ev);
 }

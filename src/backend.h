@@ -3,6 +3,7 @@
 #ifndef FA_BACKEND_H
 #define FA_BACKEND_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 
@@ -16,6 +17,10 @@ struct fa_buffer {
   size_t bytes;
   int owned; /* 0: wrapped caller memory, not freed by us */
   uint64_t native;
+  /* Where its bytes live, for the aliasing checks: byte `base` of memory object `space`. Buffers in different
+   * spaces never overlap. Default (native, 0); CUDA: (0, device address); an OpenCL sub-buffer: its parent
+   * cl_mem and its origin in it. */
+  uint64_t space, base;
 };
 
 /* One tensor operand after validation: where its first element is and how to step through it. */
@@ -67,6 +72,8 @@ typedef struct fa_backend_ops {
    * `bytes`) and take a reference where the API has one. */
   fa_status (*buffer_wrap)(fa_context *ctx, uint64_t native, size_t bytes);
   void (*buffer_unwrap)(fa_context *ctx, uint64_t native);
+  /* Optional: fill buf->space and buf->base (struct fa_buffer) for a new buffer; NULL keeps the default. */
+  void (*buffer_origin)(fa_context *ctx, fa_buffer *buf);
   fa_status (*buffer_write)(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes);
   fa_status (*buffer_read)(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes);
   /* Device timing: record a marker (cl_event or CUevent) after the enqueued work; elapsed waits for end. */
@@ -90,6 +97,9 @@ struct fa_context {
   fa_device_info info;
   size_t mem_current, mem_peak; /* bytes allocated through this context: buffers and workspace */
   char last_error[1024];
+  /* Held by api.c around every call that reads or changes the context (argument checks, kernel arguments,
+   * enqueueing, memory accounting), so threads that share a context take turns. */
+  pthread_mutex_t lock;
 };
 
 /* Record `status` and a printf-style sentence as the context's last error; returns status. */
@@ -102,6 +112,10 @@ FA_HIDDEN fa_status fa_fail_thread(fa_status status, const char *fmt, ...) __att
 
 /* Account device memory the backend allocates (+bytes) or frees (-bytes) for fa_context_memory(). */
 FA_HIDDEN void fa_mem_track(fa_context *ctx, int64_t delta_bytes);
+
+/* Before allocating `bytes` of device memory (a buffer or workspace): FA_ERROR_OUT_OF_MEMORY with a sentence
+ * starting with `what` when it would take what the context has allocated past the device's reported size. */
+FA_HIDDEN fa_status fa_mem_admit(fa_context *ctx, size_t bytes, const char *what);
 
 /* Environment helpers shared by both backends. */
 /* FLASHATTN_LOCAL_MEM_BYTES lowers the on-chip budget: min(device_bytes, env) when set and valid. */

@@ -1,17 +1,26 @@
 /* On-disk cache of compiled kernels. Entry layout (little-endian host order, it never leaves the host):
- *   "FACACHE1", u64 key length, u64 payload length, u64 FNV-1a of the payload, key, payload.
- * The file name is the key's hash; the stored key is compared in full, so a collision is a miss. */
+ *   "FACACHE2", u64 key length, u64 payload length, u64 tag, key, payload.
+ * The file name is the key's hash; the stored key is compared in full, so a collision is a miss. The tag is
+ * SipHash-2-4 of the payload under a key derived from the directory's secret (a 16-byte file only its owner
+ * can read) and the entry's key: a cut or altered payload, or one moved under another key, cannot be given a
+ * matching tag without the secret, and is a miss before any driver parses it. */
 #include "cache.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char magic[8] = {'F', 'A', 'C', 'A', 'C', 'H', 'E', '1'};
+#include "siphash.h"
+
+static const char magic[8] = {'F', 'A', 'C', 'A', 'C', 'H', 'E', '2'};
+enum { HEADER_BYTES = 32, SECRET_BYTES = 16 };
+#define MAX_PAYLOAD ((uint64_t)1 << 32)
 
 uint64_t fa_hash64(const void *data, size_t n, uint64_t seed) {
   const unsigned char *p = data;
@@ -46,60 +55,173 @@ static int make_dirs(char *path) {
   return (mkdir(path, 0755) == 0 || errno == EEXIST) ? 0 : -1;
 }
 
-static int entry_path(const char *key, char *out, size_t n) {
-  char dir[3072];
-  if (!cache_dir(dir, sizeof dir)) return 0;
-  unsigned long long h = (unsigned long long)fa_hash64(key, strlen(key), FA_HASH_SEED);
-  return snprintf(out, n, "%s/%016llx.bin", dir, h) < (int)n;
+/* Open a file of the cache for reading without following a link or blocking on a FIFO or device; only a
+ * regular file owned by this user is kept. Returns the descriptor and its size, or -1. */
+static int open_regular(const char *path, off_t *size) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+    close(fd);
+    return -1;
+  }
+  *size = st.st_size;
+  return fd;
+}
+
+static int read_all(int fd, void *dst, size_t n) {
+  for (size_t done = 0; done < n;) {
+    ssize_t r = read(fd, (char *)dst + done, n - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    done += (size_t)r;
+  }
+  return 0;
+}
+
+static int write_all(int fd, const void *src, size_t n) {
+  for (size_t done = 0; done < n;) {
+    ssize_t r = write(fd, (const char *)src + done, n - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    done += (size_t)r;
+  }
+  return 0;
+}
+
+/* Why dir (made if missing) cannot hold a trusted cache, or NULL when it can: it must be a directory owned by
+ * this user that nobody else may write (else another user could replace its secret or entries). */
+static const char *dir_problem(char *dir) {
+  if (make_dirs(dir) != 0) return "cannot be created";
+  struct stat st;
+  if (stat(dir, &st) != 0) return "cannot be read";
+  if (!S_ISDIR(st.st_mode)) return "is not a directory";
+  if (st.st_uid != geteuid()) return "belongs to another user";
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) return "is writable by other users";
+  if (access(dir, W_OK | X_OK) != 0) return "is not writable";
+  return NULL;
+}
+
+/* The directory's secret: read it, or make it (owner-only, created exclusively) when absent. */
+static int load_secret(const char *dir, unsigned char secret[SECRET_BYTES]) {
+  char path[3200];
+  snprintf(path, sizeof path, "%s/secret", dir);
+  off_t size;
+  int fd = open_regular(path, &size);
+  if (fd >= 0) {
+    struct stat st;
+    int ok = size == SECRET_BYTES && fstat(fd, &st) == 0 && !(st.st_mode & 077) && read_all(fd, secret, SECRET_BYTES) == 0;
+    close(fd);
+    return ok ? 0 : -1;
+  }
+  if (getrandom(secret, SECRET_BYTES, 0) != SECRET_BYTES) return -1;
+  char tmp[3300];
+  static atomic_uint serial;
+  snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&serial, 1u));
+  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  int ok = write_all(fd, secret, SECRET_BYTES) == 0;
+  ok = close(fd) == 0 && ok;
+  /* link() fails when another process made the secret first: then use that one. */
+  ok = ok && link(tmp, path) == 0;
+  unlink(tmp);
+  if (ok) return 0;
+  fd = open_regular(path, &size);
+  if (fd < 0) return -1;
+  ok = size == SECRET_BYTES && read_all(fd, secret, SECRET_BYTES) == 0;
+  close(fd);
+  return ok ? 0 : -1;
+}
+
+/* Everything an entry operation needs: its path and the tag key for `key`. 0 when the cache cannot be used. */
+typedef struct entry {
+  char dir[3072], path[3200];
+  unsigned char tag_key[SECRET_BYTES];
+} entry;
+
+static int open_entry(const char *key, entry *e) {
+  unsigned char secret[SECRET_BYTES];
+  if (!cache_dir(e->dir, sizeof e->dir) || dir_problem(e->dir) || load_secret(e->dir, secret) != 0) return 0;
+  const size_t n = strlen(key);
+  /* Two halves of a per-key tag key, each SipHash of the key under the secret (one bit of the secret differs). */
+  const uint64_t h0 = fa_siphash(secret, key, n);
+  secret[0] ^= 1;
+  const uint64_t h1 = fa_siphash(secret, key, n);
+  memcpy(e->tag_key, &h0, 8);
+  memcpy(e->tag_key + 8, &h1, 8);
+  unsigned long long name = (unsigned long long)fa_hash64(key, n, FA_HASH_SEED);
+  return snprintf(e->path, sizeof e->path, "%s/%016llx.bin", e->dir, name) < (int)sizeof e->path;
 }
 
 void *fa_cache_load(const char *key, size_t *size) {
-  char path[4096];
-  if (!entry_path(key, path, sizeof path)) return NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  char head[8];
-  uint64_t key_len, len, hash;
+  entry e;
+  if (!open_entry(key, &e)) return NULL;
+  off_t file_size;
+  int fd = open_regular(e.path, &file_size);
+  if (fd < 0) return NULL;
+  unsigned char head[HEADER_BYTES];
+  uint64_t key_len, len, tag;
   void *payload = NULL;
   char *stored_key = NULL;
-  size_t want_key = strlen(key);
-  if (fread(head, 1, 8, f) != 8 || memcmp(head, magic, 8) != 0) goto miss;
-  if (fread(&key_len, 8, 1, f) != 1 || fread(&len, 8, 1, f) != 1 || fread(&hash, 8, 1, f) != 1) goto miss;
-  if (key_len != want_key || len == 0 || len > ((uint64_t)1 << 32)) goto miss;
+  const size_t want_key = strlen(key);
+  if (read_all(fd, head, sizeof head) != 0 || memcmp(head, magic, 8) != 0) goto miss;
+  memcpy(&key_len, head + 8, 8), memcpy(&len, head + 16, 8), memcpy(&tag, head + 24, 8);
+  if (key_len != want_key || len == 0 || len > MAX_PAYLOAD) goto miss;
+  if ((uint64_t)file_size != HEADER_BYTES + key_len + len) goto miss;
   stored_key = malloc(want_key + 1);
   payload = malloc(len);
   if (!stored_key || !payload) goto miss;
-  if (fread(stored_key, 1, want_key, f) != want_key || memcmp(stored_key, key, want_key) != 0) goto miss;
-  if (fread(payload, 1, len, f) != len || fgetc(f) != EOF) goto miss;
-  if (fa_hash64(payload, len, FA_HASH_SEED) != hash) goto miss;
+  if (read_all(fd, stored_key, want_key) != 0 || memcmp(stored_key, key, want_key) != 0) goto miss;
+  if (read_all(fd, payload, len) != 0) goto miss;
+  if (fa_siphash(e.tag_key, payload, len) != tag) goto miss;
   free(stored_key);
-  fclose(f);
+  close(fd);
   *size = len;
   return payload;
 miss:
   free(stored_key);
   free(payload);
-  fclose(f);
+  close(fd);
   return NULL;
 }
 
 int fa_cache_store(const char *key, const void *data, size_t size) {
-  char dir[3072], path[4096], tmp[4200];
-  if (!cache_dir(dir, sizeof dir) || !entry_path(key, path, sizeof path) || make_dirs(dir) != 0) return -1;
+  entry e;
+  if (size == 0 || size > MAX_PAYLOAD || !open_entry(key, &e)) return -1;
+  char tmp[3300];
   static atomic_uint serial;
   /* pid and a per-process serial keep concurrent writers (processes or threads) off each other's files. */
-  snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&serial, 1u));
-  FILE *f = fopen(tmp, "wb");
-  if (!f) return -1;
-  uint64_t key_len = strlen(key), len = size, hash = fa_hash64(data, size, FA_HASH_SEED);
-  int ok = fwrite(magic, 1, 8, f) == 8 && fwrite(&key_len, 8, 1, f) == 1 && fwrite(&len, 8, 1, f) == 1 &&
-           fwrite(&hash, 8, 1, f) == 1 && fwrite(key, 1, key_len, f) == key_len &&
-           fwrite(data, 1, size, f) == size;
-  ok = (fclose(f) == 0) && ok;
+  snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", e.path, (long)getpid(), atomic_fetch_add(&serial, 1u));
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) return -1;
+  unsigned char head[HEADER_BYTES];
+  uint64_t key_len = strlen(key), len = size, tag = fa_siphash(e.tag_key, data, size);
+  memcpy(head, magic, 8), memcpy(head + 8, &key_len, 8), memcpy(head + 16, &len, 8), memcpy(head + 24, &tag, 8);
+  int ok = write_all(fd, head, sizeof head) == 0 && write_all(fd, key, key_len) == 0 && write_all(fd, data, size) == 0;
+  ok = (close(fd) == 0) && ok;
   /* rename() is atomic: a reader sees the old entry, the new one, or none, never a partial file. */
-  if (!ok || rename(tmp, path) != 0) {
-    remove(tmp);
+  if (!ok || rename(tmp, e.path) != 0) {
+    unlink(tmp);
     return -1;
   }
   return 0;
+}
+
+int fa_cache_describe(char *out, size_t n) {
+  char dir[3072];
+  if (!cache_dir(dir, sizeof dir)) {
+    const char *env = getenv("FLASHATTN_CACHE_DIR");
+    snprintf(out, n, env && strcmp(env, "off") == 0 ? "off (FLASHATTN_CACHE_DIR=off)"
+                                                     : "off: no directory (set FLASHATTN_CACHE_DIR, XDG_CACHE_HOME or HOME)");
+    return 0;
+  }
+  const char *why = dir_problem(dir);
+  unsigned char secret[SECRET_BYTES];
+  if (!why && load_secret(dir, secret) != 0) why = "has a secret file that is not this user's 16-byte, owner-only file";
+  if (why) {
+    snprintf(out, n, "unusable: %.400s %s; kernels are compiled on every new context", dir, why);
+    return -1;
+  }
+  snprintf(out, n, "%.500s", dir);
+  return 1;
 }

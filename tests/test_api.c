@@ -515,6 +515,40 @@ START_TEST(t_opencl_interop) {
   ck_assert_msg(e >= 0 && e <= 1e-5, "forward on wrapped buffers: relative error %g", e);
   ck_assert_int_eq(clFinish(queue), CL_SUCCESS);
 
+  /* Sub-buffers of one cl_mem are compared where they lie in it: o overlapping q through two wrapped
+   * sub-buffers is refused, o in a disjoint sub-buffer of the same cl_mem is accepted. */
+  {
+    cl_uint align_bits = 0;
+    ck_assert_int_eq(clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL), CL_SUCCESS);
+    const size_t align = align_bits / 8 ? align_bits / 8 : 1, span = (bytes + align - 1) / align * align;
+    cl_mem parent = clCreateBuffer(cctx, CL_MEM_READ_WRITE, 2 * span + align, NULL, &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    const cl_buffer_region regions[3] = {{0, bytes}, {align, bytes}, {span + align, bytes}};
+    cl_mem sub[3];
+    fa_buffer *fs[3];
+    fa_tensor ts[3];
+    for (int i = 0; i < 3; i++) {
+      sub[i] = clCreateSubBuffer(parent, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &regions[i], &err);
+      ck_assert_int_eq(err, CL_SUCCESS);
+      ck_assert_int_eq(fa_buffer_wrap(ctx, sub[i], bytes, &fs[i]), FA_SUCCESS);
+      fa_tensor_packed(&ts[i], fs[i], 0, FA_F32, 1, S, H, D);
+    }
+    ck_assert_int_eq(fa_buffer_write(ctx, fs[0], 0, in, 256), FA_SUCCESS);
+    fa_attention_desc desc;
+    fa_attention_desc_init(&desc);
+    st = fa_forward(ctx, &desc, &ts[0], &ts[0], &ts[0], &ts[1], NULL);
+    ck_assert_msg(st == FA_ERROR_INVALID_ARGUMENT && strstr(fa_context_last_error(ctx), "o: shares memory with q"),
+                  "o overlapping q through sub-buffers: %s: %s", fa_status_string(st), fa_context_last_error(ctx));
+    st = fa_forward(ctx, &desc, &ts[0], &ts[0], &ts[0], &ts[2], NULL);
+    ck_assert_msg(st == FA_SUCCESS, "o in a disjoint sub-buffer: %s: %s", fa_status_string(st), fa_context_last_error(ctx));
+    ck_assert_int_eq(fa_synchronize(ctx), FA_SUCCESS);
+    for (int i = 0; i < 3; i++) {
+      fa_buffer_destroy(fs[i]);
+      ck_assert_int_eq(clReleaseMemObject(sub[i]), CL_SUCCESS);
+    }
+    ck_assert_int_eq(clReleaseMemObject(parent), CL_SUCCESS);
+  }
+
   /* Wrapping more than the cl_mem holds, or memory of another cl_context, is refused. */
   fa_buffer *bad = NULL;
   st = fa_buffer_wrap(ctx, mem[0], bytes + 65, &bad);

@@ -2,6 +2,7 @@
  * entry is a miss rather than trusted; then, end to end on each backend, that a context whose cache files
  * were all damaged rebuilds its kernels and computes the same bits. */
 #include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "cache.h"
 #include "harness.h"
+#include "siphash.h"
 
 static char dir[256];
 
@@ -43,7 +45,7 @@ static int for_each_entry(void (*f)(const char *path)) {
     if (!strstr(e->d_name, ".bin")) continue;
     char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    f(path);
+    if (f) f(path);
     n++;
   }
   closedir(d);
@@ -141,6 +143,96 @@ START_TEST(t_off_and_unwritable) {
 }
 END_TEST
 
+/* The reference vector of the SipHash paper (appendix A): key 00..0f, message 00..0e. */
+START_TEST(t_siphash_vector) {
+  th_case_begin("cache: SipHash-2-4 matches the paper's test vector");
+  unsigned char key[16], msg[15];
+  for (int i = 0; i < 16; i++) key[i] = (unsigned char)i;
+  for (int i = 0; i < 15; i++) msg[i] = (unsigned char)i;
+  ck_assert_uint_eq(fa_siphash(key, msg, 15), 0xa129ca6149be45e5ull);
+  ck_assert_uint_eq(fa_siphash(key, msg, 0), 0x726fdb47dd0e0e31ull);
+  th_finish_case();
+}
+END_TEST
+
+/* Rewrite an entry the way a forger without the secret can: the payload cut in half, the length field made
+ * to match, the checksum field recomputed with FNV-1a (the integrity check before issue 14; PoCL then
+ * crashed inside clCreateProgramWithBinary). Header: magic, key length, payload length, tag. */
+static void forge_truncated(const char *path) {
+  FILE *f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  unsigned char head[32];
+  ck_assert_int_eq(fread(head, 1, 32, f), 32);
+  uint64_t key_len, len;
+  memcpy(&key_len, head + 8, 8), memcpy(&len, head + 16, 8);
+  char *rest = malloc(key_len + len);
+  ck_assert_ptr_nonnull(rest);
+  ck_assert_int_eq(fread(rest, 1, key_len + len, f), key_len + len);
+  fclose(f);
+  len /= 2;
+  uint64_t hash = fa_hash64(rest + key_len, len, FA_HASH_SEED);
+  memcpy(head + 16, &len, 8), memcpy(head + 24, &hash, 8);
+  f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fwrite(head, 1, 32, f), 32);
+  ck_assert_int_eq(fwrite(rest, 1, key_len + len, f), key_len + len);
+  fclose(f);
+  free(rest);
+}
+
+START_TEST(t_forged_entry_misses) {
+  th_case_begin("cache: an entry cut short with its length and checksum made to match is a miss");
+  fresh_dir("forged");
+  char payload[4096];
+  for (size_t i = 0; i < sizeof payload; i++) payload[i] = (char)(i * 13);
+  char path[600];
+  entry_path("k", path, sizeof path);
+  ck_assert_int_eq(fa_cache_store("k", payload, sizeof payload), 0);
+  forge_truncated(path);
+  ck_assert_int_eq(loads("k", payload, sizeof payload / 2), 0);
+  /* An intact entry moved under another key's name, with that key written in, is no good either. */
+  ck_assert_int_eq(fa_cache_store("j", payload, sizeof payload), 0);
+  char other[600];
+  entry_path("j", other, sizeof other);
+  FILE *f = fopen(other, "r+b");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fseek(f, 32, SEEK_SET), 0);
+  fputc('k', f);
+  fclose(f);
+  ck_assert_int_eq(rename(other, path), 0);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+  remove_dir();
+  th_finish_case();
+}
+END_TEST
+
+/* A FIFO under an entry's name made the first load block forever in fopen; a link or a directory there must
+ * not be followed or read either. SIGALRM ends the process (a failure) if a load blocks. */
+START_TEST(t_special_files_miss) {
+  th_case_begin("cache: a FIFO, a symbolic link or a directory under an entry's name is a miss, at once");
+  fresh_dir("special");
+  const char payload[] = "kernel";
+  char path[600], real[700];
+  entry_path("k", path, sizeof path);
+  ck_assert_int_eq(fa_cache_store("k", payload, sizeof payload), 0);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 1);
+  snprintf(real, sizeof real, "%s.real", path);
+  ck_assert_int_eq(rename(path, real), 0);
+  ck_assert_int_eq(symlink(real, path), 0);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  alarm(30);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+  alarm(0);
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  ck_assert_int_eq(loads("k", payload, sizeof payload), 0);
+  remove_dir();
+  th_finish_case();
+}
+END_TEST
+
 /* One small forward pass on a new context of backend bi; its output bytes in *out (malloc'd). */
 static void forward_once(int bi, void **out, size_t *bytes) {
   fa_context_options opt;
@@ -186,8 +278,62 @@ START_TEST(t_end_to_end) {
     forward_once(bi, &again, &bytes);
     ck_assert_msg(memcmp(first, again, bytes) == 0, "%s: output differs after corrupted entries", th_backend_label(bi));
     free(again);
+    ck_assert_int_gt(for_each_entry(forge_truncated), 0);
+    forward_once(bi, &again, &bytes);
+    ck_assert_msg(memcmp(first, again, bytes) == 0, "%s: output differs after forged entries", th_backend_label(bi));
+    free(again);
     free(first);
     remove_dir();
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
+/* What fa_device_info.kernel_cache says on a new context of backend bi, and that the context computes. */
+static void cache_state(int bi, char *out, size_t n) {
+  void *o;
+  size_t bytes;
+  forward_once(bi, &o, &bytes);
+  free(o);
+  fa_context_options opt;
+  fa_context_options_default(&opt);
+  opt.backend = th_backend_kind(bi);
+  fa_context *ctx;
+  ck_assert_int_eq(fa_context_create(&opt, &ctx), FA_SUCCESS);
+  fa_device_info info;
+  fa_device_info_init(&info);
+  ck_assert_int_eq(fa_context_info(ctx, &info), FA_SUCCESS);
+  snprintf(out, n, "%s", info.kernel_cache);
+  fa_context_destroy(ctx);
+}
+
+/* A cache that cannot be used used to turn itself off silently: the context's information says so now. */
+START_TEST(t_unusable_reported) {
+  th_case_begin("cache: a directory that is a file, is shared-writable or is off is reported in kernel_cache");
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    char state[512];
+    fresh_dir("state");
+    cache_state(bi, state, sizeof state);
+    ck_assert_msg(strcmp(state, dir) == 0, "usable cache: \"%s\", want \"%s\"", state, dir);
+    remove_dir();
+    FILE *f = fopen(dir, "w"); /* a file where the directory should be */
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    cache_state(bi, state, sizeof state);
+    ck_assert_msg(strncmp(state, "unusable: ", 10) == 0 && strstr(state, dir) && strstr(state, "not a directory"),
+                  "a file as the cache: \"%s\"", state);
+    ck_assert_int_eq(unlink(dir), 0);
+    ck_assert_int_eq(mkdir(dir, 0777), 0);
+    ck_assert_int_eq(chmod(dir, 0777), 0);
+    cache_state(bi, state, sizeof state);
+    ck_assert_msg(strncmp(state, "unusable: ", 10) == 0 && strstr(state, "writable by other users"),
+                  "a world-writable cache: \"%s\"", state);
+    ck_assert_int_eq(for_each_entry(NULL), 0);
+    remove_dir();
+    setenv("FLASHATTN_CACHE_DIR", "off", 1);
+    cache_state(bi, state, sizeof state);
+    ck_assert_msg(strncmp(state, "off", 3) == 0, "FLASHATTN_CACHE_DIR=off: \"%s\"", state);
     th_ran(bi);
   }
   th_finish_case();
@@ -201,6 +347,10 @@ int main(void) {
   tcase_add_test(tc, t_round_trip);
   tcase_add_test(tc, t_damaged_entries_miss);
   tcase_add_test(tc, t_off_and_unwritable);
+  tcase_add_test(tc, t_siphash_vector);
+  tcase_add_test(tc, t_forged_entry_misses);
+  tcase_add_test(tc, t_special_files_miss);
+  tcase_add_test(tc, t_unusable_reported);
   tcase_add_test(tc, t_end_to_end);
   suite_add_tcase(s, tc);
   /* The end-to-end case needs a backend: probe them (a machine with none skips the suite). */

@@ -6,6 +6,7 @@
  * big enough for any head dim tried) and breaks one thing. The block-mask and dropout cases start from the
  * valid call with a [B, Hq, 2, 3] block mask of 4 x 5 blocks; fa_dropout_mask's from a [B, Hq, Sq, Sk] mask;
  * the pattern helpers' (no context) name the argument in fa_last_create_error(). */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,9 +160,38 @@ static err_case break_mask_call(int i, call *c, fixture *f) {
 
 enum { MASK_CASE0 = 100, N_MASK_CASES = 23 };
 
+/* Outputs that share memory with an operand or with themselves, and scales whose scores overflow: each
+ * returned FA_SUCCESS and wrong results before issue 14. An output is aliased by moving the other operand
+ * into the output's (poisoned) buffer, so a write shows. */
+static err_case break_aliasing(int i, call *c, int backward) {
+  if (!backward) switch (i) {
+    case 0: c->q = c->o; return (err_case){"o is q (in place)", INV, "o"};
+    case 1: c->o.stride[1] = 0; return (err_case){"o with seqlen stride 0: rows overwrite each other", INV, "o"};
+    case 2: c->lse.buf = c->o.buf; return (err_case){"lse overlapping o", INV, "lse|o"};
+    case 3: c->k.buf = c->o.buf, c->k.offset = 4 * D; return (err_case){"o overlapping k, one row apart", INV, "o"};
+    case 4: c->o.stride[2] = D / 2; return (err_case){"o with heads half a row apart", INV, "o"};
+    case 5: c->desc.softmax_scale = 1e38f; return (err_case){"softmax_scale 1e38", INV, "softmax_scale"};
+    case 6: c->desc.softmax_scale = FLT_MAX; return (err_case){"softmax_scale FLT_MAX", INV, "softmax_scale"};
+    case 7: c->desc.softmax_scale = 4e27f; return (err_case){"softmax_scale 4e27 (above the 3.4e27 of D = 16)", INV, "softmax_scale"};
+    }
+  else switch (i) {
+    case 0: c->q = c->dq; return (err_case){"dq is q (in place)", INV, "dq"};
+    case 1: c->dv = c->dk; return (err_case){"dv is dk", INV, "dv|dk"};
+    case 2: c->dq.stride[1] = 0; return (err_case){"dq with seqlen stride 0", INV, "dq"};
+    case 3: c->dout = c->dq; return (err_case){"dq is dout", INV, "dq"};
+    case 4: c->dv.buf = c->dk.buf, c->dv.offset = 4; return (err_case){"dv one element after dk", INV, "dv|dk"};
+    case 5: c->o = c->dq; return (err_case){"dq is o", INV, "dq"};
+    case 6: c->desc.softmax_scale = 1e38f; return (err_case){"backward: softmax_scale 1e38", INV, "softmax_scale"};
+    }
+  return (err_case){NULL, 0, NULL};
+}
+
+enum { ALIAS_CASE0 = 200, N_ALIAS_FORWARD = 8, N_ALIAS_BACKWARD = 7 };
+
 /* Breaks c for forward/backward case i; returns the case, or a case with what == NULL past the end. */
 static err_case break_call(int i, call *c, fixture *f, int backward) {
   const int64_t big = (int64_t)1 << 40;
+  if (i >= ALIAS_CASE0) return break_aliasing(i - ALIAS_CASE0, c, backward);
   if (i >= MASK_CASE0) return break_mask_call(i - MASK_CASE0, c, f);
   switch (i) {
   case 0: c->ctx = NULL; return (err_case){"NULL context", INV, NULL};
@@ -396,11 +426,13 @@ static err_case break_dropout_mask(int i, fa_context **ctx, const fa_attention_d
   case 13: d->dropout_p = 1.0f; return (err_case){"dropout_p 1", INV, "dropout_p"};
   case 14: d->dropout_p = -0.5f; return (err_case){"dropout_p -0.5", INV, "dropout_p"};
   case 15: d->dropout_p = NAN; return (err_case){"dropout_p NaN", INV, "dropout_p"};
+  case 16: m->stride[2] = 0; return (err_case){"mask with row stride 0 (rows overwrite each other)", INV, "mask"};
+  case 17: m->stride[3] = 2, m->stride[2] = SK; return (err_case){"mask with columns interleaving the next row", INV, "mask"};
   }
   return (err_case){NULL, 0, NULL};
 }
 
-enum { N_DROPOUT_MASK_CASES = 16 };
+enum { N_DROPOUT_MASK_CASES = 18 };
 
 START_TEST(t_dropout_mask_errors) {
   err_case e = {NULL, 0, NULL};
@@ -615,6 +647,149 @@ START_TEST(t_api_errors) {
 }
 END_TEST
 
+/* fa_tensor_packed with strides past int64: they saturate (they wrapped to 0 before issue 14, a view whose
+ * rows all start at element 0), and the call that gets the view refuses it. */
+START_TEST(t_packed_overflow) {
+  th_case_begin("fa_tensor_packed: strides past int64 saturate and are refused");
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fixture *f = get_fixture(bi);
+    fa_tensor t;
+    fa_tensor_packed(&t, f->buf[0], 0, FA_F32, 1, 1, (int64_t)1 << 32, (int64_t)1 << 32);
+    ck_assert_int_eq(t.stride[3], 1);
+    ck_assert_int_eq(t.stride[2], (int64_t)1 << 32);
+    ck_assert_msg(t.stride[1] == INT64_MAX && t.stride[0] == INT64_MAX, "strides [%lld, %lld] wrapped",
+                  (long long)t.stride[0], (long long)t.stride[1]);
+    fa_tensor_packed(&t, f->buf[0], 0, FA_F32, 2, (int64_t)1 << 40, (int64_t)1 << 20, 16);
+    ck_assert_int_eq(t.stride[1], (int64_t)1 << 24);
+    ck_assert_int_eq(t.stride[0], INT64_MAX);
+    call c;
+    valid_call(f, &c);
+    c.q = t;
+    ck_assert_int_eq(fa_forward(c.ctx, c.descp, c.qp, c.kp, c.vp, c.op, c.lsep), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_msg(names_any(fa_context_last_error(f->ctx), "q"), "%s", fa_context_last_error(f->ctx));
+    check_untouched(f, "q with saturated strides", 0);
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
+/* Device memory beyond what the device reports is refused before the driver is asked (PoCL granted 64 GiB
+ * on a 6 GiB device, then aborted inside a forward). Where the device is small (<= 8 GiB: PoCL here), it is
+ * filled in quarters first; on a large GPU only requests that cannot fit are made, so nothing big is held. */
+START_TEST(t_memory_refused) {
+  th_case_begin("allocations past the device's reported memory: FA_ERROR_OUT_OF_MEMORY");
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fa_context *ctx = th_context(bi);
+    fa_device_info info;
+    fa_device_info_init(&info);
+    ck_assert_int_eq(fa_context_info(ctx, &info), FA_SUCCESS);
+    const size_t total = info.global_mem_bytes;
+    ck_assert_uint_gt(total, 0);
+    size_t before, peak, after;
+    ck_assert_int_eq(fa_context_memory(ctx, &before, &peak), FA_SUCCESS);
+    fa_buffer *b = (fa_buffer *)&b;
+    ck_assert_int_eq(fa_buffer_create(ctx, total + 1, &b), FA_ERROR_OUT_OF_MEMORY);
+    ck_assert_ptr_null(b);
+    ck_assert_msg(names_any(fa_context_last_error(ctx), "fa_buffer_create"), "%s", fa_context_last_error(ctx));
+    ck_assert_int_eq(fa_buffer_create(ctx, SIZE_MAX, &b), FA_ERROR_OUT_OF_MEMORY);
+    fa_buffer *small;
+    ck_assert_int_eq(fa_buffer_create(ctx, 1 << 20, &small), FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_create(ctx, total - before - (1 << 20) + 1, &b), FA_ERROR_OUT_OF_MEMORY);
+    fa_buffer *quarter[5] = {NULL};
+    int made = 0;
+    if (total <= ((size_t)8 << 30)) {
+      fa_status st = FA_SUCCESS;
+      while (made < 5 && (st = fa_buffer_create(ctx, total / 4, &quarter[made])) == FA_SUCCESS) made++;
+      ck_assert_msg(made <= 4 && st == FA_ERROR_OUT_OF_MEMORY, "%d quarters of %zu bytes granted, then %s", made,
+                    total, fa_status_string(st));
+    }
+    for (int i = 0; i < made; i++) fa_buffer_destroy(quarter[i]);
+    fa_buffer_destroy(small);
+    ck_assert_int_eq(fa_context_memory(ctx, &after, &peak), FA_SUCCESS);
+    ck_assert_uint_eq(after, before);
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
+/* The aliasing rule must not refuse what is disjoint: q, k, v interleaved in one packed [B, S, 3, H, D] tensor,
+ * dq, dk, dv likewise, o and lse side by side in one buffer. The results must match the same call on separate
+ * packed buffers. */
+START_TEST(t_interleaved_accepted) {
+  th_case_begin("packed qkv and dqkv in one buffer each, o and lse in one: accepted, same results");
+  enum { S = 24, H = 2, DD = 16, ROW = 3 * H * DD };
+  const size_t n = (size_t)B * S * ROW, one = (size_t)B * S * H * DD, lse_n = (size_t)B * H * S;
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fa_context *ctx = th_context(bi);
+    float *host = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+    ck_assert(host && got && want);
+    th_rng r;
+    th_rng_init(&r, th_case_seed(bi));
+    for (size_t i = 0; i < n; i++) host[i] = (float)th_rng_normal(&r);
+    fa_buffer *qkv, *dqkv, *olse, *sep[12];
+    ck_assert_int_eq(fa_buffer_create(ctx, n * 4, &qkv), FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_create(ctx, n * 4, &dqkv), FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_create(ctx, (one + lse_n) * 4, &olse), FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_write(ctx, qkv, 0, host, n * 4), FA_SUCCESS);
+    fa_tensor t[3], g[3], o, lse, dout;
+    for (int i = 0; i < 3; i++) {
+      fa_tensor_packed(&t[i], qkv, (size_t)i * H * DD * 4, FA_F32, B, S, H, DD);
+      fa_tensor_packed(&g[i], dqkv, (size_t)i * H * DD * 4, FA_F32, B, S, H, DD);
+      t[i].stride[1] = g[i].stride[1] = ROW, t[i].stride[0] = g[i].stride[0] = (int64_t)S * ROW;
+    }
+    fa_tensor_packed(&o, olse, 0, FA_F32, B, S, H, DD);
+    fa_tensor_packed(&lse, olse, one * 4, FA_F32, B, H, S, 1);
+    dout = t[0]; /* an input may alias inputs */
+    fa_attention_desc desc;
+    fa_attention_desc_init(&desc);
+    desc.causal = 1;
+    ck_assert_msg(fa_forward(ctx, &desc, &t[0], &t[1], &t[2], &o, &lse) == FA_SUCCESS, "%s", fa_context_last_error(ctx));
+    fa_status st = fa_backward(ctx, &desc, &t[0], &t[1], &t[2], &o, &lse, &dout, &g[0], &g[1], &g[2]);
+    ck_assert_msg(st == FA_SUCCESS || st == FA_ERROR_UNSUPPORTED, "%s", fa_context_last_error(ctx));
+    const int with_backward = st == FA_SUCCESS;
+    /* The same on separate packed buffers: q k v o lse dout dq dk dv. */
+    fa_tensor u[9];
+    for (int i = 0; i < 9; i++) {
+      ck_assert_int_eq(fa_buffer_create(ctx, one * 4, &sep[i]), FA_SUCCESS);
+      fa_tensor_packed(&u[i], sep[i], 0, FA_F32, B, i == 4 ? H : S, i == 4 ? S : H, i == 4 ? 1 : DD);
+    }
+    for (int i = 0; i < 3; i++)
+      for (size_t row = 0; row < (size_t)B * S; row++)
+        ck_assert_int_eq(fa_buffer_write(ctx, sep[i], row * H * DD * 4, host + row * ROW + (size_t)i * H * DD,
+                                         H * DD * 4), FA_SUCCESS);
+    for (size_t row = 0; row < (size_t)B * S; row++)
+      ck_assert_int_eq(fa_buffer_write(ctx, sep[5], row * H * DD * 4, host + row * ROW, H * DD * 4), FA_SUCCESS);
+    ck_assert_int_eq(fa_forward(ctx, &desc, &u[0], &u[1], &u[2], &u[3], &u[4]), FA_SUCCESS);
+    if (with_backward)
+      ck_assert_int_eq(fa_backward(ctx, &desc, &u[0], &u[1], &u[2], &u[3], &u[4], &u[5], &u[6], &u[7], &u[8]),
+                       FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_read(ctx, olse, 0, got, (one + lse_n) * 4), FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_read(ctx, sep[3], 0, want, one * 4), FA_SUCCESS);
+    ck_assert_int_eq(fa_buffer_read(ctx, sep[4], 0, want + one, lse_n * 4), FA_SUCCESS);
+    for (size_t i = 0; i < one + lse_n; i++)
+      ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f * (1 + fabsf(want[i])), "o/lse[%zu]: %g vs %g", i, got[i], want[i]);
+    if (with_backward) {
+      ck_assert_int_eq(fa_buffer_read(ctx, dqkv, 0, got, n * 4), FA_SUCCESS);
+      for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(fa_buffer_read(ctx, sep[6 + i], 0, want, one * 4), FA_SUCCESS);
+        for (size_t row = 0; row < (size_t)B * S; row++)
+          for (size_t e = 0; e < H * DD; e++) {
+            const float a = got[row * ROW + (size_t)i * H * DD + e], w = want[row * H * DD + e];
+            ck_assert_msg(fabsf(a - w) <= 1e-5f * (1 + fabsf(w)), "d%c[%zu]: %g vs %g", "qkv"[i], row, a, w);
+          }
+      }
+    }
+    for (int i = 0; i < 9; i++) fa_buffer_destroy(sep[i]);
+    fa_buffer_destroy(qkv), fa_buffer_destroy(dqkv), fa_buffer_destroy(olse);
+    free(host), free(got), free(want);
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
 static Suite *make_suite(void) {
   Suite *s = suite_create("errors");
   TCase *tc = tcase_create("errors");
@@ -624,10 +799,15 @@ static Suite *make_suite(void) {
   tcase_add_loop_test(tc, t_backward_errors, 0, N_BACKWARD_CASES);
   tcase_add_loop_test(tc, t_forward_errors, MASK_CASE0, MASK_CASE0 + N_MASK_CASES);
   tcase_add_loop_test(tc, t_backward_errors, MASK_CASE0, MASK_CASE0 + N_MASK_CASES);
+  tcase_add_loop_test(tc, t_forward_errors, ALIAS_CASE0, ALIAS_CASE0 + N_ALIAS_FORWARD);
+  tcase_add_loop_test(tc, t_backward_errors, ALIAS_CASE0, ALIAS_CASE0 + N_ALIAS_BACKWARD);
   tcase_add_loop_test(tc, t_dropout_mask_errors, 0, N_DROPOUT_MASK_CASES);
   tcase_add_test(tc, t_pattern_errors);
   tcase_add_test(tc, t_environment);
   tcase_add_test(tc, t_api_errors);
+  tcase_add_test(tc, t_packed_overflow);
+  tcase_add_test(tc, t_memory_refused);
+  tcase_add_test(tc, t_interleaved_accepted);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -42,6 +42,7 @@ static void show_device(fa_backend b, int index) {
   printf("      on-chip memory: %zu bytes reported, tiles sized for %zu%s\n", info.device_local_mem_bytes,
          info.local_mem_bytes, info.tensor_cores ? "; tensor cores" : "");
   if (info.kernels[0]) printf("      kernels: %s\n", info.kernels);
+  printf("      kernel cache: %s\n", info.kernel_cache);
   show_tiles(ctx);
   fa_context_destroy(ctx);
 }

@@ -238,6 +238,13 @@ static void cu_buffer_free(fa_context *ctx, uint64_t native) {
 
 /* A caller's pointer must be device memory of this device (this context, or a stream-ordered pool of the
  * device, which has no context) with at least `bytes` after it inside its allocation. */
+/* One address space per device: buffers (owned or wrapped) overlap exactly when their addresses do. */
+static void cu_buffer_origin(fa_context *ctx, fa_buffer *buf) {
+  (void)ctx;
+  buf->space = 0;
+  buf->base = buf->native;
+}
+
 static fa_status cu_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes) {
   fa_cu *c = fa_cu_of(ctx);
   fa_status st = fa_cu_push(ctx);
@@ -341,6 +348,7 @@ static fa_status cu_backward(fa_context *ctx, const fa_problem *p) {
 const fa_backend_ops fa_cuda_ops = {
     .kind = FA_BACKEND_CUDA,
     .name = "cuda",
+    .buffer_origin = cu_buffer_origin,
     .device_count = cu_device_count,
     .create = cu_create,
     .destroy = cu_destroy,

@@ -234,6 +234,8 @@ fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out) {
                    "never shrinks)",
                    c->workspace_bytes, bytes);
   reap_retired(c, ctx, 0);
+  fa_status st = fa_mem_admit(ctx, bytes, "workspace");
+  if (st != FA_SUCCESS) return st;
   CUdeviceptr p = 0;
   r = c->cu->MemAlloc(&p, bytes);
   if (r != CUDA_SUCCESS) {
@@ -242,7 +244,7 @@ fa_status fa_cu_workspace(fa_context *ctx, size_t bytes, CUdeviceptr *out) {
     return fa_fail(ctx, r == CUDA_ERROR_OUT_OF_MEMORY ? FA_ERROR_OUT_OF_MEMORY : FA_ERROR_DEVICE,
                    "cuMemAlloc: workspace of %zu bytes: %s", bytes, text);
   }
-  fa_status st = c->workspace ? retire_workspace(c, ctx) : FA_SUCCESS;
+  st = c->workspace ? retire_workspace(c, ctx) : FA_SUCCESS;
   if (st != FA_SUCCESS) {
     c->cu->MemFree(p);
     return st;

@@ -414,6 +414,18 @@ static fa_status cl_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes) 
   return FA_SUCCESS;
 }
 
+/* A sub-buffer shares its parent's memory: place it there, so two views of one cl_mem are compared. */
+static void cl_buffer_origin(fa_context *ctx, fa_buffer *buf) {
+  (void)ctx;
+  cl_mem m = (cl_mem)(uintptr_t)buf->native, parent = NULL;
+  size_t origin = 0;
+  if (clGetMemObjectInfo(m, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof parent, &parent, NULL) == CL_SUCCESS && parent &&
+      clGetMemObjectInfo(m, CL_MEM_OFFSET, sizeof origin, &origin, NULL) == CL_SUCCESS) {
+    buf->space = (uint64_t)(uintptr_t)parent;
+    buf->base = origin;
+  }
+}
+
 static void cl_buffer_unwrap(fa_context *ctx, uint64_t native) {
   if (native) clReleaseMemObject((cl_mem)(uintptr_t)native);
 }
@@ -688,6 +700,8 @@ fa_status fa_cl_workspace(fa_context *ctx, size_t bytes, cl_mem *out) {
   /* Work enqueued earlier may still read the old buffer; releasing it is safe (the driver keeps it alive
    * until those commands finish), so there is no need to wait. */
   fa_cl_workspace_release(ctx);
+  fa_status st = fa_mem_admit(ctx, bytes, "workspace");
+  if (st != FA_SUCCESS) return st;
   cl_int err;
   cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
   if (err != CL_SUCCESS)
@@ -720,6 +734,7 @@ const fa_backend_ops fa_opencl_ops = {
     .synchronize = cl_synchronize,
     .tiles = fa_cl_tiles,
     .buffer_alloc = cl_buffer_alloc,
+    .buffer_origin = cl_buffer_origin,
     .buffer_free = cl_buffer_free,
     .buffer_wrap = cl_buffer_wrap,
     .buffer_unwrap = cl_buffer_unwrap,
