@@ -141,6 +141,9 @@ static cl_int list_devices(cl_device_id **devs_out, cl_platform_id **plats_out, 
 }
 
 static fa_status cl_device_count(int *count, char *msg, size_t msg_len) {
+  *count = 0;
+  fa_status loaded = fa_cl_load(msg, msg_len);
+  if (loaded != FA_SUCCESS) return loaded;
   cl_device_id *devs;
   cl_platform_id *plats;
   cl_uint n;

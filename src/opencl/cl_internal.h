@@ -10,6 +10,7 @@
 #include <CL/cl.h>
 
 #include "backend.h"
+#include "cl_loader.h"
 #include "tiling.h"
 
 /* A built program and the kernels created from it, kept for the context's lifetime. */

@@ -35,8 +35,6 @@
 
 #if FA_HAVE_CLBLAST
 
-#include <clblast_c.h>
-
 #include "cl_standard.h"
 
 static const char *clblast_status_name(CLBlastStatusCode s) {
@@ -75,6 +73,8 @@ void fa_cl_std_shape(const fa_problem *p, const char *call, fa_cl_std_plan *pl) 
 
 fa_status fa_cl_std_layout(fa_context *ctx, const fa_problem *p, fa_cl_std_plan *pl, fa_cl_std_region *regions, int n) {
   const fa_cl *cl = fa_cl_of(ctx);
+  fa_status loaded = fa_clblast_load(ctx, pl->call);
+  if (loaded != FA_SUCCESS) return loaded;
   size_t at = 0, largest = 1;
   int ok = 1;
   for (int i = 0; ok && i < n; i++) {
