@@ -244,6 +244,10 @@ FA_HIDDEN fa_status fa_cu_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, f
 /* cu_standard.c: FA_ALGO_STANDARD forward (scores in device memory, GEMMs through cuBLAS). */
 FA_HIDDEN fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p); /* cu_standard.c: FA_ALGO_STANDARD backward */
+/* cu_standard.c: the workspace bytes of either standard pass for p, without a device call. */
+FA_HIDDEN fa_status fa_cu_standard_workspace(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes);
+/* cu_context.c: the flash backward's workspace bytes for p (both kernel families), without a device call. */
+FA_HIDDEN fa_status fa_cu_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
 /* cu_backward_sm90.c: the Hopper backward; choice: 1 take it, 0 take the sm_80 kernels, -1 an error is set
  * (FLASHATTN_CUDA_BWD=sm90 where it cannot run). */
 FA_HIDDEN int fa_cu_backward_sm90_choice(fa_context *ctx, const fa_problem *p);

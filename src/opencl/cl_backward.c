@@ -177,6 +177,18 @@ static fa_status check_group(fa_context *ctx, cl_kernel kernel, size_t local, co
   return FA_SUCCESS;
 }
 
+/* Workspace: Di [B, Hq, Sq] (`rows` floats), then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
+static fa_status flash_workspace(fa_context *ctx, const fa_problem *p, int atomic, size_t *rows, size_t *bytes) {
+  size_t floats;
+  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, rows) ||
+      __builtin_mul_overflow(*rows, (size_t)p->seqlen_q, rows) ||
+      __builtin_mul_overflow(*rows, atomic ? (size_t)p->head_dim + 1 : 1, &floats) ||
+      __builtin_mul_overflow(floats, sizeof(float), bytes))
+    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "flash backward: workspace for %lld x %lld x %lld rows overflows size_t",
+                   (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+  return FA_SUCCESS;
+}
+
 static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   fa_cl *cl = fa_cl_of(ctx);
   const int d = (int)p->head_dim;
@@ -207,14 +219,8 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   if ((s = fa_cl_kernel(ctx, files, options, atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &dq)) != FA_SUCCESS)
     return s;
 
-  /* Workspace: Di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
-  size_t rows, floats, bytes;
-  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, &rows) ||
-      __builtin_mul_overflow(rows, (size_t)p->seqlen_q, &rows) ||
-      __builtin_mul_overflow(rows, atomic ? (size_t)d + 1 : 1, &floats) ||
-      __builtin_mul_overflow(floats, sizeof(float), &bytes))
-    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "flash backward: workspace for %lld x %lld x %lld rows overflows size_t",
-                   (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+  size_t rows = 0, bytes = 0;
+  if ((s = flash_workspace(ctx, p, atomic, &rows, &bytes)) != FA_SUCCESS) return s;
   cl_mem ws;
   if ((s = fa_cl_workspace(ctx, bytes, &ws)) != FA_SUCCESS) return s;
   const int64_t di_off = 0, dq_off = (int64_t)rows;
@@ -293,4 +299,14 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
 fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p) {
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward(ctx, p);
   return flash_backward(ctx, p);
+}
+
+fa_status fa_cl_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
+  *bytes = 0;
+  if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward_workspace(ctx, p, bytes);
+  fa_tiles tiles;
+  int tpr = 1;
+  fa_status s = bwd_tiles(ctx, (int)p->head_dim, p->dropout_p > 0.0f, &tiles, &tpr);
+  size_t rows;
+  return s != FA_SUCCESS ? s : flash_workspace(ctx, p, use_atomic(p, tpr), &rows, bytes);
 }

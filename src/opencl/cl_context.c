@@ -334,6 +334,7 @@ static fa_status cl_create(fa_context *ctx, int device, void *native_queue) {
     }
   }
 
+  ctx->info.events_host_clock = !cl->profiling;
   fa_status s = query_device(ctx, cl);
   if (s != FA_SUCCESS) {
     char keep[sizeof ctx->last_error];
@@ -714,6 +715,13 @@ void fa_cl_workspace_release(fa_context *ctx) {
 
 /* ---- the table ---- */
 
+/* The flash forward keeps everything on chip: only the standard one takes workspace. */
+static fa_status cl_workspace_size(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
+  if (backward) return fa_cl_backward_workspace(ctx, p, bytes);
+  *bytes = 0;
+  return p->algo == FA_ALGO_STANDARD ? fa_cl_standard_forward_workspace(ctx, p, bytes) : FA_SUCCESS;
+}
+
 const fa_backend_ops fa_opencl_ops = {
     .kind = FA_BACKEND_OPENCL,
     .name = "opencl",
@@ -734,4 +742,5 @@ const fa_backend_ops fa_opencl_ops = {
     .event_record = fa_cl_event_record,
     .event_elapsed = fa_cl_event_elapsed,
     .event_destroy = fa_cl_event_destroy,
+    .workspace_size = cl_workspace_size,
 };

@@ -124,6 +124,11 @@ FA_HIDDEN fa_status fa_cl_standard_forward(fa_context *ctx, const fa_problem *p)
 FA_HIDDEN fa_status fa_cl_standard_backward(fa_context *ctx, const fa_problem *p);
 /* cl_backward.c: the backward pass (both algorithms: the flash one recomputes, by tiles). */
 FA_HIDDEN fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p);
+/* Workspace bytes the calls above would take for p (the table's .workspace_size entry, in cl_context.c):
+ * cl_backward.c for both backward algorithms, cl_standard.c and cl_standard_bwd.c for the standard passes. */
+FA_HIDDEN fa_status fa_cl_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
+FA_HIDDEN fa_status fa_cl_standard_forward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
+FA_HIDDEN fa_status fa_cl_standard_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
 /* cl_event.c: device timing through the queue's profiling (the table's event entries). */
 FA_HIDDEN fa_status fa_cl_event_record(fa_context *ctx, uint64_t *native);
 FA_HIDDEN fa_status fa_cl_event_elapsed(fa_context *ctx, uint64_t start, uint64_t end, double *ms);
