@@ -3,7 +3,9 @@
  * FLASHATTN_CACHE_DIR=off disables it. An entry is keyed by a string the backend builds from the source's
  * hash, the build options, the device and the driver version; the full key is stored in the entry and
  * compared on load, with the payload's length and checksum, so a collision, a truncated or a corrupt file
- * is a miss. Writes go to a temporary file that is renamed into place. */
+ * is a miss. Writes go to a temporary file that is renamed into place.
+ * Size: after each store the oldest entries (by write time) are removed until the cache holds at most
+ * FLASHATTN_CACHE_MAX_BYTES (bytes, or with a K, M or G suffix; 0: no cap; default 256M). */
 #ifndef FA_CACHE_H
 #define FA_CACHE_H
 
@@ -11,6 +13,8 @@
 #include <stdint.h>
 
 #include "backend.h"
+
+#define FA_CACHE_DEFAULT_MAX_BYTES ((uint64_t)256 << 20)
 
 /* 64-bit FNV-1a of n bytes, continuing from seed (use FA_HASH_SEED to start). */
 #define FA_HASH_SEED 0xcbf29ce484222325ull
