@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "flashattn.h"
+#include "reference.h" /* the conversions to f16 and bf16 bits, written once (tests/reference.c) */
 
 #define MAX_LIST 64
 
@@ -339,35 +340,6 @@ static float rng_normal(uint64_t *s) {
   return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-static uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u, e = (x >> 23) & 0xff, m = x & 0x7fffffu;
-  if (e == 0xff) return (uint16_t)(sign | 0x7c00u | (m ? 0x200u : 0));
-  int exp = (int)e - 127 + 15;
-  if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
-  if (exp <= 0) { /* subnormal half, or zero */
-    if (exp < -10) return (uint16_t)sign;
-    m |= 0x800000u;
-    int shift = 14 - exp;
-    uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-  }
-  uint32_t h = ((uint32_t)exp << 10) | (m >> 13), rem = m & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
-    h++; /* a carry into the exponent is the right rounding, up to infinity */
-  return (uint16_t)(sign | h);
-}
-
-static uint16_t f32_to_bf16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-  x += 0x7fffu + ((x >> 16) & 1u);                                           /* round to nearest even */
-  return (uint16_t)(x >> 16);
-}
-
 /* A pool of 2^24 standard normals drawn once: tensors are windows into it at seed-dependent offsets, so a
  * grid of large shapes does not spend seconds per case in Box-Muller (2^24 floats cover 64 MiB of a
  * tensor before a value repeats; the inputs stay random normal numbers, never zeros). */
@@ -393,7 +365,7 @@ static void *random_tensor(size_t n, fa_dtype dt, uint64_t seed) {
     if (dt == FA_F32) {
       memcpy(p + 4 * i, &f, 4);
     } else {
-      uint16_t h = dt == FA_F16 ? f32_to_f16(f) : f32_to_bf16(f);
+      uint16_t h = dt == FA_F16 ? ref_f32_to_f16(f) : ref_f32_to_bf16(f);
       memcpy(p + 2 * i, &h, 2);
     }
   }
