@@ -1,4 +1,5 @@
-/* The OpenCL backward pass: FA_ALGO_FLASH here (tiles, build options and the launches of kernels/flash_bwd.cl),
+/* The OpenCL backward pass: FA_ALGO_FLASH here (tiles, build options and the launches of kernels/flash_bwd.cl
+ * followed by the layout's flash_bwd_rows.cl or flash_bwd_tiles.cl),
  * FA_ALGO_STANDARD in cl_standard_bwd.c.
  *
  * Three launches, FlashAttention-2's order: flash_bwd_pre (Di = rowsum(dO o O) into the workspace), then
@@ -13,7 +14,7 @@
  * picks the scheme of non-deterministic calls, FLASHATTN_OPENCL_BWD_TILES=BRxBC[xRPW] the tiles and rows per
  * work-item (when they fit), FLASHATTN_OPENCL_VEC the vector width (when it divides BR, BC and D),
  * FLASHATTN_OPENCL_BWD_LAYOUT=row|split the row layout (one work-item per row, RPW rows) or the GPU one (8
- * work-items per row, the default on GPUs; separate dQ only) in kernels/flash_bwd.cl.
+ * work-items per row, the default on GPUs; separate dQ only): kernels/flash_bwd_rows.cl or flash_bwd_tiles.cl.
  *
  * A block mask or dropout (p->mask.buf, p->dropout_p) builds its own variant of the kernels (FA_BLOCK_MASK,
  * FA_DROPOUT, with kernels/masks.h), whose dK/dV and dQ kernels take the mask and dropout arguments after the
@@ -205,7 +206,9 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   /* The block mask and dropout are variants of their own (kernels/masks.h before the kernels): dense calls
    * build exactly the program they always did. */
   const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f;
-  const char *files = masked || dropout ? "masks.h flash_bwd.cl" : "flash_bwd.cl";
+  char files[96];
+  snprintf(files, sizeof files, "%sflash_bwd.cl %s", masked || dropout ? "masks.h " : "",
+           tpr > 1 ? "flash_bwd_tiles.cl" : "flash_bwd_rows.cl");
   char options[320];
   int n = snprintf(options, sizeof options,
                    "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
