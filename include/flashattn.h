@@ -212,6 +212,7 @@ typedef struct fa_device_info {
   /* grown since 0.2 */
   char kernels[512];             /* which kernel families serve this device, and when ("forward: ...; backward: ...") */
   char kernel_cache[512];        /* the on-disk kernel cache's directory, "off (...)", or "unusable: DIR why" */
+  int events_host_clock;         /* 1: fa_event_* time with the host clock (an OpenCL queue without profiling) */
 } fa_device_info;
 
 /** Zero an fa_device_info and set struct_size to the caller's sizeof, before fa_context_info(). */
@@ -373,6 +374,27 @@ FA_API fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, con
                              const fa_tensor *dk, const fa_tensor *dv);
 
 /**
+ * Device memory, in bytes, that fa_forward() with these arguments would take as the library's workspace
+ * (beyond the tensors; kept by the context and reused by later calls, counted by fa_context_memory()).
+ * The flash forward needs none; the standard algorithm holds its score matrices there. The arguments are
+ * checked as fa_forward() checks them, except that a tensor's buf may be NULL: its shape, strides and
+ * offset are then read alone, so the size can be asked before any memory is allocated. cuBLAS and CLBlast
+ * may allocate scratch memory of their own on top.
+ * @param bytes  receives the size; 0 on error.
+ * @return FA_SUCCESS, or the status fa_forward() would return for these arguments (FA_ERROR_UNSUPPORTED where
+ *         the backend cannot say yet: the message names the case).
+ */
+FA_API fa_status fa_forward_workspace_size(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                           const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,
+                                           const fa_tensor *lse, size_t *bytes);
+
+/** The same for fa_backward(): Di, the dQ accumulator or the standard algorithm's matrices. */
+FA_API fa_status fa_backward_workspace_size(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                            const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,
+                                            const fa_tensor *lse, const fa_tensor *dout, const fa_tensor *dq,
+                                            const fa_tensor *dk, const fa_tensor *dv, size_t *bytes);
+
+/**
  * Write the dropout mask that fa_forward() and fa_backward() apply for desc's dropout_p, dropout_seed and
  * dropout_offset: mask is FA_U8 [B, Hq, Sq, Sk] (strides in bytes; any layout), 1 where a probability is
  * kept and 0 where it is dropped. B, Hq, Sq and Sk are read from the mask's shape. With dropout_p = 0 every
@@ -406,14 +428,16 @@ typedef struct fa_event fa_event;
 
 /**
  * Record an event after the work enqueued so far on the context. It completes when that work has.
- * @return FA_ERROR_UNSUPPORTED when the queue cannot time (an OpenCL queue without profiling).
+ * Events time on any queue: with CUDA events, with OpenCL profiling, and on an OpenCL queue created without
+ * CL_QUEUE_PROFILING_ENABLE with the host's monotonic clock, after waiting here for the queue to drain (so
+ * the time includes launch gaps, and recording blocks); fa_device_info.events_host_clock is then 1.
  */
 FA_API fa_status fa_event_record(fa_context *ctx, fa_event **out);
 
 /**
- * Milliseconds of device time between two events recorded on the same context, start before end;
- * waits for end to complete. Checked: neither is NULL, both were recorded on ctx. The caller guarantees
- * start was recorded before end.
+ * Milliseconds between two events recorded on the same context, start before end (device time, or host
+ * time where events_host_clock says so); waits for end to complete. Checked: neither is NULL, both were
+ * recorded on ctx. The caller guarantees start was recorded before end.
  */
 FA_API fa_status fa_event_elapsed_ms(fa_context *ctx, const fa_event *start, const fa_event *end, double *ms);
 

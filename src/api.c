@@ -515,11 +515,17 @@ static int64_t tensor_extent(const fa_tensor *t) {
   return last + 1;
 }
 
-static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_tensor *t, fa_view *view) {
+/* The buffer a workspace-size query's tensor without one stands for: large enough, at an aligned address. */
+static const fa_buffer shape_only_buffer = {NULL, SIZE_MAX, 0, 0, 0, 0};
+
+/* shape_only (the workspace-size queries): t->buf may be NULL, and is then not checked against the shape. */
+static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_tensor *t, fa_view *view,
+                              int shape_only) {
   const char *const *names = r->names;
   if (!t) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: tensor is NULL", r->name);
-  if (!t->buf) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buf is NULL", r->name);
-  if (t->buf->ctx != ctx) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buffer belongs to another context", r->name);
+  const fa_buffer *buf = t->buf ? t->buf : shape_only ? &shape_only_buffer : NULL;
+  if (!buf) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buf is NULL", r->name);
+  if (t->buf && t->buf->ctx != ctx) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: buffer belongs to another context", r->name);
   if (!known_dtype(t->dtype)) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: unknown dtype %d", r->name, (int)t->dtype);
   if (t->dtype != r->dtype)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: dtype %s differs from %s %s", r->name,
@@ -545,19 +551,19 @@ static fa_status check_tensor(fa_context *ctx, const tensor_rule *r, const fa_te
   int64_t extent = tensor_extent(t);
   int64_t end_bytes;
   if (extent < 0 || !fa_mul_i64(extent, (int64_t)es, &end_bytes) ||
-      (uint64_t)end_bytes > (uint64_t)t->buf->bytes || t->offset > t->buf->bytes - (size_t)end_bytes)
+      (uint64_t)end_bytes > (uint64_t)buf->bytes || t->offset > buf->bytes - (size_t)end_bytes)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
                    "%s: shape [%lld, %lld, %lld, %lld] with strides [%lld, %lld, %lld, %lld] at offset %zu reaches "
                    "past the end of its %zu-byte buffer",
                    r->name, (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2],
                    (long long)t->shape[3], (long long)t->stride[0], (long long)t->stride[1], (long long)t->stride[2],
-                   (long long)t->stride[3], t->offset, t->buf->bytes);
+                   (long long)t->stride[3], t->offset, buf->bytes);
   /* Only a tensor that fits its buffer can be valid-but-too-large. */
   for (int i = 0; i < 4; i++)
     if (t->shape[i] > INT32_MAX)
       return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "%s: %s (shape[%d]) is %lld, above the %d the kernels index",
                      r->name, names[i], i, (long long)t->shape[i], INT32_MAX);
-  view->buf = t->buf;
+  view->buf = buf;
   view->offset = (int64_t)(t->offset / es);
   for (int i = 0; i < 4; i++) view->stride[i] = t->stride[i];
   return FA_SUCCESS;
@@ -611,7 +617,7 @@ static fa_status check_desc(fa_context *ctx, const fa_attention_desc *given, fa_
 }
 
 /* The block mask against the problem's shapes: [B or 1, Hq or 1, ceil(Sq / bq), ceil(Sk / bk)] uint8. */
-static fa_status check_block_mask(fa_context *ctx, const fa_attention_desc *desc, fa_problem *p) {
+static fa_status check_block_mask(fa_context *ctx, const fa_attention_desc *desc, fa_problem *p, int shape_only) {
   const fa_tensor *m = desc->block_mask;
   if (desc->block_q <= 0 || desc->block_k <= 0)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->%s: %lld, must be positive with a block_mask",
@@ -626,7 +632,7 @@ static fa_status check_block_mask(fa_context *ctx, const fa_attention_desc *desc
                    (long long)m->shape[1], (long long)p->heads_q);
   tensor_rule r = {"desc->block_mask", FA_U8, "a block mask's fixed", {0, 0, rows, cols},
                    {"", "", "ceil(Sq / block_q)", "ceil(Sk / block_k)"}, 0, block_dim_names};
-  fa_status st = check_tensor(ctx, &r, m, &p->mask);
+  fa_status st = check_tensor(ctx, &r, m, &p->mask, shape_only);
   if (st != FA_SUCCESS) return st;
   for (int i = 0; i < 2; i++)
     if (m->shape[i] == 1) p->mask.stride[i] = 0;
@@ -640,7 +646,7 @@ static fa_status check_block_mask(fa_context *ctx, const fa_attention_desc *desc
 /* Checks q, k, v, o (and lse when given or required) and fills the problem's shared part. */
 static fa_status check_attention(fa_context *ctx, const fa_attention_desc *given, const fa_tensor *q,
                                  const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
-                                 int lse_required, fa_problem *p) {
+                                 int lse_required, int shape_only, fa_problem *p) {
   fa_status st;
   memset(p, 0, sizeof *p);
   fa_attention_desc full;
@@ -648,7 +654,7 @@ static fa_status check_attention(fa_context *ctx, const fa_attention_desc *given
   if ((st = check_desc(ctx, given, &full)) != FA_SUCCESS) return st;
   if (!q) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "q: tensor is NULL");
   tensor_rule rq = rule("q", q->dtype, "q's", 0, 0, 0, 0, "");
-  if ((st = check_tensor(ctx, &rq, q, &p->q)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &rq, q, &p->q, shape_only)) != FA_SUCCESS) return st;
   if (!valid_dtype(q->dtype))
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "q: dtype %s is for masks; attention takes f32, f16 or bf16",
                    fa_dtype_name(q->dtype));
@@ -658,24 +664,24 @@ static fa_status check_attention(fa_context *ctx, const fa_attention_desc *given
 
   if (!k) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k: tensor is NULL");
   tensor_rule rk = rule("k", p->dtype, "q's", p->batch, 0, 0, p->head_dim, "in q");
-  if ((st = check_tensor(ctx, &rk, k, &p->k)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &rk, k, &p->k, shape_only)) != FA_SUCCESS) return st;
   p->seqlen_k = k->shape[1], p->heads_kv = k->shape[2];
   if (p->heads_q % p->heads_kv)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k: %lld key/value heads do not divide q's %lld heads",
                    (long long)p->heads_kv, (long long)p->heads_q);
   tensor_rule rv = rule("v", p->dtype, "q's", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in k");
-  if ((st = check_tensor(ctx, &rv, v, &p->v)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &rv, v, &p->v, shape_only)) != FA_SUCCESS) return st;
   tensor_rule ro = rule("o", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in q");
-  if ((st = check_tensor(ctx, &ro, o, &p->o)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &ro, o, &p->o, shape_only)) != FA_SUCCESS) return st;
   if (lse || lse_required) {
     tensor_rule rl = rule("lse", FA_F32, "lse's fixed", p->batch, p->heads_q, p->seqlen_q, 1,
                           "[B, Hq, Sq, 1] from q");
     rl.contiguous_last = 0;
     rl.names = lse_dim_names;
     if (!lse) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "lse: tensor is NULL, and the backward pass needs it");
-    if ((st = check_tensor(ctx, &rl, lse, &p->lse)) != FA_SUCCESS) return st;
+    if ((st = check_tensor(ctx, &rl, lse, &p->lse, shape_only)) != FA_SUCCESS) return st;
   }
-  if (desc->block_mask && (st = check_block_mask(ctx, desc, p)) != FA_SUCCESS) return st;
+  if (desc->block_mask && (st = check_block_mask(ctx, desc, p, shape_only)) != FA_SUCCESS) return st;
   if ((st = check_dropout(ctx, desc, p)) != FA_SUCCESS) return st;
   if (desc->algo == FA_ALGO_STANDARD && (p->mask.buf || p->dropout_p > 0.0f))
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "desc->algo: the standard algorithm has no %s; use FA_ALGO_FLASH",
@@ -728,7 +734,7 @@ static fa_status check_aliasing(fa_context *ctx, const operand *ops, int n) {
 static fa_status forward_locked(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
                                 const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse) {
   fa_problem p;
-  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 0, &p);
+  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 0, 0, &p);
   if (st != FA_SUCCESS) return st;
   const operand ops[] = {{"q", q, 0}, {"k", k, 0}, {"v", v, 0}, {"desc->block_mask", desc->block_mask, 0},
                          {"o", o, 1}, {"lse", lse, 1}};
@@ -743,21 +749,30 @@ fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, const fa_te
   return unlock(ctx, forward_locked(ctx, desc, q, k, v, o, lse));
 }
 
+/* Checks every operand of a backward call and fills the problem. */
+static fa_status check_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
+                                const fa_tensor *dout, const fa_tensor *dq, const fa_tensor *dk, const fa_tensor *dv,
+                                int shape_only, fa_problem *p) {
+  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 1, shape_only, p);
+  if (st != FA_SUCCESS) return st;
+  tensor_rule rdo = rule("dout", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in o");
+  tensor_rule rdq = rule("dq", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in q");
+  tensor_rule rdk = rule("dk", p->dtype, "q's", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in k");
+  tensor_rule rdv = rule("dv", p->dtype, "q's", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in v");
+  if ((st = check_tensor(ctx, &rdo, dout, &p->dout, shape_only)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &rdq, dq, &p->dq, shape_only)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &rdk, dk, &p->dk, shape_only)) != FA_SUCCESS) return st;
+  return check_tensor(ctx, &rdv, dv, &p->dv, shape_only);
+}
+
 static fa_status backward_locked(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
                                  const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
                                  const fa_tensor *dout, const fa_tensor *dq, const fa_tensor *dk,
                                  const fa_tensor *dv) {
   fa_problem p;
-  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 1, &p);
+  fa_status st = check_backward(ctx, desc, q, k, v, o, lse, dout, dq, dk, dv, 0, &p);
   if (st != FA_SUCCESS) return st;
-  tensor_rule rdo = rule("dout", p.dtype, "q's", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in o");
-  tensor_rule rdq = rule("dq", p.dtype, "q's", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in q");
-  tensor_rule rdk = rule("dk", p.dtype, "q's", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in k");
-  tensor_rule rdv = rule("dv", p.dtype, "q's", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in v");
-  if ((st = check_tensor(ctx, &rdo, dout, &p.dout)) != FA_SUCCESS) return st;
-  if ((st = check_tensor(ctx, &rdq, dq, &p.dq)) != FA_SUCCESS) return st;
-  if ((st = check_tensor(ctx, &rdk, dk, &p.dk)) != FA_SUCCESS) return st;
-  if ((st = check_tensor(ctx, &rdv, dv, &p.dv)) != FA_SUCCESS) return st;
   const operand ops[] = {{"q", q, 0}, {"k", k, 0}, {"v", v, 0}, {"o", o, 0}, {"lse", lse, 0}, {"dout", dout, 0},
                          {"desc->block_mask", desc->block_mask, 0}, {"dq", dq, 1}, {"dk", dk, 1}, {"dv", dv, 1}};
   if ((st = check_aliasing(ctx, ops, 10)) != FA_SUCCESS) return st;
@@ -772,6 +787,39 @@ fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_t
   return unlock(ctx, backward_locked(ctx, desc, q, k, v, o, lse, dout, dq, dk, dv));
 }
 
+/* The workspace queries check like the calls (a tensor's buf may be NULL) and ask the backend, which plans
+ * without touching the device. */
+static fa_status workspace_size(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
+  if (!ctx->ops->workspace_size)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "the %s backend does not report its workspace", ctx->ops->name);
+  return ctx->ops->workspace_size(ctx, p, backward, bytes);
+}
+
+fa_status fa_forward_workspace_size(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                    const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
+                                    size_t *bytes) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  if (!bytes) return unlock(ctx, fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "bytes: NULL"));
+  *bytes = 0;
+  fa_problem p;
+  fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 0, 1, &p);
+  return unlock(ctx, st != FA_SUCCESS ? st : workspace_size(ctx, &p, 0, bytes));
+}
+
+fa_status fa_backward_workspace_size(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *q,
+                                     const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
+                                     const fa_tensor *dout, const fa_tensor *dq, const fa_tensor *dk,
+                                     const fa_tensor *dv, size_t *bytes) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  if (!bytes) return unlock(ctx, fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "bytes: NULL"));
+  *bytes = 0;
+  fa_problem p;
+  fa_status st = check_backward(ctx, desc, q, k, v, o, lse, dout, dq, dk, dv, 1, &p);
+  return unlock(ctx, st != FA_SUCCESS ? st : workspace_size(ctx, &p, 1, bytes));
+}
+
 static fa_status dropout_mask_locked(fa_context *ctx, const fa_attention_desc *given, const fa_tensor *mask) {
   fa_problem p;
   memset(&p, 0, sizeof p);
@@ -781,7 +829,7 @@ static fa_status dropout_mask_locked(fa_context *ctx, const fa_attention_desc *g
   if (st != FA_SUCCESS) return st;
   tensor_rule r = {"mask", FA_U8, "a dropout mask's fixed", {0, 0, 0, 0}, {"", "", "", ""}, 0,
                    keep_dim_names};
-  if ((st = check_tensor(ctx, &r, mask, &p.keep)) != FA_SUCCESS) return st;
+  if ((st = check_tensor(ctx, &r, mask, &p.keep, 0)) != FA_SUCCESS) return st;
   p.batch = mask->shape[0], p.heads_q = mask->shape[1], p.seqlen_q = mask->shape[2], p.seqlen_k = mask->shape[3];
   if ((st = check_dropout(ctx, desc, &p)) != FA_SUCCESS) return st;
   const operand ops[] = {{"mask", mask, 1}};

@@ -84,6 +84,9 @@ typedef struct fa_backend_ops {
   fa_status (*backward)(fa_context *ctx, const fa_problem *p);
   /* Write the dropout keep-mask of p (batch, heads_q, seqlen_q, seqlen_k and the dropout fields) to p->keep. */
   fa_status (*dropout_mask)(fa_context *ctx, const fa_problem *p);
+  /* Device bytes of workspace that forward (backward = 0) or backward would take for p; p's buffers may be a
+   * placeholder (native 0, the size of the address space): read shapes, strides and offsets, not memory. */
+  fa_status (*workspace_size)(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes);
 } fa_backend_ops;
 
 struct fa_event {

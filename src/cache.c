@@ -6,6 +6,7 @@
  * matching tag without the secret, and is a miss before any driver parses it. */
 #include "cache.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -185,6 +186,68 @@ miss:
   return NULL;
 }
 
+/* FLASHATTN_CACHE_MAX_BYTES: a byte count, with an optional K, M or G (powers of 1024); 0 means no cap. */
+static uint64_t cache_cap(void) {
+  const char *env = getenv("FLASHATTN_CACHE_MAX_BYTES");
+  if (!env || !*env) return FA_CACHE_DEFAULT_MAX_BYTES;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(env, &end, 10);
+  int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+  if (errno || end == env || (shift ? end[1] != '\0' : *end != '\0') || v > (UINT64_MAX >> shift))
+    return FA_CACHE_DEFAULT_MAX_BYTES;
+  return (uint64_t)v << shift;
+}
+
+typedef struct cache_file {
+  struct timespec mtime;
+  uint64_t bytes;
+  char name[32];
+} cache_file;
+
+static int older_first(const void *a, const void *b) {
+  const struct timespec *x = &((const cache_file *)a)->mtime, *y = &((const cache_file *)b)->mtime;
+  if (x->tv_sec != y->tv_sec) return x->tv_sec < y->tv_sec ? -1 : 1;
+  return (x->tv_nsec > y->tv_nsec) - (x->tv_nsec < y->tv_nsec);
+}
+
+/* Remove the oldest entries (by the time they were written) until the entries of dir fit the cap, never
+ * the one just written (`keep`, a file name). Only files named like entries count; temporary files, other
+ * processes' too, are left alone. Best effort: an entry another process removed first is skipped. */
+static void evict(const char *dir, const char *keep) {
+  const uint64_t cap = cache_cap();
+  DIR *d = cap ? opendir(dir) : NULL;
+  if (!d) return;
+  cache_file *files = NULL;
+  size_t n = 0, room = 0;
+  uint64_t total = 0;
+  char path[4200];
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    size_t len = strlen(e->d_name);
+    struct stat st;
+    if (len != 20 || strcmp(e->d_name + 16, ".bin") != 0 || strspn(e->d_name, "0123456789abcdef") != 16) continue;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (n == room) {
+      cache_file *grown = realloc(files, (room = room ? 2 * room : 64) * sizeof *files);
+      if (!grown) break;
+      files = grown;
+    }
+    files[n].mtime = st.st_mtim;
+    files[n].bytes = (uint64_t)st.st_size;
+    memcpy(files[n].name, e->d_name, len + 1);
+    total += files[n++].bytes;
+  }
+  closedir(d);
+  qsort(files, n, sizeof *files, older_first);
+  for (size_t i = 0; i < n && total > cap; i++) {
+    if (strcmp(files[i].name, keep) == 0) continue;
+    snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
+    if (remove(path) == 0 || errno == ENOENT) total -= files[i].bytes;
+  }
+  free(files);
+}
+
 int fa_cache_store(const char *key, const void *data, size_t size) {
   entry e;
   if (size == 0 || size > MAX_PAYLOAD || !open_entry(key, &e)) return -1;
@@ -204,6 +267,7 @@ int fa_cache_store(const char *key, const void *data, size_t size) {
     unlink(tmp);
     return -1;
   }
+  evict(e.dir, strrchr(e.path, '/') + 1);
   return 0;
 }
 

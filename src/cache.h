@@ -5,7 +5,9 @@
  * compared on load, with the file's length and the payload's keyed tag (cache.c), so a collision, a truncated,
  * corrupt or forged file is a miss. Only regular files owned by the user are opened, without following links
  * or blocking; the directory must be the user's and not writable by others. Writes go to a temporary file
- * that is renamed into place. */
+ * that is renamed into place.
+ * Size: after each store the oldest entries (by write time) are removed until the cache holds at most
+ * FLASHATTN_CACHE_MAX_BYTES (bytes, or with a K, M or G suffix; 0: no cap; default 256M). */
 #ifndef FA_CACHE_H
 #define FA_CACHE_H
 
@@ -13,6 +15,8 @@
 #include <stdint.h>
 
 #include "backend.h"
+
+#define FA_CACHE_DEFAULT_MAX_BYTES ((uint64_t)256 << 20)
 
 /* 64-bit FNV-1a of n bytes, continuing from seed (use FA_HASH_SEED to start). */
 #define FA_HASH_SEED 0xcbf29ce484222325ull

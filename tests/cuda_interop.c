@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "flashattn.h"
+#include "reference.h"
 
 #define N_TESTS 24
 static int test_no;
@@ -20,37 +21,11 @@ static void check(int ok, const char *what, const char *detail) {
   failures += !ok;
 }
 
-static uint16_t f32_to_f16(float f) { /* round to nearest even */
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u, exp = (x >> 23) & 0xffu, man = x & 0x7fffffu;
-  int e = (int)exp - 127 + 15;
-  if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
-  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10) return (uint16_t)sign;
-    man |= 0x800000u;
-    int shift = 14 - e;
-    uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-  }
-  uint32_t h = ((uint32_t)e << 10) | (man >> 13), rem = man & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
-  return (uint16_t)(sign | h);
-}
-
-static double f16_to_f64(uint16_t h) {
-  int exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-  double v = exp == 0 ? ldexp(man, -24) : exp == 31 ? INFINITY : ldexp(man + 1024, exp - 25);
-  return (h & 0x8000) ? -v : v;
-}
-
 /* One forward on wrapped memory: B=2, Sq=77, Sk=130, Hq=4, Hkv=2, D=64, causal, BSHD packed. */
 enum { B = 2, SQ = 77, SK = 130, HQ = 4, HKV = 2, D = 64 };
 
 static double element(const void *host, fa_dtype dt, size_t i) {
-  return dt == FA_F16 ? f16_to_f64(((const uint16_t *)host)[i]) : ((const float *)host)[i];
+  return dt == FA_F16 ? ref_f16_to_f32(((const uint16_t *)host)[i]) : ((const float *)host)[i];
 }
 
 static void run_forward(fa_context *ctx, cudaStream_t stream, fa_dtype dt) {
@@ -67,7 +42,7 @@ static void run_forward(fa_context *ctx, cudaStream_t stream, fa_dtype dt) {
     for (size_t i = 0; i < counts[t]; i++) {
       seed = seed * 6364136223846793005ull + 1442695040888963407ull;
       float x = (float)((double)(seed >> 11) / 9007199254740992.0 * 4.0 - 2.0);
-      if (dt == FA_F16) ((uint16_t *)hosts[t])[i] = f32_to_f16(x);
+      if (dt == FA_F16) ((uint16_t *)hosts[t])[i] = ref_f32_to_f16(x);
       else ((float *)hosts[t])[i] = x;
     }
 
@@ -197,7 +172,7 @@ static void run_backward_graph(fa_context *ctx, cudaStream_t stream) {
   for (int i = 0; ok && i < 5; i++) {
     for (size_t e = 0; e < n; e++) {
       seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-      host[e] = f32_to_f16((float)((double)(seed >> 11) / 9007199254740992.0 * 2.0 - 1.0));
+      host[e] = ref_f32_to_f16((float)((double)(seed >> 11) / 9007199254740992.0 * 2.0 - 1.0));
     }
     ok = fa_buffer_write(ctx, buf[i], 0, host, bytes) == FA_SUCCESS;
   }

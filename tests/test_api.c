@@ -435,6 +435,98 @@ START_TEST(t_memory) {
 }
 END_TEST
 
+/* The workspace-size queries against what the calls then take: on a fresh context (no workspace yet) the
+ * context's memory grows by exactly the queried bytes, and a query with buf = NULL tensors (shape only)
+ * answers the same as one with the buffers. */
+static void shape_only(const fa_tensor *t, fa_tensor *out) {
+  *out = *t;
+  out->buf = NULL;
+}
+
+static void check_workspace(fa_context *ctx, const char *be, fa_algo algo, int backward, th_tensor *t) {
+  const char *what = backward ? "backward" : "forward";
+  const char *name = algo == FA_ALGO_STANDARD ? "standard" : "flash";
+  fa_attention_desc desc;
+  fa_attention_desc_init(&desc);
+  desc.algo = algo;
+  desc.causal = 1;
+  fa_tensor n[9];
+  for (int i = 0; i < 9; i++) shape_only(&t[i].t, &n[i]);
+  size_t bytes = 1, bytes_shape = 1;
+  fa_status st, st_shape;
+  if (backward) {
+    st = fa_backward_workspace_size(ctx, &desc, &t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t,
+                                    &t[7].t, &t[8].t, &bytes);
+    st_shape = fa_backward_workspace_size(ctx, &desc, &n[0], &n[1], &n[2], &n[3], &n[4], &n[5], &n[6], &n[7], &n[8],
+                                          &bytes_shape);
+  } else {
+    st = fa_forward_workspace_size(ctx, &desc, &t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &bytes);
+    st_shape = fa_forward_workspace_size(ctx, &desc, &n[0], &n[1], &n[2], &n[3], &n[4], &bytes_shape);
+  }
+  ck_assert_msg(st == st_shape && bytes == bytes_shape, "%s %s %s: %s %zu with buffers, %s %zu shape only", be, name,
+                what, fa_status_string(st), bytes, fa_status_string(st_shape), bytes_shape);
+  if (st != FA_SUCCESS) {
+    ck_assert_msg(st == FA_ERROR_UNSUPPORTED && bytes == 0, "%s %s %s: %s: %s", be, name, what, fa_status_string(st),
+                  fa_context_last_error(ctx));
+    th_diag("%s: %s %s workspace not reported: %s", be, name, what, fa_context_last_error(ctx));
+    return;
+  }
+  if (algo == FA_ALGO_FLASH && !backward) ck_assert_msg(bytes == 0, "%s: flash forward: %zu bytes", be, bytes);
+  size_t before, after;
+  ck_assert_int_eq(fa_context_memory(ctx, &before, NULL), FA_SUCCESS);
+  st = backward ? fa_backward(ctx, &desc, &t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t, &t[5].t, &t[6].t, &t[7].t,
+                              &t[8].t)
+                : fa_forward(ctx, &desc, &t[0].t, &t[1].t, &t[2].t, &t[3].t, &t[4].t);
+  if (st == FA_ERROR_UNSUPPORTED) { /* a vendor library the query does not open (cuBLAS) is missing */
+    th_diag("%s: %s %s unsupported: %s", be, name, what, fa_context_last_error(ctx));
+    return;
+  }
+  ck_assert_msg(st == FA_SUCCESS, "%s %s %s: %s", be, name, what, fa_context_last_error(ctx));
+  ck_assert_int_eq(fa_synchronize(ctx), FA_SUCCESS);
+  ck_assert_int_eq(fa_context_memory(ctx, &after, NULL), FA_SUCCESS);
+  ck_assert_msg(after - before == bytes, "%s %s %s: the workspace grew by %zu bytes, the query said %zu", be, name,
+                what, after - before, bytes);
+  th_diag("%s: %s %s of B=1 S=300 H=2 D=64 f32: workspace %zu bytes, as queried", be, name, what, bytes);
+}
+
+START_TEST(t_workspace_size) {
+  th_case_begin("fa_forward_workspace_size / fa_backward_workspace_size against the calls' own workspace");
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    const char *be = th_backend_label(bi);
+    static const fa_algo algos[2] = {FA_ALGO_FLASH, FA_ALGO_STANDARD};
+    for (int pass = 0; pass < 4; pass++) {
+      /* A fresh context per pass: each call meets an empty workspace. */
+      fa_context_options opt;
+      fa_context_options_default(&opt);
+      opt.backend = th_backend_kind(bi);
+      fa_context *ctx = NULL;
+      ck_assert_msg(fa_context_create(&opt, &ctx) == FA_SUCCESS, "%s: %s", be, fa_last_create_error());
+      const int64_t qs[4] = {1, 300, 2, 64}, ls[4] = {1, 2, 300, 1};
+      /* q k v o lse dout dq dk dv */
+      th_tensor t[9];
+      th_rng r;
+      th_rng_init(&r, th_case_seed(pass));
+      for (int i = 0; i < 9; i++) {
+        ck_assert_int_eq(th_tensor_create(&t[i], ctx, FA_F32, i == 4 ? ls : qs, TH_PACKED, 0),
+                         FA_SUCCESS);
+        ck_assert_int_eq(th_tensor_fill_random(&t[i], &r, 1.0), FA_SUCCESS);
+      }
+      /* Random o, lse and dout serve: only the memory is checked here, the gradients in test_backward. */
+      const int backward = pass & 1;
+      check_workspace(ctx, be, algos[pass / 2], backward, t);
+      for (int i = 0; i < 9; i++) th_tensor_destroy(&t[i]);
+      fa_context_destroy(ctx);
+    }
+    size_t bytes = 7;
+    fa_context *ctx = th_context(bi);
+    ck_assert_int_eq(fa_forward_workspace_size(ctx, NULL, NULL, NULL, NULL, NULL, NULL, &bytes), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_msg(bytes == 0, "%s: bytes %zu after a failed query", be, bytes);
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
 #if TH_HAVE_OPENCL
 /* The first OpenCL device in loader order (what device index 0 means), with a context and a queue. */
 static int own_queue(cl_context *cctx, cl_command_queue *queue, cl_device_id *dev) {
@@ -549,6 +641,27 @@ START_TEST(t_opencl_interop) {
     ck_assert_int_eq(clReleaseMemObject(parent), CL_SUCCESS);
   }
 
+  /* The caller's queue has no profiling: events time with the host clock, and fa_device_info says so; the
+   * library's own contexts have a profiling queue (PoCL and NVIDIA give one). */
+  fa_device_info info;
+  fa_device_info_init(&info);
+  ck_assert_int_eq(fa_context_info(ctx, &info), FA_SUCCESS);
+  ck_assert_int_eq(info.events_host_clock, 1);
+  fa_device_info_init(&info);
+  ck_assert_int_eq(fa_context_info(th_context(bi), &info), FA_SUCCESS);
+  ck_assert_int_eq(info.events_host_clock, 0);
+  fa_event *e0 = NULL, *e1 = NULL;
+  double ms = -1;
+  ck_assert_int_eq(fa_event_record(ctx, &e0), FA_SUCCESS);
+  e = small_forward(ctx, FA_ALGO_FLASH, S, fb[0], fb[1], fb[2], fb[3], 1);
+  ck_assert_int_eq(fa_event_record(ctx, &e1), FA_SUCCESS);
+  ck_assert_int_eq(fa_event_elapsed_ms(ctx, e0, e1, &ms), FA_SUCCESS);
+  ck_assert_msg(ms > 0 && ms < 600e3, "host-clock events around a forward: %g ms", ms);
+  ck_assert_int_eq(fa_event_elapsed_ms(ctx, e1, e0, &ms), FA_ERROR_INVALID_ARGUMENT);
+  th_diag("opencl: a forward on the caller's queue (no profiling) took %.3f ms by the host clock", ms);
+  fa_event_destroy(e0);
+  fa_event_destroy(e1);
+
   /* Wrapping more than the cl_mem holds, or memory of another cl_context, is refused. */
   fa_buffer *bad = NULL;
   st = fa_buffer_wrap(ctx, mem[0], bytes + 65, &bad);
@@ -591,6 +704,7 @@ static Suite *make_suite(void) {
   tcase_add_test(tc, t_tiles);
   tcase_add_test(tc, t_buffers);
   tcase_add_test(tc, t_memory);
+  tcase_add_test(tc, t_workspace_size);
 #if TH_HAVE_OPENCL
   tcase_add_test(tc, t_opencl_interop);
 #endif

@@ -3,10 +3,12 @@
  * were all damaged rebuilds its kernels and computes the same bits. */
 #include <dirent.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -262,6 +264,61 @@ static void forward_once(int bi, void **out, size_t *bytes) {
   *out = host;
 }
 
+/* FLASHATTN_CACHE_MAX_BYTES: stores evict the oldest entries (write time) down to the cap, keep the newest,
+ * and leave files that are not entries alone; 0 lifts the cap. */
+static void store_aged(const char *key, const char *payload, size_t len, int age_s) {
+  ck_assert_int_eq(fa_cache_store(key, payload, len), 0);
+  char path[600];
+  entry_path(key, path, sizeof path);
+  struct timespec t[2] = {{time(NULL) - age_s, 0}, {time(NULL) - age_s, 0}};
+  ck_assert_int_eq(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+START_TEST(t_size_cap) {
+  th_case_begin("cache: FLASHATTN_CACHE_MAX_BYTES evicts the oldest entries");
+  fresh_dir("cap");
+  char payload[1000], key[32];
+  memset(payload, 'x', sizeof payload);
+  /* an entry is 32 header bytes + key + payload: about 1040 bytes; a 3500-byte cap holds three */
+  setenv("FLASHATTN_CACHE_MAX_BYTES", "3500", 1);
+  store_aged("first", payload, sizeof payload, 1000);
+  char other[600];
+  snprintf(other, sizeof other, "%s/notes.txt", dir);
+  FILE *f = fopen(other, "w");
+  ck_assert_ptr_nonnull(f);
+  for (int i = 0; i < 5000; i++) fputc('n', f);
+  fclose(f);
+  for (int i = 0; i < 8; i++) {
+    snprintf(key, sizeof key, "entry %d", i);
+    store_aged(key, payload, sizeof payload, 100 - i); /* later keys are newer */
+  }
+  ck_assert_int_eq(loads("first", payload, sizeof payload), 0);
+  for (int i = 0; i < 8; i++) {
+    snprintf(key, sizeof key, "entry %d", i);
+    ck_assert_msg(loads(key, payload, sizeof payload) == (i >= 5), "%s: %s", key, i >= 5 ? "evicted" : "kept");
+  }
+  ck_assert_int_eq(access(other, F_OK), 0);
+
+  /* 0: no cap; the K suffix */
+  setenv("FLASHATTN_CACHE_MAX_BYTES", "0", 1);
+  for (int i = 0; i < 8; i++) {
+    snprintf(key, sizeof key, "entry %d", i);
+    store_aged(key, payload, sizeof payload, 50 - i);
+  }
+  for (int i = 0; i < 8; i++) {
+    snprintf(key, sizeof key, "entry %d", i);
+    ck_assert_msg(loads(key, payload, sizeof payload) == 1, "%s evicted without a cap", key);
+  }
+  setenv("FLASHATTN_CACHE_MAX_BYTES", "2K", 1);
+  store_aged("last", payload, sizeof payload, 0);
+  ck_assert_int_eq(loads("last", payload, sizeof payload), 1);
+  ck_assert_int_eq(loads("entry 7", payload, sizeof payload), 0); /* 2048 bytes hold "last" alone */
+  unsetenv("FLASHATTN_CACHE_MAX_BYTES");
+  remove_dir();
+  th_finish_case();
+}
+END_TEST
+
 START_TEST(t_end_to_end) {
   th_case_begin("cache: kernels are stored; damaged entries are rebuilt and give the same result");
   ck_assert_int_gt(th_backend_count(), 0);
@@ -351,6 +408,7 @@ int main(void) {
   tcase_add_test(tc, t_forged_entry_misses);
   tcase_add_test(tc, t_special_files_miss);
   tcase_add_test(tc, t_unusable_reported);
+  tcase_add_test(tc, t_size_cap);
   tcase_add_test(tc, t_end_to_end);
   suite_add_tcase(s, tc);
   /* The end-to-end case needs a backend: probe them (a machine with none skips the suite). */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "flashattn.h"
+#include "reference.h" /* the conversions to f16 and bf16 bits, written once (tests/reference.c) */
 
 #define MAX_LIST 64
 
@@ -90,12 +91,16 @@ static void usage(FILE *f) {
              "  --deterministic 0|1          desc.deterministic: the backward's fixed-order dQ (default 0)\n"
              "  --iters N                    timed iterations, median reported (default 20)\n"
              "  --warmup N                   untimed iterations first (default 3; the first compiles kernels)\n"
-             "  --plot FILE.png              also draw runtime and peak memory against seqlen with gnuplot\n"
+             "  --plot FILE.png              also draw runtime and peak memory against seqlen with gnuplot, titled\n"
+             "                               with the device, dtypes, head dims and batch/heads\n"
              "  --help                       this text\n"
              "\n"
              "Timing: each iteration is timed with device events recorded before and after the call(s)\n"
              "(fa_event_record: CUDA events, OpenCL profiling), from an idle queue; ms is the median over --iters.\n"
-             "Where a queue cannot time (no profiling), the host clock around the call(s) and fa_synchronize().\n"
+             "A queue without profiling times with the host clock (the library's events fall back, and a line on\n"
+             "stderr says so); where the events fail, the host clock around the call(s) and fa_synchronize().\n"
+             "Progress goes to stderr: a line rewritten per case on a terminal, else a line every 30 s; both with\n"
+             "an estimate of the time left from the cost (FLOPs) of the cases done and to do.\n"
              "mode bwd times fa_backward alone (after one untimed forward for o and lse); fwdbwd times both.\n"
              "TFLOP/s: forward 4*B*H*Sq*Sk*D, halved when causal; bwd 2.5x, fwdbwd 3.5x that. With a block mask,\n"
              "only the scores the mask (and causal) leave visible count: the work a block-sparse kernel must do.\n"
@@ -337,35 +342,6 @@ static float rng_normal(uint64_t *s) {
   return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-static uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u, e = (x >> 23) & 0xff, m = x & 0x7fffffu;
-  if (e == 0xff) return (uint16_t)(sign | 0x7c00u | (m ? 0x200u : 0));
-  int exp = (int)e - 127 + 15;
-  if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
-  if (exp <= 0) { /* subnormal half, or zero */
-    if (exp < -10) return (uint16_t)sign;
-    m |= 0x800000u;
-    int shift = 14 - exp;
-    uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-  }
-  uint32_t h = ((uint32_t)exp << 10) | (m >> 13), rem = m & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
-    h++; /* a carry into the exponent is the right rounding, up to infinity */
-  return (uint16_t)(sign | h);
-}
-
-static uint16_t f32_to_bf16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-  x += 0x7fffu + ((x >> 16) & 1u);                                           /* round to nearest even */
-  return (uint16_t)(x >> 16);
-}
-
 /* A pool of 2^24 standard normals drawn once: tensors are windows into it at seed-dependent offsets, so a
  * grid of large shapes does not spend seconds per case in Box-Muller (2^24 floats cover 64 MiB of a
  * tensor before a value repeats; the inputs stay random normal numbers, never zeros). */
@@ -391,7 +367,7 @@ static void *random_tensor(size_t n, fa_dtype dt, uint64_t seed) {
     if (dt == FA_F32) {
       memcpy(p + 4 * i, &f, 4);
     } else {
-      uint16_t h = dt == FA_F16 ? f32_to_f16(f) : f32_to_bf16(f);
+      uint16_t h = dt == FA_F16 ? ref_f32_to_f16(f) : ref_f32_to_bf16(f);
       memcpy(p + 2 * i, &h, 2);
     }
   }
@@ -639,10 +615,50 @@ static int same_series(const result *a, const result *b) {
          a->dropout == b->dropout;
 }
 
+/* s as a gnuplot double-quoted string: backslash and double quote escaped (device names are free text),
+ * newlines as \n. */
+static void gp_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    if (*s == '\n') {
+      fputs("\\n", f);
+      continue;
+    }
+    if (*s == '"' || *s == '\\') fputc('\\', f);
+    fputc(*s, f);
+  }
+  fputc('"', f);
+}
+
+/* "v1, v2" of a list, by name (names != NULL) or number, into buf. */
+static void list_text(const int_list *l, const char *const *names, char *buf, size_t len) {
+  size_t n = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < l->n && n < len; i++)
+    n += (size_t)(names ? snprintf(buf + n, len - n, "%s%s", i ? ", " : "", names[l->v[i]])
+                        : snprintf(buf + n, len - n, "%s%ld", i ? ", " : "", l->v[i]));
+}
+
+/* The figure's title: device, dtypes, head dims, causal, and how batch and heads were chosen. */
+static void plot_title(const options *o, const char *backend, const char *device, char *buf, size_t len) {
+  char dtypes[128], dims[128], causal[32], shape_text[160];
+  list_text(&o->dtypes, dtype_names, dtypes, sizeof dtypes);
+  list_text(&o->head_dims, NULL, dims, sizeof dims);
+  snprintf(causal, sizeof causal, "%s", o->causal.n > 1 ? "causal and not" : o->causal.v[0] ? "causal" : "not causal");
+  if (o->batch)
+    snprintf(shape_text, sizeof shape_text, "batch %ld, heads %ld/%ld (q/kv)", o->batch,
+             o->heads ? o->heads : o->model_dim / o->head_dims.v[0], o->heads_kv ? o->heads_kv : o->heads);
+  else
+    snprintf(shape_text, sizeof shape_text, "batch x seqlen = %ld tokens, heads x D = %ld", o->total_tokens,
+             o->model_dim);
+  snprintf(buf, len, "flashattn-bench: %s (%s)\n%s, D = %s, %s; %s; median of %d runs", device, backend, dtypes, dims,
+           causal, shape_text, o->iters);
+}
+
 /* Data and a gnuplot script in a temporary folder: runtime and peak memory against seqlen, one line per
- * series, like Figure 3 of the FlashAttention paper. Failed cases are left out. Returns 0 when the PNG was
- * written. */
-static int plot(const options *o, const char *backend, const result *res, int nres) {
+ * series, like Figure 3 of the FlashAttention paper, with one legend to the right of both panels. Failed
+ * cases are left out. Returns 0 when the PNG was written. */
+static int plot(const options *o, const char *backend, const char *device, const result *res, int nres) {
   char dir[] = "/tmp/flashattn-bench-XXXXXX", data[64], script[64];
   int rc = -1, *series = NULL, nseries = 0;
   FILE *fd = NULL, *fs = NULL;
@@ -678,16 +694,22 @@ static int plot(const options *o, const char *backend, const result *res, int nr
     goto out;
   }
 
+  char title[512];
+  plot_title(o, backend, device, title, sizeof title);
+  /* Panels and legend placed in screen coordinates, so that nothing depends on gnuplot's automatic margins:
+   * runtime 0.06-0.38, memory 0.46-0.78, the legend from 0.80; the title above 0.84, tick labels below 0.16. */
   fprintf(fs,
-          "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1400,560 font ',11' } "
-          "else { set terminal png size 1400,560 }\n"
+          "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1600,620 font ',11' } "
+          "else { set terminal png size 1600,620 }\n"
+          "set termoption noenhanced\n"
           "set output '%s'\n"
           "set datafile missing '?'\n"
-          "set multiplot layout 1,2 title 'flashattn-bench on %s: %s'\n"
-          "set logscale x 2\nset logscale y 10\nset grid\nset key top left\n"
-          "set xlabel 'sequence length'\nset xtics rotate by -45\n",
-          o->plot, backend,
-          o->batch ? "fixed batch and heads" : "batch = total tokens / seqlen, heads = model dim / head dim");
+          "set multiplot title ",
+          o->plot);
+  gp_string(fs, title);
+  fprintf(fs, " font ',13'\n"
+              "set logscale x 2\nset logscale y 10\nset grid\n"
+              "set xlabel 'sequence length'\nset tmargin at screen 0.84\nset bmargin at screen 0.14\n");
   /* colours that stay apart on white, then cycle */
   static const char *const colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
                                         "#9467bd", "#8c564b", "#e377c2", "#17becf"};
@@ -695,6 +717,9 @@ static int plot(const options *o, const char *backend, const result *res, int nr
     fprintf(fs, "set linetype %d lc rgb '%s' lw 2 pt %d\n", i + 1, colours[i], i + 1);
   fprintf(fs, "set linetype cycle 8\n");
   for (int pass = 0; pass < 2; pass++) {
+    fprintf(fs, "set lmargin at screen %s\nset rmargin at screen %s\n%s\n", pass ? "0.46" : "0.06",
+            pass ? "0.78" : "0.38", pass ? "set key at screen 0.80, screen 0.84 left top Left reverse box opaque"
+                                          : "unset key");
     fprintf(fs, "set ylabel '%s'\nset title '%s'\nplot ", pass ? "peak device memory (MiB)" : "runtime (ms)",
             pass ? "memory footprint" : "runtime");
     for (int j = 0; j < nseries; j++) {
@@ -758,6 +783,69 @@ out:
   return rc;
 }
 
+/* ---- progress ---- */
+
+/* The shape of one grid point: batch and heads fixed, or derived from --total-tokens and --model-dim. */
+static shape grid_shape(const options *o, int di, int hi, int ci, int si) {
+  shape sh;
+  memset(&sh, 0, sizeof sh);
+  sh.dtype = (fa_dtype)o->dtypes.v[di];
+  sh.head_dim = o->head_dims.v[hi];
+  sh.causal = (int)o->causal.v[ci];
+  sh.seqlen = o->seqlens.v[si];
+  sh.batch = o->batch ? o->batch : (o->total_tokens / sh.seqlen > 0 ? o->total_tokens / sh.seqlen : 1);
+  sh.heads_q = o->heads ? o->heads : (o->model_dim / sh.head_dim > 0 ? o->model_dim / sh.head_dim : 1);
+  sh.heads_kv = o->heads_kv ? o->heads_kv : sh.heads_q;
+  return sh;
+}
+
+/* What a case costs, for the time estimate: its FLOPs before the run measures the mask's density (a causal
+ * mask keeps about half, a random one its density, a pattern is counted whole). */
+static double case_cost(const shape *sh, mode md) {
+  double keep = sh->mask.kind == MASK_RANDOM ? sh->mask.density : 1.0;
+  if (sh->causal) keep *= 0.5;
+  return (double)sh->batch * sh->heads_q * (double)sh->seqlen * sh->seqlen * sh->head_dim * keep * mode_flops[md];
+}
+
+/* A progress line on stderr: on a terminal, rewritten before every case; otherwise (a log, CI) one line
+ * every PROGRESS_LOG_S seconds. After the first case it carries an estimate of the time left, from the time
+ * so far and the cost of the cases done against the cost of those left. */
+#define PROGRESS_LOG_S 30.0
+
+typedef struct progress {
+  int tty;
+  long total;
+  double cost_total, cost_done, start_ms, last_log_ms;
+} progress;
+
+static void format_duration(double s, char *buf, size_t len) {
+  if (s < 60) snprintf(buf, len, "%.0fs", s);
+  else if (s < 3600) snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+  else snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+}
+
+static void progress_show(progress *pg, long done, const char *label) {
+  const double now = now_ms(), elapsed = (now - pg->start_ms) / 1e3;
+  if (!pg->tty && now - pg->last_log_ms < PROGRESS_LOG_S * 1e3) return;
+  pg->last_log_ms = now;
+  char spent[32], left[64] = "";
+  format_duration(elapsed, spent, sizeof spent);
+  if (pg->cost_done > 0) {
+    char rest[32];
+    format_duration(elapsed * (pg->cost_total - pg->cost_done) / pg->cost_done, rest, sizeof rest);
+    snprintf(left, sizeof left, ", about %s left", rest);
+  }
+  if (pg->tty)
+    fprintf(stderr, "\r\033[K[%ld/%ld %s%s] %s ...", done, pg->total, spent, left, label);
+  else
+    fprintf(stderr, "flashattn-bench: case %ld of %ld after %s%s: %s\n", done, pg->total, spent, left, label);
+}
+
+/* Before a line of its own on a terminal: clear the progress line. */
+static void progress_clear(const progress *pg) {
+  if (pg->tty) fprintf(stderr, "\r\033[K");
+}
+
 /* ---- main ---- */
 
 int main(int argc, char **argv) {
@@ -769,7 +857,6 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  const int progress = isatty(2);
   /* The block masks each shape runs with: the densities (1 is dense), then the patterns. */
   mask_spec masks[2 * MAX_LIST];
   int nmasks = 0;
@@ -784,7 +871,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   int nres = 0, failed = 0;
-  char backend[32] = "";
+  char backend[32] = "", device[256] = "";
 
   /* Name the backend once, from a context made like every case's. */
   {
@@ -803,6 +890,9 @@ int main(int argc, char **argv) {
     }
     if (fa_context_info(ctx, &info) == FA_SUCCESS) {
       snprintf(backend, sizeof backend, "%s", fa_backend_name(info.backend));
+      snprintf(device, sizeof device, "%s", info.name);
+      if (info.events_host_clock)
+        fprintf(stderr, "flashattn-bench: this queue has no device timer: times are the host clock's\n");
       fprintf(stderr, "flashattn-bench: %s device %d: %s (%s)\n", backend, info.device_index, info.name, info.platform);
     }
     fa_context_destroy(ctx);
@@ -812,21 +902,28 @@ int main(int argc, char **argv) {
          "mask,density,dropout\n");
   fflush(stdout);
 
+  progress pg = {isatty(2), total, 0, 0, now_ms(), -1e300};
+  for (int di = 0; di < o.dtypes.n; di++)
+    for (int hi = 0; hi < o.head_dims.n; hi++)
+      for (int ci = 0; ci < o.causal.n; ci++)
+        for (int si = 0; si < o.seqlens.n; si++)
+          for (int ki = 0; ki < nmasks; ki++)
+            for (int mi = 0; mi < o.modes.n; mi++) {
+              shape sh = grid_shape(&o, di, hi, ci, si);
+              sh.mask = masks[ki];
+              if (sh.heads_q % sh.heads_kv) continue; /* skipped below */
+              pg.cost_total += case_cost(&sh, (mode)o.modes.v[mi]) * o.algos.n * o.dropouts.n;
+            }
+
   long done_cases = 0;
   for (int di = 0; di < o.dtypes.n; di++)
     for (int hi = 0; hi < o.head_dims.n; hi++)
       for (int ci = 0; ci < o.causal.n; ci++)
         for (int si = 0; si < o.seqlens.n; si++) {
-          shape sh;
-          sh.dtype = (fa_dtype)o.dtypes.v[di];
-          sh.head_dim = o.head_dims.v[hi];
-          sh.causal = (int)o.causal.v[ci];
-          sh.seqlen = o.seqlens.v[si];
-          sh.batch = o.batch ? o.batch : (o.total_tokens / sh.seqlen > 0 ? o.total_tokens / sh.seqlen : 1);
-          sh.heads_q = o.heads ? o.heads : (o.model_dim / sh.head_dim > 0 ? o.model_dim / sh.head_dim : 1);
-          sh.heads_kv = o.heads_kv ? o.heads_kv : sh.heads_q;
+          shape sh = grid_shape(&o, di, hi, ci, si);
           const long ncases = (long)o.algos.n * o.modes.n * nmasks * o.dropouts.n;
           if (sh.heads_q % sh.heads_kv) {
+            progress_clear(&pg);
             fprintf(stderr, "flashattn-bench: skipping d=%ld: %ld query heads are not a multiple of %ld kv heads\n",
                     sh.head_dim, sh.heads_q, sh.heads_kv);
             done_cases += ncases;
@@ -864,14 +961,15 @@ int main(int argc, char **argv) {
                        algo_names[algo], mode_names[md], dtype_names[sh.dtype], sh.batch, sh.heads_q, sh.heads_kv,
                        sh.seqlen, sh.head_dim, sh.causal, mask_names[sh.mask.kind], sh.mask.density, sh.dropout);
               done_cases++;
-              if (progress) fprintf(stderr, "\r\033[K[%ld/%ld] %s ...", done_cases, total, label);
+              progress_show(&pg, done_cases, label);
 
               case_result r = run_case(&o, &sh, &in, algo, md, why, sizeof why);
               double flops = 4.0 * sh.batch * sh.heads_q * (double)sh.seqlen * sh.seqlen * sh.head_dim * r.density *
                              mode_flops[md];
               double tflops = r.status == FA_SUCCESS ? flops / r.ms / 1e9 : NAN;
+              pg.cost_done += case_cost(&sh, md);
               if (r.status != FA_SUCCESS) {
-                if (progress) fprintf(stderr, "\r\033[K");
+                progress_clear(&pg);
                 fprintf(stderr, "flashattn-bench: %s: %s: %s\n", label, fa_status_string(r.status), why);
                 if (r.status != FA_ERROR_OUT_OF_MEMORY && r.status != FA_ERROR_UNSUPPORTED) failed = 1;
               }
@@ -903,9 +1001,12 @@ int main(int argc, char **argv) {
             }
           free(in.q), free(in.kv[0]), free(in.kv[1]), free(in.dout);
         }
-  if (progress) fprintf(stderr, "\r\033[K");
+  progress_clear(&pg);
+  char spent[32];
+  format_duration((now_ms() - pg.start_ms) / 1e3, spent, sizeof spent);
+  fprintf(stderr, "flashattn-bench: %ld cases in %s\n", total, spent);
 
-  if (o.plot && plot(&o, backend, res, nres) != 0) failed = 1;
+  if (o.plot && plot(&o, backend, device, res, nres) != 0) failed = 1;
   free(res);
   return failed ? 1 : 0;
 }

@@ -72,7 +72,12 @@ int main(int argc, char **argv) {
       fa_context *ctx = NULL;
       fa_context_create(&opt, &ctx);
       fa_context_destroy(ctx);
-      printf("%s: unavailable: %s\n", fa_backend_name(b), fa_last_create_error());
+      /* The sentence repeats "<backend> backend unavailable: ", which this line already says. */
+      const char *why = fa_last_create_error();
+      char prefix[64];
+      snprintf(prefix, sizeof prefix, "%s backend unavailable: ", fa_backend_name(b));
+      if (strncmp(why, prefix, strlen(prefix)) == 0) why += strlen(prefix);
+      printf("%s: unavailable: %s\n", fa_backend_name(b), why);
       continue;
     }
     printf("%s: %d device%s\n", fa_backend_name(b), n, n == 1 ? "" : "s");

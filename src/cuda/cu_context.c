@@ -1,11 +1,11 @@
-/* The CUDA backend table: devices, the primary context and stream, buffers. Kernels and launches live in
- * cu_module.c, the forward in cu_flash.c, the backward in cu_backward.c. Every entry that touches the driver
- * pushes the context's CUDA context and pops it again, so the caller's thread keeps its own current one. */
+/* The CUDA backend's state: devices, the primary context and stream, buffers. The operations (cu_module.c's
+ * kernels and workspace, cu_flash.c, cu_backward.c, ...) depend on it; cu_backend.c binds both into the
+ * backend table. Every entry that touches the driver pushes the context's CUDA context and pops it again,
+ * so the caller's thread keeps its own current one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cu_cublas.h"
 #include "cu_internal.h"
 
 fa_status fa_cu_fail(fa_context *ctx, const char *call, CUresult r) {
@@ -48,7 +48,7 @@ static fa_status init_driver(const fa_cu_driver **cu, char *msg, size_t msg_len)
   return FA_SUCCESS;
 }
 
-static fa_status cu_device_count(int *count, char *msg, size_t msg_len) {
+fa_status fa_cu_device_count(int *count, char *msg, size_t msg_len) {
   *count = 0;
   const fa_cu_driver *cu;
   fa_status st = init_driver(&cu, msg, msg_len);
@@ -107,7 +107,6 @@ static fa_status query_device(fa_context *ctx) {
   info->max_work_group_size = c->max_threads;
   info->compute_capability = c->cc_major * 10 + c->cc_minor;
   info->tensor_cores = c->cc_major >= 8;
-  fa_cu_describe_kernels(ctx, info->kernels, sizeof info->kernels);
   return FA_SUCCESS;
 }
 
@@ -135,12 +134,10 @@ static fa_status adopt_stream(fa_context *ctx, CUstream stream, int device) {
   return FA_SUCCESS;
 }
 
-static void cu_destroy(fa_context *ctx);
-
-static fa_status cu_create(fa_context *ctx, int device, void *native_queue) {
+fa_status fa_cu_create(fa_context *ctx, int device, void *native_queue) {
   char msg[1024] = "";
   int count = 0;
-  fa_status st = cu_device_count(&count, msg, sizeof msg);
+  fa_status st = fa_cu_device_count(&count, msg, sizeof msg);
   if (st != FA_SUCCESS) return fa_fail(ctx, st, "%s", msg);
   if (device >= count)
     return fa_fail(ctx, FA_ERROR_BACKEND_UNAVAILABLE, "cuda: device %d requested, %d present", device, count);
@@ -184,18 +181,15 @@ static fa_status cu_create(fa_context *ctx, int device, void *native_queue) {
   if (st != FA_SUCCESS) goto fail;
   return FA_SUCCESS;
 fail:
-  cu_destroy(ctx);
+  fa_cu_context_destroy(ctx);
   return st;
 }
 
-static void cu_destroy(fa_context *ctx) {
+void fa_cu_context_destroy(fa_context *ctx) {
   fa_cu *c = fa_cu_of(ctx);
   if (!c) return;
   if (c->context && c->cu->CtxPushCurrent(c->context) == CUDA_SUCCESS) {
     if (c->stream) c->cu->StreamSynchronize(c->stream);
-    fa_cu_modules_release(ctx);
-    fa_cu_workspace_release(ctx);
-    fa_cu_cublas_release(ctx);
     if (c->own_stream) c->cu->StreamDestroy(c->stream);
     fa_cu_pop(ctx);
   }
@@ -204,7 +198,7 @@ static void cu_destroy(fa_context *ctx) {
   ctx->impl = NULL;
 }
 
-static fa_status cu_synchronize(fa_context *ctx) {
+fa_status fa_cu_synchronize(fa_context *ctx) {
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
   CUresult r = fa_cu_of(ctx)->cu->StreamSynchronize(fa_cu_of(ctx)->stream);
@@ -214,7 +208,7 @@ static fa_status cu_synchronize(fa_context *ctx) {
 
 /* ---- buffers ---- */
 
-static fa_status cu_buffer_alloc(fa_context *ctx, size_t bytes, uint64_t *native) {
+fa_status fa_cu_buffer_alloc(fa_context *ctx, size_t bytes, uint64_t *native) {
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
   CUdeviceptr p = 0;
@@ -230,7 +224,7 @@ static fa_status cu_buffer_alloc(fa_context *ctx, size_t bytes, uint64_t *native
   return FA_SUCCESS;
 }
 
-static void cu_buffer_free(fa_context *ctx, uint64_t native) {
+void fa_cu_buffer_free(fa_context *ctx, uint64_t native) {
   if (fa_cu_push(ctx) != FA_SUCCESS) return;
   fa_cu_of(ctx)->cu->MemFree((CUdeviceptr)native);
   fa_cu_pop(ctx);
@@ -239,13 +233,13 @@ static void cu_buffer_free(fa_context *ctx, uint64_t native) {
 /* A caller's pointer must be device memory of this device (this context, or a stream-ordered pool of the
  * device, which has no context) with at least `bytes` after it inside its allocation. */
 /* One address space per device: buffers (owned or wrapped) overlap exactly when their addresses do. */
-static void cu_buffer_origin(fa_context *ctx, fa_buffer *buf) {
+void fa_cu_buffer_origin(fa_context *ctx, fa_buffer *buf) {
   (void)ctx;
   buf->space = 0;
   buf->base = buf->native;
 }
 
-static fa_status cu_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes) {
+fa_status fa_cu_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes) {
   fa_cu *c = fa_cu_of(ctx);
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
@@ -295,12 +289,12 @@ done:
   return st;
 }
 
-static void cu_buffer_unwrap(fa_context *ctx, uint64_t native) {
+void fa_cu_buffer_unwrap(fa_context *ctx, uint64_t native) {
   (void)ctx;
   (void)native; /* CUDA has no reference count on memory: the caller keeps it alive */
 }
 
-static fa_status cu_buffer_write(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes) {
+fa_status fa_cu_buffer_write(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes) {
   fa_cu *c = fa_cu_of(ctx);
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
@@ -311,7 +305,7 @@ static fa_status cu_buffer_write(fa_context *ctx, uint64_t native, size_t offset
   return st;
 }
 
-static fa_status cu_buffer_read(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes) {
+fa_status fa_cu_buffer_read(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes) {
   fa_cu *c = fa_cu_of(ctx);
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
@@ -322,48 +316,3 @@ static fa_status cu_buffer_read(fa_context *ctx, uint64_t native, size_t offset,
   fa_cu_pop(ctx);
   return st;
 }
-
-/* ---- compute: the context is made current here, around the files that do the work ---- */
-
-static fa_status cu_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
-  return fa_cu_tiles(ctx, head_dim, dtype, out);
-}
-
-static fa_status cu_forward(fa_context *ctx, const fa_problem *p) {
-  fa_status st = fa_cu_push(ctx);
-  if (st != FA_SUCCESS) return st;
-  st = p->algo == FA_ALGO_STANDARD ? fa_cu_standard_forward(ctx, p) : fa_cu_forward(ctx, p);
-  fa_cu_pop(ctx);
-  return st;
-}
-
-static fa_status cu_backward(fa_context *ctx, const fa_problem *p) {
-  fa_status st = fa_cu_push(ctx);
-  if (st != FA_SUCCESS) return st;
-  st = p->algo == FA_ALGO_STANDARD ? fa_cu_standard_backward(ctx, p) : fa_cu_backward(ctx, p);
-  fa_cu_pop(ctx);
-  return st;
-}
-
-const fa_backend_ops fa_cuda_ops = {
-    .kind = FA_BACKEND_CUDA,
-    .name = "cuda",
-    .buffer_origin = cu_buffer_origin,
-    .device_count = cu_device_count,
-    .create = cu_create,
-    .destroy = cu_destroy,
-    .synchronize = cu_synchronize,
-    .tiles = cu_tiles,
-    .buffer_alloc = cu_buffer_alloc,
-    .buffer_free = cu_buffer_free,
-    .buffer_wrap = cu_buffer_wrap,
-    .buffer_unwrap = cu_buffer_unwrap,
-    .buffer_write = cu_buffer_write,
-    .buffer_read = cu_buffer_read,
-    .forward = cu_forward,
-    .backward = cu_backward,
-    .dropout_mask = fa_cu_dropout_mask,
-    .event_record = fa_cu_event_record,
-    .event_elapsed = fa_cu_event_elapsed,
-    .event_destroy = fa_cu_event_destroy,
-};

@@ -250,6 +250,20 @@ static inline CUdeviceptr fa_cu_addr(const fa_view *v, size_t elem_bytes) {
 /* cu_context.c makes the context current around the compute entries (forward, backward). */
 /* cu_flash.c: FA_ALGO_FLASH forward. */
 FA_HIDDEN fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p);
+/* cu_context.c: the state entries of the backend table (backend.h says what each does; cu_backend.c's
+ * create and destroy wrap fa_cu_create and fa_cu_context_destroy with what the operations keep). */
+FA_HIDDEN fa_status fa_cu_device_count(int *count, char *msg, size_t msg_len);
+FA_HIDDEN fa_status fa_cu_create(fa_context *ctx, int device, void *native_queue);
+FA_HIDDEN void fa_cu_context_destroy(fa_context *ctx);
+FA_HIDDEN fa_status fa_cu_synchronize(fa_context *ctx);
+FA_HIDDEN fa_status fa_cu_buffer_alloc(fa_context *ctx, size_t bytes, uint64_t *native);
+FA_HIDDEN void fa_cu_buffer_free(fa_context *ctx, uint64_t native);
+FA_HIDDEN fa_status fa_cu_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes);
+FA_HIDDEN void fa_cu_buffer_origin(fa_context *ctx, fa_buffer *buf);
+FA_HIDDEN void fa_cu_buffer_unwrap(fa_context *ctx, uint64_t native);
+FA_HIDDEN fa_status fa_cu_buffer_write(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes);
+FA_HIDDEN fa_status fa_cu_buffer_read(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes);
+
 /* cu_flash.c: the fa_device_info.kernels sentence of a context. */
 FA_HIDDEN void fa_cu_describe_kernels(const fa_context *ctx, char *buf, size_t len);
 /* cu_flash.c: the forward tiles for a head dim and dtype (the table's .tiles entry). */
@@ -257,6 +271,10 @@ FA_HIDDEN fa_status fa_cu_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, f
 /* cu_standard.c: FA_ALGO_STANDARD forward (scores in device memory, GEMMs through cuBLAS). */
 FA_HIDDEN fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p); /* cu_standard.c: FA_ALGO_STANDARD backward */
+/* cu_standard.c: the workspace bytes of either standard pass for p, without a device call. */
+FA_HIDDEN fa_status fa_cu_standard_workspace(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes);
+/* cu_backend.c: the flash backward's workspace bytes for p (both kernel families), without a device call. */
+FA_HIDDEN fa_status fa_cu_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
 /* cu_backward_sm90.c: the Hopper backward; choice: 1 take it, 0 take the sm_80 kernels, -1 an error is set
  * (FLASHATTN_CUDA_BWD=sm90 where it cannot run). */
 FA_HIDDEN int fa_cu_backward_sm90_choice(fa_context *ctx, const fa_problem *p);

@@ -30,7 +30,8 @@ static fa_status open_driver(void) {
   void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     const char *err = dlerror();
-    snprintf(driver_msg, sizeof driver_msg, "libcuda.so.1: %s", err ? err : "cannot be opened");
+    /* dlerror's sentence starts with the file's name already */
+    snprintf(driver_msg, sizeof driver_msg, "%s", err ? err : "libcuda.so.1: cannot be opened");
     return FA_ERROR_BACKEND_UNAVAILABLE;
   }
   const char *n = "libcuda.so.1";

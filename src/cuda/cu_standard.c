@@ -162,7 +162,13 @@ static fa_status setup(fa_context *ctx, const fa_problem *p, std_plan *pl, const
   return st;
 }
 
-fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p) {
+/* Both passes plan their workspace first; a workspace-size query (plan_bytes not NULL) stops there. */
+static fa_status planned(fa_status st, const std_plan *pl, size_t *plan_bytes) {
+  *plan_bytes = st == FA_SUCCESS ? pl->bytes : 0;
+  return st;
+}
+
+static fa_status standard_forward(fa_context *ctx, const fa_problem *p, size_t *plan_bytes) {
   std_plan pl;
   plan_shape(p, "fa_forward (standard)", &pl);
   const int f32 = p->dtype == FA_F32;
@@ -176,7 +182,7 @@ fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p) {
                                 {pl.m, 1, 4}};
   std_region r[NREG];
   fa_status st = layout(ctx, p, &pl, r, dims, NREG);
-  if (st != FA_SUCCESS) return st;
+  if (st != FA_SUCCESS || plan_bytes) return plan_bytes ? planned(st, &pl, plan_bytes) : st;
   const std_region *pr = f32 ? &r[S] : &r[P];
 
   static const char *const names[] = {"fa_std_pack", "fa_std_softmax", "fa_std_unpack"};
@@ -214,7 +220,7 @@ fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p) {
   return st;
 }
 
-fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p) {
+static fa_status standard_backward(fa_context *ctx, const fa_problem *p, size_t *plan_bytes) {
   std_plan pl;
   plan_shape(p, "fa_backward (standard)", &pl);
   /* S holds the scores, then dP; P the probabilities, then dS (in place). */
@@ -226,7 +232,7 @@ fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p) {
                                 {pl.sk, pl.ld_d, 4},     {pl.m, 1, 4}};
   std_region r[NREG];
   fa_status st = layout(ctx, p, &pl, r, dims, NREG);
-  if (st != FA_SUCCESS) return st;
+  if (st != FA_SUCCESS || plan_bytes) return plan_bytes ? planned(st, &pl, plan_bytes) : st;
 
   static const char *const names[] = {"fa_std_pack", "fa_std_softmax", "fa_std_rowdot", "fa_std_dscore",
                                       "fa_std_unpack_bwd"};
@@ -290,4 +296,12 @@ fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p) {
   }
   if (st == FA_ERROR_OUT_OF_MEMORY) fa_cu_workspace_release(ctx);
   return st;
+}
+
+fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p) { return standard_forward(ctx, p, NULL); }
+
+fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p) { return standard_backward(ctx, p, NULL); }
+
+fa_status fa_cu_standard_workspace(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
+  return backward ? standard_backward(ctx, p, bytes) : standard_forward(ctx, p, bytes);
 }

@@ -1,4 +1,5 @@
-/* The OpenCL backward pass: FA_ALGO_FLASH here (tiles, build options and the launches of kernels/flash_bwd.cl),
+/* The OpenCL backward pass: FA_ALGO_FLASH here (tiles, build options and the launches of kernels/flash_bwd.cl
+ * followed by the layout's flash_bwd_rows.cl or flash_bwd_tiles.cl),
  * FA_ALGO_STANDARD in cl_standard_bwd.c.
  *
  * Three launches, FlashAttention-2's order: flash_bwd_pre (Di = rowsum(dO o O) into the workspace), then
@@ -13,7 +14,7 @@
  * picks the scheme of non-deterministic calls, FLASHATTN_OPENCL_BWD_TILES=BRxBC[xRPW] the tiles and rows per
  * work-item (when they fit), FLASHATTN_OPENCL_VEC the vector width (when it divides BR, BC and D),
  * FLASHATTN_OPENCL_BWD_LAYOUT=row|split the row layout (one work-item per row, RPW rows) or the GPU one (8
- * work-items per row, the default on GPUs; separate dQ only) in kernels/flash_bwd.cl.
+ * work-items per row, the default on GPUs; separate dQ only): kernels/flash_bwd_rows.cl or flash_bwd_tiles.cl.
  *
  * A block mask or dropout (p->mask.buf, p->dropout_p) builds its own variant of the kernels (FA_BLOCK_MASK,
  * FA_DROPOUT, with kernels/masks.h), whose dK/dV and dQ kernels take the mask and dropout arguments after the
@@ -177,6 +178,18 @@ static fa_status check_group(fa_context *ctx, cl_kernel kernel, size_t local, co
   return FA_SUCCESS;
 }
 
+/* Workspace: Di [B, Hq, Sq] (`rows` floats), then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
+static fa_status flash_workspace(fa_context *ctx, const fa_problem *p, int atomic, size_t *rows, size_t *bytes) {
+  size_t floats;
+  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, rows) ||
+      __builtin_mul_overflow(*rows, (size_t)p->seqlen_q, rows) ||
+      __builtin_mul_overflow(*rows, atomic ? (size_t)p->head_dim + 1 : 1, &floats) ||
+      __builtin_mul_overflow(floats, sizeof(float), bytes))
+    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "flash backward: workspace for %lld x %lld x %lld rows overflows size_t",
+                   (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+  return FA_SUCCESS;
+}
+
 static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   fa_cl *cl = fa_cl_of(ctx);
   const int d = (int)p->head_dim;
@@ -193,7 +206,9 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   /* The block mask and dropout are variants of their own (kernels/masks.h before the kernels): dense calls
    * build exactly the program they always did. */
   const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f;
-  const char *files = masked || dropout ? "masks.h flash_bwd.cl" : "flash_bwd.cl";
+  char files[96];
+  snprintf(files, sizeof files, "%sflash_bwd.cl %s", masked || dropout ? "masks.h " : "",
+           tpr > 1 ? "flash_bwd_tiles.cl" : "flash_bwd_rows.cl");
   char options[320];
   int n = snprintf(options, sizeof options,
                    "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
@@ -207,14 +222,8 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   if ((s = fa_cl_kernel(ctx, files, options, atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &dq)) != FA_SUCCESS)
     return s;
 
-  /* Workspace: Di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
-  size_t rows, floats, bytes;
-  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, &rows) ||
-      __builtin_mul_overflow(rows, (size_t)p->seqlen_q, &rows) ||
-      __builtin_mul_overflow(rows, atomic ? (size_t)d + 1 : 1, &floats) ||
-      __builtin_mul_overflow(floats, sizeof(float), &bytes))
-    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "flash backward: workspace for %lld x %lld x %lld rows overflows size_t",
-                   (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+  size_t rows = 0, bytes = 0;
+  if ((s = flash_workspace(ctx, p, atomic, &rows, &bytes)) != FA_SUCCESS) return s;
   cl_mem ws;
   if ((s = fa_cl_workspace(ctx, bytes, &ws)) != FA_SUCCESS) return s;
   const int64_t di_off = 0, dq_off = (int64_t)rows;
@@ -293,4 +302,14 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
 fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p) {
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward(ctx, p);
   return flash_backward(ctx, p);
+}
+
+fa_status fa_cl_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
+  *bytes = 0;
+  if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward_workspace(ctx, p, bytes);
+  fa_tiles tiles;
+  int tpr = 1;
+  fa_status s = bwd_tiles(ctx, (int)p->head_dim, p->dropout_p > 0.0f, &tiles, &tpr);
+  size_t rows;
+  return s != FA_SUCCESS ? s : flash_workspace(ctx, p, use_atomic(p, tpr), &rows, bytes);
 }

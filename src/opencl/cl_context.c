@@ -1,5 +1,5 @@
-/* The OpenCL backend table: devices, contexts and queues, buffers, the program cache and the workspace.
- * The forward lives in cl_flash.c (and cl_standard.c), the backward in cl_backward.c. */
+/* The OpenCL backend's state: devices, contexts and queues, buffers, the program cache and the workspace.
+ * The operations (cl_flash.c, cl_backward.c, ...) depend on it; cl_backend.c binds both into the table. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,7 +140,10 @@ static cl_int list_devices(cl_device_id **devs_out, cl_platform_id **plats_out, 
   return CL_SUCCESS;
 }
 
-static fa_status cl_device_count(int *count, char *msg, size_t msg_len) {
+fa_status fa_cl_device_count(int *count, char *msg, size_t msg_len) {
+  *count = 0;
+  fa_status loaded = fa_cl_load(msg, msg_len);
+  if (loaded != FA_SUCCESS) return loaded;
   cl_device_id *devs;
   cl_platform_id *plats;
   cl_uint n;
@@ -232,9 +235,7 @@ static fa_status query_device(fa_context *ctx, fa_cl *cl) {
   return FA_SUCCESS;
 }
 
-static void cl_destroy(fa_context *ctx);
-
-static fa_status cl_create(fa_context *ctx, int device, void *native_queue) {
+fa_status fa_cl_create(fa_context *ctx, int device, void *native_queue) {
   fa_cl *cl = calloc(1, sizeof *cl);
   if (!cl) return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "OpenCL context: out of host memory");
   ctx->impl = cl;
@@ -253,7 +254,7 @@ static fa_status cl_create(fa_context *ctx, int device, void *native_queue) {
                             fa_cl_error_name(err));
       cl->context = NULL;
       cl->device = NULL;
-      cl_destroy(ctx);
+      fa_cl_destroy(ctx);
       return s;
     }
     clRetainCommandQueue(q);
@@ -282,7 +283,7 @@ static fa_status cl_create(fa_context *ctx, int device, void *native_queue) {
     const char *call;
     err = list_devices(&devs, &plats, &n, &call);
     if (err != CL_SUCCESS) {
-      cl_destroy(ctx);
+      fa_cl_destroy(ctx);
       return fa_fail(ctx, FA_ERROR_BACKEND_UNAVAILABLE, "%s: %s", call, fa_cl_error_name(err));
     }
     if (device == -1) device = default_device(devs, n);
@@ -300,7 +301,7 @@ static fa_status cl_create(fa_context *ctx, int device, void *native_queue) {
     if (device < 0 || (cl_uint)device >= n) {
       free(devs);
       free(plats);
-      cl_destroy(ctx);
+      fa_cl_destroy(ctx);
       if (n == 0) return fa_fail(ctx, FA_ERROR_BACKEND_UNAVAILABLE, "OpenCL: no platform offers a device");
       return fa_fail(ctx, FA_ERROR_BACKEND_UNAVAILABLE, "OpenCL device %d: out of range (%u devices)", device, n);
     }
@@ -313,7 +314,7 @@ static fa_status cl_create(fa_context *ctx, int device, void *native_queue) {
     cl->context = clCreateContext(cprops, 1, &cl->device, NULL, NULL, &err);
     if (err != CL_SUCCESS) {
       cl->context = NULL;
-      cl_destroy(ctx);
+      fa_cl_destroy(ctx);
       return fa_fail(ctx, FA_ERROR_BACKEND_UNAVAILABLE, "clCreateContext: %s (device %d)", fa_cl_error_name(err), device);
     }
     cl->queue = clCreateCommandQueue(cl->context, cl->device, CL_QUEUE_PROFILING_ENABLE, &err);
@@ -325,23 +326,24 @@ static fa_status cl_create(fa_context *ctx, int device, void *native_queue) {
     }
     if (err != CL_SUCCESS) {
       cl->queue = NULL;
-      cl_destroy(ctx);
+      fa_cl_destroy(ctx);
       return fa_fail(ctx, FA_ERROR_BACKEND_UNAVAILABLE, "clCreateCommandQueue: %s (device %d)", fa_cl_error_name(err),
                      device);
     }
   }
 
+  ctx->info.events_host_clock = !cl->profiling;
   fa_status s = query_device(ctx, cl);
   if (s != FA_SUCCESS) {
     char keep[sizeof ctx->last_error];
     memcpy(keep, ctx->last_error, sizeof keep);
-    cl_destroy(ctx);
+    fa_cl_destroy(ctx);
     return fa_fail(ctx, s, "%s", keep);
   }
   return FA_SUCCESS;
 }
 
-static void cl_destroy(fa_context *ctx) {
+void fa_cl_destroy(fa_context *ctx) {
   fa_cl *cl = fa_cl_of(ctx);
   if (!cl) return;
   if (cl->queue) clFinish(cl->queue);
@@ -366,14 +368,14 @@ static void cl_destroy(fa_context *ctx) {
   ctx->impl = NULL;
 }
 
-static fa_status cl_synchronize(fa_context *ctx) {
+fa_status fa_cl_synchronize(fa_context *ctx) {
   cl_int err = clFinish(fa_cl_of(ctx)->queue);
   return err == CL_SUCCESS ? FA_SUCCESS : fa_cl_fail(ctx, "clFinish", err);
 }
 
 /* ---- buffers ---- */
 
-static fa_status cl_buffer_alloc(fa_context *ctx, size_t bytes, uint64_t *native) {
+fa_status fa_cl_buffer_alloc(fa_context *ctx, size_t bytes, uint64_t *native) {
   fa_cl *cl = fa_cl_of(ctx);
   if (bytes > cl->max_alloc_bytes)
     return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "clCreateBuffer: %zu bytes is above CL_DEVICE_MAX_MEM_ALLOC_SIZE (%llu)",
@@ -387,11 +389,11 @@ static fa_status cl_buffer_alloc(fa_context *ctx, size_t bytes, uint64_t *native
   return FA_SUCCESS;
 }
 
-static void cl_buffer_free(fa_context *ctx, uint64_t native) {
+void fa_cl_buffer_free(fa_context *ctx, uint64_t native) {
   if (native) clReleaseMemObject((cl_mem)(uintptr_t)native);
 }
 
-static fa_status cl_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes) {
+fa_status fa_cl_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes) {
   fa_cl *cl = fa_cl_of(ctx);
   cl_mem m = (cl_mem)(uintptr_t)native;
   if (!m) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "fa_buffer_wrap: native cl_mem is NULL");
@@ -415,7 +417,7 @@ static fa_status cl_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes) 
 }
 
 /* A sub-buffer shares its parent's memory: place it there, so two views of one cl_mem are compared. */
-static void cl_buffer_origin(fa_context *ctx, fa_buffer *buf) {
+void fa_cl_buffer_origin(fa_context *ctx, fa_buffer *buf) {
   (void)ctx;
   cl_mem m = (cl_mem)(uintptr_t)buf->native, parent = NULL;
   size_t origin = 0;
@@ -426,7 +428,7 @@ static void cl_buffer_origin(fa_context *ctx, fa_buffer *buf) {
   }
 }
 
-static void cl_buffer_unwrap(fa_context *ctx, uint64_t native) {
+void fa_cl_buffer_unwrap(fa_context *ctx, uint64_t native) {
   if (native) clReleaseMemObject((cl_mem)(uintptr_t)native);
 }
 
@@ -435,7 +437,7 @@ static cl_int order_barrier(const fa_cl *cl) {
   return cl->in_order ? CL_SUCCESS : clEnqueueBarrierWithWaitList(cl->queue, 0, NULL, NULL);
 }
 
-static fa_status cl_buffer_write(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes) {
+fa_status fa_cl_buffer_write(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes) {
   fa_cl *cl = fa_cl_of(ctx);
   cl_int err = order_barrier(cl);
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clEnqueueBarrierWithWaitList", err);
@@ -446,7 +448,7 @@ static fa_status cl_buffer_write(fa_context *ctx, uint64_t native, size_t offset
   return FA_SUCCESS;
 }
 
-static fa_status cl_buffer_read(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes) {
+fa_status fa_cl_buffer_read(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes) {
   fa_cl *cl = fa_cl_of(ctx);
   cl_int err = order_barrier(cl);
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clEnqueueBarrierWithWaitList", err);
@@ -722,28 +724,3 @@ void fa_cl_workspace_release(fa_context *ctx) {
   cl->workspace = NULL;
   cl->workspace_bytes = 0;
 }
-
-/* ---- the table ---- */
-
-const fa_backend_ops fa_opencl_ops = {
-    .kind = FA_BACKEND_OPENCL,
-    .name = "opencl",
-    .device_count = cl_device_count,
-    .create = cl_create,
-    .destroy = cl_destroy,
-    .synchronize = cl_synchronize,
-    .tiles = fa_cl_tiles,
-    .buffer_alloc = cl_buffer_alloc,
-    .buffer_origin = cl_buffer_origin,
-    .buffer_free = cl_buffer_free,
-    .buffer_wrap = cl_buffer_wrap,
-    .buffer_unwrap = cl_buffer_unwrap,
-    .buffer_write = cl_buffer_write,
-    .buffer_read = cl_buffer_read,
-    .forward = fa_cl_forward,
-    .backward = fa_cl_backward,
-    .dropout_mask = fa_cl_dropout_mask,
-    .event_record = fa_cl_event_record,
-    .event_elapsed = fa_cl_event_elapsed,
-    .event_destroy = fa_cl_event_destroy,
-};

@@ -1,6 +1,6 @@
-/* The OpenCL forward pass: tiles for the context's device, the build options of kernels/flash_fwd.cl, and
- * its launch; a block mask or dropout selects a variant of the kernel (FA_BLOCK_MASK, FA_DROPOUT) with their
- * arguments after the dense ones. FA_ALGO_STANDARD goes to cl_standard.c. */
+/* The OpenCL forward pass, portable kernels: tiles for the context's device, the build options of
+ * kernels/flash_fwd.cl, and its launch; a block mask or dropout selects a variant of the kernel (FA_BLOCK_MASK,
+ * FA_DROPOUT) with their arguments after the dense ones. Which forward runs is chosen in cl_backend.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,7 +92,7 @@ fa_status fa_cl_forward_args(fa_context *ctx, cl_kernel kern, const fa_problem *
   return s;
 }
 
-static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
+fa_status fa_cl_flash_forward(fa_context *ctx, const fa_problem *p) {
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash forward: sequence lengths above 2^31-1 (Sq %lld, Sk %lld)",
                    (long long)p->seqlen_q, (long long)p->seqlen_k);
@@ -119,18 +119,4 @@ static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
   size_t local[3] = {(size_t)tiles.threads, 1, 1};
   size_t global[3] = {blocks * (size_t)tiles.threads, (size_t)p->heads_q, (size_t)p->batch};
   return fa_cl_launch(ctx, kern, 3, global, local, "flash_fwd");
-}
-
-fa_status fa_cl_forward(fa_context *ctx, const fa_problem *p) {
-  if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_forward(ctx, p);
-  /* f16/bf16 on NVIDIA: tensor cores first (cl_flash_nv.c, which also serves FLASHATTN_OPENCL_NV_TC=emulate
-   * anywhere), unless FLASHATTN_OPENCL_NV_TC=0; what that path does not serve (FA_ERROR_UNSUPPORTED) runs here.
-   * Verified on an H100: the forward suite passes and it runs 7-10x the portable kernel (PERFORMANCE.md). */
-  const char *nv_tc = getenv("FLASHATTN_OPENCL_NV_TC");
-  const int nv_try = fa_cl_of(ctx)->is_nvidia ? !(nv_tc && strcmp(nv_tc, "0") == 0) : nv_tc && strcmp(nv_tc, "emulate") == 0;
-  if ((p->dtype == FA_F16 || p->dtype == FA_BF16) && nv_try) {
-    fa_status s = fa_cl_flash_nv_forward(ctx, p);
-    if (s != FA_ERROR_UNSUPPORTED) return s;
-  }
-  return flash_forward(ctx, p);
 }

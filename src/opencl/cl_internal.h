@@ -1,6 +1,7 @@
 /* The OpenCL backend's shared state and helpers: one fa_cl per context (device, queue, device facts),
  * programs built from the kernels/ sources and cached in memory and on disk, kernels, and a scratch workspace.
- * Used by cl_context.c, cl_flash.c, cl_backward.c and cl_standard.c. */
+ * Files depend one way: cl_context.c owns the state; the operations (cl_flash.c, cl_flash_nv.c, cl_backward.c,
+ * cl_standard*.c, cl_dropout.c, cl_event.c) use it; cl_backend.c binds both into the backend table. */
 #ifndef FA_CL_INTERNAL_H
 #define FA_CL_INTERNAL_H
 
@@ -10,6 +11,7 @@
 #include <CL/cl.h>
 
 #include "backend.h"
+#include "cl_loader.h"
 #include "tiling.h"
 
 /* A built program and the kernels created from it, kept for the context's lifetime. */
@@ -105,9 +107,22 @@ static inline cl_mem fa_cl_mem(const fa_buffer *buf) { return (cl_mem)(uintptr_t
 /* Launch sizes rounded up: the smallest multiple of `multiple` >= n. */
 static inline size_t fa_cl_round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-/* The entry points of the backend table (cl_context.c) that live in other files. */
-/* cl_flash.c: FA_ALGO_FLASH forward, and the dispatch to the standard path. */
-FA_HIDDEN fa_status fa_cl_forward(fa_context *ctx, const fa_problem *p);
+/* cl_context.c: the state entries of the backend table (backend.h says what each does). */
+FA_HIDDEN fa_status fa_cl_device_count(int *count, char *msg, size_t msg_len);
+FA_HIDDEN fa_status fa_cl_create(fa_context *ctx, int device, void *native_queue);
+FA_HIDDEN void fa_cl_destroy(fa_context *ctx);
+FA_HIDDEN fa_status fa_cl_synchronize(fa_context *ctx);
+FA_HIDDEN fa_status fa_cl_buffer_alloc(fa_context *ctx, size_t bytes, uint64_t *native);
+FA_HIDDEN void fa_cl_buffer_free(fa_context *ctx, uint64_t native);
+FA_HIDDEN fa_status fa_cl_buffer_wrap(fa_context *ctx, uint64_t native, size_t bytes);
+FA_HIDDEN void fa_cl_buffer_unwrap(fa_context *ctx, uint64_t native);
+FA_HIDDEN void fa_cl_buffer_origin(fa_context *ctx, fa_buffer *buf);
+FA_HIDDEN fa_status fa_cl_buffer_write(fa_context *ctx, uint64_t native, size_t offset, const void *src, size_t bytes);
+FA_HIDDEN fa_status fa_cl_buffer_read(fa_context *ctx, uint64_t native, size_t offset, void *dst, size_t bytes);
+
+/* The operations, bound into the table by cl_backend.c. */
+/* cl_flash.c: FA_ALGO_FLASH forward on the portable kernels (cl_backend.c chooses among the forwards). */
+FA_HIDDEN fa_status fa_cl_flash_forward(fa_context *ctx, const fa_problem *p);
 /* cl_flash.c: the forward tiles for a head dim (the table's .tiles entry). */
 FA_HIDDEN fa_status fa_cl_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out);
 /* cl_flash.c: the whole argument list of flash_fwd.cl's and flash_fwd_nv.cl's kernels (views, lse, sizes,
@@ -123,6 +138,11 @@ FA_HIDDEN fa_status fa_cl_standard_forward(fa_context *ctx, const fa_problem *p)
 FA_HIDDEN fa_status fa_cl_standard_backward(fa_context *ctx, const fa_problem *p);
 /* cl_backward.c: the backward pass (both algorithms: the flash one recomputes, by tiles). */
 FA_HIDDEN fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p);
+/* Workspace bytes the calls above would take for p (the table's .workspace_size entry, in cl_backend.c):
+ * cl_backward.c for both backward algorithms, cl_standard.c and cl_standard_bwd.c for the standard passes. */
+FA_HIDDEN fa_status fa_cl_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
+FA_HIDDEN fa_status fa_cl_standard_forward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
+FA_HIDDEN fa_status fa_cl_standard_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
 /* cl_event.c: device timing through the queue's profiling (the table's event entries). */
 FA_HIDDEN fa_status fa_cl_event_record(fa_context *ctx, uint64_t *native);
 FA_HIDDEN fa_status fa_cl_event_elapsed(fa_context *ctx, uint64_t start, uint64_t end, double *ms);

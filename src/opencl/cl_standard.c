@@ -35,8 +35,6 @@
 
 #if FA_HAVE_CLBLAST
 
-#include <clblast_c.h>
-
 #include "cl_standard.h"
 
 static const char *clblast_status_name(CLBlastStatusCode s) {
@@ -75,6 +73,8 @@ void fa_cl_std_shape(const fa_problem *p, const char *call, fa_cl_std_plan *pl) 
 
 fa_status fa_cl_std_layout(fa_context *ctx, const fa_problem *p, fa_cl_std_plan *pl, fa_cl_std_region *regions, int n) {
   const fa_cl *cl = fa_cl_of(ctx);
+  fa_status loaded = fa_clblast_load(ctx, pl->call);
+  if (loaded != FA_SUCCESS) return loaded;
   size_t at = 0, largest = 1;
   int ok = 1;
   for (int i = 0; ok && i < n; i++) {
@@ -221,18 +221,31 @@ fa_status fa_cl_std_softmax(fa_context *ctx, cl_kernel kernel, cl_mem ws, const 
   return st;
 }
 
-fa_status fa_cl_standard_forward(fa_context *ctx, const fa_problem *p) {
-  /* Regions in workspace order; OT takes QT's place once GEMM 1 has read it. */
-  enum { QO, KT, V, S, L, NREG };
+/* Regions in workspace order; OT takes QT's place once GEMM 1 has read it. */
+enum { QO, KT, V, S, L, NREG };
+
+static fa_status forward_plan(fa_context *ctx, const fa_problem *p, fa_cl_std_plan *pl, fa_cl_std_region *r) {
+  fa_cl_std_shape(p, "fa_forward (standard)", pl);
+  r[QO].unit = pl->d_pad * pl->m_pad;
+  r[KT].unit = pl->d_pad * pl->sk_pad;
+  r[V].unit = pl->sk_pad * pl->d_pad;
+  fa_cl_std_mul(pl->sk_pad, pl->m_pad, &r[S].unit);
+  r[L].unit = pl->m_pad;
+  return fa_cl_std_layout(ctx, p, pl, r, NREG);
+}
+
+fa_status fa_cl_standard_forward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
   fa_cl_std_plan pl;
-  fa_cl_std_shape(p, "fa_forward (standard)", &pl);
   fa_cl_std_region r[NREG];
-  r[QO].unit = pl.d_pad * pl.m_pad;
-  r[KT].unit = pl.d_pad * pl.sk_pad;
-  r[V].unit = pl.sk_pad * pl.d_pad;
-  fa_cl_std_mul(pl.sk_pad, pl.m_pad, &r[S].unit);
-  r[L].unit = pl.m_pad;
-  fa_status st = fa_cl_std_layout(ctx, p, &pl, r, NREG);
+  fa_status st = forward_plan(ctx, p, &pl, r);
+  *bytes = st == FA_SUCCESS ? pl.bytes : 0;
+  return st;
+}
+
+fa_status fa_cl_standard_forward(fa_context *ctx, const fa_problem *p) {
+  fa_cl_std_plan pl;
+  fa_cl_std_region r[NREG];
+  fa_status st = forward_plan(ctx, p, &pl, r);
   if (st != FA_SUCCESS) return st;
 
   char options[128];
@@ -295,6 +308,11 @@ fa_status fa_cl_standard_forward(fa_context *ctx, const fa_problem *p) {
   return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
                  "fa_forward: FA_ALGO_STANDARD on OpenCL needs CLBlast, and this build has none "
                  "(install CLBlast and reconfigure)");
+}
+
+fa_status fa_cl_standard_forward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
+  *bytes = 0;
+  return fa_cl_standard_forward(ctx, p);
 }
 
 #endif

@@ -46,19 +46,32 @@ static fa_status transpose(fa_context *ctx, cl_kernel kernel, cl_mem ws, const f
   return st;
 }
 
-fa_status fa_cl_standard_backward(fa_context *ctx, const fa_problem *p) {
-  /* Regions in workspace order. QT/QR, KT/KR, DOT/DOR: q, k, dout packed transposed / not; VT: v transposed;
-   * S, T: the two score matrices; L: the softmax's lse (unused); D: Di. */
-  enum { QT, QR, KT, KR, VT, DOT, DOR, S, T, L, D, NREG };
-  fa_cl_std_plan pl;
-  fa_cl_std_shape(p, "fa_backward (standard)", &pl);
-  fa_cl_std_region r[NREG];
-  r[QT].unit = r[QR].unit = r[DOT].unit = r[DOR].unit = pl.d_pad * pl.m_pad;
-  r[KT].unit = r[KR].unit = r[VT].unit = pl.d_pad * pl.sk_pad;
-  fa_cl_std_mul(pl.sk_pad, pl.m_pad, &r[S].unit);
+/* Regions in workspace order. QT/QR, KT/KR, DOT/DOR: q, k, dout packed transposed / not; VT: v transposed;
+ * S, T: the two score matrices; L: the softmax's lse (unused); D: Di. */
+enum { QT, QR, KT, KR, VT, DOT, DOR, S, T, L, D, NREG };
+
+static fa_status backward_plan(fa_context *ctx, const fa_problem *p, fa_cl_std_plan *pl, fa_cl_std_region *r) {
+  fa_cl_std_shape(p, "fa_backward (standard)", pl);
+  r[QT].unit = r[QR].unit = r[DOT].unit = r[DOR].unit = pl->d_pad * pl->m_pad;
+  r[KT].unit = r[KR].unit = r[VT].unit = pl->d_pad * pl->sk_pad;
+  fa_cl_std_mul(pl->sk_pad, pl->m_pad, &r[S].unit);
   r[T].unit = r[S].unit;
-  r[L].unit = r[D].unit = pl.m_pad;
-  fa_status st = fa_cl_std_layout(ctx, p, &pl, r, NREG);
+  r[L].unit = r[D].unit = pl->m_pad;
+  return fa_cl_std_layout(ctx, p, pl, r, NREG);
+}
+
+fa_status fa_cl_standard_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
+  fa_cl_std_plan pl;
+  fa_cl_std_region r[NREG];
+  fa_status st = backward_plan(ctx, p, &pl, r);
+  *bytes = st == FA_SUCCESS ? pl.bytes : 0;
+  return st;
+}
+
+fa_status fa_cl_standard_backward(fa_context *ctx, const fa_problem *p) {
+  fa_cl_std_plan pl;
+  fa_cl_std_region r[NREG];
+  fa_status st = backward_plan(ctx, p, &pl, r);
   if (st != FA_SUCCESS) return st;
 
   char options[128];
@@ -168,6 +181,11 @@ fa_status fa_cl_standard_backward(fa_context *ctx, const fa_problem *p) {
   return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
                  "fa_backward: FA_ALGO_STANDARD on OpenCL needs CLBlast, and this build has none "
                  "(install CLBlast and reconfigure)");
+}
+
+fa_status fa_cl_standard_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
+  *bytes = 0;
+  return fa_cl_standard_backward(ctx, p);
 }
 
 #endif
