@@ -35,9 +35,8 @@
  * out->threads = 8 * BC / RPW) or 1 (the row layout: out->threads = BC / RPW). FLASHATTN_OPENCL_BWD_LAYOUT=row
  * takes the row layout with RPW = 1 on GPUs (the layout before the GPU one, for comparisons), =split the GPU
  * layout on any device. */
-static fa_status bwd_tiles(fa_context *ctx, int d, int dropout, fa_tiles *out, int *tpr) {
-  fa_tile_limits lim;
-  fa_cl_tile_limits(ctx, &lim);
+static fa_status bwd_tiles(fa_context *ctx, const fa_tile_limits *base, int d, int dropout, fa_tiles *out, int *tpr) {
+  fa_tile_limits lim = *base;
   const char *layout = getenv("FLASHATTN_OPENCL_BWD_LAYOUT");
   const int row_gpu = layout && strcmp(layout, "row") == 0 && lim.simd_width > 1;
   /* The row layout's dropout variant keeps a BR x BC tile of keep bytes in local memory, which the tiles of
@@ -162,30 +161,13 @@ static arg_list args_of(fa_context *ctx, cl_kernel kernel, const char *what) {
   return (arg_list){ctx, kernel, what, 0, FA_SUCCESS};
 }
 
-/* A kernel whose private arrays leave the device fewer work-items per group than the tiles ask would fail
- * at launch, after the kernels before it wrote their outputs: check before launching anything. */
-static fa_status check_group(fa_context *ctx, cl_kernel kernel, size_t local, const char *what) {
-  size_t most = 0;
-  cl_int err = clGetKernelWorkGroupInfo(kernel, fa_cl_of(ctx)->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most, &most,
-                                        NULL);
-  if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetKernelWorkGroupInfo(CL_KERNEL_WORK_GROUP_SIZE)", err);
-  if (local > most)
-    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                   "flash backward: %s needs groups of %zu work-items, the device allows %zu for it (lower "
-                   "FLASHATTN_LOCAL_MEM_BYTES for smaller tiles)",
-                   what, local, most);
-  return FA_SUCCESS;
-}
-
-static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
+/* The program for the tiles that `lim` allows, rebuilt with smaller tiles while a kernel needs more work-items
+ * or local memory than the device grants it as built: known before anything is launched, so that an error
+ * leaves every output untouched. */
+static fa_status build_kernels(fa_context *ctx, const fa_problem *p, fa_tiles *tiles, int *tpr, int *atomic,
+                               cl_kernel kern[3]) {
   fa_cl *cl = fa_cl_of(ctx);
   const int d = (int)p->head_dim;
-  fa_tiles tiles;
-  int tpr = 1;
-  fa_status s = bwd_tiles(ctx, d, p->dropout_p > 0.0f, &tiles, &tpr);
-  if (s != FA_SUCCESS) return s;
-  const int br = tiles.block_q, bc = tiles.block_k, rpw = tiles.block_k * tpr / tiles.threads;
-  const int atomic = use_atomic(p, tpr);
   /* Hardware fma: one instruction on PoCL's CPUs where mad() becomes two (about 20 % of the backward). */
   cl_device_fp_config fp = 0;
   cl_int err = clGetDeviceInfo(cl->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
@@ -194,18 +176,60 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
    * build exactly the program they always did. */
   const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f;
   const char *files = masked || dropout ? "masks.h flash_bwd.cl" : "flash_bwd.cl";
-  char options[320];
-  int n = snprintf(options, sizeof options,
-                   "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
-                   fa_cl_dtype_define(p->dtype), d, br, bc, rpw, tpr, pick_vec(br, bc, d), (fp & CL_FP_FMA) != 0,
-                   atomic);
-  if (masked || dropout)
-    snprintf(options + n, sizeof options - (size_t)n, " -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d", masked, dropout);
-  cl_kernel pre, dkdv, dq;
-  if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_pre", &pre)) != FA_SUCCESS) return s;
-  if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_dkdv", &dkdv)) != FA_SUCCESS) return s;
-  if ((s = fa_cl_kernel(ctx, files, options, atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &dq)) != FA_SUCCESS)
-    return s;
+  fa_tile_limits lim;
+  fa_cl_tile_limits(ctx, &lim);
+  for (;;) {
+    fa_status s = lim.max_group_size < 1
+                      ? fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: the device grants its kernels no work-items")
+                      : bwd_tiles(ctx, &lim, d, dropout, tiles, tpr);
+    if (s != FA_SUCCESS) return s;
+    const int br = tiles->block_q, bc = tiles->block_k, rpw = tiles->block_k * *tpr / tiles->threads;
+    *atomic = use_atomic(p, *tpr);
+    char options[320];
+    int n = snprintf(options, sizeof options,
+                     "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
+                     fa_cl_dtype_define(p->dtype), d, br, bc, rpw, *tpr, pick_vec(br, bc, d), (fp & CL_FP_FMA) != 0,
+                     *atomic);
+    if (masked || dropout)
+      snprintf(options + n, sizeof options - (size_t)n, " -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d", masked, dropout);
+    if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_pre", &kern[0])) != FA_SUCCESS) return s;
+    if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_dkdv", &kern[1])) != FA_SUCCESS) return s;
+    if ((s = fa_cl_kernel(ctx, files, options, *atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &kern[2])) !=
+        FA_SUCCESS)
+      return s;
+    int fits_kv = 1, fits_q = 1;
+    if ((s = fa_cl_fit_kernel(ctx, kern[1], (size_t)tiles->threads, &lim, &fits_kv)) != FA_SUCCESS) return s;
+    if (!*atomic && (s = fa_cl_fit_kernel(ctx, kern[2], (size_t)(br * *tpr / rpw), &lim, &fits_q)) != FA_SUCCESS)
+      return s;
+    if (fits_kv && fits_q) return FA_SUCCESS;
+  }
+}
+
+/* Work-items per group of the row-wise kernels (flash_bwd_pre, flash_bwd_dq_convert): up to 64, as many as
+ * the device grants both as built. */
+static fa_status row_group(fa_context *ctx, cl_kernel pre, cl_kernel convert, size_t *out) {
+  fa_tile_limits row = {0, 64, 1};
+  int fits;
+  fa_status s = fa_cl_fit_kernel(ctx, pre, 64, &row, &fits);
+  if (s == FA_SUCCESS && convert) s = fa_cl_fit_kernel(ctx, convert, (size_t)row.max_group_size, &row, &fits);
+  if (s != FA_SUCCESS) return s;
+  if (row.max_group_size < 1)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: the device grants flash_bwd_pre no work-items");
+  *out = (size_t)row.max_group_size;
+  return FA_SUCCESS;
+}
+
+static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
+  const int d = (int)p->head_dim;
+  fa_tiles tiles;
+  int tpr = 1, atomic = 0;
+  cl_kernel kern[3];
+  fa_status s = build_kernels(ctx, p, &tiles, &tpr, &atomic, kern);
+  if (s != FA_SUCCESS) return s;
+  cl_kernel pre = kern[0], dkdv = kern[1], dq = kern[2];
+  const int br = tiles.block_q, bc = tiles.block_k, rpw = tiles.block_k * tpr / tiles.threads;
+  size_t row_local = 1;
+  if ((s = row_group(ctx, pre, atomic ? dq : NULL, &row_local)) != FA_SUCCESS) return s;
 
   /* Workspace: Di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
   size_t rows, floats, bytes;
@@ -269,8 +293,6 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   }
   if (a.status != FA_SUCCESS) return a.status;
 
-  /* Row-wise kernels: groups of up to 64 work-items over the rows. */
-  size_t row_local = cl->max_group_size < 64 ? cl->max_group_size : 64;
   size_t row_global[3] = {fa_cl_round_up((size_t)p->seqlen_q, row_local), (size_t)p->heads_q, (size_t)p->batch};
   size_t row_local3[3] = {row_local, 1, 1};
   size_t kv_blocks = (size_t)((p->seqlen_k + bc - 1) / bc), q_blocks = (size_t)((p->seqlen_q + br - 1) / br);
@@ -278,11 +300,6 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   size_t kv_global[3] = {kv_blocks * kv_local[0], (size_t)p->heads_kv, (size_t)p->batch};
   size_t q_local[3] = {(size_t)(br * tpr / rpw), 1, 1};
   size_t q_global[3] = {q_blocks * q_local[0], (size_t)p->heads_q, (size_t)p->batch};
-  if ((s = check_group(ctx, pre, row_local, "flash_bwd_pre")) != FA_SUCCESS) return s;
-  if ((s = check_group(ctx, dkdv, kv_local[0], "flash_bwd_dkdv")) != FA_SUCCESS) return s;
-  if ((s = check_group(ctx, dq, atomic ? row_local : q_local[0], atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq")) !=
-      FA_SUCCESS)
-    return s;
 
   if ((s = fa_cl_launch(ctx, pre, 3, row_global, row_local3, "flash_bwd_pre")) != FA_SUCCESS) return s;
   if ((s = fa_cl_launch(ctx, dkdv, 3, kv_global, kv_local, "flash_bwd_dkdv")) != FA_SUCCESS) return s;

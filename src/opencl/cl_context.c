@@ -470,6 +470,31 @@ fa_status fa_cl_launch(fa_context *ctx, cl_kernel kernel, cl_uint dims, const si
   return FA_SUCCESS;
 }
 
+/* The device grants a built kernel fewer work-items than CL_DEVICE_MAX_WORK_GROUP_SIZE when its registers or
+ * private arrays are large (llvmpipe allows 32 for some), and its local memory includes what the compiler
+ * adds: both are known only after the build. */
+fa_status fa_cl_fit_kernel(fa_context *ctx, cl_kernel kernel, size_t local, fa_tile_limits *lim, int *fits) {
+  const fa_cl *cl = fa_cl_of(ctx);
+  size_t most = 0;
+  cl_ulong used = 0;
+  cl_int err = clGetKernelWorkGroupInfo(kernel, cl->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most, &most, NULL);
+  if (err == CL_SUCCESS)
+    err = clGetKernelWorkGroupInfo(kernel, cl->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof used, &used, NULL);
+  if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetKernelWorkGroupInfo", err);
+  *fits = 1;
+  if (local > most) {
+    *fits = 0;
+    if ((size_t)lim->max_group_size > most) lim->max_group_size = (int)most;
+    else lim->max_group_size = lim->max_group_size > 1 ? lim->max_group_size / 2 : 0;
+  }
+  if (used > cl->local_mem_bytes) {
+    *fits = 0;
+    size_t over = (size_t)(used - cl->local_mem_bytes);
+    lim->local_mem_bytes = lim->local_mem_bytes > over ? lim->local_mem_bytes - over : 0;
+  }
+  return FA_SUCCESS;
+}
+
 /* ---- programs ---- */
 
 /* kernels/common.cl then each file of the space-separated list, each behind a #line so build logs name it. */
