@@ -28,75 +28,6 @@
 #include "cl_internal.h"
 #include "tiling.h"
 
-#define FA_CL_BWD_DEFAULT_ATOMIC 0
-
-/* The tiles for this context, after the FLASHATTN_OPENCL_BWD_LAYOUT and FLASHATTN_OPENCL_BWD_TILES overrides,
- * and the layout: *tpr = 8 work-items per row (the GPU layout, src/tiling.c picks it where simd_width > 1;
- * out->threads = 8 * BC / RPW) or 1 (the row layout: out->threads = BC / RPW). FLASHATTN_OPENCL_BWD_LAYOUT=row
- * takes the row layout with RPW = 1 on GPUs (the layout before the GPU one, for comparisons), =split the GPU
- * layout on any device. */
-static fa_status bwd_tiles(fa_context *ctx, const fa_tile_limits *base, int d, int dropout, fa_tiles *out, int *tpr) {
-  fa_tile_limits lim = *base;
-  const char *layout = getenv("FLASHATTN_OPENCL_BWD_LAYOUT");
-  const int row_gpu = layout && strcmp(layout, "row") == 0 && lim.simd_width > 1;
-  /* The row layout's dropout variant keeps a BR x BC tile of keep bytes in local memory, which the tiles of
-   * src/tiling.c do not count: leave room for the largest (64 x 128). */
-  if (dropout && (lim.simd_width == 1 || row_gpu) && lim.local_mem_bytes > 2 * 64 * 128)
-    lim.local_mem_bytes -= 64 * 128;
-  if (layout && strcmp(layout, "split") == 0) {
-    lim.simd_width = 32;
-    if (lim.max_group_size > 256) lim.max_group_size = 256;
-  }
-  if (row_gpu) lim.simd_width = 1; /* the row tiles; RPW = 1 below */
-  fa_status s = fa_tiles_opencl_backward(&lim, d, out);
-  if (s != FA_SUCCESS)
-    return fa_fail(ctx, s, "flash backward: head dim %d: no tile fits in %zu bytes of local memory (the smallest needs %d)",
-                   d, lim.local_mem_bytes, (5 * d + 3) * (int)sizeof(float));
-  if (row_gpu) out->threads = out->block_k;
-  *tpr = out->threads > out->block_k ? 8 : 1;
-  const char *env = getenv("FLASHATTN_OPENCL_BWD_TILES");
-  int br, bc, rpw = *tpr > 1 ? 8 * out->block_k / out->threads : out->block_k / out->threads;
-  int n = env ? sscanf(env, "%dx%dx%d", &br, &bc, &rpw) : 0;
-  if (n >= 2 && *tpr > 1) {
-    /* src/tiling.c's GPU layout: multiples of 8, 8 work-items per row, RPW 1, 2 or 4 rows per work-item. */
-    size_t rl = (size_t)d + 1;
-    size_t dkdv = 2 * (size_t)bc * rl + 2 * (size_t)br * rl + 2 * (size_t)bc * (br + 1) + 2 * (size_t)br;
-    size_t dq = 2 * (size_t)br * rl + 2 * (size_t)bc * rl + (size_t)br * (bc + 1);
-    size_t bytes = (dkdv > dq ? dkdv : dq) * sizeof(float);
-    if (br >= 8 && bc >= 8 && br % 8 == 0 && bc % 8 == 0 && (rpw == 1 || rpw == 2 || rpw == 4) &&
-        br % rpw == 0 && bc % rpw == 0 && 8 * br / rpw <= lim.max_group_size &&
-        8 * bc / rpw <= lim.max_group_size && bytes <= lim.local_mem_bytes)
-      *out = (fa_tiles){br, bc, 8 * bc / rpw, bytes};
-  } else if (n >= 2 && br >= 1 && bc >= 1 && rpw >= 1 && br % rpw == 0 && bc % rpw == 0 &&
-             br <= lim.max_group_size && bc <= lim.max_group_size) {
-    size_t dkdv = 4 * (size_t)br * d + 2 * (size_t)br + (size_t)bc * d + (size_t)br * bc, dq = 3 * (size_t)bc * d;
-    size_t bytes = (dkdv > dq ? dkdv : dq) * sizeof(float);
-    if (bytes <= lim.local_mem_bytes) *out = (fa_tiles){br, bc, bc / rpw, bytes};
-  }
-  return FA_SUCCESS;
-}
-
-/* Floats per vector: the widest of 8/4/2/1 that divides BR, BC and D, or FLASHATTN_OPENCL_VEC where it does. */
-static int pick_vec(int br, int bc, int d) {
-  const char *env = getenv("FLASHATTN_OPENCL_VEC");
-  if (env && *env) {
-    int want = atoi(env);
-    if ((want == 1 || want == 2 || want == 4 || want == 8) && br % want == 0 && bc % want == 0 && d % want == 0)
-      return want;
-  }
-  for (int vec = 8; vec > 1; vec /= 2)
-    if (br % vec == 0 && bc % vec == 0 && d % vec == 0) return vec;
-  return 1;
-}
-
-static int use_atomic(const fa_problem *p, int tpr) {
-  if (p->deterministic || tpr > 1) return 0; /* the GPU layout has only the separate scheme */
-  const char *env = getenv("FLASHATTN_OPENCL_BWD_DQ");
-  if (env && strcmp(env, "atomic") == 0) return 1;
-  if (env && strcmp(env, "separate") == 0) return 0;
-  return FA_CL_BWD_DEFAULT_ATOMIC;
-}
-
 /* Arguments in order, each failure named after the kernel. */
 typedef struct arg_list {
   fa_context *ctx;
@@ -161,46 +92,34 @@ static arg_list args_of(fa_context *ctx, cl_kernel kernel, const char *what) {
   return (arg_list){ctx, kernel, what, 0, FA_SUCCESS};
 }
 
-/* The program for the tiles that `lim` allows, rebuilt with smaller tiles while a kernel needs more work-items
+/* The program for the tiles that the device allows, rebuilt with smaller tiles while a kernel needs more work-items
  * or local memory than the device grants it as built: known before anything is launched, so that an error
  * leaves every output untouched. */
-static fa_status build_kernels(fa_context *ctx, const fa_problem *p, fa_tiles *tiles, int *tpr, int *atomic,
-                               cl_kernel kern[3]) {
+static fa_status build_kernels(fa_context *ctx, const fa_problem *p, fa_cl_variant *v, cl_kernel kern[3]) {
   fa_cl *cl = fa_cl_of(ctx);
   const int d = (int)p->head_dim;
   /* Hardware fma: one instruction on PoCL's CPUs where mad() becomes two (about 20 % of the backward). */
   cl_device_fp_config fp = 0;
   cl_int err = clGetDeviceInfo(cl->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetDeviceInfo(CL_DEVICE_SINGLE_FP_CONFIG)", err);
-  /* The block mask and dropout are variants of their own (kernels/masks.h before the kernels): dense calls
-   * build exactly the program they always did. */
-  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f;
-  const char *files = masked || dropout ? "masks.h flash_bwd.cl" : "flash_bwd.cl";
   fa_tile_limits lim;
   fa_cl_tile_limits(ctx, &lim);
   for (;;) {
-    fa_status s = lim.max_group_size < 1
-                      ? fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: the device grants its kernels no work-items")
-                      : bwd_tiles(ctx, &lim, d, dropout, tiles, tpr);
+    if (lim.max_group_size < 1)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: the device grants its kernels no work-items");
+    if (fa_cl_backward_variant(&lim, d, p->dtype, p->mask.buf != NULL, p->dropout_p > 0.0f, p->deterministic,
+                               (fp & CL_FP_FMA) != 0, v) != FA_SUCCESS)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                     "flash backward: head dim %d: no tile fits in %zu bytes of local memory and %d work-items (the "
+                     "smallest needs %d bytes)",
+                     d, lim.local_mem_bytes, lim.max_group_size, (5 * d + 3) * (int)sizeof(float));
+    fa_status s = FA_SUCCESS;
+    for (int x = 0; x < 3 && s == FA_SUCCESS; x++) s = fa_cl_kernel(ctx, v->files, v->options, v->kernels[x], &kern[x]);
     if (s != FA_SUCCESS) return s;
-    const int br = tiles->block_q, bc = tiles->block_k, rpw = tiles->block_k * *tpr / tiles->threads;
-    *atomic = use_atomic(p, *tpr);
-    char options[320];
-    int n = snprintf(options, sizeof options,
-                     "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
-                     fa_cl_dtype_define(p->dtype), d, br, bc, rpw, *tpr, pick_vec(br, bc, d), (fp & CL_FP_FMA) != 0,
-                     *atomic);
-    if (masked || dropout)
-      snprintf(options + n, sizeof options - (size_t)n, " -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d", masked, dropout);
-    if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_pre", &kern[0])) != FA_SUCCESS) return s;
-    if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_dkdv", &kern[1])) != FA_SUCCESS) return s;
-    if ((s = fa_cl_kernel(ctx, files, options, *atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &kern[2])) !=
-        FA_SUCCESS)
-      return s;
     int fits_kv = 1, fits_q = 1;
-    if ((s = fa_cl_fit_kernel(ctx, kern[1], (size_t)tiles->threads, &lim, &fits_kv)) != FA_SUCCESS) return s;
-    if (!*atomic && (s = fa_cl_fit_kernel(ctx, kern[2], (size_t)(br * *tpr / rpw), &lim, &fits_q)) != FA_SUCCESS)
-      return s;
+    if ((s = fa_cl_fit_kernel(ctx, kern[1], (size_t)v->tiles.threads, &lim, &fits_kv)) != FA_SUCCESS) return s;
+    const size_t q_local = (size_t)(v->tiles.block_q * v->tpr / v->rows);
+    if (!v->atomic && (s = fa_cl_fit_kernel(ctx, kern[2], q_local, &lim, &fits_q)) != FA_SUCCESS) return s;
     if (fits_kv && fits_q) return FA_SUCCESS;
   }
 }
@@ -221,13 +140,12 @@ static fa_status row_group(fa_context *ctx, cl_kernel pre, cl_kernel convert, si
 
 static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   const int d = (int)p->head_dim;
-  fa_tiles tiles;
-  int tpr = 1, atomic = 0;
+  fa_cl_variant v;
   cl_kernel kern[3];
-  fa_status s = build_kernels(ctx, p, &tiles, &tpr, &atomic, kern);
+  fa_status s = build_kernels(ctx, p, &v, kern);
   if (s != FA_SUCCESS) return s;
   cl_kernel pre = kern[0], dkdv = kern[1], dq = kern[2];
-  const int br = tiles.block_q, bc = tiles.block_k, rpw = tiles.block_k * tpr / tiles.threads;
+  const int br = v.tiles.block_q, bc = v.tiles.block_k, rpw = v.rows, tpr = v.tpr, atomic = v.atomic;
   size_t row_local = 1;
   if ((s = row_group(ctx, pre, atomic ? dq : NULL, &row_local)) != FA_SUCCESS) return s;
 

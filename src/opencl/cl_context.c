@@ -50,14 +50,6 @@ fa_status fa_cl_fail(fa_context *ctx, const char *call, cl_int err) {
   return fa_fail(ctx, is_oom(err) ? FA_ERROR_OUT_OF_MEMORY : FA_ERROR_DEVICE, "%s: %s", call, fa_cl_error_name(err));
 }
 
-const char *fa_cl_dtype_define(fa_dtype dtype) {
-  switch (dtype) {
-  case FA_F16: return "-DFA_DTYPE=1";
-  case FA_BF16: return "-DFA_DTYPE=2";
-  default: return "-DFA_DTYPE=0";
-  }
-}
-
 void fa_cl_tile_limits(const fa_context *ctx, fa_tile_limits *lim) {
   const fa_cl *cl = fa_cl_of(ctx);
   lim->local_mem_bytes = ctx->info.local_mem_bytes;
@@ -481,6 +473,9 @@ fa_status fa_cl_fit_kernel(fa_context *ctx, cl_kernel kernel, size_t local, fa_t
   if (err == CL_SUCCESS)
     err = clGetKernelWorkGroupInfo(kernel, cl->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof used, &used, NULL);
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetKernelWorkGroupInfo", err);
+  /* rusticl's llvmpipe device (Mesa 22.3) reports twice the __local bytes a kernel declares, and runs it
+   * within the real figure (docs/OPENCL_IMPLEMENTATIONS.md has the reproducer). */
+  if (strcmp(cl->platform_name, "rusticl") == 0 && strncmp(cl->device_name, "llvmpipe", 8) == 0) used /= 2;
   *fits = 1;
   if (local > most) {
     *fits = 0;
