@@ -50,6 +50,11 @@ fa_status fa_cl_fail(fa_context *ctx, const char *call, cl_int err) {
   return fa_fail(ctx, is_oom(err) ? FA_ERROR_OUT_OF_MEMORY : FA_ERROR_DEVICE, "%s: %s", call, fa_cl_error_name(err));
 }
 
+/* Mesa's rusticl on its llvmpipe CPU device, whose quirks docs/OPENCL_IMPLEMENTATIONS.md lists. */
+static int is_rusticl_llvmpipe(const fa_cl *cl) {
+  return strcmp(cl->platform_name, "rusticl") == 0 && strncmp(cl->device_name, "llvmpipe", 8) == 0;
+}
+
 void fa_cl_tile_limits(const fa_context *ctx, fa_tile_limits *lim) {
   const fa_cl *cl = fa_cl_of(ctx);
   lim->local_mem_bytes = ctx->info.local_mem_bytes;
@@ -58,6 +63,12 @@ void fa_cl_tile_limits(const fa_context *ctx, fa_tile_limits *lim) {
   if (cl->is_gpu && group > 256) group = 256;
   lim->max_group_size = group > 4096 ? 4096 : (int)group;
   lim->simd_width = cl->is_gpu ? (cl->is_nvidia ? 32 : 64) : 1;
+  /* llvmpipe runs work-items as SIMD lanes, and stops one work-item's loops after 65535 iterations in all:
+   * the GPU layout (8 work-items per row) keeps each work-item's loops 8 times shorter. */
+  if (is_rusticl_llvmpipe(cl)) {
+    lim->simd_width = 8;
+    if (lim->max_group_size > 256) lim->max_group_size = 256;
+  }
   /* FLASHATTN_OPENCL_TILES=gpu|cpu picks the other kernel layout on any device: the GPU one (several
    * work-items per row) can then be tested on a CPU, and the CPU one timed on a GPU. */
   const char *env = getenv("FLASHATTN_OPENCL_TILES");
@@ -475,7 +486,7 @@ fa_status fa_cl_fit_kernel(fa_context *ctx, cl_kernel kernel, size_t local, fa_t
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetKernelWorkGroupInfo", err);
   /* rusticl's llvmpipe device (Mesa 22.3) reports twice the __local bytes a kernel declares, and runs it
    * within the real figure (docs/OPENCL_IMPLEMENTATIONS.md has the reproducer). */
-  if (strcmp(cl->platform_name, "rusticl") == 0 && strncmp(cl->device_name, "llvmpipe", 8) == 0) used /= 2;
+  if (is_rusticl_llvmpipe(cl)) used /= 2;
   *fits = 1;
   if (local > most) {
     *fits = 0;
