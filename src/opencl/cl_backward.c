@@ -29,76 +29,6 @@
 #include "cl_internal.h"
 #include "tiling.h"
 
-#define FA_CL_BWD_DEFAULT_ATOMIC 0
-
-/* The tiles for this context, after the FLASHATTN_OPENCL_BWD_LAYOUT and FLASHATTN_OPENCL_BWD_TILES overrides,
- * and the layout: *tpr = 8 work-items per row (the GPU layout, src/tiling.c picks it where simd_width > 1;
- * out->threads = 8 * BC / RPW) or 1 (the row layout: out->threads = BC / RPW). FLASHATTN_OPENCL_BWD_LAYOUT=row
- * takes the row layout with RPW = 1 on GPUs (the layout before the GPU one, for comparisons), =split the GPU
- * layout on any device. */
-static fa_status bwd_tiles(fa_context *ctx, int d, int dropout, fa_tiles *out, int *tpr) {
-  fa_tile_limits lim;
-  fa_cl_tile_limits(ctx, &lim);
-  const char *layout = getenv("FLASHATTN_OPENCL_BWD_LAYOUT");
-  const int row_gpu = layout && strcmp(layout, "row") == 0 && lim.simd_width > 1;
-  /* The row layout's dropout variant keeps a BR x BC tile of keep bytes in local memory, which the tiles of
-   * src/tiling.c do not count: leave room for the largest (64 x 128). */
-  if (dropout && (lim.simd_width == 1 || row_gpu) && lim.local_mem_bytes > 2 * 64 * 128)
-    lim.local_mem_bytes -= 64 * 128;
-  if (layout && strcmp(layout, "split") == 0) {
-    lim.simd_width = 32;
-    if (lim.max_group_size > 256) lim.max_group_size = 256;
-  }
-  if (row_gpu) lim.simd_width = 1; /* the row tiles; RPW = 1 below */
-  fa_status s = fa_tiles_opencl_backward(&lim, d, out);
-  if (s != FA_SUCCESS)
-    return fa_fail(ctx, s, "flash backward: head dim %d: no tile fits in %zu bytes of local memory (the smallest needs %d)",
-                   d, lim.local_mem_bytes, (5 * d + 3) * (int)sizeof(float));
-  if (row_gpu) out->threads = out->block_k;
-  *tpr = out->threads > out->block_k ? 8 : 1;
-  const char *env = getenv("FLASHATTN_OPENCL_BWD_TILES");
-  int br, bc, rpw = *tpr > 1 ? 8 * out->block_k / out->threads : out->block_k / out->threads;
-  int n = env ? sscanf(env, "%dx%dx%d", &br, &bc, &rpw) : 0;
-  if (n >= 2 && *tpr > 1) {
-    /* src/tiling.c's GPU layout: multiples of 8, 8 work-items per row, RPW 1, 2 or 4 rows per work-item. */
-    size_t rl = (size_t)d + 1;
-    size_t dkdv = 2 * (size_t)bc * rl + 2 * (size_t)br * rl + 2 * (size_t)bc * (br + 1) + 2 * (size_t)br;
-    size_t dq = 2 * (size_t)br * rl + 2 * (size_t)bc * rl + (size_t)br * (bc + 1);
-    size_t bytes = (dkdv > dq ? dkdv : dq) * sizeof(float);
-    if (br >= 8 && bc >= 8 && br % 8 == 0 && bc % 8 == 0 && (rpw == 1 || rpw == 2 || rpw == 4) &&
-        br % rpw == 0 && bc % rpw == 0 && 8 * br / rpw <= lim.max_group_size &&
-        8 * bc / rpw <= lim.max_group_size && bytes <= lim.local_mem_bytes)
-      *out = (fa_tiles){br, bc, 8 * bc / rpw, bytes};
-  } else if (n >= 2 && br >= 1 && bc >= 1 && rpw >= 1 && br % rpw == 0 && bc % rpw == 0 &&
-             br <= lim.max_group_size && bc <= lim.max_group_size) {
-    size_t dkdv = 4 * (size_t)br * d + 2 * (size_t)br + (size_t)bc * d + (size_t)br * bc, dq = 3 * (size_t)bc * d;
-    size_t bytes = (dkdv > dq ? dkdv : dq) * sizeof(float);
-    if (bytes <= lim.local_mem_bytes) *out = (fa_tiles){br, bc, bc / rpw, bytes};
-  }
-  return FA_SUCCESS;
-}
-
-/* Floats per vector: the widest of 8/4/2/1 that divides BR, BC and D, or FLASHATTN_OPENCL_VEC where it does. */
-static int pick_vec(int br, int bc, int d) {
-  const char *env = getenv("FLASHATTN_OPENCL_VEC");
-  if (env && *env) {
-    int want = atoi(env);
-    if ((want == 1 || want == 2 || want == 4 || want == 8) && br % want == 0 && bc % want == 0 && d % want == 0)
-      return want;
-  }
-  for (int vec = 8; vec > 1; vec /= 2)
-    if (br % vec == 0 && bc % vec == 0 && d % vec == 0) return vec;
-  return 1;
-}
-
-static int use_atomic(const fa_problem *p, int tpr) {
-  if (p->deterministic || tpr > 1) return 0; /* the GPU layout has only the separate scheme */
-  const char *env = getenv("FLASHATTN_OPENCL_BWD_DQ");
-  if (env && strcmp(env, "atomic") == 0) return 1;
-  if (env && strcmp(env, "separate") == 0) return 0;
-  return FA_CL_BWD_DEFAULT_ATOMIC;
-}
-
 /* Arguments in order, each failure named after the kernel. */
 typedef struct arg_list {
   fa_context *ctx;
@@ -163,21 +93,6 @@ static arg_list args_of(fa_context *ctx, cl_kernel kernel, const char *what) {
   return (arg_list){ctx, kernel, what, 0, FA_SUCCESS};
 }
 
-/* A kernel whose private arrays leave the device fewer work-items per group than the tiles ask would fail
- * at launch, after the kernels before it wrote their outputs: check before launching anything. */
-static fa_status check_group(fa_context *ctx, cl_kernel kernel, size_t local, const char *what) {
-  size_t most = 0;
-  cl_int err = clGetKernelWorkGroupInfo(kernel, fa_cl_of(ctx)->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most, &most,
-                                        NULL);
-  if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetKernelWorkGroupInfo(CL_KERNEL_WORK_GROUP_SIZE)", err);
-  if (local > most)
-    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                   "flash backward: %s needs groups of %zu work-items, the device allows %zu for it (lower "
-                   "FLASHATTN_LOCAL_MEM_BYTES for smaller tiles)",
-                   what, local, most);
-  return FA_SUCCESS;
-}
-
 /* Workspace: Di [B, Hq, Sq] (`rows` floats), then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
 static fa_status flash_workspace(fa_context *ctx, const fa_problem *p, int atomic, size_t *rows, size_t *bytes) {
   size_t floats;
@@ -190,37 +105,62 @@ static fa_status flash_workspace(fa_context *ctx, const fa_problem *p, int atomi
   return FA_SUCCESS;
 }
 
-static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
+/* The program for the tiles that the device allows, rebuilt with smaller tiles while a kernel needs more work-items
+ * or local memory than the device grants it as built: known before anything is launched, so that an error
+ * leaves every output untouched. */
+static fa_status build_kernels(fa_context *ctx, const fa_problem *p, fa_cl_variant *v, cl_kernel kern[3]) {
   fa_cl *cl = fa_cl_of(ctx);
   const int d = (int)p->head_dim;
-  fa_tiles tiles;
-  int tpr = 1;
-  fa_status s = bwd_tiles(ctx, d, p->dropout_p > 0.0f, &tiles, &tpr);
-  if (s != FA_SUCCESS) return s;
-  const int br = tiles.block_q, bc = tiles.block_k, rpw = tiles.block_k * tpr / tiles.threads;
-  const int atomic = use_atomic(p, tpr);
   /* Hardware fma: one instruction on PoCL's CPUs where mad() becomes two (about 20 % of the backward). */
   cl_device_fp_config fp = 0;
   cl_int err = clGetDeviceInfo(cl->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
   if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetDeviceInfo(CL_DEVICE_SINGLE_FP_CONFIG)", err);
-  /* The block mask and dropout are variants of their own (kernels/masks.h before the kernels): dense calls
-   * build exactly the program they always did. */
-  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f;
-  char files[96];
-  snprintf(files, sizeof files, "%sflash_bwd.cl %s", masked || dropout ? "masks.h " : "",
-           tpr > 1 ? "flash_bwd_tiles.cl" : "flash_bwd_rows.cl");
-  char options[320];
-  int n = snprintf(options, sizeof options,
-                   "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DRPW=%d -DTPR=%d -DVEC=%d -DHAS_FMA=%d -DDQ_ATOMIC=%d",
-                   fa_cl_dtype_define(p->dtype), d, br, bc, rpw, tpr, pick_vec(br, bc, d), (fp & CL_FP_FMA) != 0,
-                   atomic);
-  if (masked || dropout)
-    snprintf(options + n, sizeof options - (size_t)n, " -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d", masked, dropout);
-  cl_kernel pre, dkdv, dq;
-  if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_pre", &pre)) != FA_SUCCESS) return s;
-  if ((s = fa_cl_kernel(ctx, files, options, "flash_bwd_dkdv", &dkdv)) != FA_SUCCESS) return s;
-  if ((s = fa_cl_kernel(ctx, files, options, atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq", &dq)) != FA_SUCCESS)
-    return s;
+  fa_tile_limits lim;
+  fa_cl_tile_limits(ctx, &lim);
+  for (;;) {
+    if (lim.max_group_size < 1)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: the device grants its kernels no work-items");
+    if (fa_cl_backward_variant(&lim, d, p->dtype, p->mask.buf != NULL, p->dropout_p > 0.0f, p->deterministic,
+                               (fp & CL_FP_FMA) != 0, v) != FA_SUCCESS)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                     "flash backward: head dim %d: no tile fits in %zu bytes of local memory and %d work-items (the "
+                     "smallest needs %d bytes)",
+                     d, lim.local_mem_bytes, lim.max_group_size, (5 * d + 3) * (int)sizeof(float));
+    fa_status s = FA_SUCCESS;
+    for (int x = 0; x < 3 && s == FA_SUCCESS; x++) s = fa_cl_kernel(ctx, v->files, v->options, v->kernels[x], &kern[x]);
+    if (s != FA_SUCCESS) return s;
+    int fits_kv = 1, fits_q = 1;
+    if ((s = fa_cl_fit_kernel(ctx, kern[1], (size_t)v->tiles.threads, &lim, &fits_kv)) != FA_SUCCESS) return s;
+    const size_t q_local = (size_t)(v->tiles.block_q * v->tpr / v->rows);
+    if (!v->atomic && (s = fa_cl_fit_kernel(ctx, kern[2], q_local, &lim, &fits_q)) != FA_SUCCESS) return s;
+    if (fits_kv && fits_q) return FA_SUCCESS;
+  }
+}
+
+/* Work-items per group of the row-wise kernels (flash_bwd_pre, flash_bwd_dq_convert): up to 64, as many as
+ * the device grants both as built. */
+static fa_status row_group(fa_context *ctx, cl_kernel pre, cl_kernel convert, size_t *out) {
+  fa_tile_limits row = {0, 64, 1};
+  int fits;
+  fa_status s = fa_cl_fit_kernel(ctx, pre, 64, &row, &fits);
+  if (s == FA_SUCCESS && convert) s = fa_cl_fit_kernel(ctx, convert, (size_t)row.max_group_size, &row, &fits);
+  if (s != FA_SUCCESS) return s;
+  if (row.max_group_size < 1)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: the device grants flash_bwd_pre no work-items");
+  *out = (size_t)row.max_group_size;
+  return FA_SUCCESS;
+}
+
+static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
+  const int d = (int)p->head_dim;
+  fa_cl_variant v;
+  cl_kernel kern[3];
+  fa_status s = build_kernels(ctx, p, &v, kern);
+  if (s != FA_SUCCESS) return s;
+  cl_kernel pre = kern[0], dkdv = kern[1], dq = kern[2];
+  const int br = v.tiles.block_q, bc = v.tiles.block_k, rpw = v.rows, tpr = v.tpr, atomic = v.atomic;
+  size_t row_local = 1;
+  if ((s = row_group(ctx, pre, atomic ? dq : NULL, &row_local)) != FA_SUCCESS) return s;
 
   size_t rows = 0, bytes = 0;
   if ((s = flash_workspace(ctx, p, atomic, &rows, &bytes)) != FA_SUCCESS) return s;
@@ -278,8 +218,6 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   }
   if (a.status != FA_SUCCESS) return a.status;
 
-  /* Row-wise kernels: groups of up to 64 work-items over the rows. */
-  size_t row_local = cl->max_group_size < 64 ? cl->max_group_size : 64;
   size_t row_global[3] = {fa_cl_round_up((size_t)p->seqlen_q, row_local), (size_t)p->heads_q, (size_t)p->batch};
   size_t row_local3[3] = {row_local, 1, 1};
   size_t kv_blocks = (size_t)((p->seqlen_k + bc - 1) / bc), q_blocks = (size_t)((p->seqlen_q + br - 1) / br);
@@ -287,11 +225,6 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   size_t kv_global[3] = {kv_blocks * kv_local[0], (size_t)p->heads_kv, (size_t)p->batch};
   size_t q_local[3] = {(size_t)(br * tpr / rpw), 1, 1};
   size_t q_global[3] = {q_blocks * q_local[0], (size_t)p->heads_q, (size_t)p->batch};
-  if ((s = check_group(ctx, pre, row_local, "flash_bwd_pre")) != FA_SUCCESS) return s;
-  if ((s = check_group(ctx, dkdv, kv_local[0], "flash_bwd_dkdv")) != FA_SUCCESS) return s;
-  if ((s = check_group(ctx, dq, atomic ? row_local : q_local[0], atomic ? "flash_bwd_dq_convert" : "flash_bwd_dq")) !=
-      FA_SUCCESS)
-    return s;
 
   if ((s = fa_cl_launch(ctx, pre, 3, row_global, row_local3, "flash_bwd_pre")) != FA_SUCCESS) return s;
   if ((s = fa_cl_launch(ctx, dkdv, 3, kv_global, kv_local, "flash_bwd_dkdv")) != FA_SUCCESS) return s;
@@ -307,9 +240,14 @@ fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p) {
 fa_status fa_cl_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
   *bytes = 0;
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward_workspace(ctx, p, bytes);
-  fa_tiles tiles;
-  int tpr = 1;
-  fa_status s = bwd_tiles(ctx, (int)p->head_dim, p->dropout_p > 0.0f, &tiles, &tpr);
+  /* The workspace depends on the dQ scheme alone, which the variant the call would build first decides. */
+  fa_tile_limits lim;
+  fa_cl_tile_limits(ctx, &lim);
+  fa_cl_variant v;
+  if (fa_cl_backward_variant(&lim, (int)p->head_dim, p->dtype, p->mask.buf != NULL, p->dropout_p > 0.0f,
+                             p->deterministic, 1, &v) != FA_SUCCESS)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: head dim %lld: no tile fits in %zu bytes of local memory",
+                   (long long)p->head_dim, lim.local_mem_bytes);
   size_t rows;
-  return s != FA_SUCCESS ? s : flash_workspace(ctx, p, use_atomic(p, tpr), &rows, bytes);
+  return flash_workspace(ctx, p, v.atomic, &rows, bytes);
 }

@@ -50,12 +50,9 @@ fa_status fa_cl_fail(fa_context *ctx, const char *call, cl_int err) {
   return fa_fail(ctx, is_oom(err) ? FA_ERROR_OUT_OF_MEMORY : FA_ERROR_DEVICE, "%s: %s", call, fa_cl_error_name(err));
 }
 
-const char *fa_cl_dtype_define(fa_dtype dtype) {
-  switch (dtype) {
-  case FA_F16: return "-DFA_DTYPE=1";
-  case FA_BF16: return "-DFA_DTYPE=2";
-  default: return "-DFA_DTYPE=0";
-  }
+/* Mesa's rusticl on its llvmpipe CPU device, whose quirks docs/OPENCL_IMPLEMENTATIONS.md lists. */
+static int is_rusticl_llvmpipe(const fa_cl *cl) {
+  return strcmp(cl->platform_name, "rusticl") == 0 && strncmp(cl->device_name, "llvmpipe", 8) == 0;
 }
 
 void fa_cl_tile_limits(const fa_context *ctx, fa_tile_limits *lim) {
@@ -66,6 +63,12 @@ void fa_cl_tile_limits(const fa_context *ctx, fa_tile_limits *lim) {
   if (cl->is_gpu && group > 256) group = 256;
   lim->max_group_size = group > 4096 ? 4096 : (int)group;
   lim->simd_width = cl->is_gpu ? (cl->is_nvidia ? 32 : 64) : 1;
+  /* llvmpipe runs work-items as SIMD lanes, and stops one work-item's loops after 65535 iterations in all:
+   * the GPU layout (8 work-items per row) keeps each work-item's loops 8 times shorter. */
+  if (is_rusticl_llvmpipe(cl)) {
+    lim->simd_width = 8;
+    if (lim->max_group_size > 256) lim->max_group_size = 256;
+  }
   /* FLASHATTN_OPENCL_TILES=gpu|cpu picks the other kernel layout on any device: the GPU one (several
    * work-items per row) can then be tested on a CPU, and the CPU one timed on a GPU. */
   const char *env = getenv("FLASHATTN_OPENCL_TILES");
@@ -481,6 +484,34 @@ fa_status fa_cl_launch(fa_context *ctx, cl_kernel kernel, cl_uint dims, const si
                    "clEnqueueNDRangeKernel(%s, global %zu x %zu x %zu, local %zu x %zu x %zu): %s", what, global[0],
                    dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1, local ? local[0] : 0,
                    local && dims > 1 ? local[1] : 0, local && dims > 2 ? local[2] : 0, fa_cl_error_name(err));
+  return FA_SUCCESS;
+}
+
+/* The device grants a built kernel fewer work-items than CL_DEVICE_MAX_WORK_GROUP_SIZE when its registers or
+ * private arrays are large (llvmpipe allows 32 for some), and its local memory includes what the compiler
+ * adds: both are known only after the build. */
+fa_status fa_cl_fit_kernel(fa_context *ctx, cl_kernel kernel, size_t local, fa_tile_limits *lim, int *fits) {
+  const fa_cl *cl = fa_cl_of(ctx);
+  size_t most = 0;
+  cl_ulong used = 0;
+  cl_int err = clGetKernelWorkGroupInfo(kernel, cl->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most, &most, NULL);
+  if (err == CL_SUCCESS)
+    err = clGetKernelWorkGroupInfo(kernel, cl->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof used, &used, NULL);
+  if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetKernelWorkGroupInfo", err);
+  /* rusticl's llvmpipe device (Mesa 22.3) reports twice the __local bytes a kernel declares, and runs it
+   * within the real figure (docs/OPENCL_IMPLEMENTATIONS.md has the reproducer). */
+  if (is_rusticl_llvmpipe(cl)) used /= 2;
+  *fits = 1;
+  if (local > most) {
+    *fits = 0;
+    if ((size_t)lim->max_group_size > most) lim->max_group_size = (int)most;
+    else lim->max_group_size = lim->max_group_size > 1 ? lim->max_group_size / 2 : 0;
+  }
+  if (used > cl->local_mem_bytes) {
+    *fits = 0;
+    size_t over = (size_t)(used - cl->local_mem_bytes);
+    lim->local_mem_bytes = lim->local_mem_bytes > over ? lim->local_mem_bytes - over : 0;
+  }
   return FA_SUCCESS;
 }
 

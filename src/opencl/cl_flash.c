@@ -19,22 +19,6 @@ fa_status fa_cl_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *o
   return FA_SUCCESS;
 }
 
-/* Floats per vector: scalar in the GPU layout (several work-items per row, interleaved); in the CPU layout
- * the widest of 8/4/2/1 that divides BC and D. FLASHATTN_OPENCL_VEC (1, 2, 4, 8, 16) overrides it where it
- * divides both, for measurements (docs/PERFORMANCE.md compares them). */
-static int pick_vec(int bc, int d, int tpr) {
-  if (tpr > 1) return 1;
-  const char *env = getenv("FLASHATTN_OPENCL_VEC");
-  if (env && *env) {
-    int want = atoi(env);
-    if ((want == 1 || want == 2 || want == 4 || want == 8 || want == 16) && bc % want == 0 && d % want == 0)
-      return want;
-  }
-  for (int vec = 8; vec > 1; vec /= 2)
-    if (bc % vec == 0 && d % vec == 0) return vec;
-  return 1;
-}
-
 static fa_status view_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_view *view, int with_buffer,
                            const char *what) {
   fa_status s = FA_SUCCESS;
@@ -97,21 +81,23 @@ fa_status fa_cl_flash_forward(fa_context *ctx, const fa_problem *p) {
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash forward: sequence lengths above 2^31-1 (Sq %lld, Sk %lld)",
                    (long long)p->seqlen_q, (long long)p->seqlen_k);
   const int d = (int)p->head_dim;
-  fa_tiles tiles;
-  fa_status s = fa_cl_tiles(ctx, d, p->dtype, &tiles);
-  if (s != FA_SUCCESS) return s;
-  /* Work-items per row (GPU layout) or rows per work-item (CPU layout), from the group size. */
-  const int br = tiles.block_q, bc = tiles.block_k;
-  const int tpr = tiles.threads >= br ? tiles.threads / br : 1, rpt = tiles.threads < br ? br / tiles.threads : 1;
-  const int vec = pick_vec(bc, d, tpr);
-  /* Block mask and dropout are variants of the kernel, so the dense one stays as it was. */
-  const int has_mask = p->mask.buf != NULL, has_dropout = p->dropout_p > 0.0f;
-  char options[256];
-  snprintf(options, sizeof options,
-           "%s -DHEAD_DIM=%d -DBR=%d -DBC=%d -DTPR=%d -DRPT=%d -DVEC=%d -DKT_PAD=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d",
-           fa_cl_dtype_define(p->dtype), d, br, bc, tpr, rpt, vec, tpr > 1 ? 1 : 0, has_mask, has_dropout);
+  fa_tile_limits lim;
+  fa_cl_tile_limits(ctx, &lim);
+  fa_cl_variant v;
   cl_kernel kern;
-  if ((s = fa_cl_kernel(ctx, "masks.h flash_fwd.cl", options, "flash_fwd", &kern)) != FA_SUCCESS) return s;
+  fa_status s;
+  /* Smaller tiles, built again, while the kernel as built needs more work-items or local memory than granted. */
+  for (int fits = 0; !fits;) {
+    if (lim.max_group_size < 1 ||
+        fa_cl_forward_variant(&lim, d, p->dtype, p->mask.buf != NULL, p->dropout_p > 0.0f, &v) != FA_SUCCESS)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                     "flash forward: head dim %d: no tile fits in %zu bytes of local memory and %d work-items",
+                     d, lim.local_mem_bytes, lim.max_group_size);
+    if ((s = fa_cl_kernel(ctx, v.files, v.options, v.kernels[0], &kern)) != FA_SUCCESS) return s;
+    if ((s = fa_cl_fit_kernel(ctx, kern, (size_t)v.tiles.threads, &lim, &fits)) != FA_SUCCESS) return s;
+  }
+  const fa_tiles tiles = v.tiles;
+  const int br = tiles.block_q;
 
   if ((s = fa_cl_forward_args(ctx, kern, p, "flash_fwd")) != FA_SUCCESS) return s;
 

@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "cl_loader.h"
+#include "cl_options.h"
 #include "tiling.h"
 
 /* A built program and the kernels created from it, kept for the context's lifetime. */
@@ -98,8 +99,10 @@ FA_HIDDEN fa_status fa_cl_arg(fa_context *ctx, cl_kernel kernel, cl_uint index, 
 /* What the device offers one work-group, after FLASHATTN_LOCAL_MEM_BYTES, for the tiling functions. */
 FA_HIDDEN void fa_cl_tile_limits(const fa_context *ctx, fa_tile_limits *lim);
 
-/* The -D define that selects the storage type in kernels/common.cl: "-DFA_DTYPE=0|1|2" (f32, f16, bf16). */
-FA_HIDDEN const char *fa_cl_dtype_define(fa_dtype dtype);
+/* Whether `kernel` as built runs groups of `local` work-items within the device's local memory
+ * (CL_KERNEL_WORK_GROUP_SIZE, CL_KERNEL_LOCAL_MEM_SIZE). When it does not (*fits = 0), lowers lim's group size
+ * or local budget by what the kernel lacks, so that the caller picks smaller tiles and builds again. */
+FA_HIDDEN fa_status fa_cl_fit_kernel(fa_context *ctx, cl_kernel kernel, size_t local, fa_tile_limits *lim, int *fits);
 
 /* A buffer's cl_mem. */
 static inline cl_mem fa_cl_mem(const fa_buffer *buf) { return (cl_mem)(uintptr_t)buf->native; }

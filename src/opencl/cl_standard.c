@@ -100,26 +100,15 @@ fa_status fa_cl_std_layout(fa_context *ctx, const fa_problem *p, fa_cl_std_plan 
   return FA_SUCCESS;
 }
 
-int fa_cl_std_vec(const fa_context *ctx) {
-  /* SIMD width on a CPU (see fa_std_softmax in kernels/standard.cl), one row per work-item on a GPU. */
-  return fa_cl_of(ctx)->is_cpu ? 8 : 1;
-}
+int fa_cl_std_vec(const fa_context *ctx) { return fa_cl_std_vec_for(fa_cl_of(ctx)->is_cpu); }
 
 void fa_cl_std_transpose_shape(const fa_context *ctx, int *tile, int *rows) {
-  size_t max = fa_cl_of(ctx)->max_group_size;
-  int t = 32;
-  while (t > 1 && (size_t)t > max) t /= 2;
-  size_t r = max / (size_t)t;
-  *tile = t;
-  *rows = r >= 8 ? 8 : (int)r; /* 32 x 8: each work-item moves 4 elements */
-  if (*rows > t) *rows = t;
+  fa_cl_std_transpose_for(fa_cl_of(ctx)->max_group_size, tile, rows);
 }
 
 void fa_cl_std_options(const fa_context *ctx, fa_dtype dtype, char *buf, size_t len) {
-  int tile, rows;
-  fa_cl_std_transpose_shape(ctx, &tile, &rows);
-  snprintf(buf, len, "%s -DFA_STD_VEC=%d -DFA_TR_TILE=%d -DFA_TR_ROWS=%d", fa_cl_dtype_define(dtype),
-           fa_cl_std_vec(ctx), tile, rows);
+  const fa_cl *cl = fa_cl_of(ctx);
+  fa_cl_std_options_for(cl->is_cpu, cl->max_group_size, dtype, buf, len);
 }
 
 /* A sub-buffer of the workspace for units [u0, u0 + n) of a region. */
