@@ -728,6 +728,7 @@ const fa_backend_ops fa_opencl_ops = {
     .forward = fa_cl_forward,
     .backward = fa_cl_backward,
     .dropout_mask = fa_cl_dropout_mask,
+    .combine = fa_cl_combine,
     .event_record = fa_cl_event_record,
     .event_elapsed = fa_cl_event_elapsed,
     .event_destroy = fa_cl_event_destroy,

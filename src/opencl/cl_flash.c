@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cl_internal.h"
+#include "decode.h"
 #include "tiling.h"
 
 fa_status fa_cl_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
@@ -122,6 +123,7 @@ static fa_status flash_forward(fa_context *ctx, const fa_problem *p) {
 }
 
 fa_status fa_cl_forward(fa_context *ctx, const fa_problem *p) {
+  if (fa_decode_wanted(p)) return fa_cl_decode(ctx, p);
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_forward(ctx, p);
   /* f16/bf16 on NVIDIA: tensor cores first (cl_flash_nv.c, which also serves FLASHATTN_OPENCL_NV_TC=emulate
    * anywhere), unless FLASHATTN_OPENCL_NV_TC=0; what that path does not serve (FA_ERROR_UNSUPPORTED) runs here.
