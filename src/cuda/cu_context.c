@@ -7,6 +7,7 @@
 
 #include "cu_cublas.h"
 #include "cu_internal.h"
+#include "decode.h"
 
 fa_status fa_cu_fail(fa_context *ctx, const char *call, CUresult r) {
   char text[256];
@@ -325,7 +326,17 @@ static fa_status cu_tiles(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tile
 static fa_status cu_forward(fa_context *ctx, const fa_problem *p) {
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
-  st = p->algo == FA_ALGO_STANDARD ? fa_cu_standard_forward(ctx, p) : fa_cu_forward(ctx, p);
+  st = fa_decode_wanted(p)                ? fa_cu_decode(ctx, p)
+       : p->algo == FA_ALGO_STANDARD ? fa_cu_standard_forward(ctx, p)
+                                     : fa_cu_forward(ctx, p);
+  fa_cu_pop(ctx);
+  return st;
+}
+
+static fa_status cu_combine(fa_context *ctx, const fa_problem *p) {
+  fa_status st = fa_cu_push(ctx);
+  if (st != FA_SUCCESS) return st;
+  st = fa_cu_combine(ctx, p);
   fa_cu_pop(ctx);
   return st;
 }
@@ -355,6 +366,7 @@ const fa_backend_ops fa_cuda_ops = {
     .forward = cu_forward,
     .backward = cu_backward,
     .dropout_mask = fa_cu_dropout_mask,
+    .combine = cu_combine,
     .event_record = fa_cu_event_record,
     .event_elapsed = fa_cu_event_elapsed,
     .event_destroy = fa_cu_event_destroy,
