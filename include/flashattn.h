@@ -325,6 +325,24 @@ FA_API fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, con
                              const fa_tensor *dk, const fa_tensor *dv);
 
 /**
+ * Append new tokens' keys and values to a KV cache, before an fa_forward() over it: for each sequence b,
+ * k_new[b, t] and v_new[b, t] are written to cache position seqlens_k[b] + t (t < S_new), in the contiguous
+ * cache [B, cap, Hkv, D] or, with a block_table, in row (position % page_size) of page
+ * block_table[b][position / page_size] of the paged cache [num_pages, page_size, Hkv, D]. seqlens_k is not
+ * changed: the caller adds S_new to it (then passes it to fa_forward, whose new query rows see the new keys).
+ * @param k_cache, v_cache  the cache, as fa_forward() takes it (same dtype as k_new)
+ * @param block_table       int32 [B, max_pages, 1, 1], or NULL for a contiguous cache
+ * @param seqlens_k         int32 [B, 1, 1, 1]: the lengths before the append
+ * @param k_new, v_new      [B, S_new, Hkv, D]
+ * Every position written must lie within the cache's capacity and, when paged, on a valid page: checked on
+ * the host (one blocking read of seqlens_k and block_table) unless trust_indices is 1, when bad values are
+ * clamped instead (no write outside the cache, but a wrong row may be overwritten).
+ */
+FA_API fa_status fa_kv_append(fa_context *ctx, const fa_tensor *k_cache, const fa_tensor *v_cache,
+                              const fa_tensor *block_table, const fa_tensor *seqlens_k, const fa_tensor *k_new,
+                              const fa_tensor *v_new, int trust_indices);
+
+/**
  * Merge partial attention results over disjoint key sets into the result over their union (the second
  * kernel of split-KV decoding, public for callers that split keys across devices or calls):
  *   lse = log sum_i exp(lse_i),  o = sum_i exp(lse_i - lse) o_i.

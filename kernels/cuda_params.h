@@ -112,4 +112,12 @@ typedef struct fa_combine_params {
   int parts, head_dim, seqlen_q, pad0;
 } fa_combine_params;
 
+/* The argument block of kernels/decode.cu's fa_kv_append: caches k, v (batch or page, row, head strides),
+ * the new tokens [B, seqlen_new, Hkv, D], seqlens_k and the block table as in fa_decode_params. */
+typedef struct fa_kv_append_params {
+  unsigned long long k, v, k_new, v_new, seqlens, table;
+  long long k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, kn_sb, kn_ss, kn_sh, vn_sb, vn_ss, vn_sh, sl_s, t_sb, t_sp, total;
+  int paged, page_size, num_pages, cap, seqlen_new, heads_kv, head_dim, pad0;
+} fa_kv_append_params;
+
 #endif

@@ -194,3 +194,24 @@ __kernel void fa_combine(const __global fa_part_t *op, long op_off, long op_sb, 
   }
   if (has_lse && get_local_id(0) == 0) lse[l_off + b * l_sb + (long)h * l_sh + (long)i * l_ss] = total;
 }
+
+/* fa_kv_append: element (b, t, h, d) of k_new and v_new into cache position seqlens_k[b] + t (clamped into the
+ * cache: the host has checked it unless the caller trusts its indices). One work-item per element. */
+__kernel void fa_kv_append(__global fa_t *kc, long kc_off, long kc_sb, long kc_ss, long kc_sh, __global fa_t *vc,
+                           long vc_off, long vc_sb, long vc_ss, long vc_sh, const __global fa_t *kn, long kn_off,
+                           long kn_sb, long kn_ss, long kn_sh, const __global fa_t *vn, long vn_off, long vn_sb,
+                           long vn_ss, long vn_sh, const __global int *seqlens_buf, long sl_off, long sl_s,
+                           const __global int *table_buf, long t_off, long t_sb, long t_sp, int paged, int page_size,
+                           int num_pages, int cap, int seqlen_new, int heads_kv, int head_dim, long total) {
+  const long x = (long)get_global_id(0);
+  if (x >= total) return;
+  const int d = (int)(x % head_dim), h = (int)(x / head_dim % heads_kv);
+  const int t = (int)(x / ((long)head_dim * heads_kv) % seqlen_new), b = (int)(x / ((long)head_dim * heads_kv * seqlen_new));
+  const int len = fa_dec_length(seqlens_buf + sl_off, sl_s, 1, b, cap);
+  const int pos = min(len + t, cap - 1);
+  const __global int *table = table_buf + t_off;
+  const long ko = fa_dec_key_offset(table, t_sb, t_sp, paged, page_size, num_pages, b, pos, kc_sb, kc_ss);
+  const long vo = fa_dec_key_offset(table, t_sb, t_sp, paged, page_size, num_pages, b, pos, vc_sb, vc_ss);
+  fa_store(kc, kc_off + ko + (long)h * kc_sh + d, fa_load(kn, kn_off + b * kn_sb + (long)t * kn_ss + (long)h * kn_sh + d));
+  fa_store(vc, vc_off + vo + (long)h * vc_sh + d, fa_load(vn, vn_off + b * vn_sb + (long)t * vn_ss + (long)h * vn_sh + d));
+}

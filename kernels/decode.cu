@@ -237,3 +237,23 @@ extern "C" __global__ void __launch_bounds__(64) fa_combine(const fa_combine_par
   }
   if (a.lse && threadIdx.x == 0) ((float *)a.lse)[b * a.l_sb + (long long)h * a.l_sh + (long long)i * a.l_ss] = total;
 }
+
+/* fa_kv_append: element (b, t, h, d) of k_new and v_new into cache position seqlens_k[b] + t (clamped into the
+ * cache: the host has checked it unless the caller trusts its indices). A grid-stride loop over the elements. */
+extern "C" __global__ void __launch_bounds__(256) fa_kv_append(const fa_kv_append_params a) {
+  const int *seqlens = (const int *)a.seqlens, *table = (const int *)a.table;
+  const fa_elem *kn = (const fa_elem *)a.k_new, *vn = (const fa_elem *)a.v_new;
+  fa_elem *kc = (fa_elem *)a.k, *vc = (fa_elem *)a.v;
+  for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < a.total;
+       x += (long long)gridDim.x * blockDim.x) {
+    const int d = (int)(x % a.head_dim), h = (int)(x / a.head_dim % a.heads_kv);
+    const int t = (int)(x / ((long long)a.head_dim * a.heads_kv) % a.seqlen_new);
+    const int b = (int)(x / ((long long)a.head_dim * a.heads_kv * a.seqlen_new));
+    const int len = fa_dec_length(seqlens, a.sl_s, 1, b, a.cap);
+    const int pos = min(len + t, a.cap - 1);
+    const long long ko = fa_dec_key_offset(table, a.t_sb, a.t_sp, a.paged, a.page_size, a.num_pages, b, pos, a.k_sb, a.k_ss);
+    const long long vo = fa_dec_key_offset(table, a.t_sb, a.t_sp, a.paged, a.page_size, a.num_pages, b, pos, a.v_sb, a.v_ss);
+    kc[ko + (long long)h * a.k_sh + d] = kn[b * a.kn_sb + (long long)t * a.kn_ss + (long long)h * a.kn_sh + d];
+    vc[vo + (long long)h * a.v_sh + d] = vn[b * a.vn_sb + (long long)t * a.vn_ss + (long long)h * a.vn_sh + d];
+  }
+}

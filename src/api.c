@@ -608,12 +608,12 @@ static fa_status check_index_values(fa_context *ctx, const fa_problem *p) {
     return FA_ERROR_DEVICE;
   }
   for (int64_t b = 0; b < p->batch && st == FA_SUCCESS; b++) {
-    const int64_t len = lens ? lens[b] : p->seqlen_k;
+    const int64_t len = (lens ? lens[b] : p->seqlen_k) + p->seqlen_new; /* fa_kv_append writes seqlen_new more */
     if (len < 0 || len > p->seqlen_k) {
       st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
-                   "desc->seqlens_k: sequence %lld has %lld keys, outside 0 .. the cache's capacity %lld (%s)",
-                   (long long)b, (long long)len, (long long)p->seqlen_k,
-                   table ? "max_pages x page_size" : "k's seqlen");
+                   "desc->seqlens_k: sequence %lld has %lld keys%s, outside 0 .. the cache's capacity %lld (%s)",
+                   (long long)b, (long long)len, p->seqlen_new ? " with the appended ones" : "",
+                   (long long)p->seqlen_k, table ? "max_pages x page_size" : "k's seqlen");
       break;
     }
     for (int64_t pg = 0; table && pg < (len + p->page_size - 1) / p->page_size; pg++) {
@@ -890,6 +890,56 @@ fa_status fa_combine(fa_context *ctx, int64_t num_parts, const fa_tensor *o_part
   if (!ctx->ops->combine)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_combine: the %s backend has no combine kernel", ctx->ops->name);
   return ctx->ops->combine(ctx, &p);
+}
+
+fa_status fa_kv_append(fa_context *ctx, const fa_tensor *k_cache, const fa_tensor *v_cache,
+                       const fa_tensor *block_table, const fa_tensor *seqlens_k, const fa_tensor *k_new,
+                       const fa_tensor *v_new, int trust_indices) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  fa_problem p;
+  memset(&p, 0, sizeof p);
+  fa_status st;
+  if (!k_new) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k_new: tensor is NULL");
+  if (!valid_dtype(k_new->dtype))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k_new: dtype %s; keys are f32, f16 or bf16",
+                   fa_dtype_name(k_new->dtype));
+  tensor_rule rn = rule("k_new", k_new->dtype, "k_new's", 0, 0, 0, 0, "");
+  if ((st = check_tensor(ctx, &rn, k_new, &p.k_new)) != FA_SUCCESS) return st;
+  p.dtype = k_new->dtype;
+  p.batch = k_new->shape[0], p.seqlen_new = k_new->shape[1], p.heads_kv = k_new->shape[2];
+  p.head_dim = k_new->shape[3];
+  tensor_rule rv = rule("v_new", p.dtype, "k_new's", p.batch, p.seqlen_new, p.heads_kv, p.head_dim, "in k_new");
+  if ((st = check_tensor(ctx, &rv, v_new, &p.v_new)) != FA_SUCCESS) return st;
+  if (!k_cache) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k_cache: tensor is NULL");
+  tensor_rule rk = rule("k_cache", p.dtype, "k_new's", block_table ? 0 : p.batch, 0, p.heads_kv, p.head_dim, "in k_new");
+  if (block_table) rk.names = page_dim_names;
+  if ((st = check_tensor(ctx, &rk, k_cache, &p.k)) != FA_SUCCESS) return st;
+  tensor_rule rc = rule("v_cache", p.dtype, "k_new's", k_cache->shape[0], k_cache->shape[1], p.heads_kv, p.head_dim,
+                        "in k_cache");
+  rc.names = rk.names;
+  if ((st = check_tensor(ctx, &rc, v_cache, &p.v)) != FA_SUCCESS) return st;
+  p.seqlen_k = k_cache->shape[1];
+  if (block_table) {
+    fa_attention_desc d;
+    memset(&d, 0, sizeof d);
+    d.block_table = block_table;
+    if ((st = check_pages(ctx, &d, k_cache, &p)) != FA_SUCCESS) return st;
+  }
+  if (!seqlens_k) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "seqlens_k: tensor is NULL (the append positions)");
+  if ((st = check_small(ctx, "seqlens_k", seqlens_k, FA_I32, p.batch, 1, "k_new's batch", &p.seqlens_k)) != FA_SUCCESS)
+    return st;
+  const fa_tensor *outs[2] = {k_cache, v_cache}, *ins[4] = {k_new, v_new, seqlens_k, block_table};
+  for (int i = 0; i < 2; i++)
+    for (int j = 0; j < 4; j++)
+      if (views_overlap(outs[i], ins[j], 0))
+        return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: overlaps %s", i ? "v_cache" : "k_cache",
+                       (const char *const[]){"k_new", "v_new", "seqlens_k", "block_table"}[j]);
+  if (views_overlap(k_cache, v_cache, 0))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "v_cache: overlaps k_cache");
+  if (!trust_indices && (st = check_index_values(ctx, &p)) != FA_SUCCESS) return st;
+  if (!ctx->ops->kv_append)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_kv_append: the %s backend has no append kernel", ctx->ops->name);
+  return ctx->ops->kv_append(ctx, &p);
 }
 
 /* ---- events ---- */

@@ -63,6 +63,9 @@ typedef struct fa_problem {
   int64_t num_parts, o_part_stride, lse_part_stride;
   fa_dtype parts_dtype;
   fa_view o_parts, lse_parts;
+  /* fa_kv_append only: k_new, v_new [B, seqlen_new, Hkv, D] go into k, v (the cache) from seqlens_k[b] on. */
+  fa_view k_new, v_new;
+  int64_t seqlen_new;
 } fa_problem;
 
 /* Whether a forward problem uses the inference options, which only the decode kernels serve. */
@@ -103,6 +106,8 @@ typedef struct fa_backend_ops {
   fa_status (*dropout_mask)(fa_context *ctx, const fa_problem *p);
   /* fa_combine: merge p->num_parts partial (o, lse) results into p->o and p->lse. */
   fa_status (*combine)(fa_context *ctx, const fa_problem *p);
+  /* fa_kv_append: copy p->k_new, p->v_new into the cache p->k, p->v at the positions seqlens_k gives. */
+  fa_status (*kv_append)(fa_context *ctx, const fa_problem *p);
 } fa_backend_ops;
 
 struct fa_event {

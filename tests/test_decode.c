@@ -325,6 +325,84 @@ START_TEST(t_combine) {
 }
 END_TEST
 
+/* ---- fa_kv_append: the new rows land where seqlens_k and the block table say, nothing else changes ---- */
+
+static void append_case(int bi, fa_dtype dt, int page_size, int s_new) {
+  fa_context *ctx = th_context(bi);
+  const char *be = th_backend_label(bi);
+  th_rng r;
+  th_rng_init(&r, th_case_seed(3000 + page_size + s_new));
+  const dec_case c = {dt, 64, 3, 1, 96, 2, 2, 0, 0, page_size};
+  dec_run d;
+  memset(&d, 0, sizeof d);
+  if (page_size) make_pages(&c, &r, &d);
+  const int64_t kshape[4] = {page_size ? d.num_pages : c.batch, page_size ? page_size : c.cap, c.heads_kv, c.head_dim};
+  const int64_t nshape[4] = {c.batch, s_new, c.heads_kv, c.head_dim};
+  th_tensor kn, vn;
+  ck_assert_int_eq(th_tensor_create(&d.k, ctx, dt, kshape, PAD, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&d.v, ctx, dt, kshape, PACK, 4), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&kn, ctx, dt, nshape, BHSD, 1), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&vn, ctx, dt, nshape, PACK, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_fill_random(&d.k, &r, 1.0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_fill_random(&d.v, &r, 1.0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_fill_random(&kn, &r, 1.0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_fill_random(&vn, &r, 1.0), FA_SUCCESS);
+  const size_t n = d.k.elems;
+  double *k0 = malloc(n * sizeof(double)), *v0 = malloc(n * sizeof(double));
+  memcpy(k0, d.k.host, n * sizeof(double));
+  memcpy(v0, d.v.host, n * sizeof(double));
+  int32_t lens[3] = {0, 40, c.cap - s_new};
+  small_create(&d.lens, ctx, FA_I32, lens, c.batch, 1);
+  if (page_size) small_create(&d.table, ctx, FA_I32, d.table_host, c.batch, d.max_pages);
+  fa_status st = fa_kv_append(ctx, &d.k.t, &d.v.t, page_size ? &d.table.t : NULL, &d.lens.t, &kn.t, &vn.t, 0);
+  ck_assert_msg(st == FA_SUCCESS, "%s: %s: fa_kv_append: %s", th_case(), be, fa_context_last_error(ctx));
+  int ok1, ok2;
+  ck_assert_int_eq(th_tensor_download(&d.k, &ok1), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_download(&d.v, &ok2), FA_SUCCESS);
+  ck_assert_msg(ok1 && ok2, "%s: %s: wrote outside the cache tensors", th_case(), be);
+  /* Expected: the old cache with the new rows put in. */
+  const int64_t row = c.heads_kv * c.head_dim;
+  for (int64_t b = 0; b < c.batch; b++)
+    for (int64_t t = 0; t < s_new; t++) {
+      const int64_t j = lens[b] + t;
+      const int64_t dst = page_size ? (int64_t)d.table_host[b * d.max_pages + j / page_size] * page_size + j % page_size
+                                    : b * c.cap + j;
+      memcpy(k0 + dst * row, kn.host + (b * s_new + t) * row, sizeof(double) * (size_t)row);
+      memcpy(v0 + dst * row, vn.host + (b * s_new + t) * row, sizeof(double) * (size_t)row);
+    }
+  ck_assert_msg(memcmp(k0, d.k.host, n * sizeof(double)) == 0 && memcmp(v0, d.v.host, n * sizeof(double)) == 0,
+                "%s: %s: the cache differs from the expected one", th_case(), be);
+  /* A length that leaves no room: refused, nothing written. */
+  ck_assert_int_eq(th_tensor_upload(&d.k), FA_SUCCESS);
+  lens[1] = c.cap - s_new + 1;
+  ck_assert_int_eq(fa_buffer_write(ctx, d.lens.buf, 12, lens, sizeof lens), FA_SUCCESS);
+  st = fa_kv_append(ctx, &d.k.t, &d.v.t, page_size ? &d.table.t : NULL, &d.lens.t, &kn.t, &vn.t, 0);
+  ck_assert_msg(st == FA_ERROR_INVALID_ARGUMENT && strstr(fa_context_last_error(ctx), "seqlens_k"),
+                "%s: %s: overfull append: %s \"%s\"", th_case(), be, fa_status_string(st), fa_context_last_error(ctx));
+  ck_assert_msg(th_tensor_unchanged(&d.k) == 1, "%s: %s: a refused append wrote", th_case(), be);
+  free(k0);
+  free(v0);
+  th_tensor_destroy(&d.k);
+  th_tensor_destroy(&d.v);
+  th_tensor_destroy(&kn);
+  th_tensor_destroy(&vn);
+  fa_buffer_destroy(d.lens.buf);
+  fa_buffer_destroy(d.table.buf);
+  free(d.table_host);
+  th_ran(bi);
+}
+
+START_TEST(t_append) {
+  static const struct {
+    fa_dtype dt;
+    int page, s_new;
+  } ac[] = {{F32, 0, 1}, {F16, 16, 5}, {BF16, 32, 33}};
+  th_case_begin("kv_append %s page=%d S_new=%d", fa_dtype_name(ac[_i].dt), ac[_i].page, ac[_i].s_new);
+  for (int bi = 0; bi < th_backend_count(); bi++) append_case(bi, ac[_i].dt, ac[_i].page, ac[_i].s_new);
+  th_finish_case();
+}
+END_TEST
+
 /* ---- argument checks: a status, a sentence naming the argument, nothing written ---- */
 
 typedef struct bad_case {
@@ -417,6 +495,7 @@ static Suite *make_suite(void) {
   tcase_set_timeout(tc, TH_TIMEOUT_S);
   tcase_add_loop_test(tc, t_decode, 0, n_cases);
   tcase_add_loop_test(tc, t_combine, 0, 4);
+  tcase_add_loop_test(tc, t_append, 0, 3);
   tcase_add_loop_test(tc, t_errors, 0, (int)(sizeof bad_cases / sizeof bad_cases[0]));
   suite_add_tcase(s, tc);
   return s;

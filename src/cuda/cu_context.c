@@ -341,6 +341,14 @@ static fa_status cu_combine(fa_context *ctx, const fa_problem *p) {
   return st;
 }
 
+static fa_status cu_kv_append(fa_context *ctx, const fa_problem *p) {
+  fa_status st = fa_cu_push(ctx);
+  if (st != FA_SUCCESS) return st;
+  st = fa_cu_kv_append(ctx, p);
+  fa_cu_pop(ctx);
+  return st;
+}
+
 static fa_status cu_backward(fa_context *ctx, const fa_problem *p) {
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
@@ -367,6 +375,7 @@ const fa_backend_ops fa_cuda_ops = {
     .backward = cu_backward,
     .dropout_mask = fa_cu_dropout_mask,
     .combine = cu_combine,
+    .kv_append = cu_kv_append,
     .event_record = fa_cu_event_record,
     .event_elapsed = fa_cu_event_elapsed,
     .event_destroy = fa_cu_event_destroy,

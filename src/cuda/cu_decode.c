@@ -1,5 +1,6 @@
 /* The CUDA decode path (kernels/decode.cu): split-KV attention for few query rows and every inference option
- * (seqlens_k, paged K/V, window, ALiBi, softcap), and fa_combine, whose kernel also merges the splits.
+ * (seqlens_k, paged K/V, window, ALiBi, softcap), fa_combine, whose kernel also merges the splits, and
+ * fa_kv_append.
  * Called with the context current (cu_context.c pushes it). */
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 _Static_assert(sizeof(fa_decode_params) == 10 * 8 + 20 * 8 + 17 * 4 + 2 * 4 + 4, "fa_decode_params has padding");
 _Static_assert(sizeof(fa_combine_params) == 4 * 8 + 14 * 8 + 4 * 4, "fa_combine_params has padding");
+_Static_assert(sizeof(fa_kv_append_params) == 6 * 8 + 16 * 8 + 8 * 4, "fa_kv_append_params has padding");
 
 #define DECODE_MAX_ROWS 8 /* the kernel's register budget: q and accumulators of 8 rows per lane */
 #define COMBINE_THREADS 64
@@ -138,4 +140,37 @@ fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p) {
   ca.lp = a.part_lse, ca.lp_sb = hq * sq, ca.lp_sh = sq, ca.lp_ss = 1, ca.lp_stride = rows;
   ca.parts = plan.splits;
   return combine_launch(ctx, p, &ca, FA_F32);
+}
+
+fa_status fa_cu_kv_append(fa_context *ctx, const fa_problem *p) {
+  if (p->seqlen_k > INT32_MAX || p->seqlen_new > INT32_MAX)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_kv_append: sequences above 2^31-1 keys");
+  const size_t es = fa_dtype_size(p->dtype);
+  fa_kv_append_params a;
+  memset(&a, 0, sizeof a);
+  a.k = fa_cu_addr(&p->k, es), a.v = fa_cu_addr(&p->v, es);
+  a.k_new = fa_cu_addr(&p->k_new, es), a.v_new = fa_cu_addr(&p->v_new, es);
+  a.k_sb = p->k.stride[0], a.k_ss = p->k.stride[1], a.k_sh = p->k.stride[2];
+  a.v_sb = p->v.stride[0], a.v_ss = p->v.stride[1], a.v_sh = p->v.stride[2];
+  a.kn_sb = p->k_new.stride[0], a.kn_ss = p->k_new.stride[1], a.kn_sh = p->k_new.stride[2];
+  a.vn_sb = p->v_new.stride[0], a.vn_ss = p->v_new.stride[1], a.vn_sh = p->v_new.stride[2];
+  a.seqlens = fa_cu_addr(&p->seqlens_k, 4), a.sl_s = p->seqlens_k.stride[0];
+  a.page_size = 1, a.num_pages = 1;
+  if (p->block_table.buf) {
+    a.paged = 1, a.table = fa_cu_addr(&p->block_table, 4);
+    a.t_sb = p->block_table.stride[0], a.t_sp = p->block_table.stride[1];
+    a.page_size = (int)p->page_size, a.num_pages = (int)p->num_pages;
+  }
+  a.cap = (int)p->seqlen_k, a.seqlen_new = (int)p->seqlen_new, a.heads_kv = (int)p->heads_kv;
+  a.head_dim = (int)p->head_dim;
+  a.total = p->batch * p->seqlen_new * p->heads_kv * p->head_dim;
+  char defines[64];
+  snprintf(defines, sizeof defines, "%s -DHEAD_DIM=8 -DROWS=1", fa_cu_dtype_define(p->dtype));
+  CUfunction fn;
+  fa_status st = fa_cu_function(ctx, "decode.cu", defines, "fa_kv_append", 0, &fn);
+  if (st != FA_SUCCESS) return st;
+  const long long blocks = (a.total + 255) / 256;
+  const unsigned grid[3] = {(unsigned)(blocks < (1 << 20) ? blocks : (1 << 20)), 1, 1};
+  void *args[] = {&a};
+  return fa_cu_launch(ctx, fn, grid, 256, 0, args, "fa_kv_append");
 }

@@ -729,6 +729,7 @@ const fa_backend_ops fa_opencl_ops = {
     .backward = fa_cl_backward,
     .dropout_mask = fa_cl_dropout_mask,
     .combine = fa_cl_combine,
+    .kv_append = fa_cl_kv_append,
     .event_record = fa_cl_event_record,
     .event_elapsed = fa_cl_event_elapsed,
     .event_destroy = fa_cl_event_destroy,

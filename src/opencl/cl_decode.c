@@ -1,5 +1,6 @@
 /* The OpenCL decode path (kernels/decode.cl): split-KV attention for few query rows and every inference
- * option (seqlens_k, paged K/V, window, ALiBi, softcap), and fa_combine, whose kernel also merges the splits. */
+ * option (seqlens_k, paged K/V, window, ALiBi, softcap), fa_combine, whose kernel also merges the splits, and
+ * fa_kv_append. */
 #include <stdio.h>
 #include <string.h>
 
@@ -131,4 +132,27 @@ fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p) {
   combine_parts c = {ws, ws, 0, hq * sq * d, d, sq * d, rows * d, (cl_long)part_o, hq * sq, sq, 1, rows,
                      FA_F32, plan.splits};
   return combine_launch(ctx, p, &c);
+}
+
+fa_status fa_cl_kv_append(fa_context *ctx, const fa_problem *p) {
+  cl_kernel kern;
+  char options[96];
+  snprintf(options, sizeof options, "%s -DHEAD_DIM=8 -DROWS=1 -DWG=%d -DFA_DEC_MODS=0", fa_cl_dtype_define(p->dtype), WG);
+  fa_status s = fa_cl_kernel(ctx, "masks.h decode.h decode.cl", options, "fa_kv_append", &kern);
+  if (s != FA_SUCCESS) return s;
+  cl_uint arg = 0;
+  const char *what = "fa_kv_append";
+  const fa_view *views[4] = {&p->k, &p->v, &p->k_new, &p->v_new};
+  for (int x = 0; x < 4 && s == FA_SUCCESS; x++) s = view_args(ctx, kern, &arg, views[x], NULL, 4, what);
+  if (s == FA_SUCCESS) s = view_args(ctx, kern, &arg, &p->seqlens_k, NULL, 2, what);
+  if (s == FA_SUCCESS) s = view_args(ctx, kern, &arg, &p->block_table, p->seqlens_k.buf, 3, what);
+  const cl_int ints[7] = {p->block_table.buf != NULL, (cl_int)(p->block_table.buf ? p->page_size : 1),
+                          (cl_int)(p->block_table.buf ? p->num_pages : 1), (cl_int)p->seqlen_k,
+                          (cl_int)p->seqlen_new, (cl_int)p->heads_kv, (cl_int)p->head_dim};
+  for (int x = 0; x < 7 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, arg++, 4, &ints[x], what);
+  const cl_long total = p->batch * p->seqlen_new * p->heads_kv * p->head_dim;
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, 8, &total, what);
+  if (s != FA_SUCCESS) return s;
+  const size_t local[1] = {WG}, global[1] = {fa_cl_round_up((size_t)total, WG)};
+  return fa_cl_launch(ctx, kern, 1, global, local, what);
 }
