@@ -55,6 +55,12 @@ static const dec_case cases[] = {
     {BF16, 128, 2, 1, 300, 4, 2, 1, 1, 0, 0, 0, 0, 0, 30.0f, 4, PACK},
     {F32, 64, 3, 2, 192, 4, 2, 1, 1, 16, 1, 60, -1, 2, 5.0f, 3, BHSD},
     {F32, 256, 1, 1, 90, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, PACK},
+    /* the CUDA kernel's lane layouts: 9 pieces a row (idle lanes), 2 pieces, 2 pieces per lane; wide groups */
+    {F16, 72, 2, 1, 333, 4, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, PACK},
+    {F16, 16, 1, 2, 100, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, PACK},
+    {F32, 256, 1, 3, 100, 4, 4, 1, 0, 0, 0, 0, 0, 0, 0, 0, PAD},
+    {BF16, 128, 1, 1, 64, 32, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, PACK}, /* 32 heads share one K/V head */
+    {F32, 64, 1, 16, 100, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, PACK},  /* MHA, 16 query rows */
 };
 static const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 
@@ -191,7 +197,8 @@ static void run_case(const dec_case *c, int case_number, int bi) {
   const int64_t lshape[4] = {c->batch, c->heads_q, c->seqlen_q, 1};
   ck_assert_int_eq(th_tensor_create(&d.q, ctx, c->dtype, qshape, c->in, 1), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&d.k, ctx, c->dtype, kshape, c->in, 0), FA_SUCCESS);
-  ck_assert_int_eq(th_tensor_create(&d.v, ctx, c->dtype, kshape, c->in, 5), FA_SUCCESS);
+  /* v misaligned (element loads) in the padded layout only: the others keep 16-byte rows (vector loads). */
+  ck_assert_int_eq(th_tensor_create(&d.v, ctx, c->dtype, kshape, c->in, c->in == PAD ? 5 : 0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&d.o, ctx, c->dtype, qshape, c->in, 2), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&d.lse, ctx, FA_F32, lshape, PACK, 3), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_fill_random(&d.q, &r, 1.0), FA_SUCCESS);
