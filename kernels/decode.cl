@@ -7,12 +7,12 @@
  * split of their keys; grid (row blocks x splits, Hkv, B). Per tile of WG keys:
  *   each work-item scores one key against the ROWS rows (q, pre-scaled, in local memory),
  *   one work-item per row folds the tile into the row's running max and sum,
- *   each work-item accumulates its (row, column) elements of P V, reading V rows coalesced.
+ *   each work-item accumulates its columns of P V for every row, reading each V element once (coalesced).
  * With one split the result goes to o and lse; with several, to part_o (float32, normalised by the split's
  * own sum) and part_lse (from element plse_off), packed [split][B][Hq][Sq][D] and [split][B][Hq][Sq], for fa_combine.
  * Defines: HEAD_DIM, ROWS, WG, FA_DTYPE, FA_DEC_MODS (1: softcap or ALiBi present). */
 
-#define FA_DEC_ELEMS ((ROWS * HEAD_DIM + WG - 1) / WG) /* (row, column) outputs per work-item */
+#define FA_DEC_COLS ((HEAD_DIM + WG - 1) / WG) /* columns per work-item: t, t + WG, ... (every row of each) */
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
     const __global fa_t *q, long q_off, long q_sb, long q_ss, long q_sh, const __global fa_t *k, long k_off,
@@ -59,8 +59,9 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
   if (ghi > glo) fa_dec_split_keys(glo, ghi, split, splits, &klo, &khi);
 
   float m = FA_MAX_INIT, l = 0.0f; /* work-items t < ROWS: row t's running max (base 2) and sum */
-  float acc[FA_DEC_ELEMS];
-  for (int e = 0; e < FA_DEC_ELEMS; e++) acc[e] = 0.0f;
+  float acc[ROWS][FA_DEC_COLS];
+  for (int r = 0; r < ROWS; r++)
+    for (int e = 0; e < FA_DEC_COLS; e++) acc[r][e] = 0.0f;
 
   for (int k0 = klo; k0 < khi; k0 += WG) {
     /* Scores of key k0 + t against every row. */
@@ -110,18 +111,19 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
       row_scale[t] = a;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
+    /* Each V element is read once and serves every row. */
     const int nk = min(WG, khi - k0);
-    for (int e = 0; e < FA_DEC_ELEMS; e++) {
-      const int x = t + e * WG;
-      if (x >= ROWS * HEAD_DIM) break;
-      const int r = x / HEAD_DIM, d = x % HEAD_DIM;
-      float sum = acc[e] * row_scale[r];
-      for (int c = 0; c < nk; c++) {
-        const long vr =
-            v_off + fa_dec_key_offset(table, t_sb, t_sp, paged, page_size, num_pages, b, k0 + c, v_sb, v_ss);
-        sum += ps[r][c] * fa_load(v, vr + (long)hk * v_sh + d);
+    for (int r = 0; r < ROWS; r++)
+      for (int e = 0; e < FA_DEC_COLS; e++) acc[r][e] *= row_scale[r];
+    for (int c = 0; c < nk; c++) {
+      const long vr = v_off + fa_dec_key_offset(table, t_sb, t_sp, paged, page_size, num_pages, b, k0 + c, v_sb, v_ss) +
+                      (long)hk * v_sh;
+      for (int e = 0; e < FA_DEC_COLS; e++) {
+        const int d = t + e * WG;
+        if (d >= HEAD_DIM) break;
+        const float vv = fa_load(v, vr + d);
+        for (int r = 0; r < ROWS; r++) acc[r][e] += ps[r][c] * vv;
       }
-      acc[e] = sum;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
   }
@@ -129,17 +131,20 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
   /* Row sums to every work-item, then the outputs. */
   if (t < ROWS) row_scale[t] = l;
   barrier(CLK_LOCAL_MEM_FENCE);
-  for (int e = 0; e < FA_DEC_ELEMS; e++) {
-    const int x = t + e * WG;
-    if (x >= ROWS * HEAD_DIM) break;
-    const int r = x / HEAD_DIM, d = x % HEAD_DIM, f = rb * ROWS + r;
-    if (f >= rows_total) continue;
+  for (int r = 0; r < ROWS; r++) {
+    const int f = rb * ROWS + r;
+    if (f >= rows_total) break;
     const int i = f / group, h = hk * group + f % group;
-    const float lr = row_scale[r], val = lr > 0.0f ? acc[e] / lr : 0.0f;
-    if (splits == 1)
-      fa_store(o, o_off + b * o_sb + (long)i * o_ss + (long)h * o_sh + d, val);
-    else
-      part_o[((((long)split * batch + b) * heads_q + h) * seqlen_q + i) * HEAD_DIM + d] = val;
+    const float lr = row_scale[r];
+    for (int e = 0; e < FA_DEC_COLS; e++) {
+      const int d = t + e * WG;
+      if (d >= HEAD_DIM) break;
+      const float val = lr > 0.0f ? acc[r][e] / lr : 0.0f;
+      if (splits == 1)
+        fa_store(o, o_off + b * o_sb + (long)i * o_ss + (long)h * o_sh + d, val);
+      else
+        part_o[((((long)split * batch + b) * heads_q + h) * seqlen_q + i) * HEAD_DIM + d] = val;
+    }
   }
   const int f = rb * ROWS + t;
   if (t < ROWS && f < rows_total) {
