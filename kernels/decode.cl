@@ -6,7 +6,7 @@
  * (query position, head of the group) pairs, so every head that shares the K/V head reads it once) and one
  * split of their keys; grid (row blocks x splits, Hkv, B). Per tile of WG keys:
  *   each work-item scores one key against the ROWS rows (q, pre-scaled, in local memory),
- *   one work-item per row folds the tile into the row's running max and sum,
+ *   one work-item per row takes the tile's max, every work-item its key's exponentials, then the row's sum,
  *   each work-item accumulates its columns of P V for every row, reading each V element once (coalesced).
  * With one split the result goes to o and lse; with several, to part_o (float32, normalised by the split's
  * own sum) and part_lse (from element plse_off), packed [split][B][Hq][Sq][D] and [split][B][Hq][Sq], for fa_combine.
@@ -28,7 +28,7 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
   const __global float *alibi = alibi_buf + al_off;
   __local float qs[ROWS][HEAD_DIM];
   __local float ps[ROWS][WG];
-  __local float row_scale[ROWS];
+  __local float row_scale[ROWS], row_max[ROWS];
   __local int row_lo[ROWS], row_hi[ROWS];
   const int t = (int)get_local_id(0);
   const int rb = (int)get_group_id(0) % row_blocks, split = (int)get_group_id(0) / row_blocks;
@@ -95,22 +95,23 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
       for (int r = 0; r < ROWS; r++) ps[r][t] = -INFINITY;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    /* Row t folds the tile in: probabilities in place, the factor on its old accumulators. */
+    /* Row t's new running max and the factor on its old accumulators; then each work-item turns its key's
+     * scores into probabilities (the exponentials in parallel), and row t adds them to its sum. */
     if (t < ROWS) {
       float mt = m;
       for (int c = 0; c < WG; c++) mt = fmax(mt, ps[t][c]);
-      const float a = exp2(m - mt);
-      float sum = 0.0f;
-      for (int c = 0; c < WG; c++) {
-        const float p = exp2(ps[t][c] - mt);
-        ps[t][c] = p;
-        sum += p;
-      }
-      l = l * a + sum;
+      row_scale[t] = exp2(m - mt);
+      row_max[t] = mt;
       m = mt;
-      row_scale[t] = a;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
+    for (int r = 0; r < ROWS; r++) ps[r][t] = exp2(ps[r][t] - row_max[r]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (t < ROWS) {
+      float sum = 0.0f;
+      for (int c = 0; c < WG; c++) sum += ps[t][c];
+      l = l * row_scale[t] + sum;
+    }
     /* Each V element is read once and serves every row. */
     const int nk = min(WG, khi - k0);
     for (int r = 0; r < ROWS; r++)
