@@ -267,6 +267,12 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
  * - num_splits: the keys of each sequence are split across this many groups whose partial outputs are
  *   merged by fa_combine()'s kernel; 0 lets the library choose from the device's SM / compute-unit count
  *   (FLASHATTN_NUM_SPLITS overrides that choice), 1 never splits.
+ * - cu_seqlens_q, cu_seqlens_k: variable-length batches (FlashAttention's varlen): q, o are [1, total_q, Hq,
+ *   D], k, v [1, total_k, Hkv, D] and lse [1, Hq, total_q, 1], sequence b's queries are rows
+ *   cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1 and its keys rows cu_seqlens_k[b] .. cu_seqlens_k[b + 1] - 1
+ *   (offsets non-decreasing, from >= 0, at most the total); causal, window and ALiBi ([B or 1, Hq]) are per
+ *   sequence. Rows of q outside every sequence are not written. Both or neither; not with seqlens_k or
+ *   block_table. max_seqlen_q sizes the launch.
  * - trust_indices: 0 (the default) copies seqlens_k and block_table to the host and checks every value before
  *   any work is enqueued (one blocking read per call); 1 skips that, for callers that check themselves or
  *   capture graphs: the kernels then clamp a bad value into range instead of reading out of bounds.
@@ -293,6 +299,8 @@ typedef struct fa_attention_desc {
   float softcap;                     /* >= 0; 0: off */
   int num_splits;                    /* >= 0; 0: chosen from the device */
   int trust_indices;                 /* 1: skip the host check of seqlens_k and block_table values */
+  const fa_tensor *cu_seqlens_q, *cu_seqlens_k; /* int32 [B + 1, 1, 1, 1] each; NULL: padded batches */
+  int64_t max_seqlen_q;              /* longest query sequence; 0: read from cu_seqlens_q (needed when trusted) */
 } fa_attention_desc;
 
 /** Zero every field (dense flash attention, default scale) and set struct_size to the caller's sizeof. */

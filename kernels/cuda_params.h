@@ -94,13 +94,12 @@ typedef struct fa_dropout_params {
  * with the view offsets applied (0 for an absent operand), element strides (k, v: batch or page, row, head),
  * part_o / part_lse the float32 split workspace [split][B][Hq][Sq][D] and [split][B][Hq][Sq]. */
 typedef struct fa_decode_params {
-  unsigned long long q, k, v, o, lse, part_o, part_lse, seqlens, table, alibi;
+  unsigned long long q, k, v, o, lse, part_o, part_lse, seqlens, table, alibi, cu_q, cu_k;
   long long q_sb, q_ss, q_sh, k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, o_sb, o_ss, o_sh, lse_sb, lse_sh, lse_ss;
-  long long sl_s, t_sb, t_sp, al_sb, al_sh;
+  long long sl_s, t_sb, t_sp, al_sb, al_sh, cu_q_s, cu_k_s;
   int batch, seqlen_q, cap, heads_q, group, causal, window, wl, wr, page_size, num_pages, splits, row_blocks;
-  int has_lse, has_seqlens, paged, has_alibi;
+  int has_lse, has_seqlens, paged, has_alibi, varlen; /* varlen: cu_q and cu_k give the sequences' spans */
   float scale, softcap;
-  int pad0;
 } fa_decode_params;
 
 /* The argument block of kernels/decode.cu's fa_combine: part 0's views (o parts in FA_PART_DTYPE, lse parts

@@ -21,7 +21,8 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
     long l_sh, long l_ss, int has_lse, __global float *part_o, __global float *part_lse, long plse_off,
     const __global int *seqlens_buf, long sl_off, long sl_s, int has_seqlens, const __global int *table_buf,
     long t_off, long t_sb, long t_sp, int paged, int page_size, int num_pages, const __global float *alibi_buf,
-    long al_off, long al_sb, long al_sh, int has_alibi,
+    long al_off, long al_sb, long al_sh, int has_alibi, const __global int *cuq_buf, long cuq_off, long cuq_s,
+    const __global int *cuk_buf, long cuk_off, long cuk_s, int varlen,
     int batch, int seqlen_q, int cap, int heads_q, int group, int causal, int window, int wl, int wr, float scale,
     float softcap, int splits, int row_blocks) {
   const __global int *seqlens = seqlens_buf + sl_off, *table = table_buf + t_off;
@@ -33,21 +34,29 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
   const int t = (int)get_local_id(0);
   const int rb = (int)get_group_id(0) % row_blocks, split = (int)get_group_id(0) / row_blocks;
   const int hk = (int)get_group_id(1), b = (int)get_group_id(2);
-  const int len = fa_dec_length(seqlens, sl_s, has_seqlens, b, cap);
-  const int rows_total = seqlen_q * group;
+  /* The sequence's query rows q0 .. q0 + sq - 1 (of batch qb) and keys kr0 .. kr0 + len - 1 (of batch kb). */
+  int len, sq = seqlen_q, q0 = 0, kr0 = 0;
+  const int qb = varlen ? 0 : b, kb = varlen ? 0 : b;
+  if (varlen) {
+    fa_dec_span(cuq_buf + cuq_off, cuq_s, b, seqlen_q, &q0, &sq);
+    fa_dec_span(cuk_buf + cuk_off, cuk_s, b, cap, &kr0, &len);
+  } else {
+    len = fa_dec_length(seqlens, sl_s, has_seqlens, b, cap);
+  }
+  const int rows_total = sq * group;
 
   /* Rows: flat index f = query position * group + head of the group. */
   for (int x = t; x < ROWS * HEAD_DIM; x += WG) {
     const int r = x / HEAD_DIM, d = x % HEAD_DIM, f = rb * ROWS + r;
     float val = 0.0f;
     if (f < rows_total)
-      val = scale * fa_load(q, q_off + b * q_sb + (long)(f / group) * q_ss + (long)(hk * group + f % group) * q_sh + d);
+      val = scale * fa_load(q, q_off + qb * q_sb + (long)(q0 + f / group) * q_ss + (long)(hk * group + f % group) * q_sh + d);
     qs[r][d] = val;
   }
   if (t < ROWS) {
     const int f = rb * ROWS + t;
     int lo = 0, hi = 0;
-    if (f < rows_total) fa_dec_row_keys(f / group, seqlen_q, len, causal, window, wl, wr, &lo, &hi);
+    if (f < rows_total) fa_dec_row_keys(f / group, sq, len, causal, window, wl, wr, &lo, &hi);
     row_lo[t] = lo, row_hi[t] = hi;
   }
   barrier(CLK_LOCAL_MEM_FENCE);
@@ -67,7 +76,7 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
     /* Scores of key k0 + t against every row. */
     const int j = k0 + t;
     if (j < khi) {
-      const long kr = k_off + fa_dec_key_offset(table, t_sb, t_sp, paged, page_size, num_pages, b, j, k_sb, k_ss) +
+      const long kr = k_off + fa_dec_key_offset(table, t_sb, t_sp, paged, page_size, num_pages, kb, kr0 + j, k_sb, k_ss) +
                       (long)hk * k_sh;
       float sc[ROWS];
       for (int r = 0; r < ROWS; r++) sc[r] = 0.0f;
@@ -85,7 +94,7 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
 #if FA_DEC_MODS
           const int f = rb * ROWS + r, h = hk * group + f % group;
           const float slope = has_alibi ? alibi[b * al_sb + h * al_sh] : 0.0f;
-          s = fa_dec_modify(s, softcap, slope, f / group + len - seqlen_q, j);
+          s = fa_dec_modify(s, softcap, slope, f / group + len - sq, j);
 #endif
           s *= FA_LOG2E;
         }
@@ -117,7 +126,7 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
     for (int r = 0; r < ROWS; r++)
       for (int e = 0; e < FA_DEC_COLS; e++) acc[r][e] *= row_scale[r];
     for (int c = 0; c < nk; c++) {
-      const long vr = v_off + fa_dec_key_offset(table, t_sb, t_sp, paged, page_size, num_pages, b, k0 + c, v_sb, v_ss) +
+      const long vr = v_off + fa_dec_key_offset(table, t_sb, t_sp, paged, page_size, num_pages, kb, kr0 + k0 + c, v_sb, v_ss) +
                       (long)hk * v_sh;
       for (int e = 0; e < FA_DEC_COLS; e++) {
         const int d = t + e * WG;
@@ -135,26 +144,26 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
   for (int r = 0; r < ROWS; r++) {
     const int f = rb * ROWS + r;
     if (f >= rows_total) break;
-    const int i = f / group, h = hk * group + f % group;
+    const int i = q0 + f / group, h = hk * group + f % group;
     const float lr = row_scale[r];
     for (int e = 0; e < FA_DEC_COLS; e++) {
       const int d = t + e * WG;
       if (d >= HEAD_DIM) break;
       const float val = lr > 0.0f ? acc[r][e] / lr : 0.0f;
       if (splits == 1)
-        fa_store(o, o_off + b * o_sb + (long)i * o_ss + (long)h * o_sh + d, val);
+        fa_store(o, o_off + qb * o_sb + (long)i * o_ss + (long)h * o_sh + d, val);
       else
-        part_o[((((long)split * batch + b) * heads_q + h) * seqlen_q + i) * HEAD_DIM + d] = val;
+        part_o[((((long)split * batch + qb) * heads_q + h) * seqlen_q + i) * HEAD_DIM + d] = val;
     }
   }
   const int f = rb * ROWS + t;
   if (t < ROWS && f < rows_total) {
-    const int i = f / group, h = hk * group + f % group;
+    const int i = q0 + f / group, h = hk * group + f % group;
     const float row_lse = l > 0.0f ? m * FA_LN2 + log(l) : -INFINITY;
     if (splits > 1)
-      part_lse[plse_off + (((long)split * batch + b) * heads_q + h) * seqlen_q + i] = row_lse;
+      part_lse[plse_off + (((long)split * batch + qb) * heads_q + h) * seqlen_q + i] = row_lse;
     else if (has_lse)
-      lse[l_off + b * l_sb + (long)h * l_sh + (long)i * l_ss] = row_lse;
+      lse[l_off + qb * l_sb + (long)h * l_sh + (long)i * l_ss] = row_lse;
   }
 }
 

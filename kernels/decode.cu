@@ -59,8 +59,16 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
   const int rb = blockIdx.x % a.row_blocks, split = blockIdx.x / a.row_blocks;
   const int hk = blockIdx.y, b = blockIdx.z;
   const int *seqlens = (const int *)a.seqlens, *table = (const int *)a.table;
-  const int len = fa_dec_length(seqlens, a.sl_s, a.has_seqlens, b, a.cap);
-  const int rows_total = a.seqlen_q * a.group;
+  /* The sequence's query rows q0 .. q0 + sq - 1 (of batch qb) and keys kr0 .. kr0 + len - 1 (of batch kb). */
+  int len, sq = a.seqlen_q, q0 = 0, kr0 = 0;
+  const int qb = a.varlen ? 0 : b, kb = a.varlen ? 0 : b;
+  if (a.varlen) {
+    fa_dec_span((const int *)a.cu_q, a.cu_q_s, b, a.seqlen_q, &q0, &sq);
+    fa_dec_span((const int *)a.cu_k, a.cu_k_s, b, a.cap, &kr0, &len);
+  } else {
+    len = fa_dec_length(seqlens, a.sl_s, a.has_seqlens, b, a.cap);
+  }
+  const int rows_total = sq * a.group;
   const fa_elem *q = (const fa_elem *)a.q, *k = (const fa_elem *)a.k, *v = (const fa_elem *)a.v;
 
   /* This lane's columns of each row's q (pre-scaled), and every row's key range. */
@@ -71,7 +79,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
   for (int r = 0; r < ROWS; r++) {
     const int f = rb * ROWS + r;
     lo[r] = hi[r] = 0;
-    if (f < rows_total) fa_dec_row_keys(f / a.group, a.seqlen_q, len, a.causal, a.window, a.wl, a.wr, &lo[r], &hi[r]);
+    if (f < rows_total) fa_dec_row_keys(f / a.group, sq, len, a.causal, a.window, a.wl, a.wr, &lo[r], &hi[r]);
     if (hi[r] > lo[r]) glo = min(glo, lo[r]), ghi = max(ghi, hi[r]);
 #pragma unroll
     for (int n = 0; n < kNc; n++)
@@ -80,7 +88,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
         const int d = (lane + n * kLpk) * kVec + e;
         qr[r][n * kVec + e] =
             f < rows_total && d < HEAD_DIM
-                ? a.scale * fa_load(q + b * a.q_sb + (long long)(f / a.group) * a.q_ss +
+                ? a.scale * fa_load(q + qb * a.q_sb + (long long)(q0 + f / a.group) * a.q_ss +
                                     (long long)(hk * a.group + f % a.group) * a.q_sh + d)
                 : 0.0f;
       }
@@ -105,11 +113,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
       const int j = base + slot * U + u;
       jj[u] = j;
       const bool in = j < khi;
-      const long long ko = in ? fa_dec_key_offset(table, a.t_sb, a.t_sp, a.paged, a.page_size, a.num_pages, b, j,
-                                                  a.k_sb, a.k_ss) + (long long)hk * a.k_sh
+      const long long ko = in ? fa_dec_key_offset(table, a.t_sb, a.t_sp, a.paged, a.page_size, a.num_pages, kb,
+                                                  kr0 + j, a.k_sb, a.k_ss) + (long long)hk * a.k_sh
                               : 0;
-      const long long vo = in ? fa_dec_key_offset(table, a.t_sb, a.t_sp, a.paged, a.page_size, a.num_pages, b, j,
-                                                  a.v_sb, a.v_ss) + (long long)hk * a.v_sh
+      const long long vo = in ? fa_dec_key_offset(table, a.t_sb, a.t_sp, a.paged, a.page_size, a.num_pages, kb,
+                                                  kr0 + j, a.v_sb, a.v_ss) + (long long)hk * a.v_sh
                               : 0;
 #pragma unroll
       for (int n = 0; n < kNc; n++) {
@@ -138,7 +146,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
 #if FA_DEC_MODS
           const int f = rb * ROWS + r, h = hk * a.group + f % a.group;
           const float slope = a.has_alibi ? ((const float *)a.alibi)[b * a.al_sb + h * a.al_sh] : 0.0f;
-          dot = fa_dec_modify(dot, a.softcap, slope, f / a.group + len - a.seqlen_q, j);
+          dot = fa_dec_modify(dot, a.softcap, slope, f / a.group + len - sq, j);
 #endif
           s[u] = dot * 1.4426950408889634f;
         } else {
@@ -186,13 +194,14 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
       sum += sm_l[sl][r] * w;
       o += sm_acc[sl][r][d] * w;
     }
-    const int i = f / a.group, h = hk * a.group + f % a.group;
+    const int i = q0 + f / a.group, h = hk * a.group + f % a.group;
     const float val = sum > 0.0f ? o / sum : 0.0f;
     const float row_lse = sum > 0.0f ? mx * FA_LN2 + logf(sum) : FA_NEG_INF;
-    const long long row = (((long long)split * a.batch + b) * a.heads_q + h) * a.seqlen_q + i;
+    const long long row = (((long long)split * a.batch + qb) * a.heads_q + h) * a.seqlen_q + i;
     if (a.splits == 1) {
-      ((fa_elem *)a.o)[b * a.o_sb + (long long)i * a.o_ss + (long long)h * a.o_sh + d] = fa_from_float(val);
-      if (d == 0 && a.has_lse) ((float *)a.lse)[b * a.lse_sb + (long long)h * a.lse_sh + (long long)i * a.lse_ss] = row_lse;
+      ((fa_elem *)a.o)[qb * a.o_sb + (long long)i * a.o_ss + (long long)h * a.o_sh + d] = fa_from_float(val);
+      if (d == 0 && a.has_lse)
+        ((float *)a.lse)[qb * a.lse_sb + (long long)h * a.lse_sh + (long long)i * a.lse_ss] = row_lse;
     } else {
       ((float *)a.part_o)[row * HEAD_DIM + d] = val;
       if (d == 0) ((float *)a.part_lse)[row] = row_lse;

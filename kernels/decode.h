@@ -33,6 +33,16 @@ FA_FN int fa_dec_length(const FA_GMEM int *seqlens, fa_i64 stride, int has_seqle
   return len < 0 ? 0 : len > cap ? cap : len;
 }
 
+/* Varlen: sequence b's first row and row count on a token axis of `total` rows, from its offsets (clamped into
+ * the axis, so that untrusted offsets stay in bounds). */
+FA_FN void fa_dec_span(const FA_GMEM int *cu, fa_i64 stride, int b, int total, int *first, int *count) {
+  int a = cu[b * stride], e = cu[(b + 1) * stride];
+  a = a < 0 ? 0 : a > total ? total : a;
+  e = e < a ? a : e > total ? total : e;
+  *first = a;
+  *count = e - a;
+}
+
 /* Keys [*lo, *hi) that query row i sees in a sequence of len keys and sq query rows (empty: *hi == *lo). */
 FA_FN void fa_dec_row_keys(int i, int sq, int len, int causal, int window, int wl, int wr, int *lo, int *hi) {
   const fa_i64 diag = (fa_i64)i + len - sq;

@@ -658,9 +658,67 @@ static fa_status check_pages(fa_context *ctx, const fa_attention_desc *desc, con
   return FA_SUCCESS;
 }
 
+/* Varlen offsets: cu_seqlens_q and cu_seqlens_k [seqs + 1] within q's and k's token axes, non-decreasing;
+ * max_seqlen_q from them (or the caller's, when trusted). */
+static fa_status check_varlen(fa_context *ctx, const fa_attention_desc *desc, fa_problem *p) {
+  if (!desc->cu_seqlens_q || !desc->cu_seqlens_k)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->%s: NULL, but %s is set (varlen takes both)",
+                   desc->cu_seqlens_q ? "cu_seqlens_k" : "cu_seqlens_q",
+                   desc->cu_seqlens_q ? "cu_seqlens_q" : "cu_seqlens_k");
+  if (desc->seqlens_k || desc->block_table)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "desc->cu_seqlens_q: varlen does not combine with %s yet",
+                   desc->seqlens_k ? "seqlens_k" : "block_table");
+  if (p->batch != 1)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                   "q: batch (shape[0]) is %lld; with cu_seqlens_q the sequences are packed along one token axis (batch 1)",
+                   (long long)p->batch);
+  fa_status st;
+  const int64_t n = desc->cu_seqlens_q->shape[0];
+  if (n < 2)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->cu_seqlens_q: %lld offsets; B + 1 >= 2 are needed", (long long)n);
+  if ((st = check_small(ctx, "desc->cu_seqlens_q", desc->cu_seqlens_q, FA_I32, n, 1, "", &p->cu_seqlens_q)) != FA_SUCCESS ||
+      (st = check_small(ctx, "desc->cu_seqlens_k", desc->cu_seqlens_k, FA_I32, n, 1, "cu_seqlens_q's B + 1",
+                        &p->cu_seqlens_k)) != FA_SUCCESS)
+    return st;
+  p->seqs = n - 1;
+  p->max_seqlen_q = desc->max_seqlen_q;
+  if (desc->max_seqlen_q < 0 || desc->max_seqlen_q > p->seqlen_q)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: %lld, outside 0 .. q's %lld tokens",
+                   (long long)desc->max_seqlen_q, (long long)p->seqlen_q);
+  if (desc->trust_indices) {
+    if (!p->max_seqlen_q)
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: 0, but trust_indices needs it given");
+    return FA_SUCCESS;
+  }
+  const char *names[2] = {"desc->cu_seqlens_q", "desc->cu_seqlens_k"};
+  const fa_view *views[2] = {&p->cu_seqlens_q, &p->cu_seqlens_k};
+  const int64_t totals[2] = {p->seqlen_q, p->seqlen_k};
+  int64_t longest = 0;
+  for (int x = 0; x < 2 && st == FA_SUCCESS; x++) {
+    int32_t *cu = read_indices(ctx, names[x], views[x], n, 1);
+    if (!cu) return FA_ERROR_DEVICE;
+    for (int64_t b = 0; b < n && st == FA_SUCCESS; b++) {
+      if (cu[b] < 0 || cu[b] > totals[x] || (b && cu[b] < cu[b - 1]))
+        st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                     "%s: offset %lld is %d (offsets must not decrease and lie in 0 .. the %lld tokens of %s)",
+                     names[x], (long long)b, (int)cu[b], (long long)totals[x], x ? "k" : "q");
+      else if (b && !x && cu[b] - cu[b - 1] > longest)
+        longest = cu[b] - cu[b - 1];
+    }
+    free(cu);
+  }
+  if (st == FA_SUCCESS && !p->max_seqlen_q) p->max_seqlen_q = longest;
+  if (st == FA_SUCCESS && longest > p->max_seqlen_q)
+    st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: %lld, below the longest query sequence (%lld)",
+                 (long long)p->max_seqlen_q, (long long)longest);
+  return st;
+}
+
 /* Every inference option of desc into p (k is already checked; with a block_table it holds pages). */
 static fa_status check_inference(fa_context *ctx, const fa_attention_desc *desc, fa_problem *p) {
   fa_status st;
+  if ((desc->cu_seqlens_q || desc->cu_seqlens_k) && (st = check_varlen(ctx, desc, p)) != FA_SUCCESS) return st;
+  const int64_t seqs = p->cu_seqlens_q.buf ? p->seqs : p->batch; /* what ALiBi's [B, Hq] counts */
   if (desc->seqlens_k && (st = check_small(ctx, "desc->seqlens_k", desc->seqlens_k, FA_I32, p->batch, 1,
                                            "q's batch", &p->seqlens_k)) != FA_SUCCESS)
     return st;
@@ -676,10 +734,10 @@ static fa_status check_inference(fa_context *ctx, const fa_attention_desc *desc,
   }
   if (desc->alibi_slopes) {
     const fa_tensor *a = desc->alibi_slopes;
-    if (a->shape[0] != 1 && a->shape[0] != p->batch)
+    if (a->shape[0] != 1 && a->shape[0] != seqs)
       return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
-                     "desc->alibi_slopes: batch (shape[0]) is %lld, expected 1 or q's %lld", (long long)a->shape[0],
-                     (long long)p->batch);
+                     "desc->alibi_slopes: batch (shape[0]) is %lld, expected 1 or the %lld sequences",
+                     (long long)a->shape[0], (long long)seqs);
     if ((st = check_small(ctx, "desc->alibi_slopes", a, FA_F32, 0, p->heads_q, "q's heads", &p->alibi)) !=
         FA_SUCCESS)
       return st;
@@ -701,7 +759,8 @@ static fa_status check_inference(fa_context *ctx, const fa_attention_desc *desc,
                                                        : NULL;
     if (other)
       return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                     "desc: seqlens_k, block_table, window, ALiBi and softcap do not combine with %s yet", other);
+                     "desc: seqlens_k, block_table, cu_seqlens, window, ALiBi and softcap do not combine with %s yet",
+                     other);
   }
   if (!desc->trust_indices && (p->seqlens_k.buf || p->block_table.buf)) return check_index_values(ctx, p);
   return FA_SUCCESS;
@@ -779,7 +838,8 @@ fa_status fa_backward(fa_context *ctx, const fa_attention_desc *desc, const fa_t
   if (st != FA_SUCCESS) return st;
   if (fa_problem_inference(&p))
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                   "fa_backward: seqlens_k, block_table, window, ALiBi and softcap are forward-only in this version");
+                   "fa_backward: seqlens_k, block_table, cu_seqlens, window, ALiBi and softcap are forward-only in "
+                   "this version");
   tensor_rule rdo = rule("dout", p.dtype, "q's", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in o");
   tensor_rule rdq = rule("dq", p.dtype, "q's", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in q");
   tensor_rule rdk = rule("dk", p.dtype, "q's", p.batch, p.seqlen_k, p.heads_kv, p.head_dim, "in k");

@@ -58,6 +58,10 @@ typedef struct fa_problem {
   int64_t window_left, window_right;
   float softcap;
   int num_splits;
+  /* Varlen: cu_seqlens_q, cu_seqlens_k int32 [seqs + 1] (buf NULL: not varlen); batch is then 1 (q's), the
+   * sequences number seqs, the longest query has max_seqlen_q rows. */
+  fa_view cu_seqlens_q, cu_seqlens_k;
+  int64_t seqs, max_seqlen_q;
   /* fa_combine only: num_parts partial results, o_parts (dtype parts_dtype) and lse_parts views of part 0,
    * part i that many elements further on; the results go to o (dtype) and lse (buf NULL: not wanted). */
   int64_t num_parts, o_part_stride, lse_part_stride;
@@ -70,7 +74,8 @@ typedef struct fa_problem {
 
 /* Whether a forward problem uses the inference options, which only the decode kernels serve. */
 static inline int fa_problem_inference(const fa_problem *p) {
-  return p->seqlens_k.buf || p->block_table.buf || p->alibi.buf || p->window || p->softcap > 0.0f;
+  return p->seqlens_k.buf || p->block_table.buf || p->alibi.buf || p->window || p->softcap > 0.0f ||
+         p->cu_seqlens_q.buf;
 }
 
 /* Query rows (Sq x Hq / Hkv) up to which a plain forward goes to the decode kernels. */

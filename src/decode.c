@@ -12,15 +12,16 @@ static int env_splits(void) {
 }
 
 void fa_decode_plan_make(const fa_problem *p, int max_rows, int units, int groups_per_unit, fa_decode_plan *out) {
-  const int64_t rows_total = p->seqlen_q * (p->heads_q / p->heads_kv);
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  const int64_t rows_total = (varlen ? p->max_seqlen_q : p->seqlen_q) * (p->heads_q / p->heads_kv);
   int rows = 1;
   while (rows < max_rows && rows < rows_total) rows *= 2;
   out->rows = rows;
-  out->row_blocks = (int)((rows_total + rows - 1) / rows);
+  out->row_blocks = rows_total ? (int)((rows_total + rows - 1) / rows) : 1;
   const int64_t most = (p->seqlen_k + 15) / 16; /* a split below 16 keys is never useful */
   int64_t splits = p->num_splits ? p->num_splits : env_splits();
   if (!splits) {
-    const int64_t groups = p->batch * p->heads_kv * out->row_blocks;
+    const int64_t groups = (varlen ? p->seqs : p->batch) * p->heads_kv * out->row_blocks;
     const int64_t target = (int64_t)(units > 0 ? units : 1) * groups_per_unit;
     splits = (target + groups - 1) / groups;
     const int64_t by_keys = (p->seqlen_k + 255) / 256;

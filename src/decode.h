@@ -7,7 +7,7 @@
 
 typedef struct fa_decode_plan {
   int rows;       /* query rows per group: a power of two <= max_rows covering Sq x Hq / Hkv where it can */
-  int row_blocks; /* groups per key/value head: ceil(Sq x Hq / Hkv / rows) */
+  int row_blocks; /* groups per key/value head: ceil(Sq x Hq / Hkv / rows), Sq the longest with varlen */
   int splits;     /* key splits per group: 1 writes o directly, more go through the combine kernel */
 } fa_decode_plan;
 

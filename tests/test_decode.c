@@ -332,6 +332,137 @@ START_TEST(t_combine) {
 }
 END_TEST
 
+/* ---- varlen: sequences packed along one token axis, each against the reference on its own ---- */
+
+static void varlen_case(int bi, fa_dtype dt, int causal, int window, int alibi, int splits, const int *sq, const int *sk,
+                        int nseq) {
+  fa_context *ctx = th_context(bi);
+  const char *be = th_backend_label(bi);
+  th_rng r;
+  th_rng_init(&r, th_case_seed(4000 + nseq * 10 + causal));
+  const int64_t D = 64, Hq = 4, Hkv = 2;
+  int32_t cq[8] = {0}, ck[8] = {0};
+  for (int b = 0; b < nseq; b++) cq[b + 1] = cq[b] + sq[b], ck[b + 1] = ck[b] + sk[b];
+  const int64_t qshape[4] = {1, cq[nseq], Hq, D}, kshape[4] = {1, ck[nseq], Hkv, D}, lshape[4] = {1, Hq, cq[nseq], 1};
+  th_tensor q, k, v, o, lse;
+  ck_assert_int_eq(th_tensor_create(&q, ctx, dt, qshape, PACK, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&k, ctx, dt, kshape, PACK, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&v, ctx, dt, kshape, PAD, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&o, ctx, dt, qshape, PACK, 3), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&lse, ctx, FA_F32, lshape, PACK, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_fill_random(&q, &r, 1.0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_fill_random(&k, &r, 1.0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_fill_random(&v, &r, 1.0), FA_SUCCESS);
+  small_tensor tq, tk, ta;
+  small_create(&tq, ctx, FA_I32, cq, nseq + 1, 1);
+  small_create(&tk, ctx, FA_I32, ck, nseq + 1, 1);
+  float slopes[8 * 4];
+  double slopes64[8 * 4];
+  for (int x = 0; x < nseq * Hq; x++) slopes64[x] = slopes[x] = (float)(0.05 + 0.2 * th_rng_uniform(&r));
+  small_create(&ta, ctx, FA_F32, slopes, nseq, Hq);
+  fa_attention_desc desc;
+  fa_attention_desc_init(&desc);
+  desc.cu_seqlens_q = &tq.t, desc.cu_seqlens_k = &tk.t;
+  desc.causal = causal, desc.num_splits = splits;
+  if (window) desc.window = 1, desc.window_left = window, desc.window_right = causal ? 0 : window;
+  if (alibi) desc.alibi_slopes = &ta.t;
+  fa_status st = fa_forward(ctx, &desc, &q.t, &k.t, &v.t, &o.t, &lse.t);
+  ck_assert_msg(st == FA_SUCCESS, "%s: %s: fa_forward: %s", th_case(), be, fa_context_last_error(ctx));
+  int ok1, ok2;
+  ck_assert_int_eq(th_tensor_download(&o, &ok1), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_download(&lse, &ok2), FA_SUCCESS);
+  ck_assert_msg(ok1 && ok2, "%s: %s: wrote outside o or lse", th_case(), be);
+  double *ro = malloc(sizeof(double) * o.elems), *rl = malloc(sizeof(double) * lse.elems);
+  double *sl = malloc(sizeof(double) * (size_t)(Hq * cq[nseq] + 1));
+  for (int b = 0; b < nseq; b++) {
+    ref_problem rp = {1, sq[b], sk[b], Hq, Hkv, D, 1.0 / sqrt((double)D), causal};
+    rp.window = window != 0, rp.window_left = window, rp.window_right = causal ? 0 : window;
+    rp.alibi = alibi ? slopes64 + b * Hq : NULL, rp.alibi_batch = 1;
+    ck_assert_int_eq(ref_forward(&rp, q.host + cq[b] * Hq * D, k.host + ck[b] * Hkv * D, v.host + ck[b] * Hkv * D,
+                                 ro + cq[b] * Hq * D, sl), 0);
+    for (int64_t h = 0; h < Hq; h++)
+      for (int i = 0; i < sq[b]; i++) rl[h * cq[nseq] + cq[b] + i] = sl[h * sq[b] + i];
+  }
+  const double err = ref_rel_error(o.host, ro, o.elems), tol = th_tolerance(dt);
+  ck_assert_msg(err <= tol, "%s: %s: o: relative error %.3g (bound %.0e)", th_case(), be, err, tol);
+  ck_assert_msg(ref_max_abs_error_scaled(lse.host, rl, lse.elems) <= 1e-3, "%s: %s: lse differs", th_case(), be);
+  free(ro);
+  free(rl);
+  free(sl);
+  th_tensor_destroy(&q);
+  th_tensor_destroy(&k);
+  th_tensor_destroy(&v);
+  th_tensor_destroy(&o);
+  th_tensor_destroy(&lse);
+  fa_buffer_destroy(tq.buf);
+  fa_buffer_destroy(tk.buf);
+  fa_buffer_destroy(ta.buf);
+  th_ran(bi);
+}
+
+/* Bad offsets and shapes: a status, a sentence naming the argument, nothing written. */
+static void varlen_bad(int bi) {
+  fa_context *ctx = th_context(bi);
+  th_rng r;
+  th_rng_init(&r, th_case_seed(4999));
+  const int64_t qshape[4] = {1, 10, 2, 64}, kshape[4] = {1, 20, 2, 64};
+  th_tensor q, k, v, o;
+  ck_assert_int_eq(th_tensor_create(&q, ctx, F32, qshape, PACK, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&k, ctx, F32, kshape, PACK, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&v, ctx, F32, kshape, PACK, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&o, ctx, F32, qshape, PACK, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_fill_random(&q, &r, 1.0), FA_SUCCESS);
+  static const struct {
+    int32_t cq[3], ck[3];
+    int64_t max_q;
+    int only_q;
+    const char *what;
+  } bad[] = {{{0, 6, 4}, {0, 5, 20}, 0, 0, "cu_seqlens_q: offset 2 is 4"},
+             {{0, 6, 10}, {0, 5, 21}, 0, 0, "cu_seqlens_k: offset 2 is 21"},
+             {{0, 6, 10}, {0, 5, 20}, 3, 0, "max_seqlen_q: 3, below"},
+             {{0, 6, 10}, {0, 5, 20}, 0, 1, "cu_seqlens_k: NULL"}};
+  for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
+    small_tensor tq, tk;
+    small_create(&tq, ctx, FA_I32, bad[x].cq, 3, 1);
+    small_create(&tk, ctx, FA_I32, bad[x].ck, 3, 1);
+    fa_attention_desc desc;
+    fa_attention_desc_init(&desc);
+    desc.cu_seqlens_q = &tq.t;
+    desc.cu_seqlens_k = bad[x].only_q ? NULL : &tk.t;
+    desc.max_seqlen_q = bad[x].max_q;
+    const fa_status st = fa_forward(ctx, &desc, &q.t, &k.t, &v.t, &o.t, NULL);
+    const char *msg = fa_context_last_error(ctx);
+    ck_assert_msg(st == FA_ERROR_INVALID_ARGUMENT && strstr(msg, bad[x].what), "%s: %s: got %s \"%s\", want \"%s\"",
+                  th_case(), th_backend_label(bi), fa_status_string(st), msg, bad[x].what);
+    ck_assert_msg(th_tensor_unchanged(&o) == 1, "%s: %s: a refused call wrote o", th_case(), th_backend_label(bi));
+    th_diag("%s: %s: \"%s\"", th_case(), th_backend_label(bi), msg);
+    fa_buffer_destroy(tq.buf);
+    fa_buffer_destroy(tk.buf);
+  }
+  th_tensor_destroy(&q);
+  th_tensor_destroy(&k);
+  th_tensor_destroy(&v);
+  th_tensor_destroy(&o);
+  th_ran(bi);
+}
+
+START_TEST(t_varlen) {
+  /* a decode batch, a mixed batch (prefill chunks beside decodes, an empty sequence), a prefill batch */
+  static const int sq0[] = {1, 1, 1, 1}, sk0[] = {100, 7, 300, 64};
+  static const int sq1[] = {5, 1, 0, 37, 2}, sk1[] = {40, 90, 10, 37, 1};
+  static const int sq2[] = {70, 33}, sk2[] = {70, 80};
+  th_case_begin("varlen case %d", _i);
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    if (_i == 0) varlen_case(bi, F16, 1, 0, 0, 3, sq0, sk0, 4);
+    if (_i == 1) varlen_case(bi, F32, 1, 0, 1, 0, sq1, sk1, 5);
+    if (_i == 2) varlen_case(bi, BF16, 1, 20, 0, 2, sq2, sk2, 2);
+    if (_i == 3) varlen_case(bi, F32, 0, 9, 1, 0, sq1, sk1, 5);
+    if (_i == 4) varlen_bad(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
 /* ---- fa_kv_append: the new rows land where seqlens_k and the block table say, nothing else changes ---- */
 
 static void append_case(int bi, fa_dtype dt, int page_size, int s_new) {
@@ -503,6 +634,7 @@ static Suite *make_suite(void) {
   tcase_add_loop_test(tc, t_decode, 0, n_cases);
   tcase_add_loop_test(tc, t_combine, 0, 4);
   tcase_add_loop_test(tc, t_append, 0, 3);
+  tcase_add_loop_test(tc, t_varlen, 0, 5);
   tcase_add_loop_test(tc, t_errors, 0, (int)(sizeof bad_cases / sizeof bad_cases[0]));
   suite_add_tcase(s, tc);
   return s;

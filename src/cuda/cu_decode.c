@@ -9,7 +9,7 @@
 #include "decode.h"
 #include "kernels/cuda_params.h"
 
-_Static_assert(sizeof(fa_decode_params) == 10 * 8 + 20 * 8 + 17 * 4 + 2 * 4 + 4, "fa_decode_params has padding");
+_Static_assert(sizeof(fa_decode_params) == 12 * 8 + 22 * 8 + 18 * 4 + 2 * 4, "fa_decode_params has padding");
 _Static_assert(sizeof(fa_combine_params) == 4 * 8 + 14 * 8 + 4 * 4, "fa_combine_params has padding");
 _Static_assert(sizeof(fa_kv_append_params) == 6 * 8 + 16 * 8 + 8 * 4, "fa_kv_append_params has padding");
 
@@ -90,6 +90,11 @@ static void fill_params(const fa_problem *p, fa_decode_params *a) {
     a->alibi = fa_cu_addr(&p->alibi, 4);
     a->al_sb = p->alibi.stride[0], a->al_sh = p->alibi.stride[1];
   }
+  if (p->cu_seqlens_q.buf) {
+    a->varlen = 1;
+    a->cu_q = fa_cu_addr(&p->cu_seqlens_q, 4), a->cu_q_s = p->cu_seqlens_q.stride[0];
+    a->cu_k = fa_cu_addr(&p->cu_seqlens_k, 4), a->cu_k_s = p->cu_seqlens_k.stride[0];
+  }
   a->batch = (int)p->batch, a->seqlen_q = (int)p->seqlen_q, a->cap = (int)p->seqlen_k, a->heads_q = (int)p->heads_q;
   a->group = (int)(p->heads_q / p->heads_kv);
   a->causal = p->causal, a->window = p->window;
@@ -99,11 +104,12 @@ static void fill_params(const fa_problem *p, fa_decode_params *a) {
 
 fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p) {
   const fa_cu *c = fa_cu_of(ctx);
-  if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX || p->heads_kv > 65535 || p->batch > 65535)
+  const int64_t seqs = p->cu_seqlens_q.buf ? p->seqs : p->batch;
+  if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX || p->heads_kv > 65535 || seqs > 65535)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
                    "fa_forward: the decode kernel takes Sq and Sk below 2^31 and B, Hkv up to 65535 (got %lld, %lld, "
                    "%lld, %lld)",
-                   (long long)p->seqlen_q, (long long)p->seqlen_k, (long long)p->batch, (long long)p->heads_kv);
+                   (long long)p->seqlen_q, (long long)p->seqlen_k, (long long)seqs, (long long)p->heads_kv);
   fa_decode_plan plan;
   fa_decode_plan_make(p, DECODE_MAX_ROWS, c->sm_count, 4, &plan);
   if ((int64_t)plan.row_blocks * plan.splits > INT32_MAX)
@@ -130,7 +136,7 @@ fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p) {
            fa_cu_dtype_define(p->dtype), (int)p->head_dim, plan.rows, p->softcap > 0.0f || p->alibi.buf, vec16);
   CUfunction fn;
   if ((st = fa_cu_function(ctx, "decode.cu", defines, "fa_decode", 0, &fn)) != FA_SUCCESS) return st;
-  const unsigned grid[3] = {(unsigned)(plan.row_blocks * plan.splits), (unsigned)p->heads_kv, (unsigned)p->batch};
+  const unsigned grid[3] = {(unsigned)(plan.row_blocks * plan.splits), (unsigned)p->heads_kv, (unsigned)seqs};
   void *args[] = {&a};
   if ((st = fa_cu_launch(ctx, fn, grid, 128, 0, args, "fa_decode")) != FA_SUCCESS || plan.splits == 1) return st;
   const int64_t d = p->head_dim, sq = p->seqlen_q, hq = p->heads_q;

@@ -114,6 +114,11 @@ fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p) {
   if (s == FA_SUCCESS) s = view_args(ctx, kern, &arg, &p->alibi, p->q.buf, 3, what);
   const cl_int has_al = p->alibi.buf != NULL;
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, 4, &has_al, what);
+  /* Varlen offsets: buffer, offset, stride each, then the flag. */
+  if (s == FA_SUCCESS) s = view_args(ctx, kern, &arg, &p->cu_seqlens_q, p->q.buf, 2, what);
+  if (s == FA_SUCCESS) s = view_args(ctx, kern, &arg, &p->cu_seqlens_k, p->q.buf, 2, what);
+  const cl_int varlen = p->cu_seqlens_q.buf != NULL;
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, 4, &varlen, what);
   if (s != FA_SUCCESS) return s;
   const cl_int ints[11] = {(cl_int)p->batch, (cl_int)p->seqlen_q, (cl_int)p->seqlen_k, (cl_int)p->heads_q,
                            (cl_int)(p->heads_q / p->heads_kv), p->causal, p->window,
@@ -126,7 +131,7 @@ fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p) {
   if (s != FA_SUCCESS) return s;
   const size_t local[3] = {WG, 1, 1};
   const size_t global[3] = {(size_t)plan.row_blocks * (size_t)plan.splits * WG, (size_t)p->heads_kv,
-                            (size_t)p->batch};
+                            (size_t)(varlen ? p->seqs : p->batch)};
   if ((s = fa_cl_launch(ctx, kern, 3, global, local, what)) != FA_SUCCESS || plan.splits == 1) return s;
   const int64_t d = p->head_dim, sq = p->seqlen_q, hq = p->heads_q;
   combine_parts c = {ws, ws, 0, hq * sq * d, d, sq * d, rows * d, (cl_long)part_o, hq * sq, sq, 1, rows,
