@@ -7,6 +7,8 @@
  *   -f  also each variant with a block mask, with dropout and with both (fa_cu_forward_features), and
  *       kernels/dropout_mask.cu
  *   -q  no ptxas report, only failures and the summary
+ *   -d  only the decode kernels (kernels/decode.cu): each dtype and head dim at 1, 4 and 8 rows, with and
+ *       without the score modifiers and 16-byte loads, and fa_combine for each pair of dtypes
  * For sm_90 it also compiles the Hopper forward (kernels/flash_fwd_sm90.cu, target sm_90a) for f16/bf16,
  * causal and not (fa_cu_forward_sm90_variant). Budgets tried per arch: the device opt-in shared memory (A100 163 KiB, H100 227 KiB), 49152 (NVIDIA's
  * default, as FLASHATTN_LOCAL_MEM_BYTES=49152 gives) and 8192 (the tests' tiny budget); each with 16-byte
@@ -89,17 +91,46 @@ static void compile_one(const fa_cu_nvrtc *nv, const char *file, const char *arc
   free(log);
 }
 
+/* The decode kernels' variants (cu_decode.c's defines) and the combine kernel's dtype pairs. */
+static void compile_decode(const fa_cu_nvrtc *nv, const char *arch, const int *dims, int ndims, int quiet, tally *t) {
+  static const int rows[] = {1, 4, 8};
+  static const int forms[][2] = {{0, 1}, {1, 1}, {0, 0}}; /* FA_DEC_MODS, FA_DEC_VEC16 */
+  for (int di = 0; di < ndims; di++)
+    for (int dt = 0; dt < 3; dt++)
+      for (int ri = 0; ri < 3; ri++)
+        for (int fi = 0; fi < 3; fi++) {
+          fa_cu_fwd_variant var;
+          memset(&var, 0, sizeof var);
+          var.kernel = "fa_decode";
+          var.tiles.threads = 128;
+          snprintf(var.defines, sizeof var.defines, "%s -DHEAD_DIM=%d -DROWS=%d -DFA_DEC_MODS=%d -DFA_DEC_VEC16=%d",
+                   fa_cu_dtype_define((fa_dtype)dt), dims[di], rows[ri], forms[fi][0], forms[fi][1]);
+          compile_one(nv, "decode.cu", arch, &var, quiet, t);
+        }
+  for (int dt = 0; dt < 3; dt++)
+    for (int pt = 0; pt < 3; pt++) {
+      fa_cu_fwd_variant var;
+      memset(&var, 0, sizeof var);
+      var.kernel = "fa_combine";
+      var.tiles.threads = 64;
+      snprintf(var.defines, sizeof var.defines, "%s -DFA_PART_DTYPE=%d -DHEAD_DIM=8 -DROWS=1",
+               fa_cu_dtype_define((fa_dtype)dt), pt);
+      compile_one(nv, "decode.cu", arch, &var, quiet, t);
+    }
+}
+
 int main(int argc, char **argv) {
-  int all = 0, quiet = 0, features = 0;
+  int all = 0, quiet = 0, features = 0, decode = 0;
   const char *archs[16];
   int narch = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-a") == 0) all = 1;
     else if (strcmp(argv[i], "-q") == 0) quiet = 1;
     else if (strcmp(argv[i], "-f") == 0) features = 1;
+    else if (strcmp(argv[i], "-d") == 0) decode = 1;
     else if (strncmp(argv[i], "sm_", 3) == 0 && narch < 16) archs[narch++] = argv[i];
     else {
-      fprintf(stderr, "usage: %s [-a] [-f] [-q] [sm_XY ...]\n", argv[0]);
+      fprintf(stderr, "usage: %s [-a] [-f] [-q] [-d] [sm_XY ...]\n", argv[0]);
       return 2;
     }
   }
@@ -122,6 +153,12 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof some_dims / sizeof some_dims[0]; i++) dims[ndims++] = some_dims[i];
 
   tally t = {0};
+  if (decode) {
+    for (int ai = 0; ai < narch; ai++) compile_decode(nv, archs[ai], dims, ndims, quiet, &t);
+    printf("%d variants compiled in %.1f s, %d failed, %d spill (%d more than 64 bytes)\n", t.compiled, t.seconds,
+           t.failed, t.spilled, t.big_spills);
+    return t.failed || t.big_spills ? 1 : 0;
+  }
   for (int ai = 0; ai < narch; ai++) {
     const char *arch = archs[ai];
     int cc_major = atoi(arch + 3) / 10;

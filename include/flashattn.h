@@ -87,8 +87,9 @@ typedef enum fa_status {
 } fa_status;
 
 typedef enum fa_backend { FA_BACKEND_AUTO = 0, FA_BACKEND_CUDA, FA_BACKEND_OPENCL } fa_backend;
-/** Element types. FA_U8 serves only masks (the block-sparse mask, the materialised dropout mask). */
-typedef enum fa_dtype { FA_F32 = 0, FA_F16, FA_BF16, FA_U8 } fa_dtype;
+/** Element types. FA_U8 serves only masks (the block-sparse mask, the materialised dropout mask); FA_I32 only
+ * indices (seqlens_k, block_table). */
+typedef enum fa_dtype { FA_F32 = 0, FA_F16, FA_BF16, FA_U8, FA_I32 } fa_dtype;
 /** FA_ALGO_STANDARD materialises the Sq × Sk scores in device memory (GEMM through CLBlast or cuBLAS). */
 typedef enum fa_algo { FA_ALGO_FLASH = 0, FA_ALGO_STANDARD } fa_algo;
 
@@ -113,7 +114,7 @@ FA_API const char *fa_status_string(fa_status s);
 /** Name of a backend ("cuda", "opencl", "auto"). Never NULL. */
 FA_API const char *fa_backend_name(fa_backend b);
 
-/** Name of a dtype ("f32", "f16", "bf16", "u8"). Never NULL. */
+/** Name of a dtype ("f32", "f16", "bf16", "u8", "i32"). Never NULL. */
 FA_API const char *fa_dtype_name(fa_dtype d);
 
 /** Bytes per element of a dtype (4, 2 or 1), 0 for a value outside the enum. */
@@ -312,6 +313,37 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
  * row, column) through Philox-4x32-10, so the backward pass regenerates the forward's mask, and the CUDA
  * and OpenCL backends drop the same scores. fa_dropout_mask() writes that mask out. Use a new offset (or
  * seed) for each call that needs fresh randomness. Both need the flash algorithm.
+ *
+ * Inference (grown since 0.2; FlashAttention-2's flash_attn_with_kvcache). Each is off when zero or NULL;
+ * together they run on the split-KV decode kernels, which also serve every plain forward whose Sq x (Hq / Hkv)
+ * is at most 16 rows (longer queries with these options run there too, correctly but at decode speed):
+ * - seqlens_k: int32 [B, 1, 1, 1], the keys in use per sequence (a KV cache's lengths): sequence b attends
+ *   to keys 0 .. seqlens_k[b] - 1, each at most the cache's capacity (Sk, or max_pages x page_size), and the
+ *   causal alignment and window use seqlens_k[b] as that sequence's Sk. NULL: every key.
+ * - block_table: int32 [B, max_pages, 1, 1]: k and v are pages [num_pages, page_size, Hkv, D] (page_size a
+ *   multiple of 16; strides as any tensor's) and key j of sequence b lives in row j % page_size of page
+ *   block_table[b][j / page_size]. Pages may be in any order and shared. The cache holds max_pages x
+ *   page_size keys per sequence.
+ * - window: 1 applies a sliding window: query i (at diagonal position p = i + Sk - Sq) sees keys j with
+ *   p - window_left <= j <= p + window_right; -1 is unbounded on that side (FlashAttention's convention).
+ *   Key tiles outside the window are never loaded.
+ * - alibi_slopes: float32 [B or 1, Hq, 1, 1]: score (i, j) of head h gets - slope[h] x |p - j| added after
+ *   the scale (and the softcap).
+ * - softcap: > 0 replaces each scaled score s by softcap x tanh(s / softcap) (Gemma 2, Grok).
+ * - num_splits: the keys of each sequence are split across this many groups whose partial outputs are
+ *   merged by fa_combine()'s kernel; 0 lets the library choose from the device's SM / compute-unit count
+ *   (FLASHATTN_NUM_SPLITS overrides that choice), 1 never splits.
+ * - cu_seqlens_q, cu_seqlens_k: variable-length batches (FlashAttention's varlen): q, o are [1, total_q, Hq,
+ *   D], k, v [1, total_k, Hkv, D] and lse [1, Hq, total_q, 1], sequence b's queries are rows
+ *   cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1 and its keys rows cu_seqlens_k[b] .. cu_seqlens_k[b + 1] - 1
+ *   (offsets non-decreasing, from >= 0, at most the total); causal, window and ALiBi ([B or 1, Hq]) are per
+ *   sequence. Rows of q outside every sequence are not written. Both or neither; not with seqlens_k or
+ *   block_table. max_seqlen_q sizes the launch.
+ * - trust_indices: 0 (the default) copies seqlens_k and block_table to the host and checks every value before
+ *   any work is enqueued (one blocking read per call); 1 skips that, for callers that check themselves or
+ *   capture graphs: the kernels then clamp a bad value into range instead of reading out of bounds.
+ * The backward pass, the standard algorithm, block masks and dropout do not take these options yet
+ * (FA_ERROR_UNSUPPORTED says which).
  */
 typedef struct fa_attention_desc {
   size_t struct_size;  /* sizeof(fa_attention_desc), or 0 for the base fields (see "Structs that grow") */
@@ -326,7 +358,17 @@ typedef struct fa_attention_desc {
   float dropout_p;             /* in [0, 1); 0: no dropout */
   uint64_t dropout_seed;
   uint32_t dropout_offset;
-  /* grown since 0.2 (read only when struct_size covers them): nothing yet */
+  /* grown since 0.2 (read only when struct_size covers them): inference, see above */
+  const fa_tensor *seqlens_k;        /* int32 [B, 1, 1, 1]; NULL: all keys */
+  const fa_tensor *block_table;      /* int32 [B, max_pages, 1, 1]; NULL: contiguous k, v */
+  int window;                        /* 1: sliding window of window_left / window_right keys */
+  int64_t window_left, window_right; /* >= -1; -1: unbounded on that side */
+  const fa_tensor *alibi_slopes;     /* float32 [B or 1, Hq, 1, 1]; NULL: no ALiBi */
+  float softcap;                     /* >= 0; 0: off */
+  int num_splits;                    /* >= 0; 0: chosen from the device */
+  int trust_indices;                 /* 1: skip the host check of seqlens_k and block_table values */
+  const fa_tensor *cu_seqlens_q, *cu_seqlens_k; /* int32 [B + 1, 1, 1, 1] each; NULL: padded batches */
+  int64_t max_seqlen_q;              /* longest query sequence; 0: read from cu_seqlens_q (needed when trusted) */
 } fa_attention_desc;
 
 /** Zero every field (dense flash attention, default scale) and set struct_size to the caller's sizeof. */
@@ -393,6 +435,41 @@ FA_API fa_status fa_backward_workspace_size(fa_context *ctx, const fa_attention_
                                             const fa_tensor *k, const fa_tensor *v, const fa_tensor *o,
                                             const fa_tensor *lse, const fa_tensor *dout, const fa_tensor *dq,
                                             const fa_tensor *dk, const fa_tensor *dv, size_t *bytes);
+
+/**
+ * Append new tokens' keys and values to a KV cache, before an fa_forward() over it: for each sequence b,
+ * k_new[b, t] and v_new[b, t] are written to cache position seqlens_k[b] + t (t < S_new), in the contiguous
+ * cache [B, cap, Hkv, D] or, with a block_table, in row (position % page_size) of page
+ * block_table[b][position / page_size] of the paged cache [num_pages, page_size, Hkv, D]. seqlens_k is not
+ * changed: the caller adds S_new to it (then passes it to fa_forward, whose new query rows see the new keys).
+ * @param k_cache, v_cache  the cache, as fa_forward() takes it (same dtype as k_new)
+ * @param block_table       int32 [B, max_pages, 1, 1], or NULL for a contiguous cache
+ * @param seqlens_k         int32 [B, 1, 1, 1]: the lengths before the append
+ * @param k_new, v_new      [B, S_new, Hkv, D]
+ * Every position written must lie within the cache's capacity and, when paged, on a valid page: checked on
+ * the host (one blocking read of seqlens_k and block_table) unless trust_indices is 1, when bad values are
+ * clamped instead (no write outside the cache, but a wrong row may be overwritten).
+ */
+FA_API fa_status fa_kv_append(fa_context *ctx, const fa_tensor *k_cache, const fa_tensor *v_cache,
+                              const fa_tensor *block_table, const fa_tensor *seqlens_k, const fa_tensor *k_new,
+                              const fa_tensor *v_new, int trust_indices);
+
+/**
+ * Merge partial attention results over disjoint key sets into the result over their union (the second
+ * kernel of split-KV decoding, public for callers that split keys across devices or calls):
+ *   lse = log sum_i exp(lse_i),  o = sum_i exp(lse_i - lse) o_i.
+ * Parts whose lse is -inf (no key) contribute nothing; if every part's is, o = 0 and lse = -inf.
+ * @param num_parts       number of parts, >= 1
+ * @param o_parts         part 0's output, [B, Sq, Hq, D], f32, f16 or bf16; part i starts o_part_stride
+ *                        elements after part 0 (in the same buffer), with the same strides
+ * @param lse_parts       part 0's log-sum-exp, float32 [B, Hq, Sq, 1]; part i at i x lse_part_stride elements
+ * @param o               [B, Sq, Hq, D], any of the three float dtypes (not necessarily o_parts')
+ * @param lse             float32 [B, Hq, Sq, 1], or NULL
+ * The outputs must not overlap the inputs.
+ */
+FA_API fa_status fa_combine(fa_context *ctx, int64_t num_parts, const fa_tensor *o_parts, int64_t o_part_stride,
+                            const fa_tensor *lse_parts, int64_t lse_part_stride, const fa_tensor *o,
+                            const fa_tensor *lse);
 
 /**
  * Write the dropout mask that fa_forward() and fa_backward() apply for desc's dropout_p, dropout_seed and

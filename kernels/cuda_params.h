@@ -90,4 +90,33 @@ typedef struct fa_dropout_params {
   int pad0;                           /* keeps the size a multiple of 8 on both sides */
 } fa_dropout_params;
 
+/* The argument block of kernels/decode.cu's fa_decode (split-KV decode with the inference options): addresses
+ * with the view offsets applied (0 for an absent operand), element strides (k, v: batch or page, row, head),
+ * part_o / part_lse the float32 split workspace [split][B][Hq][Sq][D] and [split][B][Hq][Sq]. */
+typedef struct fa_decode_params {
+  unsigned long long q, k, v, o, lse, part_o, part_lse, seqlens, table, alibi, cu_q, cu_k;
+  long long q_sb, q_ss, q_sh, k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, o_sb, o_ss, o_sh, lse_sb, lse_sh, lse_ss;
+  long long sl_s, t_sb, t_sp, al_sb, al_sh, cu_q_s, cu_k_s;
+  int batch, seqlen_q, cap, heads_q, group, causal, window, wl, wr, page_size, num_pages, splits, row_blocks;
+  int has_lse, has_seqlens, paged, has_alibi, varlen; /* varlen: cu_q and cu_k give the sequences' spans */
+  float scale, softcap;
+} fa_decode_params;
+
+/* The argument block of kernels/decode.cu's fa_combine: part 0's views (o parts in FA_PART_DTYPE, lse parts
+ * float32) and the element step between parts; the outputs o (FA_DTYPE) and lse (0: not wanted). */
+typedef struct fa_combine_params {
+  unsigned long long op, lp, o, lse;
+  long long op_sb, op_ss, op_sh, op_stride, lp_sb, lp_sh, lp_ss, lp_stride;
+  long long o_sb, o_ss, o_sh, l_sb, l_sh, l_ss;
+  int parts, head_dim, seqlen_q, pad0;
+} fa_combine_params;
+
+/* The argument block of kernels/decode.cu's fa_kv_append: caches k, v (batch or page, row, head strides),
+ * the new tokens [B, seqlen_new, Hkv, D], seqlens_k and the block table as in fa_decode_params. */
+typedef struct fa_kv_append_params {
+  unsigned long long k, v, k_new, v_new, seqlens, table;
+  long long k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, kn_sb, kn_ss, kn_sh, vn_sb, vn_ss, vn_sh, sl_s, t_sb, t_sp, total;
+  int paged, page_size, num_pages, cap, seqlen_new, heads_kv, head_dim, pad0;
+} fa_kv_append_params;
+
 #endif

@@ -52,13 +52,15 @@ const char *fa_dtype_name(fa_dtype d) {
   case FA_F16: return "f16";
   case FA_BF16: return "bf16";
   case FA_U8: return "u8";
+  case FA_I32: return "i32";
   }
   return "unknown";
 }
 
 size_t fa_dtype_size(fa_dtype d) {
   switch (d) {
-  case FA_F32: return 4;
+  case FA_F32:
+  case FA_I32: return 4;
   case FA_F16:
   case FA_BF16: return 2;
   case FA_U8: return 1;
@@ -313,7 +315,7 @@ static fa_status check_head_dim(fa_context *ctx, const char *what, int64_t d) {
 
 /* The element types of attention's operands (FA_U8 is for masks only). */
 static int valid_dtype(fa_dtype d) { return d == FA_F32 || d == FA_F16 || d == FA_BF16; }
-static int known_dtype(fa_dtype d) { return valid_dtype(d) || d == FA_U8; }
+static int known_dtype(fa_dtype d) { return valid_dtype(d) || d == FA_U8 || d == FA_I32; }
 
 static fa_status context_tiles_locked(fa_context *ctx, int head_dim, fa_dtype dtype, fa_tiles *out) {
   if (!out) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "out: NULL");
@@ -503,6 +505,8 @@ static const char *const dim_names[4] = {"batch", "seqlen", "heads", "head dim"}
 static const char *const lse_dim_names[4] = {"batch", "heads", "seqlen", "last dim"};
 static const char *const block_dim_names[4] = {"batch", "heads", "block rows", "block columns"};
 static const char *const keep_dim_names[4] = {"batch", "heads", "seqlen_q", "seqlen_k"};
+static const char *const index_dim_names[4] = {"batch", "dim 1", "dim 2", "dim 3"};
+static const char *const page_dim_names[4] = {"pages", "page size", "heads", "head dim"};
 
 /* Largest element index + 1 that the view touches, or -1 on overflow. */
 static int64_t tensor_extent(const fa_tensor *t) {
@@ -643,6 +647,201 @@ static fa_status check_block_mask(fa_context *ctx, const fa_attention_desc *desc
   return FA_SUCCESS;
 }
 
+/* ---- inference options (the header's "Inference") ---- */
+
+/* Copy an int32 view of `n0` x `n1` elements (strides in elements) to the host: malloc'd, NULL on failure
+ * (the context's error set). */
+static int32_t *read_indices(fa_context *ctx, const char *name, const fa_view *v, int64_t n0, int64_t n1) {
+  const int64_t last = v->offset + (n0 - 1) * v->stride[0] + (n1 - 1) * v->stride[1];
+  const size_t bytes = (size_t)(last - v->offset + 1) * 4;
+  int32_t *span = malloc(bytes), *out = malloc((size_t)(n0 * n1) * 4);
+  if (!span || !out) {
+    free(span);
+    free(out);
+    fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "%s: out of host memory for the index check", name);
+    return NULL;
+  }
+  if (ctx->ops->buffer_read(ctx, v->buf->native, (size_t)v->offset * 4, span, bytes) != FA_SUCCESS) {
+    free(span);
+    free(out);
+    return NULL;
+  }
+  for (int64_t a = 0; a < n0; a++)
+    for (int64_t b = 0; b < n1; b++) out[a * n1 + b] = span[a * v->stride[0] + b * v->stride[1]];
+  free(span);
+  return out;
+}
+
+/* The values of seqlens_k and block_table: lengths within the capacity, the pages they use within k. */
+static fa_status check_index_values(fa_context *ctx, const fa_problem *p) {
+  int32_t *lens = NULL, *table = NULL;
+  fa_status st = FA_SUCCESS;
+  if (p->seqlens_k.buf && !(lens = read_indices(ctx, "desc->seqlens_k", &p->seqlens_k, p->batch, 1)))
+    return FA_ERROR_DEVICE;
+  if (p->block_table.buf &&
+      !(table = read_indices(ctx, "desc->block_table", &p->block_table, p->batch, p->max_pages))) {
+    free(lens);
+    return FA_ERROR_DEVICE;
+  }
+  for (int64_t b = 0; b < p->batch && st == FA_SUCCESS; b++) {
+    const int64_t len = (lens ? lens[b] : p->seqlen_k) + p->seqlen_new; /* fa_kv_append writes seqlen_new more */
+    if (len < 0 || len > p->seqlen_k) {
+      st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                   "desc->seqlens_k: sequence %lld has %lld keys%s, outside 0 .. the cache's capacity %lld (%s)",
+                   (long long)b, (long long)len, p->seqlen_new ? " with the appended ones" : "",
+                   (long long)p->seqlen_k, table ? "max_pages x page_size" : "k's seqlen");
+      break;
+    }
+    for (int64_t pg = 0; table && pg < (len + p->page_size - 1) / p->page_size; pg++) {
+      const int32_t e = table[b * p->max_pages + pg];
+      if (e < 0 || e >= p->num_pages) {
+        st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                     "desc->block_table: entry [%lld, %lld] is %d, outside the %lld pages of k (0 .. %lld)",
+                     (long long)b, (long long)pg, (int)e, (long long)p->num_pages, (long long)p->num_pages - 1);
+        break;
+      }
+    }
+  }
+  free(lens);
+  free(table);
+  return st;
+}
+
+/* A [d0, d1, 1, 1] tensor operand of dtype `dt` (d0 or d1 may be 0: any positive size). */
+static fa_status check_small(fa_context *ctx, const char *name, const fa_tensor *t, fa_dtype dt, int64_t d0,
+                             int64_t d1, const char *from, fa_view *view) {
+  tensor_rule r = {name, dt, dt == FA_I32 ? "an index tensor's fixed" : "ALiBi slopes' fixed", {d0, d1, 1, 1},
+                   {from, from, "", ""}, 0, index_dim_names};
+  return check_tensor(ctx, &r, t, view, 0);
+}
+
+/* The block table ([B, max_pages] int32) and k's page shape; sets the capacity as seqlen_k. */
+static fa_status check_pages(fa_context *ctx, const fa_attention_desc *desc, const fa_tensor *k, fa_problem *p) {
+  fa_status st = check_small(ctx, "desc->block_table", desc->block_table, FA_I32, p->batch, 0, "q's batch",
+                             &p->block_table);
+  if (st != FA_SUCCESS) return st;
+  p->page_size = k->shape[1];
+  p->num_pages = k->shape[0];
+  p->max_pages = desc->block_table->shape[1];
+  if (p->page_size % 16)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                   "k: page size (shape[1]) is %lld with a block_table; it must be a multiple of 16",
+                   (long long)p->page_size);
+  if (p->max_pages > INT32_MAX / p->page_size)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "desc->block_table: %lld pages of %lld keys exceed 2^31 keys",
+                   (long long)p->max_pages, (long long)p->page_size);
+  p->seqlen_k = p->max_pages * p->page_size;
+  return FA_SUCCESS;
+}
+
+/* Varlen offsets: cu_seqlens_q and cu_seqlens_k [seqs + 1] within q's and k's token axes, non-decreasing;
+ * max_seqlen_q from them (or the caller's, when trusted). */
+static fa_status check_varlen(fa_context *ctx, const fa_attention_desc *desc, fa_problem *p) {
+  if (!desc->cu_seqlens_q || !desc->cu_seqlens_k)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->%s: NULL, but %s is set (varlen takes both)",
+                   desc->cu_seqlens_q ? "cu_seqlens_k" : "cu_seqlens_q",
+                   desc->cu_seqlens_q ? "cu_seqlens_q" : "cu_seqlens_k");
+  if (desc->seqlens_k || desc->block_table)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "desc->cu_seqlens_q: varlen does not combine with %s yet",
+                   desc->seqlens_k ? "seqlens_k" : "block_table");
+  if (p->batch != 1)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                   "q: batch (shape[0]) is %lld; with cu_seqlens_q the sequences are packed along one token axis (batch 1)",
+                   (long long)p->batch);
+  fa_status st;
+  const int64_t n = desc->cu_seqlens_q->shape[0];
+  if (n < 2)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->cu_seqlens_q: %lld offsets; B + 1 >= 2 are needed", (long long)n);
+  if ((st = check_small(ctx, "desc->cu_seqlens_q", desc->cu_seqlens_q, FA_I32, n, 1, "", &p->cu_seqlens_q)) != FA_SUCCESS ||
+      (st = check_small(ctx, "desc->cu_seqlens_k", desc->cu_seqlens_k, FA_I32, n, 1, "cu_seqlens_q's B + 1",
+                        &p->cu_seqlens_k)) != FA_SUCCESS)
+    return st;
+  p->seqs = n - 1;
+  p->max_seqlen_q = desc->max_seqlen_q;
+  if (desc->max_seqlen_q < 0 || desc->max_seqlen_q > p->seqlen_q)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: %lld, outside 0 .. q's %lld tokens",
+                   (long long)desc->max_seqlen_q, (long long)p->seqlen_q);
+  if (desc->trust_indices) {
+    if (!p->max_seqlen_q)
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: 0, but trust_indices needs it given");
+    return FA_SUCCESS;
+  }
+  const char *names[2] = {"desc->cu_seqlens_q", "desc->cu_seqlens_k"};
+  const fa_view *views[2] = {&p->cu_seqlens_q, &p->cu_seqlens_k};
+  const int64_t totals[2] = {p->seqlen_q, p->seqlen_k};
+  int64_t longest = 0;
+  for (int x = 0; x < 2 && st == FA_SUCCESS; x++) {
+    int32_t *cu = read_indices(ctx, names[x], views[x], n, 1);
+    if (!cu) return FA_ERROR_DEVICE;
+    for (int64_t b = 0; b < n && st == FA_SUCCESS; b++) {
+      if (cu[b] < 0 || cu[b] > totals[x] || (b && cu[b] < cu[b - 1]))
+        st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                     "%s: offset %lld is %d (offsets must not decrease and lie in 0 .. the %lld tokens of %s)",
+                     names[x], (long long)b, (int)cu[b], (long long)totals[x], x ? "k" : "q");
+      else if (b && !x && cu[b] - cu[b - 1] > longest)
+        longest = cu[b] - cu[b - 1];
+    }
+    free(cu);
+  }
+  if (st == FA_SUCCESS && !p->max_seqlen_q) p->max_seqlen_q = longest;
+  if (st == FA_SUCCESS && longest > p->max_seqlen_q)
+    st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: %lld, below the longest query sequence (%lld)",
+                 (long long)p->max_seqlen_q, (long long)longest);
+  return st;
+}
+
+/* Every inference option of desc into p (k is already checked; with a block_table it holds pages). */
+static fa_status check_inference(fa_context *ctx, const fa_attention_desc *desc, fa_problem *p) {
+  fa_status st;
+  if ((desc->cu_seqlens_q || desc->cu_seqlens_k) && (st = check_varlen(ctx, desc, p)) != FA_SUCCESS) return st;
+  const int64_t seqs = p->cu_seqlens_q.buf ? p->seqs : p->batch; /* what ALiBi's [B, Hq] counts */
+  if (desc->seqlens_k && (st = check_small(ctx, "desc->seqlens_k", desc->seqlens_k, FA_I32, p->batch, 1,
+                                           "q's batch", &p->seqlens_k)) != FA_SUCCESS)
+    return st;
+  if (desc->window) {
+    if (desc->window_left < -1 || desc->window_right < -1)
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->%s: %lld (must be >= -1; -1 is unbounded)",
+                     desc->window_left < -1 ? "window_left" : "window_right",
+                     (long long)(desc->window_left < -1 ? desc->window_left : desc->window_right));
+    p->window = 1;
+    /* Beyond the cache's length a bound changes nothing; clamped, it fits the kernels' int. */
+    p->window_left = desc->window_left > p->seqlen_k + p->seqlen_q ? p->seqlen_k + p->seqlen_q : desc->window_left;
+    p->window_right = desc->window_right > p->seqlen_k + p->seqlen_q ? p->seqlen_k + p->seqlen_q : desc->window_right;
+  }
+  if (desc->alibi_slopes) {
+    const fa_tensor *a = desc->alibi_slopes;
+    if (a->shape[0] != 1 && a->shape[0] != seqs)
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
+                     "desc->alibi_slopes: batch (shape[0]) is %lld, expected 1 or the %lld sequences",
+                     (long long)a->shape[0], (long long)seqs);
+    if ((st = check_small(ctx, "desc->alibi_slopes", a, FA_F32, 0, p->heads_q, "q's heads", &p->alibi)) !=
+        FA_SUCCESS)
+      return st;
+    if (a->shape[0] == 1) p->alibi.stride[0] = 0;
+  }
+  const float cap = desc->softcap;
+  if (!(cap >= 0.0f) || isinf(cap))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->softcap: %g (must be finite and >= 0; 0 is off)",
+                   (double)cap);
+  p->softcap = cap;
+  if (desc->num_splits < 0)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->num_splits: %d (must be >= 0; 0 lets the library choose)",
+                   desc->num_splits);
+  p->num_splits = desc->num_splits;
+  if (fa_problem_inference(p)) {
+    const char *other = desc->algo == FA_ALGO_STANDARD ? "the standard algorithm"
+                        : p->mask.buf                  ? "a block mask"
+                        : p->dropout_p > 0.0f          ? "dropout"
+                                                       : NULL;
+    if (other)
+      return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                     "desc: seqlens_k, block_table, cu_seqlens, window, ALiBi and softcap do not combine with %s yet",
+                     other);
+  }
+  if (!desc->trust_indices && (p->seqlens_k.buf || p->block_table.buf)) return check_index_values(ctx, p);
+  return FA_SUCCESS;
+}
+
 /* Checks q, k, v, o (and lse when given or required) and fills the problem's shared part. */
 static fa_status check_attention(fa_context *ctx, const fa_attention_desc *given, const fa_tensor *q,
                                  const fa_tensor *k, const fa_tensor *v, const fa_tensor *o, const fa_tensor *lse,
@@ -663,14 +862,17 @@ static fa_status check_attention(fa_context *ctx, const fa_attention_desc *given
   p->batch = q->shape[0], p->seqlen_q = q->shape[1], p->heads_q = q->shape[2], p->head_dim = q->shape[3];
 
   if (!k) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k: tensor is NULL");
-  tensor_rule rk = rule("k", p->dtype, "q's", p->batch, 0, 0, p->head_dim, "in q");
+  tensor_rule rk = rule("k", p->dtype, "q's", desc->block_table ? 0 : p->batch, 0, 0, p->head_dim, "in q");
+  if (desc->block_table) rk.names = page_dim_names;
   if ((st = check_tensor(ctx, &rk, k, &p->k, shape_only)) != FA_SUCCESS) return st;
   p->seqlen_k = k->shape[1], p->heads_kv = k->shape[2];
   if (p->heads_q % p->heads_kv)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k: %lld key/value heads do not divide q's %lld heads",
                    (long long)p->heads_kv, (long long)p->heads_q);
-  tensor_rule rv = rule("v", p->dtype, "q's", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in k");
+  tensor_rule rv = rule("v", p->dtype, "q's", k->shape[0], p->seqlen_k, p->heads_kv, p->head_dim, "in k");
+  rv.names = rk.names;
   if ((st = check_tensor(ctx, &rv, v, &p->v, shape_only)) != FA_SUCCESS) return st;
+  if (desc->block_table && (st = check_pages(ctx, desc, k, p)) != FA_SUCCESS) return st;
   tensor_rule ro = rule("o", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in q");
   if ((st = check_tensor(ctx, &ro, o, &p->o, shape_only)) != FA_SUCCESS) return st;
   if (lse || lse_required) {
@@ -686,6 +888,7 @@ static fa_status check_attention(fa_context *ctx, const fa_attention_desc *given
   if (desc->algo == FA_ALGO_STANDARD && (p->mask.buf || p->dropout_p > 0.0f))
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "desc->algo: the standard algorithm has no %s; use FA_ALGO_FLASH",
                    p->mask.buf ? "block mask" : "dropout");
+  if ((st = check_inference(ctx, desc, p)) != FA_SUCCESS) return st;
   p->algo = desc->algo;
   p->causal = desc->causal != 0;
   p->deterministic = desc->deterministic != 0;
@@ -756,6 +959,10 @@ static fa_status check_backward(fa_context *ctx, const fa_attention_desc *desc, 
                                 int shape_only, fa_problem *p) {
   fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 1, shape_only, p);
   if (st != FA_SUCCESS) return st;
+  if (fa_problem_inference(p))
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "fa_backward: seqlens_k, block_table, cu_seqlens, window, ALiBi and softcap are forward-only in "
+                   "this version");
   tensor_rule rdo = rule("dout", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in o");
   tensor_rule rdq = rule("dq", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in q");
   tensor_rule rdk = rule("dk", p->dtype, "q's", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in k");
@@ -844,6 +1051,151 @@ fa_status fa_dropout_mask(fa_context *ctx, const fa_attention_desc *given, const
   if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
   lock(ctx);
   return unlock(ctx, dropout_mask_locked(ctx, given, mask));
+}
+
+/* The view of part `last` of a run of parts `stride` elements apart, for checking that it fits the buffer. */
+static fa_status last_part(fa_context *ctx, const char *name, const fa_tensor *t, int64_t last, int64_t stride,
+                           fa_tensor *out) {
+  int64_t step, bytes;
+  *out = *t;
+  if (__builtin_mul_overflow(last, stride, &step) ||
+      __builtin_mul_overflow(step, (int64_t)fa_dtype_size(t->dtype), &bytes) ||
+      (uint64_t)bytes > (uint64_t)SIZE_MAX - t->offset)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: part %lld at %lld x %lld elements overflows", name,
+                   (long long)last, (long long)last, (long long)stride);
+  out->offset = t->offset + (size_t)bytes;
+  return FA_SUCCESS;
+}
+
+/* Whether two views of one buffer may share bytes: their [first, last] byte ranges meet. */
+static int views_overlap(const fa_tensor *a, const fa_tensor *b, int64_t a_span_extra_bytes) {
+  if (!a || !b || a->buf != b->buf) return 0;
+  const uint64_t a0 = a->offset, a1 = a0 + (uint64_t)tensor_extent(a) * fa_dtype_size(a->dtype) +
+                                     (uint64_t)a_span_extra_bytes;
+  const uint64_t b0 = b->offset, b1 = b0 + (uint64_t)tensor_extent(b) * fa_dtype_size(b->dtype);
+  return a0 < b1 && b0 < a1;
+}
+
+static fa_status combine_locked(fa_context *ctx, int64_t num_parts, const fa_tensor *o_parts, int64_t o_part_stride,
+                     const fa_tensor *lse_parts, int64_t lse_part_stride, const fa_tensor *o, const fa_tensor *lse) {
+  fa_problem p;
+  memset(&p, 0, sizeof p);
+  fa_status st;
+  if (num_parts < 1 || num_parts > INT32_MAX)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "num_parts: %lld (must be 1 .. 2^31-1)", (long long)num_parts);
+  if (o_part_stride < 0 || lse_part_stride < 0)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: %lld, must be >= 0",
+                   o_part_stride < 0 ? "o_part_stride" : "lse_part_stride",
+                   (long long)(o_part_stride < 0 ? o_part_stride : lse_part_stride));
+  if (!o_parts) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "o_parts: tensor is NULL");
+  if (!valid_dtype(o_parts->dtype))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "o_parts: dtype %s; partial outputs are f32, f16 or bf16",
+                   fa_dtype_name(o_parts->dtype));
+  tensor_rule rp = rule("o_parts", o_parts->dtype, "o_parts'", 0, 0, 0, 0, "");
+  fa_tensor last;
+  if ((st = check_tensor(ctx, &rp, o_parts, &p.o_parts, 0)) != FA_SUCCESS) return st;
+  if ((st = last_part(ctx, "o_parts", o_parts, num_parts - 1, o_part_stride, &last)) != FA_SUCCESS) return st;
+  fa_view unused;
+  rp.name = "o_parts (its last part)";
+  if ((st = check_tensor(ctx, &rp, &last, &unused, 0)) != FA_SUCCESS) return st;
+  p.parts_dtype = o_parts->dtype;
+  p.batch = o_parts->shape[0], p.seqlen_q = o_parts->shape[1], p.heads_q = o_parts->shape[2];
+  p.head_dim = o_parts->shape[3];
+  if ((st = check_head_dim(ctx, "o_parts", p.head_dim)) != FA_SUCCESS) return st;
+  tensor_rule rl = rule("lse_parts", FA_F32, "lse's fixed", p.batch, p.heads_q, p.seqlen_q, 1,
+                        "[B, Hq, Sq, 1] from o_parts");
+  rl.contiguous_last = 0;
+  rl.names = lse_dim_names;
+  if ((st = check_tensor(ctx, &rl, lse_parts, &p.lse_parts, 0)) != FA_SUCCESS) return st;
+  if ((st = last_part(ctx, "lse_parts", lse_parts, num_parts - 1, lse_part_stride, &last)) != FA_SUCCESS) return st;
+  rl.name = "lse_parts (its last part)";
+  if ((st = check_tensor(ctx, &rl, &last, &unused, 0)) != FA_SUCCESS) return st;
+  if (!o) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "o: tensor is NULL");
+  if (!valid_dtype(o->dtype))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "o: dtype %s; the output is f32, f16 or bf16",
+                   fa_dtype_name(o->dtype));
+  tensor_rule ro = rule("o", o->dtype, "o's", p.batch, p.seqlen_q, p.heads_q, p.head_dim, "in o_parts");
+  if ((st = check_tensor(ctx, &ro, o, &p.o, 0)) != FA_SUCCESS) return st;
+  p.dtype = o->dtype;
+  if (lse) {
+    rl.name = "lse";
+    rl.shape_from[0] = rl.shape_from[1] = rl.shape_from[2] = "[B, Hq, Sq, 1] from o_parts";
+    if ((st = check_tensor(ctx, &rl, lse, &p.lse, 0)) != FA_SUCCESS) return st;
+  }
+  const int64_t o_span = (num_parts - 1) * o_part_stride * (int64_t)fa_dtype_size(o_parts->dtype);
+  const int64_t l_span = (num_parts - 1) * lse_part_stride * 4;
+  const fa_tensor *outs[2] = {o, lse};
+  for (int i = 0; i < 2; i++)
+    if (views_overlap(o_parts, outs[i], o_span) || views_overlap(lse_parts, outs[i], l_span))
+      return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: overlaps the parts it is computed from", i ? "lse" : "o");
+  p.num_parts = num_parts, p.o_part_stride = o_part_stride, p.lse_part_stride = lse_part_stride;
+  if (!ctx->ops->combine)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_combine: the %s backend has no combine kernel", ctx->ops->name);
+  return ctx->ops->combine(ctx, &p);
+}
+
+static fa_status kv_append_locked(fa_context *ctx, const fa_tensor *k_cache, const fa_tensor *v_cache,
+                       const fa_tensor *block_table, const fa_tensor *seqlens_k, const fa_tensor *k_new,
+                       const fa_tensor *v_new, int trust_indices) {
+  fa_problem p;
+  memset(&p, 0, sizeof p);
+  fa_status st;
+  if (!k_new) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k_new: tensor is NULL");
+  if (!valid_dtype(k_new->dtype))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k_new: dtype %s; keys are f32, f16 or bf16",
+                   fa_dtype_name(k_new->dtype));
+  tensor_rule rn = rule("k_new", k_new->dtype, "k_new's", 0, 0, 0, 0, "");
+  if ((st = check_tensor(ctx, &rn, k_new, &p.k_new, 0)) != FA_SUCCESS) return st;
+  p.dtype = k_new->dtype;
+  p.batch = k_new->shape[0], p.seqlen_new = k_new->shape[1], p.heads_kv = k_new->shape[2];
+  p.head_dim = k_new->shape[3];
+  tensor_rule rv = rule("v_new", p.dtype, "k_new's", p.batch, p.seqlen_new, p.heads_kv, p.head_dim, "in k_new");
+  if ((st = check_tensor(ctx, &rv, v_new, &p.v_new, 0)) != FA_SUCCESS) return st;
+  if (!k_cache) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "k_cache: tensor is NULL");
+  tensor_rule rk = rule("k_cache", p.dtype, "k_new's", block_table ? 0 : p.batch, 0, p.heads_kv, p.head_dim, "in k_new");
+  if (block_table) rk.names = page_dim_names;
+  if ((st = check_tensor(ctx, &rk, k_cache, &p.k, 0)) != FA_SUCCESS) return st;
+  tensor_rule rc = rule("v_cache", p.dtype, "k_new's", k_cache->shape[0], k_cache->shape[1], p.heads_kv, p.head_dim,
+                        "in k_cache");
+  rc.names = rk.names;
+  if ((st = check_tensor(ctx, &rc, v_cache, &p.v, 0)) != FA_SUCCESS) return st;
+  p.seqlen_k = k_cache->shape[1];
+  if (block_table) {
+    fa_attention_desc d;
+    memset(&d, 0, sizeof d);
+    d.block_table = block_table;
+    if ((st = check_pages(ctx, &d, k_cache, &p)) != FA_SUCCESS) return st;
+  }
+  if (!seqlens_k) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "seqlens_k: tensor is NULL (the append positions)");
+  if ((st = check_small(ctx, "seqlens_k", seqlens_k, FA_I32, p.batch, 1, "k_new's batch", &p.seqlens_k)) != FA_SUCCESS)
+    return st;
+  const fa_tensor *outs[2] = {k_cache, v_cache}, *ins[4] = {k_new, v_new, seqlens_k, block_table};
+  for (int i = 0; i < 2; i++)
+    for (int j = 0; j < 4; j++)
+      if (views_overlap(outs[i], ins[j], 0))
+        return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: overlaps %s", i ? "v_cache" : "k_cache",
+                       (const char *const[]){"k_new", "v_new", "seqlens_k", "block_table"}[j]);
+  if (views_overlap(k_cache, v_cache, 0))
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "v_cache: overlaps k_cache");
+  if (!trust_indices && (st = check_index_values(ctx, &p)) != FA_SUCCESS) return st;
+  if (!ctx->ops->kv_append)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_kv_append: the %s backend has no append kernel", ctx->ops->name);
+  return ctx->ops->kv_append(ctx, &p);
+}
+
+fa_status fa_combine(fa_context *ctx, int64_t num_parts, const fa_tensor *o_parts, int64_t o_part_stride,
+                     const fa_tensor *lse_parts, int64_t lse_part_stride, const fa_tensor *o, const fa_tensor *lse) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, combine_locked(ctx, num_parts, o_parts, o_part_stride, lse_parts, lse_part_stride, o, lse));
+}
+
+fa_status fa_kv_append(fa_context *ctx, const fa_tensor *k_cache, const fa_tensor *v_cache,
+                       const fa_tensor *block_table, const fa_tensor *seqlens_k, const fa_tensor *k_new,
+                       const fa_tensor *v_new, int trust_indices) {
+  if (!ctx) return FA_ERROR_INVALID_ARGUMENT;
+  lock(ctx);
+  return unlock(ctx, kv_append_locked(ctx, k_cache, v_cache, block_table, seqlens_k, k_new, v_new, trust_indices));
 }
 
 /* ---- events ---- */

@@ -52,7 +52,39 @@ typedef struct fa_problem {
   uint64_t dropout_seed;
   /* fa_dropout_mask only: the uint8 [B, Hq, Sq, Sk] output (offset and strides in bytes). */
   fa_view keep;
+  /* Inference (kernels/decode.h): seqlens_k int32 [B] (buf NULL: every sequence uses seqlen_k keys);
+   * block_table int32 [B, max_pages] (buf NULL: contiguous k, v), with k and v then views of pages
+   * [num_pages, page_size, Hkv, D] and seqlen_k = max_pages x page_size, the capacity. window: 1 applies
+   * window_left / window_right (-1 unbounded). alibi float32 [B or 1, Hq] (stride[0] 0 when broadcast).
+   * softcap 0: off. num_splits: 0 the backend chooses. */
+  fa_view seqlens_k, block_table, alibi;
+  int64_t page_size, max_pages, num_pages;
+  int window;
+  int64_t window_left, window_right;
+  float softcap;
+  int num_splits;
+  /* Varlen: cu_seqlens_q, cu_seqlens_k int32 [seqs + 1] (buf NULL: not varlen); batch is then 1 (q's), the
+   * sequences number seqs, the longest query has max_seqlen_q rows. */
+  fa_view cu_seqlens_q, cu_seqlens_k;
+  int64_t seqs, max_seqlen_q;
+  /* fa_combine only: num_parts partial results, o_parts (dtype parts_dtype) and lse_parts views of part 0,
+   * part i that many elements further on; the results go to o (dtype) and lse (buf NULL: not wanted). */
+  int64_t num_parts, o_part_stride, lse_part_stride;
+  fa_dtype parts_dtype;
+  fa_view o_parts, lse_parts;
+  /* fa_kv_append only: k_new, v_new [B, seqlen_new, Hkv, D] go into k, v (the cache) from seqlens_k[b] on. */
+  fa_view k_new, v_new;
+  int64_t seqlen_new;
 } fa_problem;
+
+/* Whether a forward problem uses the inference options, which only the decode kernels serve. */
+static inline int fa_problem_inference(const fa_problem *p) {
+  return p->seqlens_k.buf || p->block_table.buf || p->alibi.buf || p->window || p->softcap > 0.0f ||
+         p->cu_seqlens_q.buf;
+}
+
+/* Query rows (Sq x Hq / Hkv) up to which a plain forward goes to the decode kernels. */
+#define FA_DECODE_MAX_ROWS 16
 
 typedef struct fa_backend_ops {
   fa_backend kind;
@@ -87,6 +119,10 @@ typedef struct fa_backend_ops {
   /* Device bytes of workspace that forward (backward = 0) or backward would take for p; p's buffers may be a
    * placeholder (native 0, the size of the address space): read shapes, strides and offsets, not memory. */
   fa_status (*workspace_size)(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes);
+  /* fa_combine: merge p->num_parts partial (o, lse) results into p->o and p->lse. */
+  fa_status (*combine)(fa_context *ctx, const fa_problem *p);
+  /* fa_kv_append: copy p->k_new, p->v_new into the cache p->k, p->v at the positions seqlens_k gives. */
+  fa_status (*kv_append)(fa_context *ctx, const fa_problem *p);
 } fa_backend_ops;
 
 struct fa_event {

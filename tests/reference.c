@@ -31,8 +31,16 @@ static size_t score_at(const ref_problem *p, int64_t b, int64_t h, int64_t i, in
   return (size_t)(((b * p->heads_q + h) * p->seqlen_q + i) * p->seqlen_k + j);
 }
 
+/* Keys in use by batch b, and the diagonal position of its query row i. */
+static int64_t len_of(const ref_problem *p, int64_t b) { return p->seqlens_k ? p->seqlens_k[b] : p->seqlen_k; }
+static int64_t diag_of(const ref_problem *p, int64_t b, int64_t i) { return i + len_of(p, b) - p->seqlen_q; }
+
 int ref_visible_at(const ref_problem *p, int64_t b, int64_t h, int64_t i, int64_t j) {
-  return ref_visible(p, i, j) && (!p->keep || p->keep[score_at(p, b, h, i, j)] != 0);
+  const int64_t diag = diag_of(p, b, i);
+  if (j >= len_of(p, b) || (p->causal && j > diag)) return 0;
+  if (p->window && p->window_left >= 0 && j < diag - p->window_left) return 0;
+  if (p->window && p->window_right >= 0 && j > diag + p->window_right) return 0;
+  return !p->keep || p->keep[score_at(p, b, h, i, j)] != 0;
 }
 
 int ref_row_empty(const ref_problem *p, int64_t b, int64_t h, int64_t i) {
@@ -77,6 +85,8 @@ static double score_row(const ref_problem *p, const double *q, const double *k, 
     double dot = 0;
     for (int64_t d = 0; d < D; d++) dot += qi[d] * kj[d];
     s[j] = p->scale * dot;
+    if (p->softcap > 0) s[j] = p->softcap * tanh(s[j] / p->softcap);
+    if (p->alibi) s[j] -= p->alibi[(p->alibi_batch == 1 ? 0 : b) * p->heads_q + h] * fabs((double)(diag_of(p, b, i) - j));
     if (s[j] > m) m = s[j];
   }
   if (m == -INFINITY) return -INFINITY; /* all masked: no exp(-inf - -inf) */

@@ -3,6 +3,7 @@
  * The operation entries push the context's CUDA context around the call. */
 #include "cu_cublas.h"
 #include "cu_internal.h"
+#include "decode.h"
 
 static fa_status cu_create(fa_context *ctx, int device, void *native_queue) {
   fa_status st = fa_cu_create(ctx, device, native_queue);
@@ -27,7 +28,25 @@ static void cu_destroy(fa_context *ctx) {
 static fa_status cu_forward(fa_context *ctx, const fa_problem *p) {
   fa_status st = fa_cu_push(ctx);
   if (st != FA_SUCCESS) return st;
-  st = p->algo == FA_ALGO_STANDARD ? fa_cu_standard_forward(ctx, p) : fa_cu_forward(ctx, p);
+  st = fa_decode_wanted(p)              ? fa_cu_decode(ctx, p)
+       : p->algo == FA_ALGO_STANDARD ? fa_cu_standard_forward(ctx, p)
+                                     : fa_cu_forward(ctx, p);
+  fa_cu_pop(ctx);
+  return st;
+}
+
+static fa_status cu_combine(fa_context *ctx, const fa_problem *p) {
+  fa_status st = fa_cu_push(ctx);
+  if (st != FA_SUCCESS) return st;
+  st = fa_cu_combine(ctx, p);
+  fa_cu_pop(ctx);
+  return st;
+}
+
+static fa_status cu_kv_append(fa_context *ctx, const fa_problem *p) {
+  fa_status st = fa_cu_push(ctx);
+  if (st != FA_SUCCESS) return st;
+  st = fa_cu_kv_append(ctx, p);
   fa_cu_pop(ctx);
   return st;
 }
@@ -54,7 +73,9 @@ fa_status fa_cu_backward_workspace(fa_context *ctx, const fa_problem *p, size_t 
 static fa_status cu_workspace_size(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
   *bytes = 0;
   if (p->algo == FA_ALGO_STANDARD) return fa_cu_standard_workspace(ctx, p, backward, bytes);
-  return backward ? fa_cu_backward_workspace(ctx, p, bytes) : FA_SUCCESS;
+  if (backward) return fa_cu_backward_workspace(ctx, p, bytes);
+  if (fa_decode_wanted(p)) *bytes = fa_cu_decode_workspace(ctx, p);
+  return FA_SUCCESS;
 }
 
 const fa_backend_ops fa_cuda_ops = {
@@ -75,6 +96,8 @@ const fa_backend_ops fa_cuda_ops = {
     .forward = cu_forward,
     .backward = cu_backward,
     .dropout_mask = fa_cu_dropout_mask,
+    .combine = cu_combine,
+    .kv_append = cu_kv_append,
     .event_record = fa_cu_event_record,
     .event_elapsed = fa_cu_event_elapsed,
     .event_destroy = fa_cu_event_destroy,

@@ -282,6 +282,12 @@ FA_HIDDEN fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p);
 /* cu_backward.c: the backward pass. */
 FA_HIDDEN fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_dropout_mask(fa_context *ctx, const fa_problem *p); /* cu_dropout.c: the table's .dropout_mask (pushes the context itself) */
+/* cu_decode.c: the decode kernels (split-KV, inference options) and fa_combine's kernel. */
+FA_HIDDEN fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p);
+/* Its workspace for p (split-KV partials), for fa_forward_workspace_size(). */
+FA_HIDDEN size_t fa_cu_decode_workspace(fa_context *ctx, const fa_problem *p);
+FA_HIDDEN fa_status fa_cu_combine(fa_context *ctx, const fa_problem *p);
+FA_HIDDEN fa_status fa_cu_kv_append(fa_context *ctx, const fa_problem *p);
 /* cu_event.c: device timing with CUDA events on the context's stream (the table's event entries). */
 FA_HIDDEN fa_status fa_cu_event_record(fa_context *ctx, uint64_t *native);
 FA_HIDDEN fa_status fa_cu_event_elapsed(fa_context *ctx, uint64_t start, uint64_t end, double *ms);

@@ -5,8 +5,10 @@
 #include <string.h>
 
 #include "cl_internal.h"
+#include "decode.h"
 
 static fa_status cl_forward(fa_context *ctx, const fa_problem *p) {
+  if (fa_decode_wanted(p)) return fa_cl_decode(ctx, p);
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_forward(ctx, p);
   /* f16/bf16 on NVIDIA: tensor cores first (cl_flash_nv.c, which also serves FLASHATTN_OPENCL_NV_TC=emulate
    * anywhere), unless FLASHATTN_OPENCL_NV_TC=0; what that path does not serve (FA_ERROR_UNSUPPORTED) runs on
@@ -24,7 +26,7 @@ static fa_status cl_forward(fa_context *ctx, const fa_problem *p) {
 /* The flash forward keeps everything on chip: only the standard one takes workspace. */
 static fa_status cl_workspace_size(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
   if (backward) return fa_cl_backward_workspace(ctx, p, bytes);
-  *bytes = 0;
+  *bytes = fa_decode_wanted(p) ? fa_cl_decode_workspace(ctx, p) : 0;
   return p->algo == FA_ALGO_STANDARD ? fa_cl_standard_forward_workspace(ctx, p, bytes) : FA_SUCCESS;
 }
 
@@ -46,6 +48,8 @@ const fa_backend_ops fa_opencl_ops = {
     .forward = cl_forward,
     .backward = fa_cl_backward,
     .dropout_mask = fa_cl_dropout_mask,
+    .combine = fa_cl_combine,
+    .kv_append = fa_cl_kv_append,
     .event_record = fa_cl_event_record,
     .event_elapsed = fa_cl_event_elapsed,
     .event_destroy = fa_cl_event_destroy,

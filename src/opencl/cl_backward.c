@@ -152,7 +152,6 @@ static fa_status row_group(fa_context *ctx, cl_kernel pre, cl_kernel convert, si
 }
 
 static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
-  const int d = (int)p->head_dim;
   fa_cl_variant v;
   cl_kernel kern[3];
   fa_status s = build_kernels(ctx, p, &v, kern);

@@ -146,6 +146,11 @@ FA_HIDDEN fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cl_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
 FA_HIDDEN fa_status fa_cl_standard_forward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
 FA_HIDDEN fa_status fa_cl_standard_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
+/* cl_decode.c: the decode kernels (split-KV, inference options) and fa_combine (the table's .combine). */
+FA_HIDDEN fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p);
+FA_HIDDEN size_t fa_cl_decode_workspace(fa_context *ctx, const fa_problem *p);
+FA_HIDDEN fa_status fa_cl_combine(fa_context *ctx, const fa_problem *p);
+FA_HIDDEN fa_status fa_cl_kv_append(fa_context *ctx, const fa_problem *p);
 /* cl_event.c: device timing through the queue's profiling (the table's event entries). */
 FA_HIDDEN fa_status fa_cl_event_record(fa_context *ctx, uint64_t *native);
 FA_HIDDEN fa_status fa_cl_event_elapsed(fa_context *ctx, uint64_t start, uint64_t end, double *ms);

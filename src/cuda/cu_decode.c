@@ -1,0 +1,187 @@
+/* The CUDA decode path (kernels/decode.cu): split-KV attention for few query rows and every inference option
+ * (seqlens_k, paged K/V, window, ALiBi, softcap), fa_combine, whose kernel also merges the splits, and
+ * fa_kv_append.
+ * Called with the context current (cu_context.c pushes it). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cu_internal.h"
+#include "decode.h"
+#include "kernels/cuda_params.h"
+
+_Static_assert(sizeof(fa_decode_params) == 12 * 8 + 22 * 8 + 18 * 4 + 2 * 4, "fa_decode_params has padding");
+_Static_assert(sizeof(fa_combine_params) == 4 * 8 + 14 * 8 + 4 * 4, "fa_combine_params has padding");
+_Static_assert(sizeof(fa_kv_append_params) == 6 * 8 + 16 * 8 + 8 * 4, "fa_kv_append_params has padding");
+
+#define DECODE_MAX_ROWS 8 /* the kernel's register budget: q and accumulators of 8 rows per lane */
+#define COMBINE_THREADS 64
+
+/* Whether every row of a [n0, n1, n2, D] view starts on a 16-byte boundary. */
+static int rows16(const fa_view *v, CUdeviceptr addr, int64_t n0, int64_t n1, int64_t n2, size_t es) {
+  const int64_t n[3] = {n0, n1, n2};
+  if (addr % 16) return 0;
+  for (int i = 0; i < 3; i++)
+    if (n[i] > 1 && ((uint64_t)v->stride[i] * es) % 16) return 0;
+  return 1;
+}
+
+/* The combine kernel over filled-in part views; p gives the output views and shapes. */
+static fa_status combine_launch(fa_context *ctx, const fa_problem *p, fa_combine_params *a, fa_dtype parts_dtype) {
+  const size_t es = fa_dtype_size(p->dtype);
+  a->o = (unsigned long long)fa_cu_addr(&p->o, es);
+  a->o_sb = p->o.stride[0], a->o_ss = p->o.stride[1], a->o_sh = p->o.stride[2];
+  if (p->lse.buf) {
+    a->lse = (unsigned long long)fa_cu_addr(&p->lse, 4);
+    a->l_sb = p->lse.stride[0], a->l_sh = p->lse.stride[1], a->l_ss = p->lse.stride[2];
+  }
+  a->head_dim = (int)p->head_dim;
+  a->seqlen_q = (int)p->seqlen_q;
+  char defines[64];
+  snprintf(defines, sizeof defines, "%s -DFA_PART_DTYPE=%d -DHEAD_DIM=8 -DROWS=1", fa_cu_dtype_define(p->dtype),
+           (int)parts_dtype);
+  CUfunction fn;
+  fa_status st = fa_cu_function(ctx, "decode.cu", defines, "fa_combine", 0, &fn);
+  if (st != FA_SUCCESS) return st;
+  const unsigned grid[3] = {(unsigned)p->seqlen_q, (unsigned)p->heads_q, (unsigned)p->batch};
+  void *args[] = {a};
+  return fa_cu_launch(ctx, fn, grid, COMBINE_THREADS, 0, args, "fa_combine");
+}
+
+fa_status fa_cu_combine(fa_context *ctx, const fa_problem *p) {
+  if (p->seqlen_q > INT32_MAX)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_combine: Sq %lld is above 2^31-1", (long long)p->seqlen_q);
+  fa_combine_params a;
+  memset(&a, 0, sizeof a);
+  a.op = (unsigned long long)fa_cu_addr(&p->o_parts, fa_dtype_size(p->parts_dtype));
+  a.op_sb = p->o_parts.stride[0], a.op_ss = p->o_parts.stride[1], a.op_sh = p->o_parts.stride[2];
+  a.op_stride = p->o_part_stride;
+  a.lp = (unsigned long long)fa_cu_addr(&p->lse_parts, 4);
+  a.lp_sb = p->lse_parts.stride[0], a.lp_sh = p->lse_parts.stride[1], a.lp_ss = p->lse_parts.stride[2];
+  a.lp_stride = p->lse_part_stride;
+  a.parts = (int)p->num_parts;
+  return combine_launch(ctx, p, &a, p->parts_dtype);
+}
+
+/* The argument block of fa_decode for p, without the workspace and the plan. */
+static void fill_params(const fa_problem *p, fa_decode_params *a) {
+  const size_t es = fa_dtype_size(p->dtype);
+  memset(a, 0, sizeof *a);
+  a->q = fa_cu_addr(&p->q, es), a->k = fa_cu_addr(&p->k, es), a->v = fa_cu_addr(&p->v, es);
+  a->o = fa_cu_addr(&p->o, es);
+  a->q_sb = p->q.stride[0], a->q_ss = p->q.stride[1], a->q_sh = p->q.stride[2];
+  a->k_sb = p->k.stride[0], a->k_ss = p->k.stride[1], a->k_sh = p->k.stride[2];
+  a->v_sb = p->v.stride[0], a->v_ss = p->v.stride[1], a->v_sh = p->v.stride[2];
+  a->o_sb = p->o.stride[0], a->o_ss = p->o.stride[1], a->o_sh = p->o.stride[2];
+  if (p->lse.buf) {
+    a->has_lse = 1;
+    a->lse = fa_cu_addr(&p->lse, 4);
+    a->lse_sb = p->lse.stride[0], a->lse_sh = p->lse.stride[1], a->lse_ss = p->lse.stride[2];
+  }
+  if (p->seqlens_k.buf) a->has_seqlens = 1, a->seqlens = fa_cu_addr(&p->seqlens_k, 4), a->sl_s = p->seqlens_k.stride[0];
+  a->page_size = 1, a->num_pages = 1;
+  if (p->block_table.buf) {
+    a->paged = 1;
+    a->table = fa_cu_addr(&p->block_table, 4);
+    a->t_sb = p->block_table.stride[0], a->t_sp = p->block_table.stride[1];
+    a->page_size = (int)p->page_size, a->num_pages = (int)p->num_pages;
+  }
+  if (p->alibi.buf) {
+    a->has_alibi = 1;
+    a->alibi = fa_cu_addr(&p->alibi, 4);
+    a->al_sb = p->alibi.stride[0], a->al_sh = p->alibi.stride[1];
+  }
+  if (p->cu_seqlens_q.buf) {
+    a->varlen = 1;
+    a->cu_q = fa_cu_addr(&p->cu_seqlens_q, 4), a->cu_q_s = p->cu_seqlens_q.stride[0];
+    a->cu_k = fa_cu_addr(&p->cu_seqlens_k, 4), a->cu_k_s = p->cu_seqlens_k.stride[0];
+  }
+  a->batch = (int)p->batch, a->seqlen_q = (int)p->seqlen_q, a->cap = (int)p->seqlen_k, a->heads_q = (int)p->heads_q;
+  a->group = (int)(p->heads_q / p->heads_kv);
+  a->causal = p->causal, a->window = p->window;
+  a->wl = p->window ? (int)p->window_left : -1, a->wr = p->window ? (int)p->window_right : -1;
+  a->scale = p->scale, a->softcap = p->softcap;
+}
+
+size_t fa_cu_decode_workspace(fa_context *ctx, const fa_problem *p) {
+  fa_decode_plan plan;
+  fa_decode_plan_make(p, DECODE_MAX_ROWS, fa_cu_of(ctx)->sm_count, 4, &plan);
+  return fa_decode_workspace_bytes(p, &plan);
+}
+
+fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p) {
+  const fa_cu *c = fa_cu_of(ctx);
+  const int64_t seqs = p->cu_seqlens_q.buf ? p->seqs : p->batch;
+  if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX || p->heads_kv > 65535 || seqs > 65535)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "fa_forward: the decode kernel takes Sq and Sk below 2^31 and B, Hkv up to 65535 (got %lld, %lld, "
+                   "%lld, %lld)",
+                   (long long)p->seqlen_q, (long long)p->seqlen_k, (long long)seqs, (long long)p->heads_kv);
+  fa_decode_plan plan;
+  fa_decode_plan_make(p, DECODE_MAX_ROWS, c->sm_count, 4, &plan);
+  if ((int64_t)plan.row_blocks * plan.splits > INT32_MAX)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_forward: %d row blocks x %d splits exceed the grid",
+                   plan.row_blocks, plan.splits);
+  fa_decode_params a;
+  fill_params(p, &a);
+  a.splits = plan.splits, a.row_blocks = plan.row_blocks;
+  const int64_t rows = p->batch * p->heads_q * p->seqlen_q;
+  const size_t part_o = plan.splits > 1 ? (size_t)plan.splits * (size_t)rows * (size_t)p->head_dim : 0;
+  fa_status st;
+  if (plan.splits > 1) {
+    CUdeviceptr ws;
+    if ((st = fa_cu_workspace(ctx, fa_decode_workspace_bytes(p, &plan), &ws)) != FA_SUCCESS) return st;
+    a.part_o = ws, a.part_lse = ws + part_o * sizeof(float);
+  }
+  const size_t es = fa_dtype_size(p->dtype);
+  const int64_t n0 = p->block_table.buf ? p->num_pages : p->batch, n1 = p->block_table.buf ? p->page_size : p->seqlen_k;
+  const int vec16 = rows16(&p->k, (CUdeviceptr)a.k, n0, n1, p->heads_kv, es) &&
+                    rows16(&p->v, (CUdeviceptr)a.v, n0, n1, p->heads_kv, es);
+  char defines[160];
+  snprintf(defines, sizeof defines, "%s -DHEAD_DIM=%d -DROWS=%d -DFA_DEC_MODS=%d -DFA_DEC_VEC16=%d",
+           fa_cu_dtype_define(p->dtype), (int)p->head_dim, plan.rows, p->softcap > 0.0f || p->alibi.buf, vec16);
+  CUfunction fn;
+  if ((st = fa_cu_function(ctx, "decode.cu", defines, "fa_decode", 0, &fn)) != FA_SUCCESS) return st;
+  const unsigned grid[3] = {(unsigned)(plan.row_blocks * plan.splits), (unsigned)p->heads_kv, (unsigned)seqs};
+  void *args[] = {&a};
+  if ((st = fa_cu_launch(ctx, fn, grid, 128, 0, args, "fa_decode")) != FA_SUCCESS || plan.splits == 1) return st;
+  const int64_t d = p->head_dim, sq = p->seqlen_q, hq = p->heads_q;
+  fa_combine_params ca;
+  memset(&ca, 0, sizeof ca);
+  ca.op = a.part_o, ca.op_sb = hq * sq * d, ca.op_ss = d, ca.op_sh = sq * d, ca.op_stride = rows * d;
+  ca.lp = a.part_lse, ca.lp_sb = hq * sq, ca.lp_sh = sq, ca.lp_ss = 1, ca.lp_stride = rows;
+  ca.parts = plan.splits;
+  return combine_launch(ctx, p, &ca, FA_F32);
+}
+
+fa_status fa_cu_kv_append(fa_context *ctx, const fa_problem *p) {
+  if (p->seqlen_k > INT32_MAX || p->seqlen_new > INT32_MAX)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_kv_append: sequences above 2^31-1 keys");
+  const size_t es = fa_dtype_size(p->dtype);
+  fa_kv_append_params a;
+  memset(&a, 0, sizeof a);
+  a.k = fa_cu_addr(&p->k, es), a.v = fa_cu_addr(&p->v, es);
+  a.k_new = fa_cu_addr(&p->k_new, es), a.v_new = fa_cu_addr(&p->v_new, es);
+  a.k_sb = p->k.stride[0], a.k_ss = p->k.stride[1], a.k_sh = p->k.stride[2];
+  a.v_sb = p->v.stride[0], a.v_ss = p->v.stride[1], a.v_sh = p->v.stride[2];
+  a.kn_sb = p->k_new.stride[0], a.kn_ss = p->k_new.stride[1], a.kn_sh = p->k_new.stride[2];
+  a.vn_sb = p->v_new.stride[0], a.vn_ss = p->v_new.stride[1], a.vn_sh = p->v_new.stride[2];
+  a.seqlens = fa_cu_addr(&p->seqlens_k, 4), a.sl_s = p->seqlens_k.stride[0];
+  a.page_size = 1, a.num_pages = 1;
+  if (p->block_table.buf) {
+    a.paged = 1, a.table = fa_cu_addr(&p->block_table, 4);
+    a.t_sb = p->block_table.stride[0], a.t_sp = p->block_table.stride[1];
+    a.page_size = (int)p->page_size, a.num_pages = (int)p->num_pages;
+  }
+  a.cap = (int)p->seqlen_k, a.seqlen_new = (int)p->seqlen_new, a.heads_kv = (int)p->heads_kv;
+  a.head_dim = (int)p->head_dim;
+  a.total = p->batch * p->seqlen_new * p->heads_kv * p->head_dim;
+  char defines[64];
+  snprintf(defines, sizeof defines, "%s -DHEAD_DIM=8 -DROWS=1", fa_cu_dtype_define(p->dtype));
+  CUfunction fn;
+  fa_status st = fa_cu_function(ctx, "decode.cu", defines, "fa_kv_append", 0, &fn);
+  if (st != FA_SUCCESS) return st;
+  const long long blocks = (a.total + 255) / 256;
+  const unsigned grid[3] = {(unsigned)(blocks < (1 << 20) ? blocks : (1 << 20)), 1, 1};
+  void *args[] = {&a};
+  return fa_cu_launch(ctx, fn, grid, 256, 0, args, "fa_kv_append");
+}

@@ -1,0 +1,27 @@
+/* How the decode kernels split a forward problem: query rows per group, groups per key/value head, and the
+ * number of key splits (pure functions of the problem and the device, shared by both backends). */
+#ifndef FA_DECODE_PLAN_H
+#define FA_DECODE_PLAN_H
+
+#include "backend.h"
+
+typedef struct fa_decode_plan {
+  int rows;       /* query rows per group: a power of two <= max_rows covering Sq x Hq / Hkv where it can */
+  int row_blocks; /* groups per key/value head: ceil(Sq x Hq / Hkv / rows), Sq the longest with varlen */
+  int splits;     /* key splits per group: 1 writes o directly, more go through the combine kernel */
+} fa_decode_plan;
+
+/* The plan for p on a device of `units` SMs or compute units, each worth `groups_per_unit` resident groups:
+ * p->num_splits when set (at most one split per 16 keys), else FLASHATTN_NUM_SPLITS when set, else enough
+ * splits to give every unit its groups, with at least 256 keys per split and at most 128 splits. */
+FA_HIDDEN void fa_decode_plan_make(const fa_problem *p, int max_rows, int units, int groups_per_unit,
+                                   fa_decode_plan *out);
+
+/* Whether the decode kernels serve p: the inference options need them; a plain forward goes there when its
+ * query rows per key/value head are at most FA_DECODE_MAX_ROWS (FLASHATTN_DECODE=0 turns that off). */
+FA_HIDDEN int fa_decode_wanted(const fa_problem *p);
+
+/* Workspace bytes of a plan: with more than one split, the float32 partial outputs and log-sum-exps. */
+FA_HIDDEN size_t fa_decode_workspace_bytes(const fa_problem *p, const fa_decode_plan *plan);
+
+#endif
