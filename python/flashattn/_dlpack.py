@@ -113,7 +113,10 @@ def view(x, name, stream=None):
     """Import x (anything with __dlpack__) as a View. stream: the consumer's CUDA stream, for CUDA arrays."""
     if not hasattr(x, "__dlpack__"):
         _fail(name, f"a {type(x).__name__} does not speak DLPack (no __dlpack__)")
-    cap = _capsule(x, stream)
+    try:
+        cap = _capsule(x, stream)
+    except BufferError as e:  # the producer refuses to export (torch: a tensor on another device than current)
+        _fail(name, f"cannot be read through DLPack: {e}")
     if _api.PyCapsule_IsValid(cap, b"dltensor_versioned"):
         managed = _ManagedVersioned.from_address(_api.PyCapsule_GetPointer(cap, b"dltensor_versioned"))
         read_only = bool(managed.flags & _READ_ONLY)

@@ -71,7 +71,8 @@ def _import(arrays, outputs):
         dl_stream = stream or _context.CU_STREAM_LEGACY
     else:
         ctx, dl_stream = _context.get(_lib.BACKEND_OPENCL, -1), None
-    views = [_dlpack.view(_arrays.for_dlpack(x), name, dl_stream) for name, x in arrays.items()]
+    with _arrays.device_scope(first):
+        views = [_dlpack.view(_arrays.for_dlpack(x), name, dl_stream) for name, x in arrays.items()]
     for v in views:
         _check(v, outputs)
     return ctx, views
