@@ -2,9 +2,11 @@
 # The Python package on the GPU machine (issue 17). From the repository root, with the build folder (made
 # here like ./run build), .device-deps and .whl (pytest's wheels: pip download -d .whl pytest) carried:
 #   dev/python_gpu.sh BUILD tests    pytest: test_torch.py on CUDA and on the CPU (OpenCL, NVIDIA's driver),
-#                                    test_numpy.py on NVIDIA's OpenCL (about 2 minutes)
+#                                    test_numpy.py on NVIDIA's OpenCL; $PYTEST_ARGS go to pytest (-k cuda: the
+#                                    CUDA cases only)
 #   dev/python_gpu.sh BUILD train    examples/train_gpt2.py, GPT-2 small in bf16: context 1024 (batch 16) for
-#                                    flashattn, sdpa, math and math again (the run-to-run noise), then 4096
+#                                    flashattn, sdpa, math, and math from another
+#                                    initial seed (the run-to-run noise of the loss), then 4096
 #                                    (batch 4) for the three; each run <= 300 steps and $SECONDS_1024 /
 #                                    $SECONDS_4096 seconds after its first step (defaults 35 and 25: about
 #                                    5 minutes in all)
@@ -27,15 +29,17 @@ for step in "$@"; do
   start=$SECONDS
   case $step in
     tests)
-      python3 -m pytest -q -p no:cacheprovider -rfEs python/tests 2>&1 | tee "$out/pytest.txt"
+      python3 -m pytest -q -p no:cacheprovider -rfEs --durations=5 python/tests ${PYTEST_ARGS:-} 2>&1 | tee "$out/pytest.txt"
       [ "${PIPESTATUS[0]}" = 0 ] || failed=$((failed + 1)) ;;
     train)
-      for run in 1024:16:flashattn 1024:16:sdpa 1024:16:math 1024:16:math-repeat \
+      for run in 1024:16:flashattn 1024:16:sdpa 1024:16:math 1024:16:math-seed1 \
                  4096:4:flashattn 4096:4:sdpa 4096:4:math; do
         IFS=: read -r context batch name <<< "$run"
         seconds=$SECONDS_1024
         [ "$context" = 4096 ] && seconds=$SECONDS_4096
-        python3 examples/train_gpt2.py --attention "${name%-repeat}" --context "$context" --batch "$batch" \
+        seed=0
+        [ "$name" = math-seed1 ] && seed=1
+        python3 examples/train_gpt2.py --attention "${name%-seed1}" --seed "$seed" --context "$context" --batch "$batch" \
           --steps 300 --max-seconds "$seconds" --csv "$out/gpt2-h200-$context-$name.csv" ${TRAIN_ARGS:-} ||
           { echo "=== FAILED: $run"; failed=$((failed + 1)); }
         tail -1 "$out/gpt2-h200-$context-$name.csv"

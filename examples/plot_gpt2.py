@@ -2,7 +2,8 @@
 """Turn train_gpt2.py's CSVs into loss-curve figures (one PNG per context, drawn with gnuplot) and a Markdown
 table for docs/BENCHMARKS.md, and one PNG of tokens/s, step time and peak memory by context: median step time and tokens/s (after --skip warm-up steps), their ratios to SDPA
 and to standard attention, peak memory, and how far each loss curve is from the first standard-attention run
-of its context, beside the distance between two standard runs (the run-to-run noise) when there are two.
+of its context (seed 0), beside the distance of a standard run from another initial seed (the run-to-run
+noise) when there is one.
 
 usage: plot_gpt2.py [--out-dir docs/figures] [--tag h200] [--skip 10] RUN.csv...
 """
@@ -16,10 +17,13 @@ import tempfile
 
 def read(path):
     with open(path) as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+        lines = f.readlines()
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
     if not rows:
         raise SystemExit(f"plot_gpt2: {path} has no steps")
-    return {"path": path, "attention": rows[0]["attention"], "context": int(rows[0]["context"]),
+    argv = lines[0].split() if lines[0].startswith("# train_gpt2") else []
+    seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 0
+    return {"path": path, "attention": rows[0]["attention"], "seed": seed, "context": int(rows[0]["context"]),
             "batch": int(rows[0]["batch"]), "loss": [float(r["loss"]) for r in rows],
             "ms": [float(r["step_ms"]) for r in rows], "tokens": [float(r["tokens_per_s"]) for r in rows],
             "peak": max(int(r["peak_bytes"]) for r in rows)}
@@ -38,7 +42,7 @@ def plot(runs, context, path):
         dat = os.path.join(tmp, f"{i}.dat")
         with open(dat, "w") as f:
             f.writelines(f"{step} {loss}\n" for step, loss in enumerate(r["loss"]))
-        label = f"{r['attention']} ({os.path.basename(r['path'])})"
+        label = r["attention"] + (f", seed {r['seed']}" if r["seed"] else "")
         lines.append(f"'{dat}' using 1:2 with lines lw 1.5 title '{label}'")
     script = (f"set terminal pngcairo size 900,560\nset output '{path}'\n"
               f"set title 'GPT-2 small, byte-level, context {context}: training loss'\n"
@@ -80,9 +84,11 @@ def main():
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     summary = {}
     for context in sorted({r["context"] for r in runs}):
-        group = [r for r in runs if r["context"] == context]
+        group = sorted((r for r in runs if r["context"] == context), key=lambda r: r["seed"])
         plot(group, context, os.path.join(args.out_dir, f"gpt2-loss-{args.tag}-{context}.png"))
-        tps = {r["attention"]: statistics.median(r["tokens"][args.skip:] or r["tokens"]) for r in group}
+        tps = {}  # each attention's seed-0 run is the one ratios are taken to
+        for r in group:
+            tps.setdefault(r["attention"], statistics.median(r["tokens"][args.skip:] or r["tokens"]))
         standard = [r for r in group if r["attention"] == "math"]
         for r in group:
             ms = statistics.median(r["ms"][args.skip:] or r["ms"])
@@ -92,7 +98,8 @@ def main():
             dist = "-"
             if standard and r is not standard[0]:
                 dist = "%.4f / %.4f" % distance(r["loss"], standard[0]["loss"])
-            print(f"| {r['attention']} | {context} | {r['batch']} | {len(r['loss'])} | {ms:.1f} | {tok:,.0f} | "
+            label = r["attention"] + (f" (seed {r['seed']})" if r["seed"] else "")
+            print(f"| {label} | {context} | {r['batch']} | {len(r['loss'])} | {ms:.1f} | {tok:,.0f} | "
                   f"{ratio('sdpa')} | {ratio('math')} | {r['peak'] / 2**30:.2f} | "
                   f"{statistics.fmean(r['loss'][-20:]):.4f} | {dist} |")
     plot_throughput(summary, os.path.join(args.out_dir, f"gpt2-throughput-{args.tag}.png"))
