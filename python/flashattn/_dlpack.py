@@ -126,19 +126,20 @@ def view(x, name, stream=None):
     else:
         _fail(name, "__dlpack__ returned something that is not an unused DLPack capsule")
     t = managed.dl_tensor
-    key = (t.dtype.code, t.dtype.bits)
-    if key not in _DTYPES or t.dtype.lanes != 1:
-        kind = {0: "int", 1: "uint", 2: "float", 4: "bfloat", 5: "complex", 6: "bool"}.get(t.dtype.code, "code ")
-        lanes = f"x{t.dtype.lanes}" if t.dtype.lanes != 1 else ""
-        _fail(name, f"dtype {kind}{t.dtype.bits}{lanes} is not float32, float16, bfloat16 or uint8")
-    shape = tuple(t.shape[i] for i in range(t.ndim))
+    dt, dev, n = t.dtype, t.device, t.ndim
+    key = (dt.code, dt.bits)
+    if key not in _DTYPES or dt.lanes != 1:
+        kind = {0: "int", 1: "uint", 2: "float", 4: "bfloat", 5: "complex", 6: "bool"}.get(dt.code, "code ")
+        lanes = f"x{dt.lanes}" if dt.lanes != 1 else ""
+        _fail(name, f"dtype {kind}{dt.bits}{lanes} is not float32, float16, bfloat16 or uint8")
+    shape = tuple(t.shape[:n])
     if t.strides:
-        strides = tuple(t.strides[i] for i in range(t.ndim))
+        strides = tuple(t.strides[:n])
     else:  # NULL strides: compact row-major
         strides, acc = [], 1
-        for n in reversed(shape):
+        for size in reversed(shape):
             strides.insert(0, acc)
-            acc *= n
+            acc *= size
         strides = tuple(strides)
-    return View(name, (t.data or 0) + t.byte_offset, t.device.device_type, t.device.device_id, _DTYPES[key],
-                shape, strides, read_only, cap)
+    return View(name, (t.data or 0) + t.byte_offset, dev.device_type, dev.device_id, _DTYPES[key], shape, strides,
+                read_only, cap)

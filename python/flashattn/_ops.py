@@ -63,8 +63,10 @@ def placement(arrays):
 def _import(arrays, outputs):
     """Views of the arrays (a dict name -> array), checked for what this layer relies on; and the context.
     CUDA arrays run on the CUDA backend on the caller's current stream, host arrays on the OpenCL backend."""
-    dev = placement(arrays)
-    first = next(iter(arrays.values()))
+    names = iter(arrays)
+    first_name = next(names)
+    first = arrays[first_name]
+    dev = placement({first_name: first})
     if dev[0] in _dlpack.CUDA_DEVICES:
         stream = _arrays.cuda_stream(first)
         ctx = _context.get(_lib.BACKEND_CUDA, dev[1], stream)
@@ -74,6 +76,8 @@ def _import(arrays, outputs):
     with _arrays.device_scope(first):
         views = [_dlpack.view(_arrays.for_dlpack(x), name, dl_stream) for name, x in arrays.items()]
     for v in views:
+        if (v.device_type, v.device_id) != dev:  # placement() read only the first array's device
+            placement({first_name: first, v.name: arrays[v.name]})
         _check(v, outputs)
     return ctx, views
 
