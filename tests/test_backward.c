@@ -66,6 +66,12 @@ static const bwd_case cases[] = {
     {BF16, 256, 1, 200, 200, 2, 1, 0, 0, PACK, PACK, 0, 1},  /* MQA */
     {F16, 256, 1, 65, 129, 2, 2, 1, 0.2f, PAD, PACK, 3, 0},  /* causal, custom scale, padded */
     {F16, 256, 1, 190, 190, 2, 2, 1, 0, PACK, PACK, 0, 1},   /* causal */
+    /* 16-bit shapes for the tensor-core kernels (kernels/flash_bwd_nv.cl; run there with
+     * FLASHATTN_OPENCL_NV_TC=emulate too): D padded to the mma's 16, several key and query blocks with GQA,
+     * D = 256 (the forward's key tiles of 32; the backward falls back). */
+    {BF16, 40, 1, 90, 70, 4, 2, 1, 0, PACK, PACK, 0, 1},
+    {BF16, 128, 1, 130, 200, 4, 1, 1, 0, BHSD, PACK, 0, 0},
+    {F16, 256, 1, 50, 70, 2, 1, 0, 0, PACK, PAD, 0, 0},
 };
 static const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 

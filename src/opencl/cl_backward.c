@@ -26,75 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cl_args.h"
 #include "cl_internal.h"
 #include "tiling.h"
 
-/* Arguments in order, each failure named after the kernel. */
-typedef struct arg_list {
-  fa_context *ctx;
-  cl_kernel kernel;
-  const char *what;
-  cl_uint next;
-  fa_status status;
-} arg_list;
-
-static void arg(arg_list *a, size_t size, const void *value) {
-  if (a->status == FA_SUCCESS) a->status = fa_cl_arg(a->ctx, a->kernel, a->next, size, value, a->what);
-  a->next++;
-}
-static void arg_mem(arg_list *a, cl_mem m) { arg(a, sizeof m, &m); }
-static void arg_long(arg_list *a, int64_t x) {
-  cl_long v = x;
-  arg(a, sizeof v, &v);
-}
-static void arg_int(arg_list *a, int64_t x) {
-  cl_int v = (cl_int)x;
-  arg(a, sizeof v, &v);
-}
-static void arg_float(arg_list *a, float x) {
-  cl_float v = x;
-  arg(a, sizeof v, &v);
-}
-/* The arguments that end flash_bwd_dkdv's and flash_bwd_dq's lists alike: the sizes and mask of the walk
- * over the score tiles, and the scale (natural and with log2 e folded in); then, only in the variants built
- * for them (FA_BLOCK_MASK, FA_DROPOUT), the block mask and the dropout parameters. */
-static void arg_walk(arg_list *a, const fa_problem *p, int group, float scale_log2) {
-  arg_int(a, p->seqlen_q);
-  arg_int(a, p->seqlen_k);
-  arg_int(a, p->heads_q);
-  arg_int(a, group);
-  arg_int(a, p->causal != 0);
-  arg_float(a, p->scale);
-  arg_float(a, scale_log2);
-  if (p->mask.buf) {
-    arg_mem(a, fa_cl_mem(p->mask.buf));
-    arg_long(a, p->mask.offset);
-    for (int x = 0; x < 4; x++) arg_long(a, p->mask.stride[x]);
-    arg_int(a, p->block_q); /* api.c has clamped both to the sequence lengths: they fit an int */
-    arg_int(a, p->block_k);
-  }
-  if (p->dropout_p > 0.0f) {
-    cl_ulong seed = p->dropout_seed;
-    arg(a, sizeof seed, &seed);
-    cl_uint off = p->dropout_offset, thr = p->dropout_threshold;
-    arg(a, sizeof off, &off);
-    arg(a, sizeof thr, &thr);
-    arg_float(a, p->dropout_scale);
-  }
-}
-/* A BSHD view: buffer, offset and the batch, seq and head strides (lse: batch, head, seq). */
-static void arg_view(arg_list *a, const fa_view *view) {
-  arg_mem(a, fa_cl_mem(view->buf));
-  arg_long(a, view->offset);
-  for (int x = 0; x < 3; x++) arg_long(a, view->stride[x]);
-}
-
-static arg_list args_of(fa_context *ctx, cl_kernel kernel, const char *what) {
-  return (arg_list){ctx, kernel, what, 0, FA_SUCCESS};
-}
-
 /* Workspace: Di [B, Hq, Sq] (`rows` floats), then (atomic) the dQ accumulator [B, Hq, Sq, D], float32. */
-static fa_status flash_workspace(fa_context *ctx, const fa_problem *p, int atomic, size_t *rows, size_t *bytes) {
+fa_status fa_cl_flash_bwd_workspace(fa_context *ctx, const fa_problem *p, int atomic, size_t *rows, size_t *bytes) {
   size_t floats;
   if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, rows) ||
       __builtin_mul_overflow(*rows, (size_t)p->seqlen_q, rows) ||
@@ -102,6 +39,21 @@ static fa_status flash_workspace(fa_context *ctx, const fa_problem *p, int atomi
       __builtin_mul_overflow(floats, sizeof(float), bytes))
     return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "flash backward: workspace for %lld x %lld x %lld rows overflows size_t",
                    (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+  return FA_SUCCESS;
+}
+
+/* A kernel whose private arrays leave the device fewer work-items per group than the tiles ask would fail
+ * at launch, after the kernels before it wrote their outputs: check before launching anything. */
+fa_status fa_cl_check_group(fa_context *ctx, cl_kernel kernel, size_t local, const char *what) {
+  size_t most = 0;
+  cl_int err = clGetKernelWorkGroupInfo(kernel, fa_cl_of(ctx)->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most, &most,
+                                        NULL);
+  if (err != CL_SUCCESS) return fa_cl_fail(ctx, "clGetKernelWorkGroupInfo(CL_KERNEL_WORK_GROUP_SIZE)", err);
+  if (local > most)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "flash backward: %s needs groups of %zu work-items, the device allows %zu for it (lower "
+                   "FLASHATTN_LOCAL_MEM_BYTES for smaller tiles)",
+                   what, local, most);
   return FA_SUCCESS;
 }
 
@@ -162,7 +114,7 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   if ((s = row_group(ctx, pre, atomic ? dq : NULL, &row_local)) != FA_SUCCESS) return s;
 
   size_t rows = 0, bytes = 0;
-  if ((s = flash_workspace(ctx, p, atomic, &rows, &bytes)) != FA_SUCCESS) return s;
+  if ((s = fa_cl_flash_bwd_workspace(ctx, p, atomic, &rows, &bytes)) != FA_SUCCESS) return s;
   cl_mem ws;
   if ((s = fa_cl_workspace(ctx, bytes, &ws)) != FA_SUCCESS) return s;
   const int64_t di_off = 0, dq_off = (int64_t)rows;
@@ -233,6 +185,12 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
 
 fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p) {
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward(ctx, p);
+  /* f16/bf16: the tensor-core kernels first (cl_backward_nv.c, NVIDIA or FLASHATTN_OPENCL_NV_TC=emulate);
+   * what they do not serve (FA_ERROR_UNSUPPORTED) runs here. */
+  if (p->dtype == FA_F16 || p->dtype == FA_BF16) {
+    fa_status s = fa_cl_flash_nv_backward(ctx, p);
+    if (s != FA_ERROR_UNSUPPORTED) return s;
+  }
   return flash_backward(ctx, p);
 }
 
@@ -248,5 +206,5 @@ fa_status fa_cl_backward_workspace(fa_context *ctx, const fa_problem *p, size_t 
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: head dim %lld: no tile fits in %zu bytes of local memory",
                    (long long)p->head_dim, lim.local_mem_bytes);
   size_t rows;
-  return flash_workspace(ctx, p, v.atomic, &rows, bytes);
+  return fa_cl_flash_bwd_workspace(ctx, p, v.atomic, &rows, bytes);
 }

@@ -135,6 +135,22 @@ FA_HIDDEN fa_status fa_cl_forward_args(fa_context *ctx, cl_kernel kern, const fa
 FA_HIDDEN fa_status fa_cl_dropout_mask(fa_context *ctx, const fa_problem *p);
 /* cl_flash_nv.c: f16/bf16 forward on NVIDIA tensor cores; FA_ERROR_UNSUPPORTED where it does not apply. */
 FA_HIDDEN fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p);
+/* cl_backward_nv.c: the flash backward on NVIDIA tensor cores; FA_ERROR_UNSUPPORTED where it does not apply. */
+FA_HIDDEN fa_status fa_cl_flash_nv_backward(fa_context *ctx, const fa_problem *p);
+/* cl_flash_nv.c, shared by both passes. The tensor-core kernels a call may use (FLASHATTN_OPENCL_NV_TC and the
+ * device): off (portable kernels), on (a failed build falls back), force (a failed build is an error),
+ * emulate (the warp primitives in plain OpenCL C, on any device; a failed build is an error). */
+typedef enum fa_cl_nv_mode { FA_CL_NV_OFF, FA_CL_NV_ON, FA_CL_NV_FORCE, FA_CL_NV_EMULATE } fa_cl_nv_mode;
+FA_HIDDEN fa_cl_nv_mode fa_cl_nv_mode_of(const fa_cl *cl);
+/* Whether a view's offset and batch/seq/head strides are multiples of 8 elements (16-byte tile loads). */
+FA_HIDDEN int fa_cl_nv_aligned8(const fa_view *view);
+/* fa_cl_kernel for a tensor-core kernel. In mode on, a build the driver refuses returns FA_ERROR_UNSUPPORTED
+ * (the caller falls back), remembers the device in *failed (later calls fall back at once) and adds the reason
+ * to fa_device_info.kernels. */
+FA_HIDDEN fa_status fa_cl_nv_kernel(fa_context *ctx, fa_cl_nv_mode mode, _Atomic uintptr_t *failed, const char *files,
+                                    const char *options, const char *name, cl_kernel *out);
+/* The fa_device_info.kernels sentence of a device. */
+FA_HIDDEN void fa_cl_nv_describe(const fa_cl *cl, char *buf, size_t len);
 /* cl_standard.c: FA_ALGO_STANDARD forward (scores in device memory, GEMMs through CLBlast). */
 FA_HIDDEN fa_status fa_cl_standard_forward(fa_context *ctx, const fa_problem *p);
 /* cl_standard_bwd.c: FA_ALGO_STANDARD backward (P, dP, dS in device memory, GEMMs through CLBlast). */
@@ -151,6 +167,13 @@ FA_HIDDEN fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN size_t fa_cl_decode_workspace(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cl_combine(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cl_kv_append(fa_context *ctx, const fa_problem *p);
+/* cl_backward.c: FA_ERROR_UNSUPPORTED (and a sentence) when the device allows fewer than `local` work-items per
+ * group for this kernel: checked before the first launch, so that a failure leaves every output untouched. */
+FA_HIDDEN fa_status fa_cl_check_group(fa_context *ctx, cl_kernel kernel, size_t local, const char *what);
+/* cl_backward.c: the flash backward's workspace, Di [B, Hq, Sq] (`rows` floats) and with `atomic` the float32
+ * dQ accumulator after it (shared by the portable and the tensor-core kernels). */
+FA_HIDDEN fa_status fa_cl_flash_bwd_workspace(fa_context *ctx, const fa_problem *p, int atomic, size_t *rows,
+                                              size_t *bytes);
 /* cl_event.c: device timing through the queue's profiling (the table's event entries). */
 FA_HIDDEN fa_status fa_cl_event_record(fa_context *ctx, uint64_t *native);
 FA_HIDDEN fa_status fa_cl_event_elapsed(fa_context *ctx, uint64_t start, uint64_t end, double *ms);
