@@ -59,21 +59,18 @@ static fa_status cu_backward(fa_context *ctx, const fa_problem *p) {
   return st;
 }
 
-/* The flash backward's workspace, for fa_backward_workspace_size(): the sm_80 and Hopper kernels size it
- * inside cu_backward.c and cu_backward_sm90.c, which are being reworked; until their sizing is a function
- * this one can call, the query says so instead of guessing. */
-fa_status fa_cu_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
-  (void)p;
-  *bytes = 0;
-  return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                 "fa_backward_workspace_size: the CUDA flash backward does not report its workspace yet");
+/* The flash backward's workspace, for fa_backward_workspace_size(): the family fa_cu_backward would take. */
+static fa_status cu_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
+  const int sm90 = fa_cu_backward_sm90_choice(ctx, p);
+  if (sm90 < 0) return FA_ERROR_UNSUPPORTED;
+  return sm90 ? fa_cu_backward_sm90_workspace(ctx, p, bytes) : fa_cu_backward_sm80_workspace(ctx, p, bytes);
 }
 
 /* The flash forward keeps everything on chip: only the standard one takes workspace. No device call. */
 static fa_status cu_workspace_size(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
   *bytes = 0;
   if (p->algo == FA_ALGO_STANDARD) return fa_cu_standard_workspace(ctx, p, backward, bytes);
-  if (backward) return fa_cu_backward_workspace(ctx, p, bytes);
+  if (backward) return cu_backward_workspace(ctx, p, bytes);
   if (fa_decode_wanted(p)) *bytes = fa_cu_decode_workspace(ctx, p);
   return FA_SUCCESS;
 }

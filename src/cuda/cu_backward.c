@@ -74,28 +74,70 @@ static int separate_forced(void) {
   return env && strcmp(env, "separate") == 0;
 }
 
+/* Which kernels serve p: the CUDA-core tiles (any dtype; also the separate dQ kernel's), and the tensor-core
+ * ones for 16-bit types on sm_80+ when they fit; dQ through atomics into dq_acc, in key-block order when
+ * deterministic on tensor cores (FA_DQ_ORDERED), or the separate CUDA-core kernel when deterministic on CUDA
+ * cores or when forced. */
+typedef struct sm80_plan {
+  fa_tile_limits lim;
+  fa_tiles simt, tct;
+  int tc, atomic, ordered;
+} sm80_plan;
+
+static fa_status plan_sm80(fa_context *ctx, const fa_problem *p, sm80_plan *pl) {
+  const int d = (int)p->head_dim;
+  fa_cu_tile_limits(ctx, &pl->lim);
+  if (fa_tiles_cuda_backward(&pl->lim, d, FA_F32, &pl->simt) != FA_SUCCESS)
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
+                   "fa_backward: head dim %d: no tile of the CUDA backward kernels fits %zu bytes of shared memory "
+                   "per block (FLASHATTN_LOCAL_MEM_BYTES or the device's limit)",
+                   d, pl->lim.local_mem_bytes);
+  pl->tc = p->dtype != FA_F32 && fa_cu_of(ctx)->cc_major >= 8 && !simt_forced() &&
+           fa_tiles_cuda_backward_tc(&pl->lim, d, &pl->tct) == FA_SUCCESS;
+  pl->atomic = !separate_forced() && (pl->tc || !p->deterministic);
+  pl->ordered = pl->atomic && p->deterministic;
+  return FA_SUCCESS;
+}
+
+/* Workspace: di [B, Hq, Sq] (`rows` floats), then (atomic) the dQ accumulator [B, Hq, Sq, D], float32, then
+ * (ordered) the semaphores [B, Hq, ceil(Sq / BM)], int32, from byte *sem_at on. */
+static fa_status sm80_workspace(fa_context *ctx, const fa_problem *p, const sm80_plan *pl, size_t *rows,
+                                size_t *sem_at, size_t *bytes) {
+  const fa_tiles *kt = pl->tc ? &pl->tct : &pl->simt;
+  size_t floats, sems = 0;
+  const size_t q_tiles = (size_t)((p->seqlen_q + kt->block_q - 1) / kt->block_q);
+  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, rows) ||
+      (pl->ordered && __builtin_mul_overflow(*rows, q_tiles, &sems)) ||
+      __builtin_mul_overflow(*rows, (size_t)p->seqlen_q, rows) ||
+      __builtin_mul_overflow(*rows, pl->atomic ? (size_t)p->head_dim + 1 : 1, &floats) ||
+      __builtin_add_overflow(floats, sems, &floats) ||
+      __builtin_mul_overflow(floats, sizeof(float), bytes))
+    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY,
+                   "fa_backward: workspace for %lld x %lld x %lld rows overflows size_t", (long long)p->batch,
+                   (long long)p->heads_q, (long long)p->seqlen_q);
+  *sem_at = (floats - sems) * sizeof(float);
+  return FA_SUCCESS;
+}
+
+fa_status fa_cu_backward_sm80_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
+  sm80_plan pl;
+  size_t rows, sem_at;
+  fa_status st = plan_sm80(ctx, p, &pl);
+  return st != FA_SUCCESS ? st : sm80_workspace(ctx, p, &pl, &rows, &sem_at, bytes);
+}
+
 fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   const int sm90 = fa_cu_backward_sm90_choice(ctx, p);
   if (sm90 != 0) return sm90 > 0 ? fa_cu_backward_sm90(ctx, p) : FA_ERROR_UNSUPPORTED;
   const int d = (int)p->head_dim;
   const size_t es = fa_dtype_size(p->dtype);
-
-  /* The CUDA-core tiles (any dtype; also the separate dQ kernel's), and the tensor-core ones for 16-bit
-   * types on sm_80+ when they fit. */
-  fa_tile_limits lim;
-  fa_cu_tile_limits(ctx, &lim);
-  fa_tiles simt, tct;
-  if (fa_tiles_cuda_backward(&lim, d, FA_F32, &simt) != FA_SUCCESS)
-    return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                   "fa_backward: head dim %d: no tile of the CUDA backward kernels fits %zu bytes of shared memory "
-                   "per block (FLASHATTN_LOCAL_MEM_BYTES or the device's limit)",
-                   d, lim.local_mem_bytes);
-  const int tc = p->dtype != FA_F32 && fa_cu_of(ctx)->cc_major >= 8 && !simt_forced() &&
-                 fa_tiles_cuda_backward_tc(&lim, d, &tct) == FA_SUCCESS;
-  /* dQ: atomics into dq_acc, in key-block order when deterministic on tensor cores (FA_DQ_ORDERED); the
-   * separate CUDA-core kernel when deterministic on CUDA cores or when forced. */
-  const int atomic = !separate_forced() && (tc || !p->deterministic);
-  const int ordered = atomic && p->deterministic;
+  sm80_plan pl;
+  fa_status st = plan_sm80(ctx, p, &pl);
+  if (st != FA_SUCCESS) return st;
+  const fa_tile_limits lim = pl.lim;
+  const fa_tiles simt = pl.simt;
+  fa_tiles tct = pl.tct;
+  const int tc = pl.tc, atomic = pl.atomic, ordered = pl.ordered;
 
   const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.f;
   char sparse[64] = "";
@@ -123,26 +165,15 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   const char *dkdv_name = tc ? "flash_bwd_dkdv_tc" : "flash_bwd_dkdv_simt";
   const fa_tiles *kt = tc ? &tct : &simt;
   CUfunction pre, dkdv, dq;
-  fa_status st = fa_cu_function(ctx, "flash_bwd.cu", defs, "flash_bwd_pre", 0, &pre);
+  st = fa_cu_function(ctx, "flash_bwd.cu", defs, "flash_bwd_pre", 0, &pre);
   if (st == FA_SUCCESS) st = fa_cu_function(ctx, "flash_bwd.cu", defs, dkdv_name, kt->local_mem_bytes, &dkdv);
   if (st == FA_SUCCESS)
     st = atomic ? fa_cu_function(ctx, "flash_bwd.cu", defs, "flash_bwd_dq_convert", 0, &dq)
                 : fa_cu_function(ctx, "flash_bwd.cu", simt_defs, "flash_bwd_dq_simt", simt.local_mem_bytes, &dq);
   if (st != FA_SUCCESS) return st;
 
-  /* Workspace: di [B, Hq, Sq], then (atomic) the dQ accumulator [B, Hq, Sq, D], float32, then (ordered) the
-   * semaphores [B, Hq, ceil(Sq / BM)], int32. */
-  size_t rows, floats, sems = 0, bytes;
-  const size_t q_tiles = (size_t)((p->seqlen_q + kt->block_q - 1) / kt->block_q);
-  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, &rows) ||
-      (ordered && __builtin_mul_overflow(rows, q_tiles, &sems)) ||
-      __builtin_mul_overflow(rows, (size_t)p->seqlen_q, &rows) ||
-      __builtin_mul_overflow(rows, atomic ? (size_t)d + 1 : 1, &floats) ||
-      __builtin_add_overflow(floats, sems, &floats) ||
-      __builtin_mul_overflow(floats, sizeof(float), &bytes))
-    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY,
-                   "fa_backward: workspace for %lld x %lld x %lld rows overflows size_t", (long long)p->batch,
-                   (long long)p->heads_q, (long long)p->seqlen_q);
+  size_t rows = 0, sem_at = 0, bytes = 0;
+  if ((st = sm80_workspace(ctx, p, &pl, &rows, &sem_at, &bytes)) != FA_SUCCESS) return st;
   CUdeviceptr ws;
   if ((st = fa_cu_workspace(ctx, bytes, &ws)) != FA_SUCCESS) return st;
 
@@ -159,7 +190,7 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   a.dv = fa_cu_addr(&p->dv, es);
   a.di = ws;
   a.dq_acc = atomic ? ws + rows * sizeof(float) : 0;
-  a.sem = ordered ? ws + (floats - sems) * sizeof(float) : 0;
+  a.sem = ordered ? ws + sem_at : 0;
   a.q_sb = p->q.stride[0], a.q_ss = p->q.stride[1], a.q_sh = p->q.stride[2];
   a.k_sb = p->k.stride[0], a.k_ss = p->k.stride[1], a.k_sh = p->k.stride[2];
   a.v_sb = p->v.stride[0], a.v_ss = p->v.stride[1], a.v_sh = p->v.stride[2];

@@ -54,11 +54,35 @@ int fa_cu_backward_sm90_choice(fa_context *ctx, const fa_problem *p) {
   return 0;
 }
 
+/* Workspace: lse2, di [B Hq][Sq_pad] (`rows` floats each); dq_acc [B Hq][Sq_pad][slabs x 64] (`acc`);
+ * sem [B Hq][n_m][slabs] (deterministic). */
+static fa_status workspace_layout(fa_context *ctx, const fa_problem *p, const fa_tiles *t, size_t *rows, size_t *acc,
+                                  size_t *bytes) {
+  const int slabs = ((int)p->head_dim + 63) / 64;
+  const int64_t n_m = (p->seqlen_q + t->block_q - 1) / t->block_q, sq_pad = n_m * t->block_q;
+  size_t sems;
+  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, rows) ||
+      __builtin_mul_overflow(*rows, (size_t)sq_pad, rows) ||
+      __builtin_mul_overflow(*rows, (size_t)slabs * 64, acc) ||
+      __builtin_mul_overflow((size_t)p->batch * (size_t)p->heads_q, (size_t)n_m * (size_t)slabs, &sems) ||
+      __builtin_mul_overflow(2 * *rows + *acc + (p->deterministic ? sems : 0), sizeof(float), bytes))
+    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "fa_backward: the workspace for %lld x %lld x %lld rows overflows size_t",
+                   (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+  return FA_SUCCESS;
+}
+
+fa_status fa_cu_backward_sm90_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
+  fa_tiles t;
+  size_t rows, acc;
+  if (sm90_bwd_reason(ctx, p, &t)) return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_backward: no sm90 kernel");
+  return workspace_layout(ctx, p, &t, &rows, &acc, bytes);
+}
+
 fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
   fa_cu *c = fa_cu_of(ctx);
   fa_tiles t;
   if (sm90_bwd_reason(ctx, p, &t)) return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_backward: no sm90 kernel");
-  const int d = (int)p->head_dim, slabs = (d + 63) / 64, ordered = p->deterministic != 0;
+  const int d = (int)p->head_dim, ordered = p->deterministic != 0;
   const int64_t n_m = (p->seqlen_q + t.block_q - 1) / t.block_q, sq_pad = n_m * t.block_q;
   const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.f;
 
@@ -72,15 +96,8 @@ fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
   if (st == FA_SUCCESS) st = fa_cu_function_arch(ctx, "sm_90a", "flash_bwd_sm90.cu", defs, "flash_bwd_sm90_dq", 0, &conv);
   if (st != FA_SUCCESS) return st;
 
-  /* Workspace: lse2, di [B Hq][Sq_pad]; dq_acc [B Hq][Sq_pad][slabs x 64]; sem [B Hq][n_m][slabs] (ordered). */
-  size_t rows, acc, sems, bytes;
-  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, &rows) ||
-      __builtin_mul_overflow(rows, (size_t)sq_pad, &rows) ||
-      __builtin_mul_overflow(rows, (size_t)slabs * 64, &acc) ||
-      __builtin_mul_overflow((size_t)p->batch * (size_t)p->heads_q, (size_t)n_m * (size_t)slabs, &sems) ||
-      __builtin_mul_overflow(2 * rows + acc + (ordered ? sems : 0), sizeof(float), &bytes))
-    return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "fa_backward: the workspace for %lld x %lld x %lld rows overflows size_t",
-                   (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+  size_t rows = 0, acc = 0, bytes = 0;
+  if ((st = workspace_layout(ctx, p, &t, &rows, &acc, &bytes)) != FA_SUCCESS) return st;
   CUdeviceptr ws;
   if ((st = fa_cu_workspace(ctx, bytes, &ws)) != FA_SUCCESS) return st;
 
@@ -122,7 +139,7 @@ fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
     return st;
 
   /* Everything that can fail short of a launch is done: now zero the accumulators and launch. */
-  CUresult r = c->cu->MemsetD32Async(a.dq_acc, 0, acc + (ordered ? sems : 0), c->stream);
+  CUresult r = c->cu->MemsetD32Async(a.dq_acc, 0, bytes / sizeof(float) - 2 * rows, c->stream);
   if (r != CUDA_SUCCESS) return fa_cu_fail(ctx, "cuMemsetD32Async(dq accumulator)", r);
   void *args1[] = {&a};
   st = fa_cu_launch_split(ctx, pre, (unsigned)((sq_pad + 7) / 8), p->heads_q, p->batch, 256, 0, args1, &a.b0, &a.h0,

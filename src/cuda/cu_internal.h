@@ -273,12 +273,14 @@ FA_HIDDEN fa_status fa_cu_standard_forward(fa_context *ctx, const fa_problem *p)
 FA_HIDDEN fa_status fa_cu_standard_backward(fa_context *ctx, const fa_problem *p); /* cu_standard.c: FA_ALGO_STANDARD backward */
 /* cu_standard.c: the workspace bytes of either standard pass for p, without a device call. */
 FA_HIDDEN fa_status fa_cu_standard_workspace(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes);
-/* cu_backend.c: the flash backward's workspace bytes for p (both kernel families), without a device call. */
-FA_HIDDEN fa_status fa_cu_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
 /* cu_backward_sm90.c: the Hopper backward; choice: 1 take it, 0 take the sm_80 kernels, -1 an error is set
  * (FLASHATTN_CUDA_BWD=sm90 where it cannot run). */
 FA_HIDDEN int fa_cu_backward_sm90_choice(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p);
+/* Workspace bytes of the two backward families for p, for fa_backward_workspace_size() (the launches size
+ * theirs with the same functions): cu_backward_sm90.c, cu_backward.c. */
+FA_HIDDEN fa_status fa_cu_backward_sm90_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
+FA_HIDDEN fa_status fa_cu_backward_sm80_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes);
 /* cu_backward.c: the backward pass. */
 FA_HIDDEN fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_dropout_mask(fa_context *ctx, const fa_problem *p); /* cu_dropout.c: the table's .dropout_mask (pushes the context itself) */
