@@ -25,39 +25,29 @@ static void cu_destroy(fa_context *ctx) {
   fa_cu_context_destroy(ctx);
 }
 
+typedef fa_status (*cu_op)(fa_context *ctx, const fa_problem *p);
+
+/* An operation with the context's CUDA context current. */
+static fa_status pushed(fa_context *ctx, cu_op op, const fa_problem *p) {
+  fa_status st = fa_cu_push(ctx);
+  if (st != FA_SUCCESS) return st;
+  st = op(ctx, p);
+  fa_cu_pop(ctx);
+  return st;
+}
+
 static fa_status cu_forward(fa_context *ctx, const fa_problem *p) {
-  fa_status st = fa_cu_push(ctx);
-  if (st != FA_SUCCESS) return st;
-  st = fa_decode_wanted(p)              ? fa_cu_decode(ctx, p)
-       : p->algo == FA_ALGO_STANDARD ? fa_cu_standard_forward(ctx, p)
-                                     : fa_cu_forward(ctx, p);
-  fa_cu_pop(ctx);
-  return st;
-}
-
-static fa_status cu_combine(fa_context *ctx, const fa_problem *p) {
-  fa_status st = fa_cu_push(ctx);
-  if (st != FA_SUCCESS) return st;
-  st = fa_cu_combine(ctx, p);
-  fa_cu_pop(ctx);
-  return st;
-}
-
-static fa_status cu_kv_append(fa_context *ctx, const fa_problem *p) {
-  fa_status st = fa_cu_push(ctx);
-  if (st != FA_SUCCESS) return st;
-  st = fa_cu_kv_append(ctx, p);
-  fa_cu_pop(ctx);
-  return st;
+  return pushed(ctx, fa_decode_wanted(p)              ? fa_cu_decode
+                     : p->algo == FA_ALGO_STANDARD ? fa_cu_standard_forward
+                                                   : fa_cu_forward, p);
 }
 
 static fa_status cu_backward(fa_context *ctx, const fa_problem *p) {
-  fa_status st = fa_cu_push(ctx);
-  if (st != FA_SUCCESS) return st;
-  st = p->algo == FA_ALGO_STANDARD ? fa_cu_standard_backward(ctx, p) : fa_cu_backward(ctx, p);
-  fa_cu_pop(ctx);
-  return st;
+  return pushed(ctx, p->algo == FA_ALGO_STANDARD ? fa_cu_standard_backward : fa_cu_backward, p);
 }
+
+static fa_status cu_combine(fa_context *ctx, const fa_problem *p) { return pushed(ctx, fa_cu_combine, p); }
+static fa_status cu_kv_append(fa_context *ctx, const fa_problem *p) { return pushed(ctx, fa_cu_kv_append, p); }
 
 /* The flash backward's workspace, for fa_backward_workspace_size(): the family fa_cu_backward would take. */
 static fa_status cu_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
