@@ -6,7 +6,8 @@
  *   dV += P^T dO, dK += dS^T Q (A from registers, B = dO, Q from shared memory, MN-major),
  *   dQ = dS K through shared memory (dS^T stored as the MN-major A operand), added into the float32
  *   accumulator dq_acc with a bulk reduction (cp.reduce.async.bulk ... add.f32) per 64-column slab; in
- *   deterministic mode (FA_DQ_ORDERED) the key blocks take their turns on a counter per slab, in order.
+ *   deterministic mode (FA_DQ_ORDERED) the key blocks take their turns on a counter per slab, in a fixed order
+ *   (causal: from the last block that sees the query block down to block 0).
  * dK, dV sum over the GQA group's query heads inside the block (no atomics). The scale of dK and dQ is
  * applied at the end (flash_bwd_sm90_dq converts dq_acc to dq).
  *
@@ -146,7 +147,9 @@ extern "C" __global__ void __launch_bounds__(384, 1)
   volatile int *const tile_info = (volatile int *)(sbase + SM_BAR + TILE_INFO);
   volatile int *const tile_head = tile_info + STAGES;
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7;
-  const int nb = (int)blockIdx.x, hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  /* Causal and ordered, a block waits for the key blocks after it (see the dQ turns below): launch those first. */
+  const int nb = FA_DQ_ORDERED && p.causal ? (int)gridDim.x - 1 - (int)blockIdx.x : (int)blockIdx.x;
+  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int n0 = nb * BN, Sq = p.seqlen_q, Sk = p.seqlen_k;
   const int n_m = p.n_mblocks;
   /* Causal: the first query that sees key n0 is n0 - (Sk - Sq). */
@@ -422,7 +425,11 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 #if FA_DQ_ORDERED
         /* Key blocks add in increasing order: wait for this block's turn on the slab's counter. */
         int *sem = (int *)p.sem + (bh * n_m + m) * NSLAB + sl;
-        const int turn = nb; /* the blocks that add to query block m are key blocks 0, 1, ..., a prefix */
+        /* The blocks that add to query block m are key blocks 0 .. last, a prefix. Causal: from the last down,
+         * so that each block's first query block (its diagonal) is its turn 0 and the blocks run in step
+         * instead of each waiting for all before it; otherwise in increasing order. */
+        const int last = min((int)gridDim.x - 1, ((m + 1) * BM + Sk - Sq - 1) / BN);
+        const int turn = p.causal ? last - nb : nb;
         int seen;
         do {
           asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(sem) : "memory");

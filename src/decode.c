@@ -32,12 +32,12 @@ void fa_decode_plan_make(const fa_problem *p, int max_rows, int units, int group
   out->splits = splits < 1 ? 1 : (int)splits;
 }
 
-int fa_decode_wanted(const fa_problem *p) {
+int fa_decode_wanted(const fa_problem *p, int max_rows) {
   if (fa_problem_inference(p)) return 1;
   if (p->algo != FA_ALGO_FLASH || p->mask.buf || p->dropout_p > 0.0f) return 0;
   const char *env = getenv("FLASHATTN_DECODE");
   if (env && strcmp(env, "0") == 0) return 0;
-  return p->seqlen_q * (p->heads_q / p->heads_kv) <= FA_DECODE_MAX_ROWS;
+  return p->seqlen_q * (p->heads_q / p->heads_kv) <= max_rows;
 }
 
 size_t fa_decode_workspace_bytes(const fa_problem *p, const fa_decode_plan *plan) {

@@ -18,8 +18,10 @@ FA_HIDDEN void fa_decode_plan_make(const fa_problem *p, int max_rows, int units,
                                    fa_decode_plan *out);
 
 /* Whether the decode kernels serve p: the inference options need them; a plain forward goes there when its
- * query rows per key/value head are at most FA_DECODE_MAX_ROWS (FLASHATTN_DECODE=0 turns that off). */
-FA_HIDDEN int fa_decode_wanted(const fa_problem *p);
+ * query rows per key/value head are at most max_rows, the rows one group of the backend's kernel holds (more
+ * would read K and V once per row block, slower than the flash forward: H200, Sq 4 x 4 heads per KV head,
+ * 0.48 TB/s against the flash forward's 1.0). FLASHATTN_DECODE=0 turns that off. */
+FA_HIDDEN int fa_decode_wanted(const fa_problem *p, int max_rows);
 
 /* Workspace bytes of a plan: with more than one split, the float32 partial outputs and log-sum-exps. */
 FA_HIDDEN size_t fa_decode_workspace_bytes(const fa_problem *p, const fa_decode_plan *plan);

@@ -37,9 +37,10 @@ static fa_status pushed(fa_context *ctx, cu_op op, const fa_problem *p) {
 }
 
 static fa_status cu_forward(fa_context *ctx, const fa_problem *p) {
-  return pushed(ctx, fa_decode_wanted(p)              ? fa_cu_decode
-                     : p->algo == FA_ALGO_STANDARD ? fa_cu_standard_forward
-                                                   : fa_cu_forward, p);
+  const cu_op op = fa_decode_wanted(p, FA_CU_DECODE_MAX_ROWS) ? fa_cu_decode
+                   : p->algo == FA_ALGO_STANDARD               ? fa_cu_standard_forward
+                                                               : fa_cu_forward;
+  return pushed(ctx, op, p);
 }
 
 static fa_status cu_backward(fa_context *ctx, const fa_problem *p) {
@@ -61,7 +62,7 @@ static fa_status cu_workspace_size(fa_context *ctx, const fa_problem *p, int bac
   *bytes = 0;
   if (p->algo == FA_ALGO_STANDARD) return fa_cu_standard_workspace(ctx, p, backward, bytes);
   if (backward) return cu_backward_workspace(ctx, p, bytes);
-  if (fa_decode_wanted(p)) *bytes = fa_cu_decode_workspace(ctx, p);
+  if (fa_decode_wanted(p, FA_CU_DECODE_MAX_ROWS)) *bytes = fa_cu_decode_workspace(ctx, p);
   return FA_SUCCESS;
 }
 

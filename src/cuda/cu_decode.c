@@ -13,7 +13,6 @@ _Static_assert(sizeof(fa_decode_params) == 12 * 8 + 22 * 8 + 18 * 4 + 2 * 4, "fa
 _Static_assert(sizeof(fa_combine_params) == 4 * 8 + 14 * 8 + 4 * 4, "fa_combine_params has padding");
 _Static_assert(sizeof(fa_kv_append_params) == 6 * 8 + 16 * 8 + 8 * 4, "fa_kv_append_params has padding");
 
-#define DECODE_MAX_ROWS 8 /* the kernel's register budget: q and accumulators of 8 rows per lane */
 #define COMBINE_THREADS 64
 
 /* Whether every row of a [n0, n1, n2, D] view starts on a 16-byte boundary. */
@@ -104,7 +103,7 @@ static void fill_params(const fa_problem *p, fa_decode_params *a) {
 
 size_t fa_cu_decode_workspace(fa_context *ctx, const fa_problem *p) {
   fa_decode_plan plan;
-  fa_decode_plan_make(p, DECODE_MAX_ROWS, fa_cu_of(ctx)->sm_count, 4, &plan);
+  fa_decode_plan_make(p, FA_CU_DECODE_MAX_ROWS, fa_cu_of(ctx)->sm_count, 4, &plan);
   return fa_decode_workspace_bytes(p, &plan);
 }
 
@@ -117,7 +116,7 @@ fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p) {
                    "%lld, %lld)",
                    (long long)p->seqlen_q, (long long)p->seqlen_k, (long long)seqs, (long long)p->heads_kv);
   fa_decode_plan plan;
-  fa_decode_plan_make(p, DECODE_MAX_ROWS, c->sm_count, 4, &plan);
+  fa_decode_plan_make(p, FA_CU_DECODE_MAX_ROWS, c->sm_count, 4, &plan);
   if ((int64_t)plan.row_blocks * plan.splits > INT32_MAX)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_forward: %d row blocks x %d splits exceed the grid",
                    plan.row_blocks, plan.splits);

@@ -285,6 +285,8 @@ FA_HIDDEN fa_status fa_cu_backward_sm80_workspace(fa_context *ctx, const fa_prob
 FA_HIDDEN fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_dropout_mask(fa_context *ctx, const fa_problem *p); /* cu_dropout.c: the table's .dropout_mask (pushes the context itself) */
 /* cu_decode.c: the decode kernels (split-KV, inference options) and fa_combine's kernel. */
+/* The decode kernel's query rows per group: its register budget holds q and the accumulators of 8 rows. */
+#define FA_CU_DECODE_MAX_ROWS 8
 FA_HIDDEN fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p);
 /* Its workspace for p (split-KV partials), for fa_forward_workspace_size(). */
 FA_HIDDEN size_t fa_cu_decode_workspace(fa_context *ctx, const fa_problem *p);

@@ -8,7 +8,7 @@
 #include "decode.h"
 
 static fa_status cl_forward(fa_context *ctx, const fa_problem *p) {
-  if (fa_decode_wanted(p)) return fa_cl_decode(ctx, p);
+  if (fa_decode_wanted(p, FA_DECODE_MAX_ROWS)) return fa_cl_decode(ctx, p);
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_forward(ctx, p);
   /* f16/bf16 on NVIDIA: tensor cores first (cl_flash_nv.c, which also serves FLASHATTN_OPENCL_NV_TC=emulate
    * anywhere), unless FLASHATTN_OPENCL_NV_TC=0; what that path does not serve (FA_ERROR_UNSUPPORTED) runs on
@@ -26,7 +26,7 @@ static fa_status cl_forward(fa_context *ctx, const fa_problem *p) {
 /* The flash forward keeps everything on chip: only the standard one takes workspace. */
 static fa_status cl_workspace_size(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
   if (backward) return fa_cl_backward_workspace(ctx, p, bytes);
-  *bytes = fa_decode_wanted(p) ? fa_cl_decode_workspace(ctx, p) : 0;
+  *bytes = fa_decode_wanted(p, FA_DECODE_MAX_ROWS) ? fa_cl_decode_workspace(ctx, p) : 0;
   return p->algo == FA_ALGO_STANDARD ? fa_cl_standard_forward_workspace(ctx, p, bytes) : FA_SUCCESS;
 }
 
