@@ -7,6 +7,16 @@
 #include "cl_internal.h"
 #include "decode.h"
 
+/* The context, then which kernels serve it: the operations' knowledge, which the context file does not have. */
+static fa_status cl_create(fa_context *ctx, int device, void *native_queue) {
+  fa_status st = fa_cl_create(ctx, device, native_queue);
+  if (st != FA_SUCCESS) return st;
+  const fa_cl *cl = fa_cl_of(ctx);
+  ctx->info.tensor_cores = cl->is_nvidia && fa_cl_nv_mode_of(cl) != FA_CL_NV_OFF;
+  fa_cl_nv_describe(cl, ctx->info.kernels, sizeof ctx->info.kernels);
+  return FA_SUCCESS;
+}
+
 static fa_status cl_forward(fa_context *ctx, const fa_problem *p) {
   if (fa_decode_wanted(p, FA_DECODE_MAX_ROWS)) return fa_cl_decode(ctx, p);
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_forward(ctx, p);
@@ -34,7 +44,7 @@ const fa_backend_ops fa_opencl_ops = {
     .kind = FA_BACKEND_OPENCL,
     .name = "opencl",
     .device_count = fa_cl_device_count,
-    .create = fa_cl_create,
+    .create = cl_create,
     .destroy = fa_cl_destroy,
     .synchronize = fa_cl_synchronize,
     .tiles = fa_cl_tiles,

@@ -234,8 +234,6 @@ static fa_status query_device(fa_context *ctx, fa_cl *cl) {
   info->compute_units = (int)cl->compute_units;
   info->max_work_group_size = cl->max_group_size > 1u << 30 ? 1 << 30 : (int)cl->max_group_size;
   info->compute_capability = 0;
-  info->tensor_cores = cl->is_nvidia && fa_cl_nv_mode_of(cl) != FA_CL_NV_OFF;
-  fa_cl_nv_describe(cl, info->kernels, sizeof info->kernels);
   return FA_SUCCESS;
 }
 
