@@ -1067,15 +1067,6 @@ static fa_status last_part(fa_context *ctx, const char *name, const fa_tensor *t
   return FA_SUCCESS;
 }
 
-/* Whether two views of one buffer may share bytes: their [first, last] byte ranges meet. */
-static int views_overlap(const fa_tensor *a, const fa_tensor *b, int64_t a_span_extra_bytes) {
-  if (!a || !b || a->buf != b->buf) return 0;
-  const uint64_t a0 = a->offset, a1 = a0 + (uint64_t)tensor_extent(a) * fa_dtype_size(a->dtype) +
-                                     (uint64_t)a_span_extra_bytes;
-  const uint64_t b0 = b->offset, b1 = b0 + (uint64_t)tensor_extent(b) * fa_dtype_size(b->dtype);
-  return a0 < b1 && b0 < a1;
-}
-
 static fa_status combine_locked(fa_context *ctx, int64_t num_parts, const fa_tensor *o_parts, int64_t o_part_stride,
                      const fa_tensor *lse_parts, int64_t lse_part_stride, const fa_tensor *o, const fa_tensor *lse) {
   fa_problem p;
@@ -1126,7 +1117,7 @@ static fa_status combine_locked(fa_context *ctx, int64_t num_parts, const fa_ten
   const int64_t l_span = (num_parts - 1) * lse_part_stride * 4;
   const fa_tensor *outs[2] = {o, lse};
   for (int i = 0; i < 2; i++)
-    if (views_overlap(o_parts, outs[i], o_span) || views_overlap(lse_parts, outs[i], l_span))
+    if (fa_spans_overlap(o_parts, (uint64_t)o_span, outs[i]) || fa_spans_overlap(lse_parts, (uint64_t)l_span, outs[i]))
       return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: overlaps the parts it is computed from", i ? "lse" : "o");
   p.num_parts = num_parts, p.o_part_stride = o_part_stride, p.lse_part_stride = lse_part_stride;
   if (!ctx->ops->combine)
@@ -1172,10 +1163,10 @@ static fa_status kv_append_locked(fa_context *ctx, const fa_tensor *k_cache, con
   const fa_tensor *outs[2] = {k_cache, v_cache}, *ins[4] = {k_new, v_new, seqlens_k, block_table};
   for (int i = 0; i < 2; i++)
     for (int j = 0; j < 4; j++)
-      if (views_overlap(outs[i], ins[j], 0))
+      if (fa_spans_overlap(outs[i], 0, ins[j]))
         return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "%s: overlaps %s", i ? "v_cache" : "k_cache",
                        (const char *const[]){"k_new", "v_new", "seqlens_k", "block_table"}[j]);
-  if (views_overlap(k_cache, v_cache, 0))
+  if (fa_spans_overlap(k_cache, 0, v_cache))
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "v_cache: overlaps k_cache");
   if (!trust_indices && (st = check_index_values(ctx, &p)) != FA_SUCCESS) return st;
   if (!ctx->ops->kv_append)

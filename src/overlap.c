@@ -80,12 +80,18 @@ static int interleaved_overlap(const fa_tensor *a, const fa_tensor *b, int64_t d
   return reachable(d, n, delta, &budget);
 }
 
-int fa_tensors_overlap(const fa_tensor *a, const fa_tensor *b) {
-  if (a->buf->space != b->buf->space) return 0;
+int fa_spans_overlap(const fa_tensor *a, uint64_t a_extra_bytes, const fa_tensor *b) {
+  if (!a || !b || a->buf->space != b->buf->space) return 0;
   const uint64_t base_a = a->buf->base + a->offset, base_b = b->buf->base + b->offset;
-  const size_t es_a = fa_dtype_size(a->dtype), es_b = fa_dtype_size(b->dtype);
-  const uint64_t end_a = base_a + (uint64_t)extent(a) * es_a, end_b = base_b + (uint64_t)extent(b) * es_b;
-  if (end_a <= base_b || end_b <= base_a) return 0;
+  const uint64_t end_a = base_a + (uint64_t)extent(a) * fa_dtype_size(a->dtype) + a_extra_bytes;
+  const uint64_t end_b = base_b + (uint64_t)extent(b) * fa_dtype_size(b->dtype);
+  return base_a < end_b && base_b < end_a;
+}
+
+int fa_tensors_overlap(const fa_tensor *a, const fa_tensor *b) {
+  if (!fa_spans_overlap(a, 0, b)) return 0;
+  const uint64_t base_a = a->buf->base + a->offset, base_b = b->buf->base + b->offset;
+  const size_t es_a = fa_dtype_size(a->dtype);
   if (a->dtype != b->dtype) return 1;
   const int64_t diff = (int64_t)(base_b - base_a);
   if (diff % (int64_t)es_a) return 1; /* misaligned against each other: elements straddle */

@@ -16,4 +16,8 @@ FA_HIDDEN int fa_tensor_self_overlaps(const fa_tensor *t);
  * interleaved views with the same dtype and strides (q, k, v in one packed qkv tensor) are solved exactly. */
 FA_HIDDEN int fa_tensors_overlap(const fa_tensor *a, const fa_tensor *b);
 
+/* 1 when the byte ranges of a (stretched by a_extra_bytes past its end: a run of parts) and b meet in one
+ * memory space; 0 when either is NULL. The coarse test fa_tensors_overlap starts from. */
+FA_HIDDEN int fa_spans_overlap(const fa_tensor *a, uint64_t a_extra_bytes, const fa_tensor *b);
+
 #endif
