@@ -3,7 +3,7 @@
 # .device-deps carried (see ../shared/device/pack):
 #   dev/gpu_run.sh BUILD STEP...
 # Steps: info | tests | cuda | std | bench | paper-cuda | paper-opencl | probe | fwd-tests | fwd-bench | fwd-tune |
-# bwd-tests | bwd-bench. Output: the console (a summary last)
+# bwd-tests | bwd-sm80-tests | bwd-bench | python-tests | python-train. Output: the console (a summary last)
 # and, under $OUT (or /tmp/gpu-out), the logs and CSV files.
 set -u
 build=$1
@@ -81,6 +81,32 @@ for step in "$@"; do
         python3 dev/run_tests.py "$build" /work/main "$out/logs" bwd-sm90 FLASHATTN_TEST_BACKEND=cuda | tee "$out/bwd-sm90.txt"
       summary+=("$(tail -1 "$out/bwd-sm90.txt")")
       grep -h "not ok\|relative errors" "$out"/logs/bwd-sm90* 2>/dev/null | grep -v "^ok" | head -40 ;;
+    bwd-sm80-tests) # the same suites and cuda-interop on the sm_80 (mma.sync) backward, kept tested on Hopper
+      ONLY=backward,sparse,dropout,cuda-interop TEST_TIMEOUT=300 python3 dev/run_tests.py "$build" /work/main \
+        "$out/logs" bwd-sm80 FLASHATTN_TEST_BACKEND=cuda FLASHATTN_CUDA_BWD=sm80 | tee "$out/bwd-sm80.txt"
+      summary+=("$(tail -1 "$out/bwd-sm80.txt")") ;;
+    python-tests|python-train) # the Python package (issue 17) on the carried build; .whl carried too (pytest's
+      # wheels: pip download -d .whl pytest). python-tests: pytest ($PYTEST_ARGS, e.g. -k cuda); python-train:
+      # examples/train_gpt2.py, GPT-2 small in bf16 at context 1024 (batch 16: flashattn, sdpa, math, and math from
+      # seed 1 for the run-to-run noise) and 4096 (batch 4), each <= 300 steps and $SECONDS_1024 / $SECONDS_4096
+      # (default 35 / 25) seconds after its first step; plot here with
+      # python3 examples/plot_gpt2.py --out-dir docs/figures --tag h200 gpt2-h200-*.csv
+      export FLASHATTN_LIBRARY=$PWD/$build/libflashattn.so PYTHONPATH=$PWD/python PYTHONDONTWRITEBYTECODE=1
+      if [ $step = python-tests ]; then
+        python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q --no-index --find-links .whl pytest
+        python3 -m pytest -q -p no:cacheprovider -rfEs --durations=5 python/tests ${PYTEST_ARGS:-} 2>&1 | tee "$out/pytest.txt"
+        summary+=("pytest: $(tail -1 "$out/pytest.txt")")
+      else
+        for run in 1024:16:flashattn 1024:16:sdpa 1024:16:math 1024:16:math-seed1 4096:4:flashattn 4096:4:sdpa 4096:4:math; do
+          IFS=: read -r context batch name <<< "$run"
+          seconds=${SECONDS_1024:-35}
+          [ "$context" = 4096 ] && seconds=${SECONDS_4096:-25}
+          python3 examples/train_gpt2.py --attention "${name%-seed1}" --seed "$([ "$name" = math-seed1 ] && echo 1 || echo 0)" \
+            --context "$context" --batch "$batch" --steps 300 --max-seconds "$seconds" \
+            --csv "$out/gpt2-h200-$context-$name.csv" || summary+=("train FAILED: $run")
+          tail -1 "$out/gpt2-h200-$context-$name.csv"
+        done
+      fi ;;
     bwd-bench) # issue 11's grid: fwd+bwd, bf16 and f16, D 64/128/256, causal 0/1, S 1k/4k/16k; sm90, sm80 and
       # deterministic beside FlashAttention-2 and cuDNN
       grid="--seqlens 1024,4096,16384 --head-dims 64,128,256 --dtypes bf16,f16 --causal 0,1 --modes fwdbwd"
