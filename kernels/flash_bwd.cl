@@ -166,6 +166,25 @@ typedef float8 floatv;
 #ifndef FA_DROPOUT
 #define FA_DROPOUT 0
 #endif
+/* The argument lists of flash_bwd_dkdv and flash_bwd_dq, the same in both layouts' files (cl_backward.c sets
+ * them in this order): q, k, v and dO, then the outputs, lse and the workspace, then the walk's sizes;
+ * MASK_PARAMS and DROP_PARAMS (below) end them. */
+#define BWD_INPUTS                                                       \
+  __global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,   \
+      __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh, \
+      __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh, \
+      __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh
+#define BWD_WALK int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS
+#define BWD_DKDV_PARAMS                                                                       \
+  BWD_INPUTS, __global fa_t *dk, long dk_off, long dk_sb, long dk_ss, long dk_sh,              \
+      __global fa_t *dv, long dv_off, long dv_sb, long dv_ss, long dv_sh,                       \
+      __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss, __global float *ws, \
+      long di_off, long dq_off, BWD_WALK
+#define BWD_DQ_PARAMS                                                                                  \
+  BWD_INPUTS, __global fa_t *dq, long dq_off, long dq_sb, long dq_ss, long dq_sh,                       \
+      __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss, __global const float *ws, \
+      long di_off, BWD_WALK
+
 /* The extra arguments that end the dK/dV and dQ kernels' lists. Mask: its buffer, the byte offset and the
  * batch, head, block-row and block-column byte strides (0 where it broadcasts), scores per block. Dropout:
  * Philox's seed and offset, the drop threshold and the scale of kept probabilities. */

@@ -9,15 +9,7 @@
 /* dK and dV (and with DQ_ATOMIC, dQ) for one block of BC keys. Grid (ceil(Sk / BC) * WGK, Hkv, B). Work-item w
  * owns keys k0 + w + r * WGK, r < RPW. */
 __kernel __attribute__((reqd_work_group_size(WGK, 1, 1))) void
-flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
-               __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh,
-               __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
-               __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh,
-               __global fa_t *dk, long dk_off, long dk_sb, long dk_ss, long dk_sh,
-               __global fa_t *dv, long dv_off, long dv_sb, long dv_ss, long dv_sh,
-               __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
-               __global float *ws, long di_off, long dq_off,
-               int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS) {
+flash_bwd_dkdv(BWD_DKDV_PARAMS) {
   __local float Qs[BR * D];
   __local float QT[D * BR];
   __local float Gs[BR * D]; /* dO */
@@ -239,14 +231,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
 /* dq for one block of BR queries, walking the key blocks. Grid (ceil(Sq / BR) * WGQ, Hq, B). Work-item w owns
  * queries q0 + w + r * WGQ, r < RPW. */
 __kernel __attribute__((reqd_work_group_size(WGQ, 1, 1))) void
-flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
-             __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh,
-             __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
-             __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh,
-             __global fa_t *dq, long dq_off, long dq_sb, long dq_ss, long dq_sh,
-             __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
-             __global const float *ws, long di_off,
-             int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS) {
+flash_bwd_dq(BWD_DQ_PARAMS) {
   __local float KT[D * BC];
   __local float VT[D * BC];
   __local float Ks[BC * D];

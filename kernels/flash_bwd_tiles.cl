@@ -35,15 +35,7 @@
 /* Grid (ceil(Sk / BC) * GK, Hkv, B). Work-item (jr, t) = (lid / TPR, lid % TPR) owns keys k0 + jr + r * KR
  * (r < RPW), columns c * TPR + t of their dK and dV, and queries c * TPR + t of each query block. */
 __kernel __attribute__((reqd_work_group_size(GK, 1, 1))) void
-flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
-               __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh,
-               __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
-               __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh,
-               __global fa_t *dk, long dk_off, long dk_sb, long dk_ss, long dk_sh,
-               __global fa_t *dv, long dv_off, long dv_sb, long dv_ss, long dv_sh,
-               __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
-               __global float *ws, long di_off, long dq_off,
-               int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS) {
+flash_bwd_dkdv(BWD_DKDV_PARAMS) {
   __local float Ks[BC * RL];
   __local float Vs[BC * RL];
   __local float Qs[BR * RL];
@@ -191,14 +183,7 @@ flash_bwd_dkdv(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_
 /* Grid (ceil(Sq / BR) * GQ, Hq, B). Work-item (ir, t) owns queries q0 + ir + r * QR (r < RPW), columns
  * c * TPR + t of their dQ, and keys c * TPR + t of each key block. */
 __kernel __attribute__((reqd_work_group_size(GQ, 1, 1))) void
-flash_bwd_dq(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
-             __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh,
-             __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
-             __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh,
-             __global fa_t *dq, long dq_off, long dq_sb, long dq_ss, long dq_sh,
-             __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
-             __global const float *ws, long di_off,
-             int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS) {
+flash_bwd_dq(BWD_DQ_PARAMS) {
   __local float Qs[BR * RL];
   __local float Gs[BR * RL];
   __local float Ks[BC * RL];
