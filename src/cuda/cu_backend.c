@@ -57,7 +57,8 @@ static fa_status cu_backward_workspace(fa_context *ctx, const fa_problem *p, siz
   return sm90 ? fa_cu_backward_sm90_workspace(ctx, p, bytes) : fa_cu_backward_sm80_workspace(ctx, p, bytes);
 }
 
-/* The flash forward keeps everything on chip: only the standard one takes workspace. No device call. */
+/* Workspace: the standard passes' matrices, the flash backward's accumulators, split-KV decode's partials;
+ * the flash forward keeps everything on chip. No device call. */
 static fa_status cu_workspace_size(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
   *bytes = 0;
   if (p->algo == FA_ALGO_STANDARD) return fa_cu_standard_workspace(ctx, p, backward, bytes);

@@ -33,7 +33,8 @@ static fa_status cl_forward(fa_context *ctx, const fa_problem *p) {
   return fa_cl_flash_forward(ctx, p);
 }
 
-/* The flash forward keeps everything on chip: only the standard one takes workspace. */
+/* Workspace: the standard passes' matrices, the flash backward's, split-KV decode's partials; the flash forward
+ * keeps everything on chip. */
 static fa_status cl_workspace_size(fa_context *ctx, const fa_problem *p, int backward, size_t *bytes) {
   if (backward) return fa_cl_backward_workspace(ctx, p, bytes);
   *bytes = fa_decode_wanted(p, FA_DECODE_MAX_ROWS) ? fa_cl_decode_workspace(ctx, p) : 0;
