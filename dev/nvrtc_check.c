@@ -189,7 +189,8 @@ int main(int argc, char **argv) {
           for (int causal = 0; causal < 2; causal++)
             for (int feat = 0; feat < (features ? 4 : 1); feat++) {
               fa_cu_fwd_variant var;
-              if (fa_cu_forward_sm90_variant(&lim, dims[di], (fa_dtype)dt, causal, &var) != FA_SUCCESS) {
+              const int mb = feat & 1 ? 128 : 0; /* a block mask takes tiles dividing its blocks */
+              if (fa_cu_forward_sm90_variant(&lim, dims[di], (fa_dtype)dt, causal, 0, mb, mb, &var) != FA_SUCCESS) {
                 printf("sm_90a D %d: no Hopper tile fits\n", dims[di]);
                 continue;
               }

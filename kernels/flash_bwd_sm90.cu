@@ -103,7 +103,7 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_pre(con
   }
 }
 
-/* dq = scale dq_acc, one warp per row. */
+/* dq = scale dq_acc (the sum of its copies, in order), one warp per row. */
 extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_dq(const fa_bwd_sm90_params p) {
   const int lane = threadIdx.x & 31, i = blockIdx.x * 8 + (threadIdx.x >> 5);
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
@@ -112,8 +112,12 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_dq(cons
   const float *acc =
       (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.n_mblocks + m) * (NSLAB * BM * 64) + r * 64;
   fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
-  for (int d = lane; d < HEAD_DIM; d += 32)
-    dst[d] = fa_from_float(p.scale * acc[(d >> 6) * (BM * 64) + ((d & 63) ^ ((r & 7) << 3))]);
+  for (int d = lane; d < HEAD_DIM; d += 32) {
+    const long long at = (d >> 6) * (BM * 64) + ((d & 63) ^ ((r & 7) << 3));
+    float sum = acc[at];
+    for (int c = 1; c < p.dq_copies; c++) sum += acc[c * p.dq_copy_floats + at];
+    dst[d] = fa_from_float(p.scale * sum);
+  }
 }
 
 #if FA_BLOCK_MASK
@@ -421,15 +425,17 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       }
       fa_named_sync(NB_WG(c), 128);
       if (wtid == 0) {
-        float *dst = (float *)p.dq_acc + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
 #if FA_DQ_ORDERED
-        /* Key blocks add in increasing order: wait for this block's turn on the slab's counter. */
-        int *sem = (int *)p.sem + (bh * n_m + m) * NSLAB + sl;
-        /* The blocks that add to query block m are key blocks 0 .. last, a prefix. Causal: from the last down,
-         * so that each block's first query block (its diagonal) is its turn 0 and the blocks run in step
-         * instead of each waiting for all before it; otherwise in increasing order. */
+        /* Key blocks add in a fixed order: wait for this block's turn on the slab's counter. The blocks that
+         * add to query block m are key blocks 0 .. last, a prefix. Causal: from the last down, so that each
+         * block's first query block (its diagonal) is its turn 0 and the blocks run in step instead of each
+         * waiting for all before it. Otherwise in increasing order within each copy of the accumulator: every
+         * block starts at query block 0, so block nb waits nb steps there, and the copies shorten that wait. */
+        const int copy = p.causal ? 0 : nb / p.dq_per_copy;
+        float *dst = (float *)p.dq_acc + copy * p.dq_copy_floats + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
+        int *sem = (int *)p.sem + copy * p.sem_copy_ints + (bh * n_m + m) * NSLAB + sl;
         const int last = min((int)gridDim.x - 1, ((m + 1) * BM + Sk - Sq - 1) / BN);
-        const int turn = p.causal ? last - nb : nb;
+        const int turn = p.causal ? last - nb : nb - copy * p.dq_per_copy;
         int seen;
         do {
           asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(sem) : "memory");
@@ -442,6 +448,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
         __threadfence();
         atomicAdd(sem, 1);
 #else
+        float *dst = (float *)p.dq_acc + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
         if (cls != FA_TILE_SKIP) {
           fa_bulk_add_f32(dst, fa_smem_addr(stage), BM * 256);
           fa_bulk_commit();

@@ -104,7 +104,9 @@ static const char *sm90_reason(fa_context *ctx, const fa_problem *p, fa_cu_fwd_v
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return "a sequence is longer than 2^31";
   fa_tile_limits lim;
   fa_cu_tile_limits(ctx, &lim);
-  if (fa_cu_forward_sm90_variant(&lim, (int)p->head_dim, p->dtype, p->causal, var) != FA_SUCCESS)
+  const int mbq = p->mask.buf ? (int)p->block_q : 0, mbk = p->mask.buf ? (int)p->block_k : 0;
+  if (fa_cu_forward_sm90_variant(&lim, (int)p->head_dim, p->dtype, p->causal, p->seqlen_q, mbq, mbk, var) !=
+      FA_SUCCESS)
     return "no tile fits the shared-memory budget";
   const size_t es = 2;
   const int64_t q_shape[3] = {p->batch, p->seqlen_q, p->heads_q}, kv_shape[3] = {p->batch, p->seqlen_k, p->heads_kv};
