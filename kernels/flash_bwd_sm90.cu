@@ -66,6 +66,11 @@
 #define BAR_EMPTY_Q(s) (8 * (3 + 4 * (s)))
 #define BAR_EMPTY_DO(s) (8 * (4 + 4 * (s)))
 #define TILE_INFO (8 * (1 + 4 * STAGES))
+/* Deterministic: per slab, the consumer hands its staged dQ to a writer warp (DQ_FULL) and the writer hands
+ * the stage back once added (DQ_EMPTY); DQ_JOB: the job, tile_info's word and the head within the group. */
+#define BAR_DQ_FULL(sl) (TILE_INFO + 8 * STAGES + 16 * (sl))
+#define BAR_DQ_EMPTY(sl) (BAR_DQ_FULL(sl) + 8)
+#define DQ_JOB (BAR_DQ_FULL(2))
 /* named barriers */
 #define NB_DS 1     /* both consumers: dS^T written */
 #define NB_ALL 2    /* both consumers: done with K (epilogue) */
@@ -120,25 +125,42 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_dq(cons
   }
 }
 
-#if FA_BLOCK_MASK
-/* The first query block at or after m (below n_m) that the block's keys [c0, c1) must visit for the mask mk,
- * 32 blocks classified per warp vote; its class in *cls; n_m when none is left. */
-static __device__ __forceinline__ int fa_next_mblock(const fa_bwd_sm90_params &p, const unsigned char *mk, int m, int n_m,
-                                                     int c0, int c1, int lane, int *cls) {
-  for (; m < n_m; m += 32) {
-    const int ml = m + lane;
-    int c = FA_TILE_SKIP;
-    if (ml < n_m)
-      c = fa_block_tile(mk, p.mask_sr, p.mask_sc, p.block_q, p.block_k, ml * BM, min(ml * BM + BM, p.seqlen_q), c0, c1);
-    const unsigned hit = __ballot_sync(0xffffffffu, c != FA_TILE_SKIP || FA_DQ_ORDERED);
-    if (hit) {
-      const int first = __ffs(hit) - 1;
-      *cls = __shfl_sync(0xffffffffu, c, first);
-      return m + first;
+#if FA_DQ_ORDERED
+/* Deterministic dQ: one lane of the producer's warp 1 + sl adds the consumers' staged dQ slab sl into dq_acc in
+ * a fixed order, waiting for this block's turn on the slab's counter, so that the consumers never wait on the
+ * turn or on the reduction's round trip (in their path, those cost 0.70x of the default's speed, H200). The
+ * blocks that add to query block m are key blocks 0 .. last, a prefix. Causal: from the last down, so that each
+ * block's first query block (its diagonal) is its turn 0 and the blocks run in step instead of each waiting for
+ * all before it. Otherwise in increasing order within each copy of the accumulator: every block starts at query
+ * block 0, so block nb waits nb turns there, and the copies shorten that wait. */
+static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, unsigned char *sbase, unsigned bars,
+                                              int nb, int hk, int b, int sl) {
+  const int n_m = p.n_mblocks, copy = p.causal ? 0 : nb / p.dq_per_copy;
+  const unsigned stage = fa_smem_addr(sbase + SM_DQ + sl * (BM * 256));
+  volatile const int *job = (volatile const int *)(sbase + SM_BAR + DQ_JOB) + 2 * sl;
+  for (int j = 0;; j++) {
+    fa_mbar_wait(bars + BAR_DQ_FULL(sl), j & 1);
+    const int info = job[0];
+    if (info < 0) return;
+    const int m = info & 0x0fffffff, cls = info >> 28;
+    const long long bh = (long long)b * p.heads_q + hk * p.group + job[1];
+    float *dst = (float *)p.dq_acc + copy * p.dq_copy_floats + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
+    int *sem = (int *)p.sem + copy * p.sem_copy_ints + (bh * n_m + m) * NSLAB + sl;
+    const int last = min((int)gridDim.x - 1, ((m + 1) * BM + p.seqlen_k - p.seqlen_q - 1) / BN);
+    const int turn = p.causal ? last - nb : nb - copy * p.dq_per_copy;
+    int seen;
+    do {
+      asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(sem) : "memory");
+    } while (seen != turn);
+    if (cls != FA_TILE_SKIP) {
+      fa_bulk_add_f32(dst, stage, BM * 256);
+      fa_bulk_commit();
+      fa_bulk_wait<0>();
     }
+    __threadfence();
+    atomicAdd(sem, 1);
+    fa_mbar_arrive(bars + BAR_DQ_EMPTY(sl));
   }
-  *cls = FA_TILE_SKIP;
-  return n_m;
 }
 #endif
 
@@ -167,6 +189,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       fa_mbar_init(bars + BAR_EMPTY_Q(s), 4 * NWG);
       fa_mbar_init(bars + BAR_EMPTY_DO(s), 4 * NWG);
     }
+    for (int sl = 0; sl < NSLAB; sl++) fa_mbar_init(bars + BAR_DQ_FULL(sl), 1), fa_mbar_init(bars + BAR_DQ_EMPTY(sl), 1);
     fa_mbar_init_fence();
   }
   __syncthreads();
@@ -174,6 +197,12 @@ extern "C" __global__ void __launch_bounds__(384, 1)
   if (wg == 0) {
     /* ======== producer ======== */
     fa_regs_dealloc<24>();
+#if FA_DQ_ORDERED
+    if (tid >= 32 && tid < 32 * (1 + NSLAB)) {
+      if (lane == 0) dq_writer(p, sbase, bars, nb, hk, b, (tid >> 5) - 1);
+      return;
+    }
+#endif
     if (tid >= 32) return;
     if (lane == 0) {
       fa_tma_prefetch_map(&maps.q);
@@ -191,8 +220,12 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 #if FA_BLOCK_MASK
       const unsigned char *mk = (const unsigned char *)p.mask + b * p.mask_sb + h * p.mask_sh;
       const int c1 = min(n0 + BN, Sk);
+      auto classify = [&](int ml) {
+        return fa_block_tile(mk, p.mask_sr, p.mask_sc, p.block_q, p.block_k, ml * BM, min(ml * BM + BM, Sq), n0, c1);
+      };
+      fa_tile_walk tw = fa_walk_start(m_first, n_m);
       int cls;
-      int m = fa_next_mblock(p, mk, m_first, n_m, n0, c1, lane, &cls);
+      int m = fa_walk_next(tw, lane, FA_DQ_ORDERED, classify, &cls);
 #else
       const int cls = FA_TILE_FULL;
       int m = m_first;
@@ -229,7 +262,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
           }
         }
 #if FA_BLOCK_MASK
-        m = fa_next_mblock(p, mk, m + 1, n_m, n0, c1, lane, &cls);
+        m = fa_walk_next(tw, lane, FA_DQ_ORDERED, classify, &cls);
 #else
         m++;
 #endif
@@ -267,6 +300,13 @@ extern "C" __global__ void __launch_bounds__(384, 1)
     const unsigned ph = (n / STAGES) & 1;
     fa_mbar_wait(bars + BAR_FULL_Q(st), ph);
     const int info = tile_info[st];
+#if FA_DQ_ORDERED
+    if (info < 0 && c < NSLAB && wtid == 0) { /* tell the writer there is no more */
+      fa_mbar_wait(bars + BAR_DQ_EMPTY(c), (n & 1) ^ 1);
+      ((volatile int *)(sbase + SM_BAR + DQ_JOB))[2 * c] = -1;
+      fa_mbar_arrive(bars + BAR_DQ_FULL(c));
+    }
+#endif
     if (info < 0) break;
     const int m = info & 0x0fffffff, cls = info >> 28, h = hk * p.group + tile_head[st];
     const long long bh = (long long)b * p.heads_q + h;
@@ -409,10 +449,15 @@ extern "C" __global__ void __launch_bounds__(384, 1)
         for (int i = 0; i < 32; i++) fa_reg_fence(dq[i]);
       }
       /* Stage dQ (row r, column col stored at col ^ (r % 8) * 8: conflict-free) and add it with one bulk
-       * reduction, once the previous one has read its source. */
+       * reduction, once the previous one has read its source (deterministic: once the writer is done with
+       * it, and the writer adds it). */
       float *stage = (float *)(sbase + SM_DQ + sl * (BM * 256));
+#if FA_DQ_ORDERED
+      fa_mbar_wait(bars + BAR_DQ_EMPTY(sl), (n & 1) ^ 1);
+#else
       if (wtid == 0) fa_bulk_wait_read<0>();
       fa_named_sync(NB_WG(c), 128);
+#endif
       if (cls != FA_TILE_SKIP) {
 #pragma unroll
         for (int i = 0; i < 8; i++)
@@ -426,27 +471,10 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       fa_named_sync(NB_WG(c), 128);
       if (wtid == 0) {
 #if FA_DQ_ORDERED
-        /* Key blocks add in a fixed order: wait for this block's turn on the slab's counter. The blocks that
-         * add to query block m are key blocks 0 .. last, a prefix. Causal: from the last down, so that each
-         * block's first query block (its diagonal) is its turn 0 and the blocks run in step instead of each
-         * waiting for all before it. Otherwise in increasing order within each copy of the accumulator: every
-         * block starts at query block 0, so block nb waits nb steps there, and the copies shorten that wait. */
-        const int copy = p.causal ? 0 : nb / p.dq_per_copy;
-        float *dst = (float *)p.dq_acc + copy * p.dq_copy_floats + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
-        int *sem = (int *)p.sem + copy * p.sem_copy_ints + (bh * n_m + m) * NSLAB + sl;
-        const int last = min((int)gridDim.x - 1, ((m + 1) * BM + Sk - Sq - 1) / BN);
-        const int turn = p.causal ? last - nb : nb - copy * p.dq_per_copy;
-        int seen;
-        do {
-          asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(sem) : "memory");
-        } while (seen != turn);
-        if (cls != FA_TILE_SKIP) {
-          fa_bulk_add_f32(dst, fa_smem_addr(stage), BM * 256);
-          fa_bulk_commit();
-          fa_bulk_wait<0>();
-        }
-        __threadfence();
-        atomicAdd(sem, 1);
+        volatile int *job = (volatile int *)(sbase + SM_BAR + DQ_JOB) + 2 * sl;
+        job[0] = info;
+        job[1] = tile_head[st];
+        fa_mbar_arrive(bars + BAR_DQ_FULL(sl));
 #else
         float *dst = (float *)p.dq_acc + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
         if (cls != FA_TILE_SKIP) {

@@ -129,8 +129,16 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
 #if FA_BLOCK_MASK
     const unsigned char *mk = (const unsigned char *)p.mask + b * p.mask_sb + h * p.mask_sh;
     const int r_end = min(m0 + BM, Sq);
+    /* Mask blocks of 32 or more: a walk classifying whole tiles per lane; smaller: fa_next_tile per tile. */
+    const bool walk = p.block_q >= 32 && p.block_k >= 32;
+    auto classify = [&](int jl) {
+      const int c0 = jl * BN;
+      return fa_block_tile(mk, p.mask_sr, p.mask_sc, p.block_q, p.block_k, m0, r_end, c0, c0 + min(BN, Sk - c0));
+    };
+    fa_tile_walk tw = fa_walk_start(0, n_tiles);
     int cls;
-    int j = fa_next_tile(p, mk, m0, r_end, BN, 0, n_tiles, lane, 32, 0xffffffffu, &cls);
+    int j = walk ? fa_walk_next(tw, lane, false, classify, &cls)
+                 : fa_next_tile(p, mk, m0, r_end, BN, 0, n_tiles, lane, 32, 0xffffffffu, &cls);
 #else
     const int cls = FA_TILE_FULL;
     int j = 0;
@@ -160,7 +168,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
           fa_tma_load4(base + SMEM_V + st * KV_TILE + s * KV_SLAB, &maps.v, bars + BAR_FULL_V(st), 64 * s, j * BN, hk, b);
       }
 #if FA_BLOCK_MASK
-      j = fa_next_tile(p, mk, m0, r_end, BN, j + 1, n_tiles, lane, 32, 0xffffffffu, &cls);
+      j = walk ? fa_walk_next(tw, lane, false, classify, &cls)
+               : fa_next_tile(p, mk, m0, r_end, BN, j + 1, n_tiles, lane, 32, 0xffffffffu, &cls);
 #else
       j++;
 #endif

@@ -162,12 +162,13 @@ fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, in
 fa_status fa_tiles_cuda_sm90_backward(const fa_tile_limits *lim, int head_dim, fa_tiles *out) {
   /* kernels/flash_bwd_sm90.cu: 128 keys a block (two consumer warpgroups of 64), 64 queries a step, two
    * stages. Shared: K and V; Q and dO per stage; dS^T twice; dQ's float staging per slab; lse2 and di per
-   * stage; barriers and tile indices; 1024 bytes of slack for the swizzle's alignment. Its registers hold
+   * stage; barriers and tile indices (and the deterministic dQ hand-over's: 48 bytes); 1024 bytes of slack for
+   * the swizzle's alignment. Its registers hold
    * dK and dV for 64 keys: D <= 128. */
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 128) return FA_ERROR_UNSUPPORTED;
   const size_t slabs = (size_t)(head_dim + 63) / 64, bm = 64, bn = 128, st = 2;
   const size_t bytes = 2 * slabs * bn * 128 + 2 * st * slabs * bm * 128 + 2 * bn * 128 + slabs * bm * 256 +
-                       2 * st * bm * 4 + 8 * (1 + 4 * st) + 8 * st + 1024;
+                       2 * st * bm * 4 + 8 * (1 + 4 * st) + 8 * st + 48 + 1024;
   if (bytes > lim->local_mem_bytes || lim->max_group_size < 384) return FA_ERROR_UNSUPPORTED;
   out->block_q = (int)bm;
   out->block_k = (int)bn;
