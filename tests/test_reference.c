@@ -143,6 +143,36 @@ START_TEST(t_backward_masked_vs_finite_differences) {
 }
 END_TEST
 
+/* The inference options (window, ALiBi, softcap, alone and together, causal or not) in the backward. */
+START_TEST(t_backward_infer_vs_finite_differences) {
+  static const struct {
+    int causal, window, wl, wr, alibi;
+    double softcap;
+  } ic[] = {{0, 1, 1, 2, 0, 0}, {1, 1, 2, -1, 0, 0}, {0, 0, 0, 0, 1, 0}, {1, 0, 0, 0, 0, 1.5}, {0, 1, -1, 0, 1, 2.0}};
+  ref_problem p = {2, 5, 6, 4, 2, 3, 0.8, ic[_i].causal};
+  p.window = ic[_i].window, p.window_left = ic[_i].wl, p.window_right = ic[_i].wr, p.softcap = ic[_i].softcap;
+  const double slopes[2 * 4] = {0.3, 0.1, 0.7, 0.25, 0.05, 0.5, 0.2, 0.9};
+  if (ic[_i].alibi) p.alibi = slopes, p.alibi_batch = 2;
+  th_case_begin("reference backward vs finite differences with window %d (%d, %d), alibi %d, softcap %g",
+                p.window, (int)p.window_left, (int)p.window_right, ic[_i].alibi, p.softcap);
+  th_rng r;
+  th_rng_init(&r, th_case_seed(250 + _i));
+  size_t nq = ref_q_elems(&p), nkv = ref_kv_elems(&p);
+  double *q = alloc_random(nq, &r), *k = alloc_random(nkv, &r), *v = alloc_random(nkv, &r);
+  double *dout = alloc_random(nq, &r);
+  double *dq = malloc(nq * sizeof(double)), *dk = malloc(nkv * sizeof(double)), *dv = malloc(nkv * sizeof(double));
+  ck_assert(dq && dk && dv);
+  ck_assert_int_eq(ref_backward(&p, q, k, v, dout, dq, dk, dv), 0);
+  double eq = fd_error(&p, q, k, v, dout, q, nq, dq);
+  double ek = fd_error(&p, q, k, v, dout, k, nkv, dk);
+  double ev = fd_error(&p, q, k, v, dout, v, nkv, dv);
+  ck_assert_msg(eq < 1e-7 && ek < 1e-7 && ev < 1e-7, "%s (seed %llu): dq %.3g dk %.3g dv %.3g", th_case(),
+                (unsigned long long)th_case_seed(250 + _i), eq, ek, ev);
+  free(q), free(k), free(v), free(dout), free(dq), free(dk), free(dv);
+  th_finish_case();
+}
+END_TEST
+
 /* Masks and dropout in the forward, against direct constructions: an all-ones keep and all-ones dropout
  * change nothing (bit for bit), a keep equal to the causal mask gives the causal result, dropout scales each
  * P_ij (one key per row: o = z · v), and the lse never sees dropout. */
@@ -432,6 +462,7 @@ static Suite *make_suite(void) {
   TCase *tc = tcase_create("reference");
   tcase_set_timeout(tc, TH_TIMEOUT_S);
   tcase_add_loop_test(tc, t_backward_vs_finite_differences, 0, (int)(sizeof fd_cases / sizeof fd_cases[0]));
+  tcase_add_loop_test(tc, t_backward_infer_vs_finite_differences, 0, 5);
   tcase_add_loop_test(tc, t_backward_masked_vs_finite_differences, 0,
                       3 * (int)(sizeof fd_mask_cases / sizeof fd_mask_cases[0]));
   tcase_add_test(tc, t_forward_closed_forms);
