@@ -64,9 +64,10 @@ typedef struct fa_problem {
   float softcap;
   int num_splits;
   /* Varlen: cu_seqlens_q, cu_seqlens_k int32 [seqs + 1] (buf NULL: not varlen); batch is then 1 (q's), the
-   * sequences number seqs, the longest query has max_seqlen_q rows. */
+   * sequences number seqs, the longest query has max_seqlen_q rows, the longest key sequence max_seqlen_k (k's
+   * whole token axis when the offsets are trusted: not read then). */
   fa_view cu_seqlens_q, cu_seqlens_k;
-  int64_t seqs, max_seqlen_q;
+  int64_t seqs, max_seqlen_q, max_seqlen_k;
   /* fa_combine only: num_parts partial results, o_parts (dtype parts_dtype) and lse_parts views of part 0,
    * part i that many elements further on; the results go to o (dtype) and lse (buf NULL: not wanted). */
   int64_t num_parts, o_part_stride, lse_part_stride;
