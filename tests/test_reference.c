@@ -143,6 +143,61 @@ START_TEST(t_backward_masked_vs_finite_differences) {
 }
 END_TEST
 
+/* kernels/masks.h's band against the reference's visibility, exhaustively on small shapes: each row's key range,
+ * the class of every tile (brute force over its scores) and the rows that see a block of keys. */
+START_TEST(t_band_vs_reference) {
+  th_case_begin("masks.h band (causal, window) vs the reference's visibility");
+  long checked = 0;
+  for (int sq = 1; sq <= 9; sq++)
+    for (int sk = 1; sk <= 9; sk++)
+      for (int causal = 0; causal < 2; causal++)
+        for (int wl = -1; wl <= 4; wl++)
+          for (int wr = -1; wr <= 4; wr++) {
+            ref_problem p = {1, sq, sk, 1, 1, 8, 1.0, causal};
+            p.window = wl >= 0 || wr >= 0, p.window_left = wl, p.window_right = wr;
+            for (int i = 0; i < sq; i++) {
+              const int lo = fa_band_lo(i, sq, sk, wl), hi = fa_band_hi(i, sq, sk, causal, wr);
+              for (int j = 0; j < sk; j++)
+                ck_assert_msg(ref_visible_at(&p, 0, 0, i, j) == (j >= lo && j < hi),
+                              "sq %d sk %d causal %d window (%d, %d): row %d key %d: band [%d, %d)", sq, sk, causal, wl,
+                              wr, i, j, lo, hi);
+            }
+            for (int r0 = 0; r0 < sq; r0++)
+              for (int r1 = r0 + 1; r1 <= sq; r1++)
+                for (int c0 = 0; c0 < sk; c0++)
+                  for (int c1 = c0 + 1; c1 <= sk + 2; c1++) { /* c1 may pass sk, as a kernel's last tile does */
+                    int any = 0, all = 1;
+                    for (int i = r0; i < r1; i++)
+                      for (int j = c0; j < c1; j++) {
+                        const int v = j < sk && ref_visible_at(&p, 0, 0, i, j);
+                        any |= v, all &= v;
+                      }
+                    const int want = any ? (all ? FA_TILE_FULL : FA_TILE_PARTIAL) : FA_TILE_SKIP;
+                    ck_assert_msg(fa_band_tile(r0, r1, c0, c1, sq, sk, causal, wl, wr) == want,
+                                  "sq %d sk %d causal %d window (%d, %d): tile [%d, %d) x [%d, %d): class %d, want %d",
+                                  sq, sk, causal, wl, wr, r0, r1, c0, c1,
+                                  fa_band_tile(r0, r1, c0, c1, sq, sk, causal, wl, wr), want);
+                    checked++;
+                  }
+            for (int c0 = 0; c0 < sk; c0++)
+              for (int c1 = c0 + 1; c1 <= sk; c1++) {
+                int a, e, first = sq, last = -1;
+                fa_band_rows(c0, c1, sq, sk, causal, wl, wr, &a, &e);
+                for (int i = 0; i < sq; i++)
+                  for (int j = c0; j < c1; j++)
+                    if (ref_visible_at(&p, 0, 0, i, j)) first = i < first ? i : first, last = i > last ? i : last;
+                /* Every row that sees a key lies in [a, e); the rows in between see one too (the band is convex). */
+                ck_assert_msg(last < 0 || (a <= first && e >= last + 1 && e - a == last - first + 1),
+                              "sq %d sk %d causal %d window (%d, %d): keys [%d, %d): rows [%d, %d), seen by %d .. %d",
+                              sq, sk, causal, wl, wr, c0, c1, a, e, first, last);
+                ck_assert_msg(last >= 0 || a == e, "keys [%d, %d) seen by no row, rows [%d, %d)", c0, c1, a, e);
+              }
+          }
+  th_diag("%ld tiles classified", checked);
+  th_finish_case();
+}
+END_TEST
+
 /* The inference options (window, ALiBi, softcap, alone and together, causal or not) in the backward. */
 START_TEST(t_backward_infer_vs_finite_differences) {
   static const struct {
@@ -463,6 +518,7 @@ static Suite *make_suite(void) {
   tcase_set_timeout(tc, TH_TIMEOUT_S);
   tcase_add_loop_test(tc, t_backward_vs_finite_differences, 0, (int)(sizeof fd_cases / sizeof fd_cases[0]));
   tcase_add_loop_test(tc, t_backward_infer_vs_finite_differences, 0, 5);
+  tcase_add_test(tc, t_band_vs_reference);
   tcase_add_loop_test(tc, t_backward_masked_vs_finite_differences, 0,
                       3 * (int)(sizeof fd_mask_cases / sizeof fd_mask_cases[0]));
   tcase_add_test(tc, t_forward_closed_forms);
