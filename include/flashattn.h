@@ -314,9 +314,14 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
  * and OpenCL backends drop the same scores. fa_dropout_mask() writes that mask out. Use a new offset (or
  * seed) for each call that needs fresh randomness. Both need the flash algorithm.
  *
- * Inference (grown since 0.2; FlashAttention-2's flash_attn_with_kvcache). Each is off when zero or NULL;
- * together they run on the split-KV decode kernels, which also serve every plain forward whose Sq x (Hq / Hkv)
- * is at most 16 rows (longer queries with these options run there too, correctly but at decode speed):
+ * Inference (grown since 0.2; FlashAttention-2's flash_attn_with_kvcache and flash_attn_varlen_func). Each is
+ * off when zero or NULL. Where they run: seqlens_k and block_table (a KV cache's lengths and pages) on the
+ * split-KV decode kernels, forward only; every other forward goes to those kernels when its query rows per
+ * key/value head, Sq x (Hq / Hkv) (the longest sequence's with varlen), are at most 16 (8 on CUDA), and to the
+ * flash kernels otherwise, which also run the backward of varlen, window, ALiBi and softcap (on Hopper, the
+ * sm_80 kernels serve these options in both passes). On the flash kernels a sliding window costs time in
+ * proportion to the tiles it touches: key tiles outside a query block's band are never loaded, tiles inside
+ * it skip the per-score test. The rules, written once for every kernel and the tests, are kernels/masks.h's:
  * - seqlens_k: int32 [B, 1, 1, 1], the keys in use per sequence (a KV cache's lengths): sequence b attends
  *   to keys 0 .. seqlens_k[b] - 1, each at most the cache's capacity (Sk, or max_pages x page_size), and the
  *   causal alignment and window use seqlens_k[b] as that sequence's Sk. NULL: every key.
@@ -328,8 +333,9 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
  *   p - window_left <= j <= p + window_right; -1 is unbounded on that side (FlashAttention's convention).
  *   Key tiles outside the window are never loaded.
  * - alibi_slopes: float32 [B or 1, Hq, 1, 1]: score (i, j) of head h gets - slope[h] x |p - j| added after
- *   the scale (and the softcap).
- * - softcap: > 0 replaces each scaled score s by softcap x tanh(s / softcap) (Gemma 2, Grok).
+ *   the scale (and the softcap). It moves P, not the gradients' form: dS is that of the biased score.
+ * - softcap: > 0 replaces each scaled score s by softcap x tanh(s / softcap) (Gemma 2, Grok); the backward
+ *   multiplies dS by its derivative 1 - tanh^2(s / softcap).
  * - num_splits: the keys of each sequence are split across this many groups whose partial outputs are
  *   merged by fa_combine()'s kernel; 0 lets the library choose from the device's SM / compute-unit count
  *   (FLASHATTN_NUM_SPLITS overrides that choice), 1 never splits.
@@ -337,13 +343,14 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
  *   D], k, v [1, total_k, Hkv, D] and lse [1, Hq, total_q, 1], sequence b's queries are rows
  *   cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1 and its keys rows cu_seqlens_k[b] .. cu_seqlens_k[b + 1] - 1
  *   (offsets non-decreasing, from >= 0, at most the total); causal, window and ALiBi ([B or 1, Hq]) are per
- *   sequence. Rows of q outside every sequence are not written. Both or neither; not with seqlens_k or
- *   block_table. max_seqlen_q sizes the launch.
+ *   sequence. Rows of q outside every sequence are not written (nor, in the backward, those rows of dq and the
+ *   rows of dk, dv outside every sequence). Both or neither; not with seqlens_k or block_table. max_seqlen_q
+ *   sizes the launch; the backward's key grid takes the longest key sequence (the whole axis when trusted).
  * - trust_indices: 0 (the default) copies seqlens_k and block_table to the host and checks every value before
  *   any work is enqueued (one blocking read per call); 1 skips that, for callers that check themselves or
  *   capture graphs: the kernels then clamp a bad value into range instead of reading out of bounds.
- * The backward pass, the standard algorithm, block masks and dropout do not take these options yet
- * (FA_ERROR_UNSUPPORTED says which).
+ * The standard algorithm, block masks and dropout do not take these options yet, nor the backward seqlens_k and
+ * block_table (FA_ERROR_UNSUPPORTED says which).
  */
 typedef struct fa_attention_desc {
   size_t struct_size;  /* sizeof(fa_attention_desc), or 0 for the base fields (see "Structs that grow") */
@@ -402,9 +409,10 @@ FA_API fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, cons
  * Workspace (the context's, kept between calls and counted by fa_context_memory()), CUDA, at its peak:
  * 4·B·Hq·Sq·(D + 1) bytes on the sm_80 kernels (f16/bf16 on sm_80 and later; f32 deterministic: 4·B·Hq·Sq),
  * 4·B·Hq·Sq'·(64·⌈D/64⌉ + 2) on the Hopper kernels (Sq' = Sq rounded up to 64); with deterministic = 1 also
- * 4 bytes per head and 64 queries (times ⌈D/64⌉ on Hopper), and on Hopper without causal min(4, ⌈Sk/128⌉)
- * copies of the accumulator and these counters (at most 12·B·Hq·Sq'·(64·⌈D/64⌉ + ⌈D/64⌉/64) bytes more,
- * for speed: see docs/PERFORMANCE.md). It is sized before the first launch and only
+ * 4 bytes per head and 64 queries (times ⌈D/64⌉ on Hopper; with an inference option, 4 bytes per head and
+ * query row), and on Hopper without causal min(4, ⌈Sk/128⌉) copies of the accumulator and these counters
+ * (at most 12·B·Hq·Sq'·(64·⌈D/64⌉ + ⌈D/64⌉/64) bytes more, for speed: see docs/PERFORMANCE.md). With varlen,
+ * Sq is q's token axis and B is 1. It is sized before the first launch and only
  * grows: a call whose workspace is already large enough neither allocates nor waits for the stream, so it
  * can be captured into a CUDA graph; a call that would grow it while the stream is being captured returns
  * FA_ERROR_INVALID_ARGUMENT (run it once before capturing). A grow never waits for the stream either.

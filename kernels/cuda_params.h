@@ -31,6 +31,15 @@ typedef struct fa_fwd_params {
   unsigned dropout_offset, dropout_threshold;
   int heads_q;
   float dropout_scale;
+  /* Inference options (read only with FA_INFER=1 in kernels/flash_fwd.cu, kernels/masks.h): varlen offsets
+   * cu_q, cu_k (int32 [seqs + 1], element strides; varlen 0: padded batches, and the grid's z counts
+   * sequences otherwise), ALiBi's slopes (float32 [B or 1, Hq], element strides, 0 where broadcast; has_alibi
+   * 0: none), the window (wl, wr; -1 unbounded) and softcap times log2 e (0: off). */
+  unsigned long long cu_q, cu_k, alibi;
+  long long cu_q_s, cu_k_s, al_sb, al_sh;
+  int varlen, wl, wr, has_alibi;
+  float softcap2;
+  int pad_infer;
 } fa_fwd_params;
 
 /* A CUtensorMap (cuda.h's CUtensorMap: 128 opaque bytes, 64-byte aligned), made on the host with

@@ -1,5 +1,6 @@
 /* What the decode kernels (kernels/decode.cl, kernels/decode.cu) decide per sequence and per score, written
- * once for OpenCL C, CUDA and host C (the tests' reference states the same rules):
+ * once for OpenCL C, CUDA and host C (the tests' reference states the same rules; the band, the varlen span and
+ * the modifiers are kernels/masks.h's, which the flash kernels use too):
  *
  * - a sequence's length: seqlens_k[b] clamped into 0 .. capacity (the host checks the values unless the
  *   caller trusts them; the clamp keeps a bad one from reading out of bounds);
@@ -14,18 +15,6 @@
 #include "masks.h" /* FA_FN, FA_GMEM and the fixed-width types (OpenCL programs list it before this file) */
 #endif
 
-#if defined(__OPENCL_C_VERSION__) || defined(__OPENCL_VERSION__)
-#define FA_DEC_TANH(x) tanh(x)
-#define FA_DEC_FABS(x) fabs(x)
-#elif defined(__CUDACC__) || defined(__CUDACC_RTC__)
-#define FA_DEC_TANH(x) tanhf(x)
-#define FA_DEC_FABS(x) fabsf(x)
-#else
-#include <math.h>
-#define FA_DEC_TANH(x) tanhf(x)
-#define FA_DEC_FABS(x) fabsf(x)
-#endif
-
 /* Keys in use by sequence b: its seqlens_k entry clamped into 0 .. cap, or cap without one. */
 FA_FN int fa_dec_length(const FA_GMEM int *seqlens, fa_i64 stride, int has_seqlens, int b, int cap) {
   if (!has_seqlens) return cap;
@@ -33,26 +22,17 @@ FA_FN int fa_dec_length(const FA_GMEM int *seqlens, fa_i64 stride, int has_seqle
   return len < 0 ? 0 : len > cap ? cap : len;
 }
 
-/* Varlen: sequence b's first row and row count on a token axis of `total` rows, from its offsets (clamped into
- * the axis, so that untrusted offsets stay in bounds). */
+/* Varlen: sequence b's first row and row count on a token axis of `total` rows (masks.h's fa_seq_span). */
 FA_FN void fa_dec_span(const FA_GMEM int *cu, fa_i64 stride, int b, int total, int *first, int *count) {
-  int a = cu[b * stride], e = cu[(b + 1) * stride];
-  a = a < 0 ? 0 : a > total ? total : a;
-  e = e < a ? a : e > total ? total : e;
-  *first = a;
-  *count = e - a;
+  fa_seq_span(cu, stride, b, total, first, count);
 }
 
-/* Keys [*lo, *hi) that query row i sees in a sequence of len keys and sq query rows (empty: *hi == *lo). */
+/* Keys [*lo, *hi) that query row i sees in a sequence of len keys and sq query rows (empty: *hi == *lo): masks.h's
+ * band. */
 FA_FN void fa_dec_row_keys(int i, int sq, int len, int causal, int window, int wl, int wr, int *lo, int *hi) {
-  const fa_i64 diag = (fa_i64)i + len - sq;
-  fa_i64 a = 0, e = len;
-  if (causal && diag + 1 < e) e = diag + 1;
-  if (window && wl >= 0 && diag - wl > a) a = diag - wl;
-  if (window && wr >= 0 && diag + wr + 1 < e) e = diag + wr + 1;
-  if (e < a) e = a;
-  *lo = (int)a;
-  *hi = (int)e;
+  const int a = fa_band_lo(i, sq, len, window ? wl : -1), e = fa_band_hi(i, sq, len, causal, window ? wr : -1);
+  *lo = a;
+  *hi = e < a ? a : e;
 }
 
 /* Element offset of key j's row in k or v (head 0): sb and ss step a batch (or a page) and a row. */
@@ -66,8 +46,8 @@ FA_FN fa_i64 fa_dec_key_offset(const FA_GMEM int *table, fa_i64 t_sb, fa_i64 t_s
 
 /* A scaled score after the softcap (softcap > 0) and ALiBi (slope != 0) for key j of a row at diagonal diag. */
 FA_FN float fa_dec_modify(float s, float softcap, float slope, int diag, int j) {
-  if (softcap > 0.0f) s = softcap * FA_DEC_TANH(s / softcap);
-  return s - slope * FA_DEC_FABS((float)(diag - j));
+  if (softcap > 0.0f) s = fa_softcap(s, softcap);
+  return s + fa_alibi(slope, diag, j);
 }
 
 /* Keys [*lo, *hi) of split `split` of `splits` over a group's range [lo, hi): equal pieces of whole 16-key

@@ -42,6 +42,14 @@
  *   DQ_ATOMIC 1: dQ by atomics in flash_bwd_dkdv (then flash_bwd_dq_convert); 0: by flash_bwd_dq
  *   FA_BLOCK_MASK, FA_DROPOUT  0 or 1: the block-sparse mask and dropout of kernels/masks.h (the host then puts
  *             masks.h before this file). Both 0 compile exactly the dense kernels, arguments included.
+ *   FA_INFER  0 or 1 (not with the two above, no DQ_ATOMIC): the inference options of kernels/masks.h, their
+ *             arguments (INFER_PARAMS) after the walk's. Varlen: the grid's dimension 2 counts sequences; a group
+ *             takes its sequence's span (SEQ_SETUP), leaves when its block starts past it, and works on the
+ *             sequence's rows of the packed axes (batch 0; Di's rows are the token axis's). The band of causal and
+ *             the window bounds every walk (fa_band_rows for a block of keys, fa_band_lo / fa_band_hi for a block
+ *             of queries) and tiles wholly inside it need no per-score test. Softcap and ALiBi modify the base-2
+ *             scores before P = exp2(s - lse2) (the softmax scale is then applied first), and softcap's factor
+ *             1 - tanh^2 multiplies dS.
  *
  * Block mask: every dK/dV and dQ kernel classifies each (query block, key block) tile it would visit with
  * fa_block_tile against that query head's mask: a SKIP tile is passed over before its Q/dO (or K/V) rows are
@@ -174,7 +182,8 @@ typedef float8 floatv;
       __global const fa_t *k, long k_off, long k_sb, long k_ss, long k_sh, \
       __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh, \
       __global const fa_t *dout, long g_off, long g_sb, long g_ss, long g_sh
-#define BWD_WALK int Sq, int Sk, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS
+#define BWD_WALK \
+  int Sq_all, int Sk_all, int Hq, int group, int causal, float scale, float scale_log2 MASK_PARAMS DROP_PARAMS INFER_PARAMS
 #define BWD_DKDV_PARAMS                                                                       \
   BWD_INPUTS, __global fa_t *dk, long dk_off, long dk_sb, long dk_ss, long dk_sh,              \
       __global fa_t *dv, long dv_off, long dv_sb, long dv_ss, long dv_sh,                       \
@@ -267,6 +276,47 @@ inline void drop_tile(__local uchar *Zs, int lid, int nwi, ulong seed, uint off,
 #endif
 #else
 #define DROP_PARAMS
+#endif
+
+#ifndef FA_INFER
+#define FA_INFER 0
+#endif
+#if FA_INFER && (FA_BLOCK_MASK || FA_DROPOUT || DQ_ATOMIC)
+#error "FA_INFER takes no block mask, dropout or DQ_ATOMIC"
+#endif
+#if FA_INFER
+/* Varlen offsets (int32, element offset and stride; varlen 0: padded batches), the window (-1 unbounded),
+ * ALiBi's slopes [B or 1, Hq] (element offset and strides; has_alibi 0: none), softcap times log2 e (0: off). */
+#define INFER_PARAMS                                                                                          \
+  , __global const int *cu_q, long cuq_off, long cuq_s, __global const int *cu_k, long cuk_off, long cuk_s,   \
+      int varlen, int wl, int wr, __global const float *alibi, long al_off, long al_sb, long al_sh, int has_alibi, \
+      float softcap2
+/* This group's sequence: query rows qfirst .. qfirst + Sq - 1 and keys kfirst .. kfirst + Sk - 1 of tensor batch
+ * bt (varlen: batch 0 and the grid's b-th sequence; else all of batch b). */
+#define SEQ_SETUP(b)                                                 \
+  int Sq = Sq_all, Sk = Sk_all, qfirst = 0, kfirst = 0, bt = (b);   \
+  if (varlen) {                                                      \
+    fa_seq_span(cu_q + cuq_off, cuq_s, (b), Sq_all, &qfirst, &Sq);   \
+    fa_seq_span(cu_k + cuk_off, cuk_s, (b), Sk_all, &kfirst, &Sk);   \
+    bt = 0;                                                          \
+  }
+/* ALiBi's slope of head h of sequence b, in base 2 (0: none). */
+#define SLOPE2(b, h) (has_alibi ? alibi[al_off + (long)(b) * al_sb + (long)(h) * al_sh] * FA_LOG2E : 0.0f)
+
+/* The base-2 score of raw q.k x for a row at diagonal position diag and key j: scaled, capped, ALiBi'd; *g gets
+ * softcap's factor on dS (1 without it). */
+inline float mod_score(float x, float scale_log2, float softcap2, float slope2, long diag, int j, float *g) {
+  x *= scale_log2;
+  *g = 1.0f;
+  if (softcap2 > 0.0f) {
+    x = fa_softcap(x, softcap2);
+    *g = fa_softcap_grad(x, softcap2);
+  }
+  return slope2 != 0.0f ? x + fa_alibi(slope2, diag, j) : x;
+}
+#else
+#define INFER_PARAMS
+#define SEQ_SETUP(b) const int Sq = Sq_all, Sk = Sk_all, qfirst = 0, kfirst = 0, bt = (b);
 #endif
 
 #if FA_BLOCK_MASK

@@ -55,6 +55,16 @@
  *                  masked (as the causal mask), FA_TILE_FULL ones take the dense path;
  *   FA_DROPOUT     keep Z from fa_dropout_words (the forward's bits), s = dropout_scale: dV uses P Z s,
  *                  dS = P (dP Z s - di); di = rowsum(dO o O) is unchanged (O already carries the dropout).
+ *   FA_INFER       (not with the two above) the inference options of kernels/masks.h. Varlen: the block
+ *                  kernels' grid z counts sequences, a block reads its sequence's span (seq_of), leaves when its
+ *                  block starts past it and works on the sequence's rows of the packed axes (batch 0); the row
+ *                  kernels work on the token axis, and flash_bwd_dq_convert writes only rows inside the
+ *                  sequences. The band of causal and the window bounds every walk (fa_band_rows for a block of
+ *                  keys, fa_band_lo / fa_band_hi for a block of queries: tiles outside are never loaded) and the
+ *                  visibility of each score; softcap and ALiBi modify the base-2 scores before P = exp2(s - lse2)
+ *                  and softcap's factor 1 - tanh^2 multiplies dS. FA_DQ_ORDERED: one semaphore per token row
+ *                  (the rows that start a query block are used), turns counted over the key blocks the band
+ *                  lets reach the query block.
  *
  * The argument block below is shared with the host: src/cuda/cu_backward.c includes this file with
  * FA_BWD_PARAMS_ONLY defined and gets only the struct, so both sides see one definition. */
@@ -100,9 +110,16 @@ typedef struct fa_bwd_params {
   unsigned dropout_threshold; /* FA_DROPOUT: a score is dropped when its word is below this */
   float dropout_scale;        /* FA_DROPOUT: 1 / (1 - p) */
   int pad_;
-  /* FA_DQ_ORDERED: the workspace's semaphores [B Hq][ceil(Sq / BLOCK_M)], int32, zeroed by flash_bwd_pre; 0
-   * otherwise. */
+  /* FA_DQ_ORDERED: the workspace's semaphores [B Hq][ceil(Sq / BLOCK_M)] (FA_INFER: [B Hq][Sq]), int32, zeroed
+   * by flash_bwd_pre; 0 otherwise. */
   unsigned long long sem;
+  /* FA_INFER, as in kernels/cuda_params.h's fa_fwd_params: varlen offsets cu_q, cu_k ([seqs + 1] int32, element
+   * strides; varlen 0: padded batches), ALiBi's slopes (float32 [B or 1, Hq], element strides, 0 where broadcast),
+   * the window (-1 unbounded), softcap times log2 e (0: off). */
+  unsigned long long cu_q, cu_k, alibi;
+  long long cu_q_s, cu_k_s, al_sb, al_sh;
+  int varlen, seqs, wl, wr, has_alibi;
+  float softcap2;
 } fa_bwd_params;
 #endif
 
@@ -130,8 +147,14 @@ typedef struct fa_bwd_params {
 #ifndef FA_DROPOUT
 #define FA_DROPOUT 0
 #endif
-#if FA_BLOCK_MASK || FA_DROPOUT
+#ifndef FA_INFER
+#define FA_INFER 0
+#endif
+#if FA_BLOCK_MASK || FA_DROPOUT || FA_INFER
 #include "masks.h"
+#endif
+#if FA_INFER && (FA_BLOCK_MASK || FA_DROPOUT)
+#error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
 #endif
 
 #define D HEAD_DIM
@@ -139,6 +162,60 @@ typedef struct fa_bwd_params {
 #define BN BLOCK_N
 #define LOG2E 1.4426950408889634f
 #define FA_POS_INF __int_as_float(0x7f800000)
+
+/* ---- sequences (varlen) and the inference options, shared by both families ---- */
+
+/* A block's sequence: query rows qfirst .. qfirst + sq - 1 and keys kfirst .. kfirst + sk - 1 of tensor batch bt
+ * (varlen: batch 0, the grid's b-th sequence; otherwise all of batch b). */
+struct seq_span {
+  int sq, sk, qfirst, kfirst, bt;
+};
+static __device__ __forceinline__ seq_span seq_of(const fa_bwd_params &p, int b) {
+  seq_span s = {p.seqlen_q, p.seqlen_k, 0, 0, b};
+#if FA_INFER
+  if (p.varlen) {
+    fa_seq_span((const int *)p.cu_q, p.cu_q_s, b, p.seqlen_q, &s.qfirst, &s.sq);
+    fa_seq_span((const int *)p.cu_k, p.cu_k_s, b, p.seqlen_k, &s.kfirst, &s.sk);
+    s.bt = 0;
+  }
+#endif
+  return s;
+}
+
+#if FA_INFER
+/* ALiBi's slope of head h of sequence b in base 2 (0: none). */
+static __device__ __forceinline__ float slope2_of(const fa_bwd_params &p, int b, int h) {
+  return p.has_alibi ? ((const float *)p.alibi)[b * p.al_sb + h * p.al_sh] * LOG2E : 0.f;
+}
+
+/* The base-2 score of raw q.k x for a row at diagonal position diag and key j (scaled, capped, ALiBi's bias
+ * added), and in g softcap's factor on dS (1 without it). The 16-bit kernel takes the fast tanh. */
+static __device__ __forceinline__ float mod_score(const fa_bwd_params &p, float x, float slope2, int diag, int j,
+                                                  float &g) {
+  x *= p.scale_log2;
+  g = 1.f;
+  if (p.softcap2 > 0.f) {
+#if FA_TC
+    x = fa_softcap_fast(x, p.softcap2);
+#else
+    x = fa_softcap(x, p.softcap2);
+#endif
+    g = fa_softcap_grad(x, p.softcap2);
+  }
+  return slope2 != 0.f ? x + fa_alibi(slope2, diag, j) : x;
+}
+#endif
+
+/* The semaphore of query block q0 (local) of (tensor batch bt, head h), sequence rows from qfirst on: one per
+ * query block, or with FA_INFER one per token row (blocks of different sequences start anywhere). */
+static __device__ __forceinline__ long long sem_index(const fa_bwd_params &p, int bt, int h, int qfirst, int q0) {
+#if FA_INFER
+  return ((long long)bt * p.heads_q + h) * p.seqlen_q + qfirst + q0;
+#else
+  (void)qfirst;
+  return ((long long)bt * p.heads_q + h) * ((p.seqlen_q + BM - 1) / BM) + q0 / BM;
+#endif
+}
 
 /* ---- row kernels, shared by both families ---- */
 #define ROW_THREADS 256
@@ -160,8 +237,7 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_pre(const fa
   if (lane == 0) ((float *)p.di)[row] = acc;
   if (p.dq_acc)
     for (int d = lane; d < D; d += 32) ((float *)p.dq_acc)[row * D + d] = 0.f;
-  if (p.sem && lane == 0 && i % BM == 0)
-    ((int *)p.sem)[((long long)b * p.heads_q + h) * ((p.seqlen_q + BM - 1) / BM) + i / BM] = 0;
+  if (p.sem && lane == 0 && (FA_INFER || i % BM == 0)) ((int *)p.sem)[sem_index(p, b, h, 0, i)] = 0;
 }
 
 #if DQ_ATOMIC
@@ -171,6 +247,10 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_dq_convert(c
   const int i = blockIdx.x * (ROW_THREADS / 32) + warp;
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   if (i >= p.seqlen_q) return;
+#if FA_INFER
+  /* Varlen: rows outside every sequence are not written (the sequences are contiguous, from cu_q[0] on). */
+  if (p.varlen && (i < ((const int *)p.cu_q)[0] || i >= ((const int *)p.cu_q)[p.seqs * p.cu_q_s])) return;
+#endif
   const float *src = (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.seqlen_q + i) * D;
   fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
   for (int d = lane; d < D; d += 32) dst[d] = fa_from_float(src[d] * p.scale);
@@ -248,17 +328,18 @@ static __device__ __forceinline__ void load_rows(float *s, const fa_elem *g, lon
   }
 }
 
-/* The lse offset (base 2) and di of query rows [q0, q0 + BM) of head h into shared memory: +inf marks a row
- * that takes no part (past Sq, or every key masked: lse = -inf), whose P is forced to 0. */
-static __device__ __forceinline__ void load_row_stats(const fa_bwd_params &p, float *sl, float *sdi, int b, int h,
-                                                      int q0, int tid) {
+/* The lse offset (base 2) and di of query rows [q0, q0 + BM) of head h of sequence s into shared memory: +inf
+ * marks a row that takes no part (past the sequence, or every key masked: lse = -inf), whose P is forced to 0. */
+static __device__ __forceinline__ void load_row_stats(const fa_bwd_params &p, float *sl, float *sdi, const seq_span &s,
+                                                      int h, int q0, int tid) {
   for (int r = tid; r < BM; r += NTHREADS) {
     const int i = q0 + r;
     float l = FA_POS_INF, di = 0.f;
-    if (i < p.seqlen_q) {
-      const float lse = ((const float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)i * p.lse_ss];
+    if (i < s.sq) {
+      const long long row = (long long)s.qfirst + i;
+      const float lse = ((const float *)p.lse)[s.bt * p.lse_sb + h * p.lse_sh + row * p.lse_ss];
       if (lse != FA_NEG_INF) l = lse * LOG2E;
-      di = ((const float *)p.di)[((long long)b * p.heads_q + h) * p.seqlen_q + i];
+      di = ((const float *)p.di)[((long long)s.bt * p.heads_q + h) * p.seqlen_q + row];
     }
     sl[r] = l;
     sdi[r] = di;
@@ -274,6 +355,10 @@ struct tile_extra {
 #endif
 #if FA_DROPOUT
   unsigned bh;
+#endif
+#if FA_INFER
+  int sq, sk;   /* the sequence's rows and keys */
+  float slope2; /* ALiBi, base 2 */
 #endif
 };
 
@@ -323,12 +408,29 @@ static __device__ __forceinline__ void scores(const fa_bwd_params &p, const floa
         dp[i][j] = c;
       }
   }
+#if FA_INFER
+  const long long diag = (long long)te.sk - te.sq;
+#else
   const long long diag = (long long)p.seqlen_k - p.seqlen_q;
+#endif
 #pragma unroll
   for (int i = 0; i < RMA; i++) {
     const int r = ty + TYA * i;
     const float l = sl[r], di = sdi[r];
     /* Last key row q0 + r sees; rows past Sq have l = +inf and are excluded by it. */
+#if FA_INFER
+    const int lo = fa_band_lo(q0 + r, te.sq, te.sk, p.wl), hi = fa_band_hi(q0 + r, te.sq, te.sk, p.causal, p.wr);
+#pragma unroll
+    for (int j = 0; j < CNA; j++) {
+      const int c = tx + TXA * j;
+      float g;
+      const float x = mod_score(p, s[i][j], te.slope2, q0 + r + (int)diag, k0 + c, g);
+      const float pe = l != FA_POS_INF && k0 + c >= lo && k0 + c < hi ? exp2f(x - l) : 0.f;
+      if (sp) sp[r * PS + c] = pe;
+      sds[r * PS + c] = pe * (dp[i][j] - di) * g;
+    }
+    continue;
+#endif
     long long last = (long long)p.seqlen_k - 1;
     if (p.causal && (long long)q0 + r + diag < last) last = (long long)q0 + r + diag;
 #pragma unroll
@@ -390,12 +492,14 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
   const int tid = threadIdx.x, tx = tid % TXC, ty = tid / TXC;
   const int k0 = (int)blockIdx.x * BN;
   const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
-  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
-  const long long diag = (long long)Sk - Sq;
+  const seq_span sq_ = seq_of(p, b);
+  const int Sq = sq_.sq, Sk = sq_.sk, bt = sq_.bt;
+  if (k0 >= Sk) return; /* varlen: past this sequence's keys (the whole block) */
+  const long long diag = (long long)Sk - Sq, krow0 = sq_.kfirst, qrow0 = sq_.qfirst;
 
-  load_rows<BN>(sk, (const fa_elem *)p.k + b * p.k_sb + hk * p.k_sh + (long long)k0 * p.k_ss, p.k_ss,
+  load_rows<BN>(sk, (const fa_elem *)p.k + bt * p.k_sb + hk * p.k_sh + (krow0 + k0) * p.k_ss, p.k_ss,
                 min(BN, Sk - k0), tid);
-  load_rows<BN>(sv, (const fa_elem *)p.v + b * p.v_sb + hk * p.v_sh + (long long)k0 * p.v_ss, p.v_ss,
+  load_rows<BN>(sv, (const fa_elem *)p.v + bt * p.v_sb + hk * p.v_sh + (krow0 + k0) * p.v_ss, p.v_ss,
                 min(BN, Sk - k0), tid);
 
   float4 dk[RKC][CDC], dv[RKC][CDC];
@@ -405,17 +509,22 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
     for (int c = 0; c < CDC; c++) dk[i][c] = dv[i][c] = make_float4(0.f, 0.f, 0.f, 0.f);
 
   /* Rows before k0 - diag see no key of this block: start at the query block holding that row. */
-  int qstart = 0;
+  int qstart = 0, qend = Sq;
+#if FA_INFER
+  fa_band_rows(k0, min(k0 + BN, Sk), Sq, Sk, p.causal, p.wl, p.wr, &qstart, &qend); /* the band's rows */
+  qstart -= qstart % BM;
+#else
   if (p.causal) {
     long long first = (long long)k0 - diag;
     qstart = first < 0 ? 0 : first > Sq ? Sq : (int)first;
     qstart -= qstart % BM;
   }
+#endif
 
   for (int g = 0; g < p.group; g++) {
     const int h = hk * p.group + g;
-    const fa_elem *qg = (const fa_elem *)p.q + b * p.q_sb + h * p.q_sh;
-    const fa_elem *dog = (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh;
+    const fa_elem *qg = (const fa_elem *)p.q + bt * p.q_sb + h * p.q_sh + qrow0 * p.q_ss;
+    const fa_elem *dog = (const fa_elem *)p.dout + bt * p.do_sb + h * p.do_sh + qrow0 * p.do_ss;
     tile_extra te;
 #if FA_BLOCK_MASK
     te.m = mask_of(p, b, h);
@@ -423,7 +532,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
 #if FA_DROPOUT
     te.bh = (unsigned)(b * p.heads_q + h);
 #endif
-    for (int q0 = qstart; q0 < Sq; q0 += BM) {
+#if FA_INFER
+    te.sq = Sq, te.sk = Sk, te.slope2 = slope2_of(p, b, h);
+#endif
+    for (int q0 = qstart; q0 < qend; q0 += BM) {
 #if FA_BLOCK_MASK
       /* A tile with every score masked is skipped whole (the same decision in every thread). */
       const int cls = tile_class(p, te.m, q0, BM, k0, BN);
@@ -433,7 +545,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
       __syncthreads(); /* the previous block's tiles are no longer read */
       load_rows<BM>(sq, qg + (long long)q0 * p.q_ss, p.q_ss, min(BM, Sq - q0), tid);
       load_rows<BM>(sdo, dog + (long long)q0 * p.do_ss, p.do_ss, min(BM, Sq - q0), tid);
-      load_row_stats(p, sl, sdi, b, h, q0, tid);
+      load_row_stats(p, sl, sdi, sq_, h, q0, tid);
       __syncthreads();
       scores(p, smem, sp, sds, q0, k0, tid, te);
       __syncthreads();
@@ -483,7 +595,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
         for (int i = 0; i < RQC; i++) {
           const int r = ty + TYC * i, row = q0 + r;
           if ((BM >= TYC || r < BM) && row < Sq) {
-            float *dst = (float *)p.dq_acc + (((long long)b * p.heads_q + h) * Sq + row) * D;
+            float *dst = (float *)p.dq_acc + (((long long)bt * p.heads_q + h) * p.seqlen_q + qrow0 + row) * D;
 #pragma unroll
             for (int c = 0; c < CDC; c++) {
               const int col = 4 * (tx + TXC * c);
@@ -506,8 +618,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
   for (int i = 0; i < RKC; i++) {
     const int key = ty + TYC * i, j = k0 + key;
     if ((BN >= TYC || key < BN) && j < Sk) {
-      fa_elem *dkg = (fa_elem *)p.dk + b * p.dk_sb + hk * p.dk_sh + (long long)j * p.dk_ss;
-      fa_elem *dvg = (fa_elem *)p.dv + b * p.dv_sb + hk * p.dv_sh + (long long)j * p.dv_ss;
+      fa_elem *dkg = (fa_elem *)p.dk + bt * p.dk_sb + hk * p.dk_sh + (krow0 + j) * p.dk_ss;
+      fa_elem *dvg = (fa_elem *)p.dv + bt * p.dv_sb + hk * p.dv_sh + (krow0 + j) * p.dv_ss;
 #pragma unroll
       for (int c = 0; c < CDC; c++) {
         const int col = 4 * (tx + TXC * c);
@@ -538,13 +650,16 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
   const int q0 = (int)blockIdx.x * BM;
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int hk = h / p.group;
-  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
+  const seq_span sq_ = seq_of(p, b);
+  const int Sq = sq_.sq, Sk = sq_.sk, bt = sq_.bt;
+  if (q0 >= Sq) return; /* varlen: past this sequence's rows (the whole block) */
+  const long long qrow0 = sq_.qfirst, krow0 = sq_.kfirst;
 
-  load_rows<BM>(sq, (const fa_elem *)p.q + b * p.q_sb + h * p.q_sh + (long long)q0 * p.q_ss, p.q_ss,
+  load_rows<BM>(sq, (const fa_elem *)p.q + bt * p.q_sb + h * p.q_sh + (qrow0 + q0) * p.q_ss, p.q_ss,
                 min(BM, Sq - q0), tid);
-  load_rows<BM>(sdo, (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh + (long long)q0 * p.do_ss, p.do_ss,
+  load_rows<BM>(sdo, (const fa_elem *)p.dout + bt * p.do_sb + h * p.do_sh + (qrow0 + q0) * p.do_ss, p.do_ss,
                 min(BM, Sq - q0), tid);
-  load_row_stats(p, sl, sdi, b, h, q0, tid);
+  load_row_stats(p, sl, sdi, sq_, h, q0, tid);
 
   float4 acc[RQC][CDC];
 #pragma unroll
@@ -553,13 +668,18 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
     for (int c = 0; c < CDC; c++) acc[i][c] = make_float4(0.f, 0.f, 0.f, 0.f);
 
   /* Keys past the last row's causal limit are masked for the whole block: those tiles are never visited. */
-  long long kend = Sk;
+  long long kbeg = 0, kend = Sk;
+#if FA_INFER
+  kbeg = fa_band_lo(q0, Sq, Sk, p.wl) / BN * BN; /* the band of the block's rows */
+  kend = fa_band_hi(min(q0 + BM, Sq) - 1, Sq, Sk, p.causal, p.wr);
+#else
   if (p.causal) {
     const long long lim = (long long)min(q0 + BM, Sq) + Sk - Sq;
     kend = lim < 0 ? 0 : lim < Sk ? lim : Sk;
   }
-  const fa_elem *kg = (const fa_elem *)p.k + b * p.k_sb + hk * p.k_sh;
-  const fa_elem *vg = (const fa_elem *)p.v + b * p.v_sb + hk * p.v_sh;
+#endif
+  const fa_elem *kg = (const fa_elem *)p.k + bt * p.k_sb + hk * p.k_sh + krow0 * p.k_ss;
+  const fa_elem *vg = (const fa_elem *)p.v + bt * p.v_sb + hk * p.v_sh + krow0 * p.v_ss;
   tile_extra te;
 #if FA_BLOCK_MASK
   te.m = mask_of(p, b, h);
@@ -567,7 +687,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
 #if FA_DROPOUT
   te.bh = (unsigned)(b * p.heads_q + h);
 #endif
-  for (int k0 = 0; k0 < kend; k0 += BN) {
+#if FA_INFER
+  te.sq = Sq, te.sk = Sk, te.slope2 = slope2_of(p, b, h);
+#endif
+  for (int k0 = (int)kbeg; k0 < kend; k0 += BN) {
 #if FA_BLOCK_MASK
     /* A tile with every score masked is skipped whole (the same decision in every thread). */
     const int cls = tile_class(p, te.m, q0, BM, k0, BN);
@@ -587,7 +710,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
   for (int i = 0; i < RQC; i++) {
     const int r = ty + TYC * i, row = q0 + r;
     if ((BM >= TYC || r < BM) && row < Sq) {
-      fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)row * p.dq_ss;
+      fa_elem *dst = (fa_elem *)p.dq + bt * p.dq_sb + h * p.dq_sh + (qrow0 + row) * p.dq_ss;
 #pragma unroll
       for (int c = 0; c < CDC; c++) {
         const int col = 4 * (tx + TXC * c);
@@ -744,6 +867,16 @@ static __device__ __forceinline__ int dq_turn(int causal, int n, int nk, int m, 
   return (int)(cnt < nk ? cnt : nk) - 1 - n;
 }
 
+#if FA_INFER
+/* dq_turn under the band: the key blocks that reach query block q0 (rows q0 .. of sq) are those from the one
+ * holding its first row's first key to the one holding its last row's last key; they add in launch order
+ * (ascending, or from the last when causal). */
+static __device__ __forceinline__ int dq_turn_band(const fa_bwd_params &p, int n, int q0, int sq, int sk) {
+  if (!p.causal) return n - fa_band_lo(q0, sq, sk, p.wl) / BN;
+  return (fa_band_hi(min(q0 + BM, sq) - 1, sq, sk, p.causal, p.wr) - 1) / BN - n;
+}
+#endif
+
 /* Count this key block done (every thread calls it, after its additions). */
 static __device__ __forceinline__ void sem_post(int tid, int *sem) {
   __threadfence(); /* this thread's additions before the count */
@@ -758,7 +891,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   float *const sf = (float *)(fa_smem + TF_OFF_BYTES); /* buffer buf's lse2, di at sf + 2 BM buf */
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
+  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  const seq_span sq_ = seq_of(p, b);
+  const int Sq = sq_.sq, Sk = sq_.sk, bt = sq_.bt;
+  const long long qrow0 = sq_.qfirst, krow0 = sq_.kfirst;
 #if FA_DQ_ORDERED
   /* Causal: the last key block first (dq_turn: it adds first, and a block waits only on blocks launched
    * before it, which are resident or done). */
@@ -767,7 +903,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   const int kb = (int)blockIdx.x;
 #endif
   const int k0 = kb * BN;
-  const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
+  if (k0 < 0 || k0 >= Sk) return; /* varlen: past this sequence's keys (the whole block) */
   const long long diag = (long long)Sk - Sq;
   const int kw = (warp % KG) * 16;  /* this warp's first key row in the tile */
   const int cw = (warp / KG) * NDW;  /* its first n-tile of dK, dV columns */
@@ -775,9 +911,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   const int cq = (warp / QG) * NDQ;  /* ... and first n-tile of columns */
   (void)qw, (void)cq;
 
-  tc_load<BN>(smem + TK_OFF, (const unsigned short *)p.k + b * p.k_sb + hk * p.k_sh + (long long)k0 * p.k_ss,
+  tc_load<BN>(smem + TK_OFF, (const unsigned short *)p.k + bt * p.k_sb + hk * p.k_sh + (krow0 + k0) * p.k_ss,
               p.k_ss, min(BN, Sk - k0), p.vec16, tid);
-  tc_load<BN>(smem + TV_OFF, (const unsigned short *)p.v + b * p.v_sb + hk * p.v_sh + (long long)k0 * p.v_ss,
+  tc_load<BN>(smem + TV_OFF, (const unsigned short *)p.v + bt * p.v_sb + hk * p.v_sh + (krow0 + k0) * p.v_ss,
               p.v_ss, min(BN, Sk - k0), p.vec16, tid);
 
   /* ldmatrix byte offsets of this lane (see the forward, kernels/flash_fwd.cu):
@@ -801,23 +937,41 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
 #pragma unroll
     for (int e = 0; e < 4; e++) dk[nd][e] = dv[nd][e] = 0.f;
 
-  /* Rows before k0 - diag see no key of this block: start at the query block holding that row. */
+  /* Rows before k0 - diag see no key of this block: start at the query block holding that row. The walk ends
+   * at qstop. */
   int qstart = 0;
+#if FA_INFER
+  int qstop;
+  fa_band_rows(k0, min(k0 + BN, Sk), Sq, Sk, p.causal, p.wl, p.wr, &qstart, &qstop); /* the band's rows */
+  qstart -= qstart % BM;
+  if (qstart >= qstop) qstop = qstart = Sq; /* no row sees this block: no step */
+  /* The rows [rlo, rhi) that see this lane's two keys kw + g and kw + g + 8, and the query heads' slopes. */
+  int rlo[2], rhi[2];
+#pragma unroll
+  for (int x = 0; x < 2; x++) {
+    const int j = k0 + kw + g + 8 * x;
+    rlo[x] = rhi[x] = 0;
+    if (j < Sk) fa_band_rows(j, j + 1, Sq, Sk, p.causal, p.wl, p.wr, &rlo[x], &rhi[x]);
+  }
+#else
+  const int qstop = Sq;
   if (p.causal) {
     const long long first = (long long)k0 - diag;
     qstart = first < 0 ? 0 : first > Sq ? Sq : (int)first;
     qstart -= qstart % BM;
   }
+#endif
 #if FA_DQ_ORDERED
   const int nmq = (Sq + BM - 1) / BM;
+  (void)nmq;
 #endif
 
   /* The (query head, query block) steps in order, flattened so that step n + 1's loads can be issued during
    * step n: load(gi, q0, buf) fills buffer buf (cp.async uncommitted, or plain stores) and reads lse2, di. */
   auto load = [&](int gi, int q0, int buf) {
     const int h = hk * p.group + gi;
-    const unsigned short *qg = (const unsigned short *)p.q + b * p.q_sb + h * p.q_sh + (long long)q0 * p.q_ss;
-    const unsigned short *dog = (const unsigned short *)p.dout + b * p.do_sb + h * p.do_sh + (long long)q0 * p.do_ss;
+    const unsigned short *qg = (const unsigned short *)p.q + bt * p.q_sb + h * p.q_sh + (qrow0 + q0) * p.q_ss;
+    const unsigned short *dog = (const unsigned short *)p.dout + bt * p.do_sb + h * p.do_sh + (qrow0 + q0) * p.do_ss;
     const int valid = min(BM, Sq - q0);
     if (FA_BWD_PIPELINE && p.vec16) {
       tc_load_async<BM>(sbase + (unsigned)(TQ_OFF(buf) * 2), qg, p.q_ss, valid, tid);
@@ -831,9 +985,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
       const int i = q0 + r;
       float l = FA_POS_INF, di = 0.f;
       if (i < Sq) {
-        const float lse = ((const float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)i * p.lse_ss];
+        const float lse = ((const float *)p.lse)[bt * p.lse_sb + h * p.lse_sh + (qrow0 + i) * p.lse_ss];
         if (lse != FA_NEG_INF) l = lse * LOG2E;
-        di = ((const float *)p.di)[((long long)b * p.heads_q + h) * Sq + i];
+        di = ((const float *)p.di)[((long long)bt * p.heads_q + h) * p.seqlen_q + qrow0 + i];
       }
       sf[2 * BM * buf + r] = l;
       sf[2 * BM * buf + BM + r] = di;
@@ -841,10 +995,12 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   };
 
 #if FA_DQ_ORDERED
-  auto sem_of = [&](int h, int q0) -> int * {
-    return (int *)p.sem + ((long long)b * p.heads_q + h) * nmq + q0 / BM;
-  };
+  auto sem_of = [&](int h, int q0) -> int * { return (int *)p.sem + sem_index(p, bt, h, (int)qrow0, q0); };
+#if FA_INFER
+  auto turn = [&](int q0) { return dq_turn_band(p, kb, q0, Sq, Sk); };
+#else
   auto turn = [&](int q0) { return dq_turn(p.causal, kb, nkb, q0 / BM, diag); };
+#endif
 #endif
 
 #if FA_BLOCK_MASK
@@ -903,10 +1059,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
 #else
   int gi = 0, q0 = qstart, buf = 0;
 #endif
-  if (FA_BWD_PIPELINE && q0 < Sq) load(gi, q0, 0);
-  for (; q0 < Sq; buf ^= FA_BWD_PIPELINE) {
+  if (FA_BWD_PIPELINE && q0 < qstop) load(gi, q0, 0);
+  for (; q0 < qstop; buf ^= FA_BWD_PIPELINE) {
     const int h = hk * p.group + gi; /* used by the dQ part (DQ_ATOMIC), the mask and dropout only */
     (void)h;
+#if FA_INFER
+    const float slope2 = slope2_of(p, b, h);
+#endif
 #if FA_BLOCK_MASK
     int ncls = FA_TILE_SKIP; /* the next step that is not skipped */
     const int nstep = seek(step + 1, ncls);
@@ -915,8 +1074,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
     const bool partial = cls == FA_TILE_PARTIAL; /* FA_TILE_FULL: no score is tested */
 #else
     int ngi = gi, nq0 = q0 + BM; /* the next step */
-    if (nq0 >= Sq) ngi++, nq0 = qstart;
-    if (ngi >= p.group) nq0 = Sq;
+    if (nq0 >= qstop) ngi++, nq0 = qstart;
+    if (ngi >= p.group) nq0 = qstop;
 #endif
 #if FA_DROPOUT
     const unsigned bh = (unsigned)(b * p.heads_q + h);
@@ -924,7 +1083,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
 #if FA_BWD_PIPELINE
     fa_cp_async_wait_all(); /* this step's Q, dO (committed during the previous step) */
     __syncthreads();        /* ... for every thread; and the previous step no longer reads buffer buf ^ 1 */
-    if (nq0 < Sq) load(ngi, nq0, buf ^ 1);
+    if (nq0 < qstop) load(ngi, nq0, buf ^ 1);
 #else
     __syncthreads(); /* the previous block's Q, dO and dS are no longer read */
     load(gi, q0, 0);
@@ -992,7 +1151,16 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
           long long last = (long long)Sk - 1; /* the last key query q0 + r sees */
           if (p.causal && q0 + r + diag < last) last = q0 + r + diag;
           const float l = sl[r];
-#if FA_BLOCK_MASK || FA_DROPOUT
+#if FA_INFER
+          /* The modified base-2 score; P zero outside the rows that see the key; dS takes softcap's factor. */
+          (void)last;
+          float gf;
+          const float x = mod_score(p, st[nt][e], slope2, q0 + r + (int)diag, (int)key, gf);
+          const int qr = q0 + r;
+          const float pe = (l != FA_POS_INF && qr >= rlo[e >> 1] && qr < rhi[e >> 1]) ? exp2f(x - l) : 0.f;
+          st[nt][e] = pe;
+          dpt[nt][e] = pe * (dpt[nt][e] - sdi[r]) * gf;
+#elif FA_BLOCK_MASK || FA_DROPOUT
           bool visible = l != FA_POS_INF && key <= last;
 #if FA_BLOCK_MASK
           if (partial) visible = visible && block_keep(p, mh, q0 + r, (int)key);
@@ -1058,7 +1226,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
 #pragma unroll
       for (int kb = 0; kb < BN / 16; kb++) fa_ldmatrix_x4(af[kb], sds_a + kb * 32);
       const int row_a = q0 + qw + g, row_b = row_a + 8;
-      float *acc_a = (float *)p.dq_acc + (((long long)b * p.heads_q + h) * Sq + row_a) * D;
+      float *acc_a = (float *)p.dq_acc + (((long long)bt * p.heads_q + h) * p.seqlen_q + qrow0 + row_a) * D;
       float *acc_b = acc_a + 8 * D;
 #pragma unroll
       for (int nd = cq; nd < cq + NDQ; nd += 2) {
@@ -1106,8 +1274,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   for (int hh = 0; hh < 2; hh++) {
     const int j = k0 + kw + g + 8 * hh;
     if (j < Sk) {
-      unsigned short *dkg = (unsigned short *)p.dk + b * p.dk_sb + hk * p.dk_sh + (long long)j * p.dk_ss;
-      unsigned short *dvg = (unsigned short *)p.dv + b * p.dv_sb + hk * p.dv_sh + (long long)j * p.dv_ss;
+      unsigned short *dkg = (unsigned short *)p.dk + bt * p.dk_sb + hk * p.dk_sh + (krow0 + j) * p.dk_ss;
+      unsigned short *dvg = (unsigned short *)p.dv + bt * p.dv_sb + hk * p.dv_sh + (krow0 + j) * p.dv_ss;
 #pragma unroll
       for (int nd = 0; nd < NDW; nd++) {
         const int col = (cw + nd) * 8 + 2 * t;

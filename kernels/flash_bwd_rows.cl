@@ -27,14 +27,18 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
   const int lid = get_local_id(0);
   const int k0 = get_group_id(0) * BC;
   const int hk = get_group_id(1), b = get_group_id(2);
+  SEQ_SETUP(b)
+#if FA_INFER
+  if (k0 >= Sk) return; /* varlen: past this sequence's keys (the whole group) */
+#endif
   const long diag = (long)Sk - Sq; /* row i sees keys j <= i + diag */
 
   /* This work-item's key rows (zero past Sk), and their dK, dV accumulators. */
   float kr[RPW * D], vr[RPW * D], dka[RPW * D], dva[RPW * D];
   for (int r = 0; r < RPW; r++) {
     const int j = k0 + lid + r * WGK;
-    const long kb = k_off + b * k_sb + (long)j * k_ss + hk * k_sh;
-    const long vb = v_off + b * v_sb + (long)j * v_ss + hk * v_sh;
+    const long kb = k_off + bt * k_sb + (long)(kfirst + j) * k_ss + hk * k_sh;
+    const long vb = v_off + bt * v_sb + (long)(kfirst + j) * v_ss + hk * v_sh;
     for (int d = 0; d < D; d++) {
       kr[r * D + d] = j < Sk ? fa_load(k, kb + d) : 0.0f;
       vr[r * D + d] = j < Sk ? fa_load(v, vb + d) : 0.0f;
@@ -47,23 +51,41 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
   }
 
   /* Rows before k0 - diag see no key of this block: start at the query block holding that row. */
-  int qstart = 0;
+  int qstart = 0, qend = Sq;
+#if FA_INFER
+  /* The rows the band lets see this block's keys (and their per-key ranges, below). */
+  fa_band_rows(k0, min(k0 + BC, Sk), Sq, Sk, causal, wl, wr, &qstart, &qend);
+  qstart -= qstart % BR;
+  int rlo[RPW], rhi[RPW];
+  for (int r = 0; r < RPW; r++) {
+    const int j = k0 + lid + r * WGK;
+    rlo[r] = rhi[r] = 0;
+    if (j < Sk) fa_band_rows(j, j + 1, Sq, Sk, causal, wl, wr, &rlo[r], &rhi[r]);
+  }
+#else
   if (causal) {
     qstart = (int)clamp((long)k0 - diag, 0L, (long)Sq);
     qstart -= qstart % BR;
   }
+#endif
 
   for (int g = 0; g < group; g++) {
     const int h = hk * group + g;
-    const long qb = q_off + b * q_sb + h * q_sh;
-    const long gb = g_off + b * g_sb + h * g_sh;
-    const long lb = l_off + b * l_sb + h * l_sh;
-    const long rowb = ((long)b * Hq + h) * Sq; /* this head's first row in the workspace */
+    const long qb = q_off + bt * q_sb + h * q_sh + (long)qfirst * q_ss;
+    const long gb = g_off + bt * g_sb + h * g_sh + (long)qfirst * g_ss;
+    const long lb = l_off + bt * l_sb + h * l_sh + (long)qfirst * l_ss;
+    const long rowb = ((long)bt * Hq + h) * Sq_all + qfirst; /* this head's first row in the workspace */
 #if FA_BLOCK_MASK
     const __global uchar *mh = MASK_AT(b, h);
 #endif
+#if FA_INFER
+    const float slope2 = SLOPE2(b, h);
+#endif
 
-    for (int q0 = qstart; q0 < Sq; q0 += BR) {
+    for (int q0 = qstart; q0 < qend; q0 += BR) {
+#if FA_INFER
+      const int tile = fa_band_tile(q0, min(q0 + BR, Sq), k0, k0 + BC, Sq, Sk, causal, wl, wr);
+#endif
 #if FA_BLOCK_MASK
       /* The same value in every work-item, so a skipped tile skips its barriers in all of them. */
       const int tile = fa_block_tile(mh, m_sr, m_sc, bq, bk, q0, min(q0 + BR, Sq), k0, min(k0 + BC, Sk));
@@ -131,8 +153,22 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
 
       /* P and dS, VEC queries per vector (the vector exp2 is what keeps this step cheap on CPUs). Key j is
        * visible to row i when i >= j - diag (causal) and j < Sk; padding rows have lse2 = +inf. */
+#if FA_INFER
+      float gf[RPW * BR]; /* softcap's factor on dS */
+#endif
       for (int r = 0; r < RPW; r++) {
         const int j = k0 + lid + r * WGK;
+#if FA_INFER
+        /* The modified base-2 scores, then P; the band zeroes rows outside [rlo, rhi) (all of them past Sk). */
+        for (int x = 0; x < BR; x++)
+          s[r * BR + x] = mod_score(s[r * BR + x], scale_log2, softcap2, slope2, q0 + x + diag, j, &gf[r * BR + x]);
+        for (int c = 0; c < RV; c++)
+          VST(exp2(VLD(s + r * BR + c * VEC) - VLD(L2 + c * VEC)), s + r * BR + c * VEC);
+        if (tile != FA_TILE_FULL)
+          for (int x = 0; x < BR; x++)
+            if (q0 + x < rlo[r] || q0 + x >= rhi[r]) s[r * BR + x] = 0.0f;
+        for (int x = 0; x < BR; x++) dp[r * BR + x] = (dp[r * BR + x] - Di[x]) * gf[r * BR + x]; /* (dP - Di) g */
+#else
         for (int c = 0; c < RV; c++) {
           const floatv p = exp2(MAD(VLD(s + r * BR + c * VEC), (floatv)(scale_log2), -VLD(L2 + c * VEC)));
           VST(p, s + r * BR + c * VEC);
@@ -141,6 +177,7 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
         if (j >= Sk || q0 < first)
           for (int x = 0; x < BR; x++)
             if (j >= Sk || q0 + x < first) s[r * BR + x] = 0.0f;
+#endif
 #if FA_BLOCK_MASK
         if (tile == FA_TILE_PARTIAL && j < Sk)
           mask_line(s + r * BR, min(BR, Sq - q0), mh + (long)(j / bk) * m_sc, m_sr, bq, q0);
@@ -158,6 +195,8 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
           VST(p * MAD(VLD(dp + r * BR + c * VEC), zv, -VLD(Di + c * VEC)), dp + r * BR + c * VEC);
           VST(p * zv, s + r * BR + c * VEC);
         }
+#elif FA_INFER
+        for (int c = 0; c < RV; c++) VST(VLD(s + r * BR + c * VEC) * VLD(dp + r * BR + c * VEC), dp + r * BR + c * VEC);
 #else
         for (int c = 0; c < RV; c++)
           VST(VLD(s + r * BR + c * VEC) * (VLD(dp + r * BR + c * VEC) - VLD(Di + c * VEC)), dp + r * BR + c * VEC);
@@ -218,8 +257,8 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
   for (int r = 0; r < RPW; r++) {
     const int j = k0 + lid + r * WGK;
     if (j >= Sk) continue;
-    const long kb = dk_off + b * dk_sb + (long)j * dk_ss + hk * dk_sh;
-    const long vb = dv_off + b * dv_sb + (long)j * dv_ss + hk * dv_sh;
+    const long kb = dk_off + bt * dk_sb + (long)(kfirst + j) * dk_ss + hk * dk_sh;
+    const long vb = dv_off + bt * dv_sb + (long)(kfirst + j) * dv_ss + hk * dv_sh;
     for (int d = 0; d < D; d++) {
       fa_store(dk, kb + d, dka[r * D + d] * scale);
       fa_store(dv, vb + d, dva[r * D + d]);
@@ -243,33 +282,54 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
   const int q0 = get_group_id(0) * BR;
   const int h = get_group_id(1), b = get_group_id(2);
   const int hk = h / group;
+  SEQ_SETUP(b)
+#if FA_INFER
+  if (q0 >= Sq) return; /* varlen: past this sequence's rows (the whole group) */
+  const float slope2 = SLOPE2(b, h);
+#endif
   const long diag = (long)Sk - Sq;
 
   /* This work-item's query and dO rows (zero past Sq), their lse2 and Di, and the dQ accumulators. */
   float qr[RPW * D], gr[RPW * D], dqa[RPW * D], l2[RPW], di[RPW];
   for (int r = 0; r < RPW; r++) {
     const int i = q0 + lid + r * WGQ;
-    const long qb = q_off + b * q_sb + (long)i * q_ss + h * q_sh;
-    const long gb = g_off + b * g_sb + (long)i * g_ss + h * g_sh;
+    const long qb = q_off + bt * q_sb + (long)(qfirst + i) * q_ss + h * q_sh;
+    const long gb = g_off + bt * g_sb + (long)(qfirst + i) * g_ss + h * g_sh;
     for (int d = 0; d < D; d++) {
       qr[r * D + d] = i < Sq ? fa_load(q, qb + d) : 0.0f;
       gr[r * D + d] = i < Sq ? fa_load(dout, gb + d) : 0.0f;
       dqa[r * D + d] = 0.0f;
     }
-    l2[r] = i < Sq ? row_lse2(lse[l_off + b * l_sb + h * l_sh + (long)i * l_ss]) : INFINITY;
-    di[r] = i < Sq ? ws[di_off + ((long)b * Hq + h) * Sq + i] : 0.0f;
+    l2[r] = i < Sq ? row_lse2(lse[l_off + bt * l_sb + h * l_sh + (long)(qfirst + i) * l_ss]) : INFINITY;
+    di[r] = i < Sq ? ws[di_off + ((long)bt * Hq + h) * Sq_all + qfirst + i] : 0.0f;
   }
 
-  const long kb = k_off + b * k_sb + hk * k_sh;
-  const long vb = v_off + b * v_sb + hk * v_sh;
+  const long kb = k_off + bt * k_sb + hk * k_sh + (long)kfirst * k_ss;
+  const long vb = v_off + bt * v_sb + hk * v_sh + (long)kfirst * v_ss;
   /* Keys past the last row's diagonal are masked for the whole block: those tiles are never visited. */
-  int kend = Sk;
+  int kbeg = 0, kend = Sk;
+#if FA_INFER
+  /* The band of the block's rows, and each row's keys [lo, hi). */
+  const int qlast = min(q0 + BR, Sq);
+  kbeg = fa_band_lo(q0, Sq, Sk, wl) / BC * BC;
+  kend = fa_band_hi(qlast - 1, Sq, Sk, causal, wr);
+  int klo[RPW], khi[RPW];
+  for (int r = 0; r < RPW; r++) {
+    const int i = q0 + lid + r * WGQ;
+    klo[r] = fa_band_lo(i, Sq, Sk, wl);
+    khi[r] = fa_band_hi(i, Sq, Sk, causal, wr);
+  }
+#else
   if (causal) kend = (int)clamp((long)min(q0 + BR, Sq) + diag, 0L, (long)Sk);
+#endif
 #if FA_BLOCK_MASK
   const __global uchar *mh = MASK_AT(b, h);
 #endif
 
-  for (int k0 = 0; k0 < kend; k0 += BC) {
+  for (int k0 = kbeg; k0 < kend; k0 += BC) {
+#if FA_INFER
+    const int tile = fa_band_tile(q0, qlast, k0, k0 + BC, Sq, Sk, causal, wl, wr);
+#endif
 #if FA_BLOCK_MASK
     const int tile = fa_block_tile(mh, m_sr, m_sc, bq, bk, q0, min(q0 + BR, Sq), k0, min(k0 + BC, Sk));
     if (tile == FA_TILE_SKIP) continue;
@@ -330,6 +390,17 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
     /* P and dS, VEC keys per vector. Keys past Sk and, causal, past i + diag are masked. */
     for (int r = 0; r < RPW; r++) {
       const int i = q0 + lid + r * WGQ;
+#if FA_INFER
+      /* The modified base-2 scores, then P, zero outside the row's keys [klo, khi); dP takes softcap's factor. */
+      float gf[BC];
+      for (int x = 0; x < BC; x++) s[r * BC + x] = mod_score(s[r * BC + x], scale_log2, softcap2, slope2, i + diag, k0 + x, &gf[x]);
+      for (int c = 0; c < CV; c++) VST(exp2(VLD(s + r * BC + c * VEC) - (floatv)(l2[r])), s + r * BC + c * VEC);
+      if (tile != FA_TILE_FULL)
+        for (int x = 0; x < BC; x++)
+          if (k0 + x < klo[r] || k0 + x >= khi[r]) s[r * BC + x] = 0.0f;
+      for (int x = 0; x < BC; x++) dp[r * BC + x] = (dp[r * BC + x] - di[r]) * gf[x]; /* (dP - Di) g */
+      for (int c = 0; c < CV; c++) VST(VLD(s + r * BC + c * VEC) * VLD(dp + r * BC + c * VEC), dp + r * BC + c * VEC);
+#else
       for (int c = 0; c < CV; c++) {
         const floatv p = exp2(MAD(VLD(s + r * BC + c * VEC), (floatv)(scale_log2), (floatv)(-l2[r])));
         VST(p, s + r * BC + c * VEC);
@@ -338,6 +409,7 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
       if (k0 + BC - 1 > last)
         for (int x = 0; x < BC; x++)
           if (k0 + x > last) s[r * BC + x] = 0.0f;
+#endif
 #if FA_BLOCK_MASK
       if (tile == FA_TILE_PARTIAL && i < Sq)
         mask_line(s + r * BC, min(BC, Sk - k0), mh + (long)(i / bq) * m_sr, m_sc, bk, k0);
@@ -352,7 +424,7 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
       for (int c = 0; c < CV; c++)
         VST(VLD(s + r * BC + c * VEC) * MAD(VLD(dp + r * BC + c * VEC), VLD(z + c * VEC), (floatv)(-di[r])),
             dp + r * BC + c * VEC);
-#else
+#elif !FA_INFER
       for (int c = 0; c < CV; c++)
         VST(VLD(s + r * BC + c * VEC) * (VLD(dp + r * BC + c * VEC) - (floatv)(di[r])), dp + r * BC + c * VEC);
 #endif
@@ -387,7 +459,7 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
   for (int r = 0; r < RPW; r++) {
     const int i = q0 + lid + r * WGQ;
     if (i >= Sq) continue;
-    const long ob = dq_off + b * dq_sb + (long)i * dq_ss + h * dq_sh;
+    const long ob = dq_off + bt * dq_sb + (long)(qfirst + i) * dq_ss + h * dq_sh;
     for (int d = 0; d < D; d++) fa_store(dq, ob + d, dqa[r * D + d] * scale);
   }
 }

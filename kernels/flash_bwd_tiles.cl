@@ -48,11 +48,15 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
   const int lid = get_local_id(0), jr = lid / TPR, t = lid % TPR;
   const int k0 = get_group_id(0) * BC;
   const int hk = get_group_id(1), b = get_group_id(2);
+  SEQ_SETUP(b)
+#if FA_INFER
+  if (k0 >= Sk) return; /* varlen: past this sequence's keys (the whole group) */
+#endif
   const long diag = (long)Sk - Sq; /* row i sees keys j <= i + diag */
 
   /* The block's K and V rows, zero past Sk; neighbouring work-items read neighbouring elements. */
-  const long kb = k_off + b * k_sb + hk * k_sh;
-  const long vb = v_off + b * v_sb + hk * v_sh;
+  const long kb = k_off + bt * k_sb + hk * k_sh + (long)kfirst * k_ss;
+  const long vb = v_off + bt * v_sb + hk * v_sh + (long)kfirst * v_ss;
   for (int x = lid; x < BC * D; x += GK) {
     const int jj = x / D, dd = x - jj * D, kj = k0 + jj;
     Ks[jj * RL + dd] = kj < Sk ? fa_load(k, kb + (long)kj * k_ss + dd) : 0.0f;
@@ -62,23 +66,39 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
 #pragma unroll
   for (int c = 0; c < RPW * CN; c++) dka[c] = dva[c] = 0.0f;
 
-  int qstart = 0;
+  int qstart = 0, qend = Sq;
+#if FA_INFER
+  /* The rows the band lets see this block's keys, and the rows [rlo, rhi) that see each of this work-item's. */
+  fa_band_rows(k0, min(k0 + BC, Sk), Sq, Sk, causal, wl, wr, &qstart, &qend);
+  qstart -= qstart % BR;
+  int rlo[RPW], rhi[RPW];
+#pragma unroll
+  for (int r = 0; r < RPW; r++) {
+    const int j = k0 + jr + r * KR;
+    rlo[r] = rhi[r] = 0;
+    if (j < Sk) fa_band_rows(j, j + 1, Sq, Sk, causal, wl, wr, &rlo[r], &rhi[r]);
+  }
+#else
   if (causal) {
     qstart = (int)clamp((long)k0 - diag, 0L, (long)Sq);
     qstart -= qstart % BR;
   }
+#endif
 
   for (int g = 0; g < group; g++) {
     const int h = hk * group + g;
-    const long qb = q_off + b * q_sb + h * q_sh;
-    const long gb = g_off + b * g_sb + h * g_sh;
-    const long lb = l_off + b * l_sb + h * l_sh;
-    const long rowb = ((long)b * Hq + h) * Sq;
+    const long qb = q_off + bt * q_sb + h * q_sh + (long)qfirst * q_ss;
+    const long gb = g_off + bt * g_sb + h * g_sh + (long)qfirst * g_ss;
+    const long lb = l_off + bt * l_sb + h * l_sh + (long)qfirst * l_ss;
+    const long rowb = ((long)bt * Hq + h) * Sq_all + qfirst;
 #if FA_BLOCK_MASK
     const __global uchar *mh = MASK_AT(b, h);
 #endif
+#if FA_INFER
+    const float slope2 = SLOPE2(b, h);
+#endif
 
-    for (int q0 = qstart; q0 < Sq; q0 += BR) {
+    for (int q0 = qstart; q0 < qend; q0 += BR) {
 #if FA_BLOCK_MASK
       const int tile = fa_block_tile(mh, m_sr, m_sc, bq, bk, q0, min(q0 + BR, Sq), k0, min(k0 + BC, Sk));
       if (tile == FA_TILE_SKIP) continue; /* uniform: every work-item skips the same barriers */
@@ -128,8 +148,17 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
 #pragma unroll
         for (int c = 0; c < SK; c++) {
           const int x = c * TPR + t;
+#if FA_INFER
+          /* The modified base-2 score; P zero outside the rows [rlo, rhi) that see key j; dS takes softcap's g. */
+          float gf;
+          float p = exp2(mod_score(s[r * SK + c], scale_log2, softcap2, slope2, q0 + x + diag, j, &gf) - L2[x]);
+          if (q0 + x < rlo[r] || q0 + x >= rhi[r]) p = 0.0f;
+          dp[r * SK + c] = (dp[r * SK + c] - Di[x]) * gf + Di[x]; /* so that p (dp - Di) below is P (dP - Di) g */
+          (void)first;
+#else
           float p = exp2(MAD(s[r * SK + c], scale_log2, -L2[x]));
           if (j >= Sk || q0 + x < first) p = 0.0f;
+#endif
 #if FA_BLOCK_MASK
           if (tile == FA_TILE_PARTIAL && j < Sk && q0 + x < Sq && !fa_block_keep(mh, m_sr, m_sc, bq, bk, q0 + x, j))
             p = 0.0f;
@@ -169,8 +198,8 @@ flash_bwd_dkdv(BWD_DKDV_PARAMS) {
 #pragma unroll
   for (int r = 0; r < RPW; r++) {
     const int j = k0 + jr + r * KR;
-    const long kd = dk_off + b * dk_sb + (long)j * dk_ss + hk * dk_sh;
-    const long vd = dv_off + b * dv_sb + (long)j * dv_ss + hk * dv_sh;
+    const long kd = dk_off + bt * dk_sb + (long)(kfirst + j) * dk_ss + hk * dk_sh;
+    const long vd = dv_off + bt * dv_sb + (long)(kfirst + j) * dv_ss + hk * dv_sh;
 #pragma unroll
     for (int c = 0; c < CN; c++)
       if (j < Sk) {
@@ -199,10 +228,15 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
   const int q0 = get_group_id(0) * BR;
   const int h = get_group_id(1), b = get_group_id(2);
   const int hk = h / group;
+  SEQ_SETUP(b)
+#if FA_INFER
+  if (q0 >= Sq) return; /* varlen: past this sequence's rows (the whole group) */
+  const float slope2 = SLOPE2(b, h);
+#endif
   const long diag = (long)Sk - Sq;
 
-  const long qb = q_off + b * q_sb + h * q_sh;
-  const long gb = g_off + b * g_sb + h * g_sh;
+  const long qb = q_off + bt * q_sb + h * q_sh + (long)qfirst * q_ss;
+  const long gb = g_off + bt * g_sb + h * g_sh + (long)qfirst * g_ss;
   for (int x = lid; x < BR * D; x += GQ) {
     const int rr = x / D, dd = x - rr * D, qi = q0 + rr;
     Qs[rr * RL + dd] = qi < Sq ? fa_load(q, qb + (long)qi * q_ss + dd) : 0.0f;
@@ -210,26 +244,40 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
   }
   float l2[RPW], di[RPW];
   long last[RPW]; /* the last key each row sees */
+#if FA_INFER
+  int klo[RPW]; /* and the first */
+#endif
 #pragma unroll
   for (int r = 0; r < RPW; r++) {
     const int i = q0 + ir + r * QR;
-    l2[r] = i < Sq ? row_lse2(lse[l_off + b * l_sb + h * l_sh + (long)i * l_ss]) : INFINITY;
-    di[r] = i < Sq ? ws[di_off + ((long)b * Hq + h) * Sq + i] : 0.0f;
+    l2[r] = i < Sq ? row_lse2(lse[l_off + bt * l_sb + h * l_sh + (long)(qfirst + i) * l_ss]) : INFINITY;
+    di[r] = i < Sq ? ws[di_off + ((long)bt * Hq + h) * Sq_all + qfirst + i] : 0.0f;
+#if FA_INFER
+    klo[r] = fa_band_lo(i, Sq, Sk, wl);
+    last[r] = (long)fa_band_hi(i, Sq, Sk, causal, wr) - 1;
+#else
     last[r] = causal ? min((long)i + diag, (long)Sk - 1) : (long)Sk - 1;
+#endif
   }
   float dqa[RPW * CN];
 #pragma unroll
   for (int c = 0; c < RPW * CN; c++) dqa[c] = 0.0f;
 
-  const long kb = k_off + b * k_sb + hk * k_sh;
-  const long vb = v_off + b * v_sb + hk * v_sh;
-  int kend = Sk;
+  const long kb = k_off + bt * k_sb + hk * k_sh + (long)kfirst * k_ss;
+  const long vb = v_off + bt * v_sb + hk * v_sh + (long)kfirst * v_ss;
+  int kbeg = 0, kend = Sk;
+#if FA_INFER
+  /* The band of the block's rows: tiles outside it are never loaded. */
+  kbeg = fa_band_lo(q0, Sq, Sk, wl) / BC * BC;
+  kend = fa_band_hi(min(q0 + BR, Sq) - 1, Sq, Sk, causal, wr);
+#else
   if (causal) kend = (int)clamp((long)min(q0 + BR, Sq) + diag, 0L, (long)Sk);
+#endif
 #if FA_BLOCK_MASK
   const __global uchar *mh = MASK_AT(b, h);
 #endif
 
-  for (int k0 = 0; k0 < kend; k0 += BC) {
+  for (int k0 = kbeg; k0 < kend; k0 += BC) {
 #if FA_BLOCK_MASK
     const int tile = fa_block_tile(mh, m_sr, m_sc, bq, bk, q0, min(q0 + BR, Sq), k0, min(k0 + BC, Sk));
     if (tile == FA_TILE_SKIP) continue; /* uniform: every work-item skips the same barriers */
@@ -286,8 +334,16 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
 #pragma unroll
       for (int c = 0; c < SQ; c++) {
         const int x = c * TPR + t;
+#if FA_INFER
+        /* The modified base-2 score; P zero outside the row's keys; dS takes softcap's factor. */
+        float gf;
+        float p = exp2(mod_score(s[r * SQ + c], scale_log2, softcap2, slope2, q0 + ir + r * QR + diag, k0 + x, &gf) - l2[r]);
+        if (k0 + x < klo[r] || k0 + x > last[r]) p = 0.0f;
+        dp[r * SQ + c] = (dp[r * SQ + c] - di[r]) * gf + di[r];
+#else
         float p = exp2(MAD(s[r * SQ + c], scale_log2, -l2[r]));
         if (k0 + x > last[r]) p = 0.0f;
+#endif
 #if FA_BLOCK_MASK
         if (tile == FA_TILE_PARTIAL && i < Sq && k0 + x < Sk && !fa_block_keep(mh, m_sr, m_sc, bq, bk, i, k0 + x))
           p = 0.0f;
@@ -319,7 +375,7 @@ flash_bwd_dq(BWD_DQ_PARAMS) {
 #pragma unroll
   for (int r = 0; r < RPW; r++) {
     const int i = q0 + ir + r * QR;
-    const long ob = dq_off + b * dq_sb + (long)i * dq_ss + h * dq_sh;
+    const long ob = dq_off + bt * dq_sb + (long)(qfirst + i) * dq_ss + h * dq_sh;
 #pragma unroll
     for (int c = 0; c < CN; c++)
       if (i < Sq) fa_store(dq, ob + c * TPR + t, dqa[r * CN + c] * scale);

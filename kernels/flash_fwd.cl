@@ -29,6 +29,13 @@
  *             ones run the dense code, partial ones mask score by score like the causal mask. Dropout: P is
  *             multiplied by the keep bit after the row sum l is taken (dropout leaves l and lse alone), and
  *             the final 1/l by 1/(1-p).
+ *   FA_INFER  (0 or 1) the inference options of kernels/masks.h (not with the two above): varlen, the band of
+ *             causal and sliding window, ALiBi and softcap, their arguments after scale_log2 (FA_INFER_ARGS).
+ *             Varlen: the grid's dimension 2 counts sequences, a group reads its sequence's span from cu_q
+ *             and cu_k and leaves when its rows start past it; q, o, lse and k, v are then the packed token
+ *             axes (batch 0). The key loop runs over the band of the group's rows only (tiles outside it are
+ *             never loaded), tiles wholly inside need no per-score test (fa_band_tile), and the modifiers act
+ *             on the base-2 scores (softcap2 = softcap log2 e, ALiBi's slopes times log2 e).
  *
  * Local memory, floats: Qs BR*(D+pad) (q pre-scaled by scale*log2 e, so exp2 gives the softmax), KT D*(BC+pad)
  * (K transposed: the scores of VEC consecutive keys are one vector FMA per d), Vs BC*D, and with TPR > 1
@@ -110,6 +117,29 @@ typedef int16 intv;
 #define RSTEP 8
 #else
 #define RSTEP 1
+#endif
+#ifndef FA_INFER
+#define FA_INFER 0
+#endif
+#if FA_INFER && (FA_BLOCK_MASK || FA_DROPOUT)
+#error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
+#endif
+#if FA_INFER
+/* Varlen offsets (cu_q, cu_k: int32, element offset and stride; varlen 0: padded batches), the window (-1:
+ * unbounded), ALiBi's slopes [B or 1, Hq] (element offset and strides) and softcap in base 2 (0: off). */
+#define FA_INFER_ARGS                                                                                           \
+  , __global const int *cu_q, long cuq_off, long cuq_s, __global const int *cu_k, long cuk_off, long cuk_s,    \
+      int varlen, int wl, int wr, __global const float *alibi, long al_off, long al_sb, long al_sh, int has_alibi, \
+      float softcap2
+#if VEC == 1
+#define CONVERT_FLOATV(x) ((float)(x))
+#else
+#define CONVERT_FLOATV_(n) convert_float##n
+#define CONVERT_FLOATV__(n) CONVERT_FLOATV_(n)
+#define CONVERT_FLOATV(x) CONVERT_FLOATV__(VEC)(x)
+#endif
+#else
+#define FA_INFER_ARGS
 #endif
 #if FA_BLOCK_MASK || FA_DROPOUT
 /* The mask (bytes: offset, batch/head strides, 0 where it broadcasts, block row/column strides) and dropout's
@@ -229,7 +259,7 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
           __global const fa_t *v, long v_off, long v_sb, long v_ss, long v_sh,
           __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
           __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse,
-          int Sq, int Sk, int group, int causal, float scale_log2 FA_MASK_ARGS) {
+          int Sq_all, int Sk_all, int group, int causal, float scale_log2 FA_MASK_ARGS FA_INFER_ARGS) {
   __local float Qs[BR * Q_LD];
   __local float KT[D * KT_LD];
   __local float Vs[BC * D];
@@ -247,11 +277,24 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
   const int q0 = get_group_id(0) * BR;
   const int h = get_group_id(1), b = get_group_id(2);
   const int hk = h / group;
+  /* This group's sequence: its rows q0 .. of rows qfirst .. qfirst + Sq - 1 (tensor batch bt), its keys
+   * kfirst .. kfirst + Sk - 1; all of batch b without varlen. */
+  int Sq = Sq_all, Sk = Sk_all, qfirst = 0, kfirst = 0, bt = b;
+#if FA_INFER
+  if (varlen) {
+    fa_seq_span(cu_q + cuq_off, cuq_s, b, Sq_all, &qfirst, &Sq);
+    fa_seq_span(cu_k + cuk_off, cuk_s, b, Sk_all, &kfirst, &Sk);
+    bt = 0;
+    if (q0 >= Sq) return; /* the whole group: no barrier is left waiting */
+  }
+  /* ALiBi's slope of this head in base 2 (0: none). */
+  const float slope2 = has_alibi ? alibi[al_off + b * al_sb + h * al_sh] * FA_LOG2E : 0.0f;
+#endif
   const long diag = (long)Sk - Sq; /* row i sees keys j <= i + diag */
 
-  const long qb = q_off + b * q_sb + h * q_sh;
-  const long kb = k_off + b * k_sb + hk * k_sh;
-  const long vb = v_off + b * v_sb + hk * v_sh;
+  const long qb = q_off + bt * q_sb + h * q_sh + (long)qfirst * q_ss;
+  const long kb = k_off + bt * k_sb + hk * k_sh + (long)kfirst * k_ss;
+  const long vb = v_off + bt * v_sb + hk * v_sh + (long)kfirst * v_ss;
 #if FA_BLOCK_MASK
   const __global uchar *mb = bmask + bm_off + b * bm_sb + h * bm_sh; /* this batch and head's block (0, 0) */
   const int q1 = min(q0 + BR, Sq);
@@ -286,13 +329,25 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
   for (int u = 0; u < RPT; u++) m[u] = FA_MAX_INIT, l[u] = 0.0f;
 
   /* Keys past the last row's diagonal are masked for the whole block: those tiles are never visited. */
-  int kend = Sk;
+  int kbeg = 0, kend = Sk;
+#if FA_INFER
+  /* The band of the block's rows: tiles before its first key or after its last are never visited. */
+  const int qlast = min(q0 + BR, Sq);
+  kbeg = fa_band_lo(q0, Sq, Sk, wl) / BC * BC;
+  kend = fa_band_hi(qlast - 1, Sq, Sk, causal, wr);
+#else
   if (causal) {
     long last = (long)min(q0 + BR, Sq) - 1 + diag + 1;
     kend = (int)clamp(last, 0L, (long)Sk);
   }
+#endif
 
-  for (int k0 = 0; k0 < kend; k0 += BC) {
+  for (int k0 = kbeg; k0 < kend; k0 += BC) {
+#if FA_INFER
+    /* Uniform across the group; within [kbeg, kend) no tile is outside the band (consecutive rows' bands
+     * touch), so only FULL (no per-score test) and PARTIAL occur. */
+    const int tile = fa_band_tile(q0, qlast, k0, k0 + BC, Sq, Sk, causal, wl, wr);
+#endif
 #if FA_BLOCK_MASK
     /* The same value in every work-item, so skipping (barriers included) is uniform; the next tile's
      * barrier covers what this one's would have (Qs written, the previous tile's readers done). */
@@ -358,6 +413,32 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
         for (int w = 0; w < SB; w++) VST(acc[u][w], s + u * SN + (c0 + w) * VEC);
     }
 
+#if FA_INFER
+    /* Softcap and ALiBi on every score (masked ones become -inf after), then the band's per-score test. */
+    if (softcap2 > 0.0f || slope2 != 0.0f) {
+      for (int u = 0; u < RPT; u++) {
+        const long p = (long)(q0 + r0 + u * RSTEP) + diag - k0; /* the row's diagonal, relative to k0 */
+        for (int c = 0; c < SV; c++) {
+          floatv x = VLD(s + u * SN + c * VEC);
+          if (softcap2 > 0.0f) x = softcap2 * tanh(x / softcap2);
+          const intv key = (intv)((c * TPR + t) * VEC) + IOTA;
+          x -= slope2 * fabs((floatv)((float)p) - CONVERT_FLOATV(key));
+          VST(x, s + u * SN + c * VEC);
+        }
+      }
+    }
+    if (tile != FA_TILE_FULL) {
+      for (int u = 0; u < RPT; u++) {
+        const int i = q0 + r0 + u * RSTEP;
+        const int lo = fa_band_lo(i, Sq, Sk, wl) - k0, hi = fa_band_hi(i, Sq, Sk, causal, wr) - k0;
+        for (int c = 0; c < SV; c++) {
+          intv key = (intv)((c * TPR + t) * VEC) + IOTA;
+          VST(select(VLD(s + u * SN + c * VEC), (floatv)(-INFINITY), (key < (intv)(lo)) | (key >= (intv)(hi))),
+              s + u * SN + c * VEC);
+        }
+      }
+    }
+#else
     /* Mask keys past Sk and, on tiles that reach past the block's first diagonal, the causal ones. */
     if (k0 + BC > Sk || (causal && k0 + BC - 1 > q0 + diag)) {
       for (int u = 0; u < RPT; u++) {
@@ -370,6 +451,7 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
         }
       }
     }
+#endif
 #if FA_BLOCK_MASK
     /* Tiles the mask covers only in part: the scores of fa_block_keep() = 0, found block column by block
      * column (one byte per block, no division per score) rather than score by score. Rows past Sq and keys
@@ -499,10 +581,10 @@ flash_fwd(__global const fa_t *q, long q_off, long q_sb, long q_ss, long q_sh,
 #else
     const float inv = l[u] > 0.0f ? 1.0f / l[u] : 0.0f;
 #endif
-    const long ob = o_off + b * o_sb + (long)i * o_ss + h * o_sh;
+    const long ob = o_off + bt * o_sb + (long)(qfirst + i) * o_ss + h * o_sh;
     for (int c = 0; c < OV; c++)
       for (int e = 0; e < VEC; e++) fa_store(o, ob + (c * TPR + t) * VEC + e, oacc[u * ON + c * VEC + e] * inv);
     if (has_lse && t == 0)
-      lse[l_off + b * l_sb + h * l_sh + (long)i * l_ss] = l[u] > 0.0f ? (m[u] + log2(l[u])) * FA_LN2 : -INFINITY;
+      lse[l_off + bt * l_sb + h * l_sh + (long)(qfirst + i) * l_ss] = l[u] > 0.0f ? (m[u] + log2(l[u])) * FA_LN2 : -INFINITY;
   }
 }

@@ -34,11 +34,54 @@
  *                    to the next), FULL tiles take the dense path, PARTIAL ones set masked scores to -inf
  *                    where the causal mask is applied.
  *   FA_DROPOUT=1     each probability used in O += P V is kept with Philox's word (fa_dropout_keep) and the
- *                    final 1 / l is scaled by 1 / (1 - p); m, l and lse are those of the undropped softmax. */
+ *                    final 1 / l is scaled by 1 / (1 - p); m, l and lse are those of the undropped softmax.
+ *   FA_INFER=1       the inference options (not with the two above; masks.h's band, spans and modifiers):
+ *                    varlen (grid z over sequences; a block reads its sequence's span from cu_q / cu_k, leaves
+ *                    when its rows start past it, and works on that sequence's rows and keys of the packed
+ *                    axes), the band of causal and the sliding window (the key loop runs from the block's first
+ *                    row's first key to its last row's last: tiles outside are never loaded; tiles wholly
+ *                    inside need no per-score test), softcap and ALiBi on the scores in base 2 (the scores
+ *                    are scaled before the softmax, which then takes a scale of 1). */
 #include "cuda_common.cuh"
 #include "cuda_params.h"
-#if FA_BLOCK_MASK || FA_DROPOUT
+#ifndef FA_INFER
+#define FA_INFER 0
+#endif
+#if FA_BLOCK_MASK || FA_DROPOUT || FA_INFER
 #include "masks.h"
+#endif
+#if FA_INFER && (FA_BLOCK_MASK || FA_DROPOUT)
+#error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
+#endif
+
+#if FA_INFER
+/* The block's sequence: rows qfirst .. qfirst + sq - 1 and keys kfirst .. kfirst + sk - 1 of tensor batch bt
+ * (varlen: batch 0, the grid's b-th sequence), and ALiBi's slope of head h in base 2 (0: none). */
+struct fa_seq {
+  int sq, sk, qfirst, kfirst, bt;
+  float slope2;
+};
+static __device__ __forceinline__ fa_seq fa_seq_of(const fa_fwd_params &p, int b, int h) {
+  fa_seq s = {p.seqlen_q, p.seqlen_k, 0, 0, b, 0.f};
+  if (p.varlen) {
+    fa_seq_span((const int *)p.cu_q, p.cu_q_s, b, p.seqlen_q, &s.qfirst, &s.sq);
+    fa_seq_span((const int *)p.cu_k, p.cu_k_s, b, p.seqlen_k, &s.kfirst, &s.sk);
+    s.bt = 0;
+  }
+  if (p.has_alibi) s.slope2 = ((const float *)p.alibi)[b * p.al_sb + h * p.al_sh] * 1.4426950408889634f;
+  return s;
+}
+
+/* Softcap and ALiBi on a score already in base 2 (scale log2 e applied), of key `col` for a row at diagonal
+ * position `diag` of the sequence. The 16-bit kernel takes the fast tanh (its registers are full). */
+static __device__ __forceinline__ float fa_modify2(const fa_fwd_params &p, const fa_seq &s, float x, int diag, int col) {
+#if FA_TC
+  if (p.softcap2 > 0.f) x = fa_softcap_fast(x, p.softcap2);
+#else
+  if (p.softcap2 > 0.f) x = fa_softcap(x, p.softcap2);
+#endif
+  return s.slope2 != 0.f ? x + fa_alibi(s.slope2, diag, col) : x;
+}
 #endif
 #include "flash_fwd_tiles.cuh"
 
@@ -135,11 +178,25 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int hk = h / p.group;
   const int m0 = mb * BM;
-  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
-  const unsigned short *qg = (const unsigned short *)p.q + b * p.q_sb + h * p.q_sh + (long long)m0 * p.q_ss;
-  const unsigned short *kg = (const unsigned short *)p.k + b * p.k_sb + hk * p.k_sh;
-  const unsigned short *vg = (const unsigned short *)p.v + b * p.v_sb + hk * p.v_sh;
-  const int n_tiles = fa_key_tiles(p, m0, BM, BN);
+#if FA_INFER
+  const fa_seq sq_ = fa_seq_of(p, b, h);
+  const int Sq = sq_.sq, Sk = sq_.sk, bt = sq_.bt;
+  if (m0 >= Sq) return; /* varlen: past this sequence's rows (the whole block, before any barrier) */
+  const long long qrow0 = sq_.qfirst, krow0 = sq_.kfirst;
+  /* The band of the block's rows: key tiles j_first .. n_tiles - 1. The scores are scaled before the softmax. */
+  const int r_last = min(m0 + BM, Sq);
+  const int j_first = fa_band_lo(m0, Sq, Sk, p.wl) / BN;
+  const int n_tiles = (fa_band_hi(r_last - 1, Sq, Sk, p.causal, p.wr) + BN - 1) / BN;
+  const float sm_scale = 1.f;
+#else
+  const int Sq = p.seqlen_q, Sk = p.seqlen_k, bt = b;
+  const long long qrow0 = 0, krow0 = 0;
+  const int j_first = 0, n_tiles = fa_key_tiles(p, m0, BM, BN);
+  const float sm_scale = p.scale_log2;
+#endif
+  const unsigned short *qg = (const unsigned short *)p.q + bt * p.q_sb + h * p.q_sh + (qrow0 + m0) * p.q_ss;
+  const unsigned short *kg = (const unsigned short *)p.k + bt * p.k_sb + hk * p.k_sh + krow0 * p.k_ss;
+  const unsigned short *vg = (const unsigned short *)p.v + bt * p.v_sb + hk * p.v_sh + krow0 * p.v_ss;
 #if FA_BLOCK_MASK
   /* The tiles visited, in order: j (computed now, in stage st), jn (prefetched now), jn2 (found at the end of
    * this iteration, so that jn's prefetch is issued at once and the mask loads overlap it and the mma).
@@ -164,9 +221,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
     load_tile<BN>(smem + BN * DS, vg + (long long)n1 * p.v_ss, p.v_ss, min(BN, Sk - n1), tid);
   }
 #else
-  if (n_tiles > 0) {
-    load_tile<BN>(smem, kg, p.k_ss, min(BN, Sk), tid);
-    load_tile<BN>(smem + BN * DS, vg, p.v_ss, min(BN, Sk), tid);
+  if (j_first < n_tiles) {
+    const int n1 = j_first * BN;
+    load_tile<BN>(smem, kg + (long long)n1 * p.k_ss, p.k_ss, min(BN, Sk - n1), tid);
+    load_tile<BN>(smem + BN * DS, vg + (long long)n1 * p.v_ss, p.v_ss, min(BN, Sk - n1), tid);
   }
 #endif
 #if FA_ASYNC
@@ -205,8 +263,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
 #if FA_BLOCK_MASK
   for (; j < n_tiles; j = jn, cls = ncls, jn = jn2, ncls = ncls2, st ^= 1) {
 #else
-  for (int j = 0; j < n_tiles; j++) {
-    const int st = j & 1;
+  for (int j = j_first; j < n_tiles; j++) {
+    const int st = (j - j_first) & 1;
 #endif
     const unsigned sk_addr = sbase + (unsigned)(st * 2 * BN * DS * 2);
     const unsigned sv_addr = sk_addr + (unsigned)(BN * DS * 2);
@@ -248,8 +306,31 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
       }
     }
 
-    /* Mask keys past Sk and, on diagonal tiles, above the causal limit. */
     const int n0 = j * BN;
+#if FA_INFER
+    /* Into base 2, softcap and ALiBi, then the band's per-score test on tiles it cuts (keys past Sk too). */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++)
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+          s[nt][2 * rr + e] = fa_modify2(p, sq_, s[nt][2 * rr + e] * p.scale_log2, row0 + rr * 8 + Sk - Sq,
+                                         n0 + nt * 8 + 2 * t + e);
+    if (fa_band_tile(m0, r_last, n0, n0 + BN, Sq, Sk, p.causal, p.wl, p.wr) != FA_TILE_FULL) {
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        const int lo = fa_band_lo(row0 + rr * 8, Sq, Sk, p.wl), hi = fa_band_hi(row0 + rr * 8, Sq, Sk, p.causal, p.wr);
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+          const int col = n0 + nt * 8 + 2 * t;
+          if (col < lo || col >= hi) s[nt][2 * rr] = FA_NEG_INF;
+          if (col + 1 < lo || col + 1 >= hi) s[nt][2 * rr + 1] = FA_NEG_INF;
+        }
+      }
+    }
+#else
+    /* Mask keys past Sk and, on diagonal tiles, above the causal limit. */
     if (fa_tile_masked(p, m0, n0, BN)) {
 #pragma unroll
       for (int rr = 0; rr < 2; rr++) {
@@ -262,6 +343,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
         }
       }
     }
+#endif
 #if FA_BLOCK_MASK
     /* Block mask, on tiles it cuts: rows past Sq and keys past Sk are skipped (their blocks lie outside the
      * mask; those keys are -inf already and those rows are never stored). fa_block_keep on the row's block
@@ -293,7 +375,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
       for (int nt = 0; nt < BN / 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[rr], mx * p.scale_log2);
+      const float m_new = fmaxf(m[rr], mx * sm_scale);
       const float alpha = exp2f(m[rr] - m_new);
       m[rr] = m_new;
       float sum = 0.f;
@@ -301,7 +383,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
       for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-          const float pe = exp2f(fmaf(s[nt][2 * rr + e], p.scale_log2, -m_new));
+          const float pe = exp2f(fmaf(s[nt][2 * rr + e], sm_scale, -m_new));
           s[nt][2 * rr + e] = pe;
           sum += pe;
         }
@@ -365,7 +447,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
 #endif
     const int row = row0 + rr * 8;
     if (row < Sq) {
-      unsigned short *og = (unsigned short *)p.o + b * p.o_sb + h * p.o_sh + (long long)row * p.o_ss;
+      unsigned short *og = (unsigned short *)p.o + bt * p.o_sb + h * p.o_sh + (qrow0 + row) * p.o_ss;
 #pragma unroll
       for (int nd = 0; nd < DP / 8; nd++) {
         if (nd * 8 < HEAD_DIM) {
@@ -380,7 +462,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
         }
       }
       if (p.lse && t == 0)
-        ((float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)row * p.lse_ss] =
+        ((float *)p.lse)[bt * p.lse_sb + h * p.lse_sh + (qrow0 + row) * p.lse_ss] =
             lt > 0.f ? (m[rr] + log2f(lt)) * FA_LN2 : FA_NEG_INF;
     }
   }
@@ -434,11 +516,24 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int hk = h / p.group;
   const int m0 = mb * BM;
-  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
-  const fa_elem *qg = (const fa_elem *)p.q + b * p.q_sb + h * p.q_sh + (long long)m0 * p.q_ss;
-  const fa_elem *kg = (const fa_elem *)p.k + b * p.k_sb + hk * p.k_sh;
-  const fa_elem *vg = (const fa_elem *)p.v + b * p.v_sb + hk * p.v_sh;
-  const int n_tiles = fa_key_tiles(p, m0, BM, BN);
+#if FA_INFER
+  const fa_seq sq_ = fa_seq_of(p, b, h);
+  const int Sq = sq_.sq, Sk = sq_.sk, bt = sq_.bt;
+  if (m0 >= Sq) return; /* varlen: past this sequence's rows (the whole block, before any barrier) */
+  const long long qrow0 = sq_.qfirst, krow0 = sq_.kfirst;
+  const int r_last = min(m0 + BM, Sq);
+  const int j_first = fa_band_lo(m0, Sq, Sk, p.wl) / BN;
+  const int n_tiles = (fa_band_hi(r_last - 1, Sq, Sk, p.causal, p.wr) + BN - 1) / BN;
+  const float sm_scale = 1.f;
+#else
+  const int Sq = p.seqlen_q, Sk = p.seqlen_k, bt = b;
+  const long long qrow0 = 0, krow0 = 0;
+  const int j_first = 0, n_tiles = fa_key_tiles(p, m0, BM, BN);
+  const float sm_scale = p.scale_log2;
+#endif
+  const fa_elem *qg = (const fa_elem *)p.q + bt * p.q_sb + h * p.q_sh + (qrow0 + m0) * p.q_ss;
+  const fa_elem *kg = (const fa_elem *)p.k + bt * p.k_sb + hk * p.k_sh + krow0 * p.k_ss;
+  const fa_elem *vg = (const fa_elem *)p.v + bt * p.v_sb + hk * p.v_sh + krow0 * p.v_ss;
 
   load_rows<BM>(sq, QS, qg, p.q_ss, min(BM, Sq - m0), tid);
 #if FA_BLOCK_MASK
@@ -471,7 +566,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
     }
     if (j >= n_tiles) break;
 #else
-  for (int j = 0; j < n_tiles; j++) {
+  for (int j = j_first; j < n_tiles; j++) {
 #endif
     const int n0 = j * BN;
     __syncthreads(); /* the previous tile's K, V and P are no longer read */
@@ -526,15 +621,32 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
       }
     }
 #endif
+#if FA_INFER
+    /* Into base 2, softcap and ALiBi, then the band's per-score test on tiles it cuts (keys past Sk too). */
+    const bool masked = fa_band_tile(m0, r_last, n0, n0 + BN, Sq, Sk, p.causal, p.wl, p.wr) != FA_TILE_FULL;
+#else
     const bool masked = fa_tile_masked(p, m0, n0, BN);
+#endif
 #pragma unroll
     for (int i = 0; i < RM; i++) {
+#if FA_INFER
+      const int row = m0 + ty + TY * i;
+#pragma unroll
+      for (int jj = 0; jj < CN; jj++) s[i][jj] = fa_modify2(p, sq_, s[i][jj] * p.scale_log2, row + Sk - Sq, n0 + tx + TX * jj);
+      if (masked) {
+        const int lo = fa_band_lo(row, Sq, Sk, p.wl), hi = fa_band_hi(row, Sq, Sk, p.causal, p.wr);
+#pragma unroll
+        for (int jj = 0; jj < CN; jj++)
+          if (n0 + tx + TX * jj < lo || n0 + tx + TX * jj >= hi) s[i][jj] = FA_NEG_INF;
+      }
+#else
       if (masked) {
         const long long lim = fa_key_limit(p, m0 + ty + TY * i);
 #pragma unroll
         for (int jj = 0; jj < CN; jj++)
           if (n0 + tx + TX * jj > lim) s[i][jj] = FA_NEG_INF;
       }
+#endif
       if (!COLS_FULL)
 #pragma unroll
         for (int jj = 0; jj < CN; jj++)
@@ -545,13 +657,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
       for (int jj = 0; jj < CN; jj++) mx = fmaxf(mx, s[i][jj]);
 #pragma unroll
       for (int off = 1; off < TX; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, off));
-      const float m_new = fmaxf(m[i], mx * p.scale_log2);
+      const float m_new = fmaxf(m[i], mx * sm_scale);
       const float alpha = exp2f(m[i] - m_new);
       m[i] = m_new;
       float sum = 0.f;
 #pragma unroll
       for (int jj = 0; jj < CN; jj++) {
-        const float pe = exp2f(fmaf(s[i][jj], p.scale_log2, -m_new));
+        const float pe = exp2f(fmaf(s[i][jj], sm_scale, -m_new));
 #if FA_DROPOUT
         /* P V takes the kept probabilities only; l sums them all. */
         if (COLS_FULL || tx + TX * jj < BN)
@@ -611,7 +723,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
 #endif
     const int row = m0 + ty + TY * i;
     if (row < Sq) {
-      fa_elem *og = (fa_elem *)p.o + b * p.o_sb + h * p.o_sh + (long long)row * p.o_ss;
+      fa_elem *og = (fa_elem *)p.o + bt * p.o_sb + h * p.o_sh + (qrow0 + row) * p.o_ss;
 #pragma unroll
       for (int c = 0; c < CD; c++) {
         const int col = 4 * (tx + TX * c);
@@ -621,7 +733,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
         }
       }
       if (p.lse && tx == 0)
-        ((float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)row * p.lse_ss] =
+        ((float *)p.lse)[bt * p.lse_sb + h * p.lse_sh + (qrow0 + row) * p.lse_ss] =
             lt > 0.f ? (m[i] + log2f(lt)) * FA_LN2 : FA_NEG_INF;
     }
   }

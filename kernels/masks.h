@@ -12,7 +12,12 @@
  *   word    = output[2 * ((i / 8) % 2) + j % 2]
  * One call yields the four scores (i, j), (i, j+1), (i+8, j), (i+8, j+1) (i % 16 < 8, j even): exactly the
  * four accumulators one thread holds in an m16n8 tensor-core fragment, so the CUDA kernels draw each word
- * once. Kept probabilities are scaled by 1 / (1 - p). */
+ * once. Kept probabilities are scaled by 1 / (1 - p).
+ *
+ * The inference options on the flash kernels (and the decode kernels' rules, kernels/decode.h), below the
+ * block mask: a sequence's span on a packed token axis (varlen), the band of keys a query row sees (causal and
+ * the sliding window), the tile classification and loop bounds it gives, and the score modifiers (softcap,
+ * ALiBi) with the factor softcap puts on the backward's dS. */
 #ifndef FA_MASKS_H
 #define FA_MASKS_H
 
@@ -31,6 +36,7 @@ typedef unsigned long long fa_u64;
 typedef unsigned char fa_u8;
 typedef long long fa_i64;
 #else
+#include <math.h>
 #include <stdint.h>
 #define FA_FN static inline
 #define FA_GMEM
@@ -138,5 +144,100 @@ FA_FN int fa_block_tile(const FA_GMEM fa_u8 *m, fa_i64 s_row, fa_i64 s_col, int 
 FA_FN int fa_block_keep(const FA_GMEM fa_u8 *m, fa_i64 s_row, fa_i64 s_col, int bq, int bk, int i, int j) {
   return m[(fa_i64)(i / bq) * s_row + (fa_i64)(j / bk) * s_col] != 0;
 }
+
+/* ---- sequences, the causal / sliding-window band, score modifiers ----
+ *
+ * Varlen: sequence b holds rows cu[b] .. cu[b + 1] - 1 of a packed token axis of `total` rows; fa_seq_span
+ * clamps the offsets into the axis, so that untrusted ones stay in bounds. What follows is per sequence: sq
+ * query rows, sk keys.
+ *
+ * Band: query row i sits at the diagonal position p = i + sk - sq (bottom-right alignment, as causal) and sees
+ * the keys [lo(i), hi(i)):
+ *   lo = max(0, p - wl) when wl >= 0, else 0;   hi = min(sk, p + 1 when causal, p + wr + 1 when wr >= 0).
+ * (wl, wr) is the window (window_left, window_right); without a window both are -1 and the band is the causal
+ * mask alone (or every key). lo and hi never decrease with i, so tile rows [r0, r1) x keys [c0, c1) meets the
+ * band exactly when c0 < hi(r1 - 1) and c1 > lo(r0), and lies inside it exactly when c0 >= lo(r1 - 1) and
+ * c1 <= hi(r0) (c1 past sk is then never inside: keys past sk get the per-score test).
+ *
+ * Modifiers, on a scaled score s (scale q.k; or that times log2 e, with cap and slope given in the same unit):
+ * softcap s -> cap tanh(s / cap) (cap > 0), then ALiBi s -> s - slope |p - j|. Backward: with t = tanh(s / cap),
+ * the gradient of the raw scaled score is that of the capped one times 1 - t^2 (fa_softcap_grad, from the capped
+ * value); ALiBi's bias depends on neither q nor k, so it changes P (through lse) but adds no factor. */
+
+#if defined(__OPENCL_C_VERSION__) || defined(__OPENCL_VERSION__)
+#define FA_TANH(x) tanh(x)
+#define FA_FABS(x) fabs(x)
+#else
+#define FA_TANH(x) tanhf(x)
+#define FA_FABS(x) fabsf(x)
+#endif
+
+/* Sequence b's first row and row count on a token axis of `total` rows, from offsets cu[b], cu[b + 1]. */
+FA_FN void fa_seq_span(const FA_GMEM int *cu, fa_i64 stride, int b, int total, int *first, int *count) {
+  int a = cu[b * stride], e = cu[(b + 1) * stride];
+  a = a < 0 ? 0 : a > total ? total : a;
+  e = e < a ? a : e > total ? total : e;
+  *first = a;
+  *count = e - a;
+}
+
+/* The first key row i sees, in 0 .. sk. */
+FA_FN int fa_band_lo(int i, int sq, int sk, int wl) {
+  if (wl < 0) return 0;
+  const fa_i64 a = (fa_i64)i + sk - sq - wl;
+  return a < 0 ? 0 : a > sk ? sk : (int)a;
+}
+
+/* One past the last key row i sees, in 0 .. sk (at most lo: none seen). */
+FA_FN int fa_band_hi(int i, int sq, int sk, int causal, int wr) {
+  const fa_i64 p = (fa_i64)i + sk - sq;
+  fa_i64 e = sk;
+  if (causal && p + 1 < e) e = p + 1;
+  if (wr >= 0 && p + wr + 1 < e) e = p + wr + 1;
+  return e < 0 ? 0 : (int)e;
+}
+
+/* Classify rows [r0, r1) (non-empty, within sq) x keys [c0, c1) (c0 < sk; c1 may pass sk) against the band:
+ * FA_TILE_SKIP (no score visible: not loaded), FA_TILE_FULL (every score visible: no per-score test) or
+ * FA_TILE_PARTIAL. */
+FA_FN int fa_band_tile(int r0, int r1, int c0, int c1, int sq, int sk, int causal, int wl, int wr) {
+  if (c0 >= fa_band_hi(r1 - 1, sq, sk, causal, wr) || c1 <= fa_band_lo(r0, sq, sk, wl)) return FA_TILE_SKIP;
+  return c0 >= fa_band_lo(r1 - 1, sq, sk, wl) && c1 <= fa_band_hi(r0, sq, sk, causal, wr) ? FA_TILE_FULL
+                                                                                         : FA_TILE_PARTIAL;
+}
+
+/* The query rows [*r0, *r1) that see some key of [c0, c1) (within sk): the rows whose hi passes c0 and whose lo
+ * is below c1, the walk of a kernel that owns a block of keys. */
+FA_FN void fa_band_rows(int c0, int c1, int sq, int sk, int causal, int wl, int wr, int *r0, int *r1) {
+  const fa_i64 diag = (fa_i64)sk - sq;
+  fa_i64 a = 0, e = sq;
+  if (causal || wr >= 0) a = (fa_i64)c0 - diag - (causal ? 0 : wr); /* hi(i) > c0 */
+  if (wl >= 0) e = (fa_i64)c1 - diag + wl;                          /* lo(i) < c1 */
+  a = a < 0 ? 0 : a > sq ? sq : a;
+  e = e < a ? a : e > sq ? sq : e;
+  *r0 = (int)a;
+  *r1 = (int)e;
+}
+
+/* softcap: s -> cap tanh(s / cap), cap > 0. */
+FA_FN float fa_softcap(float s, float cap) { return cap * FA_TANH(s / cap); }
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+/* The same with tanh x = 1 - 2 / (1 + 2^(2 x log2 e)), one exp2 and one fast division: |error| below 1e-6 of
+ * cap, for the 16-bit tensor-core kernels, whose registers tanhf's evaluation spilled (flash_fwd_tc at D = 128:
+ * 84 bytes). */
+FA_FN float fa_softcap_fast(float s, float cap) {
+  return cap * (1.0f - __fdividef(2.0f, 1.0f + exp2f(s * (2.8853900817779268f / cap))));
+}
+#endif
+
+/* The backward's factor on dS for a capped score c = fa_softcap(s, cap): d c / d s = 1 - tanh^2(s / cap). */
+FA_FN float fa_softcap_grad(float c, float cap) {
+  const float t = c / cap;
+  return 1.0f - t * t;
+}
+
+/* ALiBi's bias on key j of a row at diagonal position p = i + sk - sq: - slope |p - j|. */
+FA_FN float fa_alibi(float slope, fa_i64 p, int j) { return -slope * FA_FABS((float)(p - j)); }
 
 #endif

@@ -758,6 +758,7 @@ static fa_status check_varlen(fa_context *ctx, const fa_attention_desc *desc, fa
     return st;
   p->seqs = n - 1;
   p->max_seqlen_q = desc->max_seqlen_q;
+  p->max_seqlen_k = p->seqlen_k; /* the bound for trusted offsets; the longest one when they are read below */
   if (desc->max_seqlen_q < 0 || desc->max_seqlen_q > p->seqlen_q)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: %lld, outside 0 .. q's %lld tokens",
                    (long long)desc->max_seqlen_q, (long long)p->seqlen_q);
@@ -769,7 +770,7 @@ static fa_status check_varlen(fa_context *ctx, const fa_attention_desc *desc, fa
   const char *names[2] = {"desc->cu_seqlens_q", "desc->cu_seqlens_k"};
   const fa_view *views[2] = {&p->cu_seqlens_q, &p->cu_seqlens_k};
   const int64_t totals[2] = {p->seqlen_q, p->seqlen_k};
-  int64_t longest = 0;
+  int64_t longest = 0, longest_k = 0;
   for (int x = 0; x < 2 && st == FA_SUCCESS; x++) {
     int32_t *cu = read_indices(ctx, names[x], views[x], n, 1);
     if (!cu) return FA_ERROR_DEVICE;
@@ -780,10 +781,13 @@ static fa_status check_varlen(fa_context *ctx, const fa_attention_desc *desc, fa
                      names[x], (long long)b, (int)cu[b], (long long)totals[x], x ? "k" : "q");
       else if (b && !x && cu[b] - cu[b - 1] > longest)
         longest = cu[b] - cu[b - 1];
+      else if (b && x && cu[b] - cu[b - 1] > longest_k)
+        longest_k = cu[b] - cu[b - 1];
     }
     free(cu);
   }
   if (st == FA_SUCCESS && !p->max_seqlen_q) p->max_seqlen_q = longest;
+  if (st == FA_SUCCESS) p->max_seqlen_k = longest_k;
   if (st == FA_SUCCESS && longest > p->max_seqlen_q)
     st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: %lld, below the longest query sequence (%lld)",
                  (long long)p->max_seqlen_q, (long long)longest);
@@ -959,10 +963,11 @@ static fa_status check_backward(fa_context *ctx, const fa_attention_desc *desc, 
                                 int shape_only, fa_problem *p) {
   fa_status st = check_attention(ctx, desc, q, k, v, o, lse, 1, shape_only, p);
   if (st != FA_SUCCESS) return st;
-  if (fa_problem_inference(p))
+  if (p->seqlens_k.buf || p->block_table.buf)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
-                   "fa_backward: seqlens_k, block_table, cu_seqlens, window, ALiBi and softcap are forward-only in "
-                   "this version");
+                   "fa_backward: %s (a KV cache's lengths and pages) is forward-only; varlen (cu_seqlens), window, "
+                   "ALiBi and softcap have a backward",
+                   p->seqlens_k.buf ? "seqlens_k" : "block_table");
   tensor_rule rdo = rule("dout", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in o");
   tensor_rule rdq = rule("dq", p->dtype, "q's", p->batch, p->seqlen_q, p->heads_q, p->head_dim, "in q");
   tensor_rule rdk = rule("dk", p->dtype, "q's", p->batch, p->seqlen_k, p->heads_kv, p->head_dim, "in k");

@@ -64,9 +64,10 @@ typedef struct fa_problem {
   float softcap;
   int num_splits;
   /* Varlen: cu_seqlens_q, cu_seqlens_k int32 [seqs + 1] (buf NULL: not varlen); batch is then 1 (q's), the
-   * sequences number seqs, the longest query has max_seqlen_q rows. */
+   * sequences number seqs, the longest query has max_seqlen_q rows, the longest key sequence max_seqlen_k (k's
+   * whole token axis when the offsets are trusted: not read then). */
   fa_view cu_seqlens_q, cu_seqlens_k;
-  int64_t seqs, max_seqlen_q;
+  int64_t seqs, max_seqlen_q, max_seqlen_k;
   /* fa_combine only: num_parts partial results, o_parts (dtype parts_dtype) and lse_parts views of part 0,
    * part i that many elements further on; the results go to o (dtype) and lse (buf NULL: not wanted). */
   int64_t num_parts, o_part_stride, lse_part_stride;
@@ -77,10 +78,26 @@ typedef struct fa_problem {
   int64_t seqlen_new;
 } fa_problem;
 
-/* Whether a forward problem uses the inference options, which only the decode kernels serve. */
+/* Whether a problem uses the inference options (none combines with a block mask, dropout or the standard
+ * algorithm yet). */
 static inline int fa_problem_inference(const fa_problem *p) {
   return p->seqlens_k.buf || p->block_table.buf || p->alibi.buf || p->window || p->softcap > 0.0f ||
          p->cu_seqlens_q.buf;
+}
+
+/* Whether it uses those the flash kernels serve, forward and backward (their FA_INFER variants, kernels/masks.h):
+ * varlen, window, ALiBi, softcap. A KV cache's lengths and pages (seqlens_k, block_table) only the decode
+ * kernels read. */
+static inline int fa_problem_flash_infer(const fa_problem *p) {
+  return p->alibi.buf || p->window || p->softcap > 0.0f || p->cu_seqlens_q.buf;
+}
+
+/* The window bounds as the kernels take them: -1 unbounded (also without a window), else at most INT32_MAX. */
+static inline int fa_problem_window_left(const fa_problem *p) {
+  return !p->window || p->window_left < 0 ? -1 : p->window_left > INT32_MAX ? INT32_MAX : (int)p->window_left;
+}
+static inline int fa_problem_window_right(const fa_problem *p) {
+  return !p->window || p->window_right < 0 ? -1 : p->window_right > INT32_MAX ? INT32_MAX : (int)p->window_right;
 }
 
 /* Query rows (Sq x Hq / Hkv) up to which a plain forward goes to the decode kernels. */

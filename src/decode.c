@@ -33,11 +33,11 @@ void fa_decode_plan_make(const fa_problem *p, int max_rows, int units, int group
 }
 
 int fa_decode_wanted(const fa_problem *p, int max_rows) {
-  if (fa_problem_inference(p)) return 1;
+  if (p->seqlens_k.buf || p->block_table.buf) return 1;
   if (p->algo != FA_ALGO_FLASH || p->mask.buf || p->dropout_p > 0.0f) return 0;
   const char *env = getenv("FLASHATTN_DECODE");
   if (env && strcmp(env, "0") == 0) return 0;
-  return p->seqlen_q * (p->heads_q / p->heads_kv) <= max_rows;
+  return (p->cu_seqlens_q.buf ? p->max_seqlen_q : p->seqlen_q) * (p->heads_q / p->heads_kv) <= max_rows;
 }
 
 size_t fa_decode_workspace_bytes(const fa_problem *p, const fa_decode_plan *plan) {

@@ -17,10 +17,12 @@ typedef struct fa_decode_plan {
 FA_HIDDEN void fa_decode_plan_make(const fa_problem *p, int max_rows, int units, int groups_per_unit,
                                    fa_decode_plan *out);
 
-/* Whether the decode kernels serve p: the inference options need them; a plain forward goes there when its
- * query rows per key/value head are at most max_rows, the rows one group of the backend's kernel holds (more
+/* Whether the decode kernels serve p: a KV cache's lengths or pages (seqlens_k, block_table) need them; any other
+ * forward (varlen, window, ALiBi and softcap included) goes there when its query rows per key/value head (the
+ * longest sequence's, with varlen) are at most max_rows, the rows one group of the backend's kernel holds (more
  * would read K and V once per row block, slower than the flash forward: H200, Sq 4 x 4 heads per KV head,
- * 0.48 TB/s against the flash forward's 1.0). FLASHATTN_DECODE=0 turns that off. */
+ * 0.48 TB/s against the flash forward's 1.0), and to the flash kernels otherwise. FLASHATTN_DECODE=0 turns the
+ * first off. */
 FA_HIDDEN int fa_decode_wanted(const fa_problem *p, int max_rows);
 
 /* Workspace bytes of a plan: with more than one split, the float32 partial outputs and log-sum-exps. */

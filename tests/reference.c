@@ -168,6 +168,12 @@ int ref_backward(const ref_problem *p, const double *q, const double *k, const d
           for (int64_t d = 0; d < D; d++) dp += doi[d] * vj[d];
           dp *= z;
           double ds = s[j] * (dp - di);
+          if (p->softcap > 0) { /* d/dx cap tanh(x / cap) = 1 - tanh^2 at x = scale q.k; ALiBi adds no factor */
+            double dot = 0;
+            for (int64_t d = 0; d < D; d++) dot += qi[d] * kj[d];
+            const double t = tanh(p->scale * dot / p->softcap);
+            ds *= 1 - t * t;
+          }
           for (int64_t d = 0; d < D; d++) {
             dqi[d] += p->scale * ds * kj[d];
             dkj[d] += p->scale * ds * qi[d];

@@ -21,10 +21,11 @@ typedef struct ref_problem {
   /* Dropout: multiplier of P_ij after the softmax (0 where dropped, 1 / (1 - p) where kept); lse and the
    * softmax's sum are those before dropout. NULL: no dropout. */
   const double *dropout;
-  /* Inference options (flashattn.h "Inference"), forward only: keys in use per batch (NULL: Sk), whose count
-   * replaces Sk in the causal alignment and the window; a sliding window (window_left / window_right, -1
-   * unbounded) around the diagonal p = i + len - Sq; ALiBi slopes [alibi_batch (1 or B)][Hq] (NULL: none),
-   * adding -slope |p - j|; softcap > 0: s -> softcap tanh(s / softcap) before ALiBi. */
+  /* Inference options (flashattn.h "Inference"): keys in use per batch (NULL: Sk), whose count replaces Sk in
+   * the causal alignment and the window; a sliding window (window_left / window_right, -1 unbounded) around
+   * the diagonal p = i + len - Sq; ALiBi slopes [alibi_batch (1 or B)][Hq] (NULL: none), adding -slope |p - j|;
+   * softcap > 0: s -> softcap tanh(s / softcap) before ALiBi. The backward takes them all: softcap's
+   * derivative 1 - tanh^2 multiplies dS, ALiBi's bias adds nothing. Varlen is a batch of such problems. */
   const int64_t *seqlens_k;
   int window;
   int64_t window_left, window_right;

@@ -143,6 +143,91 @@ START_TEST(t_backward_masked_vs_finite_differences) {
 }
 END_TEST
 
+/* kernels/masks.h's band against the reference's visibility, exhaustively on small shapes: each row's key range,
+ * the class of every tile (brute force over its scores) and the rows that see a block of keys. */
+START_TEST(t_band_vs_reference) {
+  th_case_begin("masks.h band (causal, window) vs the reference's visibility");
+  long checked = 0;
+  for (int sq = 1; sq <= 9; sq++)
+    for (int sk = 1; sk <= 9; sk++)
+      for (int causal = 0; causal < 2; causal++)
+        for (int wl = -1; wl <= 4; wl++)
+          for (int wr = -1; wr <= 4; wr++) {
+            ref_problem p = {1, sq, sk, 1, 1, 8, 1.0, causal};
+            p.window = wl >= 0 || wr >= 0, p.window_left = wl, p.window_right = wr;
+            for (int i = 0; i < sq; i++) {
+              const int lo = fa_band_lo(i, sq, sk, wl), hi = fa_band_hi(i, sq, sk, causal, wr);
+              for (int j = 0; j < sk; j++)
+                ck_assert_msg(ref_visible_at(&p, 0, 0, i, j) == (j >= lo && j < hi),
+                              "sq %d sk %d causal %d window (%d, %d): row %d key %d: band [%d, %d)", sq, sk, causal, wl,
+                              wr, i, j, lo, hi);
+            }
+            for (int r0 = 0; r0 < sq; r0++)
+              for (int r1 = r0 + 1; r1 <= sq; r1++)
+                for (int c0 = 0; c0 < sk; c0++)
+                  for (int c1 = c0 + 1; c1 <= sk + 2; c1++) { /* c1 may pass sk, as a kernel's last tile does */
+                    int any = 0, all = 1;
+                    for (int i = r0; i < r1; i++)
+                      for (int j = c0; j < c1; j++) {
+                        const int v = j < sk && ref_visible_at(&p, 0, 0, i, j);
+                        any |= v, all &= v;
+                      }
+                    const int want = any ? (all ? FA_TILE_FULL : FA_TILE_PARTIAL) : FA_TILE_SKIP;
+                    ck_assert_msg(fa_band_tile(r0, r1, c0, c1, sq, sk, causal, wl, wr) == want,
+                                  "sq %d sk %d causal %d window (%d, %d): tile [%d, %d) x [%d, %d): class %d, want %d",
+                                  sq, sk, causal, wl, wr, r0, r1, c0, c1,
+                                  fa_band_tile(r0, r1, c0, c1, sq, sk, causal, wl, wr), want);
+                    checked++;
+                  }
+            for (int c0 = 0; c0 < sk; c0++)
+              for (int c1 = c0 + 1; c1 <= sk; c1++) {
+                int a, e, first = sq, last = -1;
+                fa_band_rows(c0, c1, sq, sk, causal, wl, wr, &a, &e);
+                for (int i = 0; i < sq; i++)
+                  for (int j = c0; j < c1; j++)
+                    if (ref_visible_at(&p, 0, 0, i, j)) first = i < first ? i : first, last = i > last ? i : last;
+                /* Every row that sees a key lies in [a, e); the rows in between see one too (the band is convex). */
+                ck_assert_msg(last < 0 || (a <= first && e >= last + 1 && e - a == last - first + 1),
+                              "sq %d sk %d causal %d window (%d, %d): keys [%d, %d): rows [%d, %d), seen by %d .. %d",
+                              sq, sk, causal, wl, wr, c0, c1, a, e, first, last);
+                ck_assert_msg(last >= 0 || a == e, "keys [%d, %d) seen by no row, rows [%d, %d)", c0, c1, a, e);
+              }
+          }
+  th_diag("%ld tiles classified", checked);
+  th_finish_case();
+}
+END_TEST
+
+/* The inference options (window, ALiBi, softcap, alone and together, causal or not) in the backward. */
+START_TEST(t_backward_infer_vs_finite_differences) {
+  static const struct {
+    int causal, window, wl, wr, alibi;
+    double softcap;
+  } ic[] = {{0, 1, 1, 2, 0, 0}, {1, 1, 2, -1, 0, 0}, {0, 0, 0, 0, 1, 0}, {1, 0, 0, 0, 0, 1.5}, {0, 1, -1, 0, 1, 2.0}};
+  ref_problem p = {2, 5, 6, 4, 2, 3, 0.8, ic[_i].causal};
+  p.window = ic[_i].window, p.window_left = ic[_i].wl, p.window_right = ic[_i].wr, p.softcap = ic[_i].softcap;
+  const double slopes[2 * 4] = {0.3, 0.1, 0.7, 0.25, 0.05, 0.5, 0.2, 0.9};
+  if (ic[_i].alibi) p.alibi = slopes, p.alibi_batch = 2;
+  th_case_begin("reference backward vs finite differences with window %d (%d, %d), alibi %d, softcap %g",
+                p.window, (int)p.window_left, (int)p.window_right, ic[_i].alibi, p.softcap);
+  th_rng r;
+  th_rng_init(&r, th_case_seed(250 + _i));
+  size_t nq = ref_q_elems(&p), nkv = ref_kv_elems(&p);
+  double *q = alloc_random(nq, &r), *k = alloc_random(nkv, &r), *v = alloc_random(nkv, &r);
+  double *dout = alloc_random(nq, &r);
+  double *dq = malloc(nq * sizeof(double)), *dk = malloc(nkv * sizeof(double)), *dv = malloc(nkv * sizeof(double));
+  ck_assert(dq && dk && dv);
+  ck_assert_int_eq(ref_backward(&p, q, k, v, dout, dq, dk, dv), 0);
+  double eq = fd_error(&p, q, k, v, dout, q, nq, dq);
+  double ek = fd_error(&p, q, k, v, dout, k, nkv, dk);
+  double ev = fd_error(&p, q, k, v, dout, v, nkv, dv);
+  ck_assert_msg(eq < 1e-7 && ek < 1e-7 && ev < 1e-7, "%s (seed %llu): dq %.3g dk %.3g dv %.3g", th_case(),
+                (unsigned long long)th_case_seed(250 + _i), eq, ek, ev);
+  free(q), free(k), free(v), free(dout), free(dq), free(dk), free(dv);
+  th_finish_case();
+}
+END_TEST
+
 /* Masks and dropout in the forward, against direct constructions: an all-ones keep and all-ones dropout
  * change nothing (bit for bit), a keep equal to the causal mask gives the causal result, dropout scales each
  * P_ij (one key per row: o = z · v), and the lse never sees dropout. */
@@ -432,6 +517,8 @@ static Suite *make_suite(void) {
   TCase *tc = tcase_create("reference");
   tcase_set_timeout(tc, TH_TIMEOUT_S);
   tcase_add_loop_test(tc, t_backward_vs_finite_differences, 0, (int)(sizeof fd_cases / sizeof fd_cases[0]));
+  tcase_add_loop_test(tc, t_backward_infer_vs_finite_differences, 0, 5);
+  tcase_add_test(tc, t_band_vs_reference);
   tcase_add_loop_test(tc, t_backward_masked_vs_finite_differences, 0,
                       3 * (int)(sizeof fd_mask_cases / sizeof fd_mask_cases[0]));
   tcase_add_test(tc, t_forward_closed_forms);

@@ -46,6 +46,9 @@ typedef struct options {
   int_list algos, modes, dtypes, head_dims, seqlens, causal;
   double_list densities, dropouts;
   int_list patterns; /* indices into mask_names: butterfly, local-global */
+  int_list windows;  /* --sliding-window: window_left values, -1 for none */
+  int_list varlens;  /* --varlen: 0 padded batch, 1 the same sequences packed with cu_seqlens */
+  int varlen_random; /* --varlen-lengths random: packed sequences of lengths seqlen / 8 .. seqlen */
   long block_size, window, global;
   long batch, heads, heads_kv; /* 0: derived from total_tokens and model_dim */
   long total_tokens, model_dim;
@@ -59,6 +62,8 @@ typedef struct result {
   int algo, mode, dtype, head_dim, causal;
   mask_spec mask;
   double dropout;
+  long window;
+  int varlen;
   long batch, heads_q, heads_kv, seqlen;
   double ms, tflops;
   size_t peak_bytes;
@@ -89,6 +94,12 @@ static void usage(FILE *f) {
              "  --window N --global N        local-global: band half-width and global blocks (default 1, 1)\n"
              "  --dropout LIST               dropout probabilities (default 0; e.g. 0,0.1)\n"
              "  --deterministic 0|1          desc.deterministic: the backward's fixed-order dQ (default 0)\n"
+             "  --sliding-window LIST        sliding windows of window_left keys (window_right 0 when causal, else the\n"
+             "                               same); -1 is none (default -1; e.g. -1,256,1024)\n"
+             "  --varlen LIST                0: a padded batch; 1: the batch's sequences packed along one token axis\n"
+             "                               with cu_seqlens (default 0; e.g. 0,1 compares the two)\n"
+             "  --varlen-lengths fixed|random  packed sequences of seqlen each (default), or of random lengths in\n"
+             "                               seqlen / 8 .. seqlen (fixed seed; the padded batch still pads to seqlen)\n"
              "  --iters N                    timed iterations, median reported (default 20)\n"
              "  --warmup N                   untimed iterations first (default 3; the first compiles kernels)\n"
              "  --plot FILE.png              also draw runtime and peak memory against seqlen with gnuplot, titled\n"
@@ -215,6 +226,8 @@ static int parse_options(int argc, char **argv, options *o) {
   parse_ints("--causal", "0,1", &o->causal, 0);
   parse_doubles("--block-density", "1", &o->densities, 0, 1, 1);
   parse_doubles("--dropout", "0", &o->dropouts, 0, 0.999, 0);
+  parse_ints("--sliding-window", "-1", &o->windows, -1);
+  parse_ints("--varlen", "0", &o->varlens, 0);
   o->block_size = 128;
   o->window = 1;
   o->global = 1;
@@ -282,6 +295,21 @@ static int parse_options(int argc, char **argv, options *o) {
     } else if (strcmp(name, "--pattern") == 0) {
       rc = parse_names(name, val, mask_names + MASK_BUTTERFLY, 2, &o->patterns);
       for (int j = 0; !rc && j < o->patterns.n; j++) o->patterns.v[j] += MASK_BUTTERFLY;
+    } else if (strcmp(name, "--sliding-window") == 0) {
+      rc = parse_ints(name, val, &o->windows, -1);
+    } else if (strcmp(name, "--varlen") == 0) {
+      rc = parse_ints(name, val, &o->varlens, 0);
+      for (int j = 0; !rc && j < o->varlens.n; j++)
+        if (o->varlens.v[j] > 1) {
+          fprintf(stderr, "flashattn-bench: --varlen takes 0 and/or 1\n");
+          rc = -1;
+        }
+    } else if (strcmp(name, "--varlen-lengths") == 0) {
+      o->varlen_random = strcmp(val, "random") == 0;
+      if (!o->varlen_random && strcmp(val, "fixed") != 0) {
+        fprintf(stderr, "flashattn-bench: --varlen-lengths takes fixed or random\n");
+        rc = -1;
+      }
     } else if (strcmp(name, "--plot") == 0) {
       o->plot = val;
     } else {
@@ -407,6 +435,8 @@ typedef struct shape {
   int causal;
   mask_spec mask;
   double dropout;
+  long window; /* window_left, -1: none */
+  int varlen;
 } shape;
 
 /* The nb x nb block mask of a case (malloc'd), or NULL when out of memory. */
@@ -443,6 +473,29 @@ static double visible_fraction(const uint8_t *mask, long nb, long bs, long S, in
   return visible / ((double)S * (double)S);
 }
 
+/* Keys row i of a sequence of n (queries = keys) sees under causal and a window of w keys to the left (-1:
+ * none; not causal: w to each side). */
+static long row_keys(long i, long n, int causal, long w) {
+  long lo = w >= 0 && i - w > 0 ? i - w : 0, hi = causal ? i + 1 : w >= 0 && i + w + 1 < n ? i + w + 1 : n;
+  return hi > lo ? hi - lo : 0;
+}
+
+/* The packed sequences' lengths of a varlen case (each seqlen, or random in seqlen / 8 .. seqlen), and the
+ * fraction of the B x S x S scores they leave visible, causal and window included. */
+static double varlen_lengths(const options *o, const shape *sh, int32_t *cu) {
+  uint64_t s = 0x1e9e7u + (uint64_t)sh->seqlen;
+  double visible = 0;
+  cu[0] = 0;
+  for (long b = 0; b < sh->batch; b++) {
+    long n = sh->seqlen;
+    if (o->varlen_random) n = sh->seqlen / 8 + (long)((rng_next(&s) >> 11) * 0x1.0p-53 * (double)(sh->seqlen - sh->seqlen / 8 + 1));
+    if (n > sh->seqlen) n = sh->seqlen;
+    cu[b + 1] = cu[b] + (int32_t)n;
+    for (long i = 0; i < n; i++) visible += (double)row_keys(i, n, sh->causal, sh->window);
+  }
+  return visible / ((double)sh->batch * (double)sh->seqlen * (double)sh->seqlen);
+}
+
 /* Host inputs of one shape, shared by its cases: q, k, v and dout. */
 typedef struct host_inputs {
   void *q, *kv[2], *dout;
@@ -464,8 +517,9 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
   case_result r = {FA_SUCCESS, NAN, 0, sh->causal ? 0.5 : 1.0};
   fa_context_options copt;
   fa_context *ctx = NULL;
-  fa_buffer *buf[T_COUNT] = {0}, *mask_buf = NULL;
-  fa_tensor t[T_COUNT], mask_t;
+  fa_buffer *buf[T_COUNT] = {0}, *mask_buf = NULL, *cu_buf = NULL;
+  fa_tensor t[T_COUNT], mask_t, cu_t;
+  int32_t *cu = NULL;
   uint8_t *mask = NULL;
   size_t attempted = 0;
   int buffers_failed = 0;
@@ -496,10 +550,12 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
       buffers_failed = 1; /* `attempted` has this buffer already */
       goto done;
     }
+    /* Varlen: the same B x S rows as one token axis of batch 1. */
+    const long tb = sh->varlen ? 1 : B, ts = sh->varlen ? B * S : S;
     if (i == T_LSE)
-      fa_tensor_packed(&t[i], buf[i], 0, FA_F32, B, Hq, S, 1);
+      fa_tensor_packed(&t[i], buf[i], 0, FA_F32, tb, Hq, ts, 1);
     else
-      fa_tensor_packed(&t[i], buf[i], 0, dt, B, S, is_kv ? Hkv : Hq, D);
+      fa_tensor_packed(&t[i], buf[i], 0, dt, tb, ts, is_kv ? Hkv : Hq, D);
     const void *src = i == T_Q ? in->q : i == T_K ? in->kv[0] : i == T_V ? in->kv[1] : i == T_DOUT ? in->dout : NULL;
     if (src) {
       r.status = fa_buffer_write(ctx, buf[i], 0, src, bytes);
@@ -517,6 +573,31 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
   desc.deterministic = o->deterministic;
   desc.dropout_p = (float)sh->dropout;
   desc.dropout_seed = 0x5eedu;
+  if (sh->window >= 0) {
+    desc.window = 1;
+    desc.window_left = sh->window;
+    desc.window_right = sh->causal ? 0 : sh->window;
+    double visible = 0; /* of one padded sequence */
+    for (long i = 0; i < S; i++) visible += (double)row_keys(i, S, sh->causal, sh->window);
+    r.density = visible / ((double)S * (double)S);
+  }
+  if (sh->varlen) {
+    cu = malloc(sizeof *cu * (size_t)(B + 1));
+    if (!cu) {
+      r.status = FA_ERROR_OUT_OF_MEMORY;
+      snprintf(why, why_len, "host memory for %ld offsets", B + 1);
+      goto done;
+    }
+    r.density = varlen_lengths(o, sh, cu);
+    r.status = fa_buffer_create(ctx, sizeof *cu * (size_t)(B + 1), &cu_buf);
+    if (r.status == FA_SUCCESS) r.status = fa_buffer_write(ctx, cu_buf, 0, cu, sizeof *cu * (size_t)(B + 1));
+    if (r.status != FA_SUCCESS) {
+      snprintf(why, why_len, "cu_seqlens buffer: %s", fa_context_last_error(ctx));
+      goto done;
+    }
+    fa_tensor_packed(&cu_t, cu_buf, 0, FA_I32, B + 1, 1, 1, 1);
+    desc.cu_seqlens_q = desc.cu_seqlens_k = &cu_t;
+  }
   if (sh->mask.kind != MASK_DENSE) {
     const long nb = (S + o->block_size - 1) / o->block_size;
     mask = build_mask(o, &sh->mask, nb);
@@ -597,7 +678,9 @@ done:;
   if (r.status != FA_SUCCESS && attempted > r.peak_bytes) r.peak_bytes = attempted;
   free(times);
   free(mask);
+  free(cu);
   fa_buffer_destroy(mask_buf);
+  fa_buffer_destroy(cu_buf);
   for (int i = 0; i < T_COUNT; i++)
     fa_buffer_destroy(buf[i]);
   fa_context_destroy(ctx);
@@ -612,7 +695,7 @@ static int list_has_many(const int_list *l) { return l->n > 1; }
 static int same_series(const result *a, const result *b) {
   return a->algo == b->algo && a->mode == b->mode && a->dtype == b->dtype && a->head_dim == b->head_dim &&
          a->causal == b->causal && a->mask.kind == b->mask.kind && a->mask.density == b->mask.density &&
-         a->dropout == b->dropout;
+         a->dropout == b->dropout && a->window == b->window && a->varlen == b->varlen;
 }
 
 /* s as a gnuplot double-quoted string: backslash and double quote escaped (device names are free text),
@@ -863,8 +946,9 @@ int main(int argc, char **argv) {
   for (int i = 0; i < o.densities.n; i++)
     masks[nmasks++] = (mask_spec){o.densities.v[i] >= 1 ? MASK_DENSE : MASK_RANDOM, o.densities.v[i]};
   for (int i = 0; i < o.patterns.n; i++) masks[nmasks++] = (mask_spec){(mask_kind)o.patterns.v[i], 0};
-  const long total = (long)o.dtypes.n * o.head_dims.n * o.causal.n * o.seqlens.n * o.algos.n * o.modes.n * nmasks *
-                     o.dropouts.n;
+  /* The variants of a shape besides algo and mode: mask x dropout x sliding window x varlen. */
+  const int nvar = nmasks * o.dropouts.n * o.windows.n * o.varlens.n;
+  const long total = (long)o.dtypes.n * o.head_dims.n * o.causal.n * o.seqlens.n * o.algos.n * o.modes.n * nvar;
   result *res = calloc((size_t)total, sizeof *res);
   if (!res) {
     fprintf(stderr, "flashattn-bench: out of host memory\n");
@@ -899,7 +983,7 @@ int main(int argc, char **argv) {
   }
 
   printf("backend,algo,dtype,batch,heads_q,heads_kv,seqlen_q,seqlen_k,head_dim,causal,mode,ms,tflops,peak_bytes,"
-         "mask,density,dropout\n");
+         "mask,density,dropout,window,varlen\n");
   fflush(stdout);
 
   progress pg = {isatty(2), total, 0, 0, now_ms(), -1e300};
@@ -912,7 +996,7 @@ int main(int argc, char **argv) {
               shape sh = grid_shape(&o, di, hi, ci, si);
               sh.mask = masks[ki];
               if (sh.heads_q % sh.heads_kv) continue; /* skipped below */
-              pg.cost_total += case_cost(&sh, (mode)o.modes.v[mi]) * o.algos.n * o.dropouts.n;
+              pg.cost_total += case_cost(&sh, (mode)o.modes.v[mi]) * o.algos.n * o.dropouts.n * o.windows.n * o.varlens.n;
             }
 
   long done_cases = 0;
@@ -921,7 +1005,7 @@ int main(int argc, char **argv) {
       for (int ci = 0; ci < o.causal.n; ci++)
         for (int si = 0; si < o.seqlens.n; si++) {
           shape sh = grid_shape(&o, di, hi, ci, si);
-          const long ncases = (long)o.algos.n * o.modes.n * nmasks * o.dropouts.n;
+          const long ncases = (long)o.algos.n * o.modes.n * nvar;
           if (sh.heads_q % sh.heads_kv) {
             progress_clear(&pg);
             fprintf(stderr, "flashattn-bench: skipping d=%ld: %ld query heads are not a multiple of %ld kv heads\n",
@@ -949,17 +1033,22 @@ int main(int argc, char **argv) {
             return 1;
           }
 
-          for (int ki = 0; ki < nmasks * o.dropouts.n; ki++)
+          for (int ki = 0; ki < nvar; ki++)
           for (int ai = 0; ai < o.algos.n; ai++)
             for (int mi = 0; mi < o.modes.n; mi++) {
               fa_algo algo = (fa_algo)o.algos.v[ai];
               mode md = (mode)o.modes.v[mi];
-              sh.mask = masks[ki / o.dropouts.n];
-              sh.dropout = o.dropouts.v[ki % o.dropouts.n];
-              char label[200], why[1200];
-              snprintf(label, sizeof label, "%s %s %s b=%ld h=%ld/%ld s=%ld d=%ld causal=%d mask=%s/%g dropout=%g",
+              int kx = ki;
+              sh.varlen = (int)o.varlens.v[kx % o.varlens.n], kx /= o.varlens.n;
+              sh.window = o.windows.v[kx % o.windows.n], kx /= o.windows.n;
+              sh.dropout = o.dropouts.v[kx % o.dropouts.n], kx /= o.dropouts.n;
+              sh.mask = masks[kx];
+              char label[240], why[1200];
+              snprintf(label, sizeof label,
+                       "%s %s %s b=%ld h=%ld/%ld s=%ld d=%ld causal=%d mask=%s/%g dropout=%g window=%ld varlen=%d",
                        algo_names[algo], mode_names[md], dtype_names[sh.dtype], sh.batch, sh.heads_q, sh.heads_kv,
-                       sh.seqlen, sh.head_dim, sh.causal, mask_names[sh.mask.kind], sh.mask.density, sh.dropout);
+                       sh.seqlen, sh.head_dim, sh.causal, mask_names[sh.mask.kind], sh.mask.density, sh.dropout,
+                       sh.window, sh.varlen);
               done_cases++;
               progress_show(&pg, done_cases, label);
 
@@ -979,8 +1068,8 @@ int main(int argc, char **argv) {
                 printf("%.4f,%.4g,%zu,", r.ms, tflops, r.peak_bytes);
               else
                 printf("nan,nan,%zu,", r.peak_bytes);
-              printf("%s,%.4g,%g\n", sh.mask.kind == MASK_RANDOM ? "random" : mask_names[sh.mask.kind], r.density,
-                     sh.dropout);
+              printf("%s,%.4g,%g,%ld,%s\n", sh.mask.kind == MASK_RANDOM ? "random" : mask_names[sh.mask.kind], r.density,
+                     sh.dropout, sh.window, sh.varlen ? (o.varlen_random ? "random" : "fixed") : "0");
               fflush(stdout);
 
               result *x = &res[nres++];
@@ -991,6 +1080,8 @@ int main(int argc, char **argv) {
               x->causal = sh.causal;
               x->mask = sh.mask;
               x->dropout = sh.dropout;
+              x->window = sh.window;
+              x->varlen = sh.varlen;
               x->batch = sh.batch;
               x->heads_q = sh.heads_q;
               x->heads_kv = sh.heads_kv;

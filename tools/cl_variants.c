@@ -3,7 +3,7 @@
  * The options come from the backend's own functions (src/opencl/cl_options.c) over the whole space the host
  * requests: flash forward and backward for f32/f16/bf16, every head dim the API accepts (8..256, multiples of
  * 8), with and without a block mask and dropout, deterministic or not; the standard path's helpers; the
- * dropout mask and timing marker kernels. Duplicates are printed once. flash_fwd_nv.cl is left out: the host
+ * dropout mask and timing marker kernels, and the inference options' variants (fa_cl_variant_infer). Duplicates are printed once. flash_fwd_nv.cl is left out: the host
  * builds it only on NVIDIA platforms (inline PTX). tools/cl_offline_build.py compiles the list.
  *
  * usage: cl-variants [--local-mem BYTES] [--group N] [--simd N] [--fma 0|1] [--cpu 0|1]
@@ -59,18 +59,22 @@ int main(int argc, char **argv) {
   int failed = 0;
   for (int t = 0; t < 3; t++) {
     for (int d = 8; d <= 256; d += 8) {
-      for (int mask = 0; mask < 2; mask++) {
-        for (int dropout = 0; dropout < 2; dropout++) {
-          fa_cl_variant v;
-          if (fa_cl_forward_variant(&lim, d, dtypes[t], mask, dropout, &v) == FA_SUCCESS)
+      /* mask, dropout, and (feature 4) the inference options, which take neither */
+      for (int feat = 0; feat < 5; feat++) {
+        const int mask = feat & 1, dropout = (feat >> 1) & 1, infer = feat == 4;
+        fa_cl_variant v;
+        if (fa_cl_forward_variant(&lim, d, dtypes[t], mask, dropout, &v) == FA_SUCCESS) {
+          if (infer) fa_cl_variant_infer(&v);
+          failed |= emit(v.files, v.kernels, 3, v.options);
+        } else {
+          fprintf(stderr, "cl-variants: forward %s d=%d: no tile fits\n", fa_dtype_name(dtypes[t]), d);
+        }
+        for (int det = 0; det < 2; det++) {
+          if (fa_cl_backward_variant(&lim, d, dtypes[t], mask, dropout, det, (int)fma, &v) == FA_SUCCESS) {
+            if (infer) fa_cl_variant_infer(&v);
             failed |= emit(v.files, v.kernels, 3, v.options);
-          else
-            fprintf(stderr, "cl-variants: forward %s d=%d: no tile fits\n", fa_dtype_name(dtypes[t]), d);
-          for (int det = 0; det < 2; det++) {
-            if (fa_cl_backward_variant(&lim, d, dtypes[t], mask, dropout, det, (int)fma, &v) == FA_SUCCESS)
-              failed |= emit(v.files, v.kernels, 3, v.options);
-            else
-              fprintf(stderr, "cl-variants: backward %s d=%d: no tile fits\n", fa_dtype_name(dtypes[t]), d);
+          } else {
+            fprintf(stderr, "cl-variants: backward %s d=%d: no tile fits\n", fa_dtype_name(dtypes[t]), d);
           }
         }
       }

@@ -17,7 +17,9 @@
  * Block-sparse masks and dropout (p->mask.buf, p->dropout_p) compile variants with -DFA_BLOCK_MASK=1 and
  * -DFA_DROPOUT=1 (both defines appended, to both kernels' defines, only when one is on: dense calls keep
  * their kernels and cache entries); the kernels skip the tiles the mask hides and regenerate the forward's
- * dropout keep bits from the seed.
+ * dropout keep bits from the seed. The inference options (varlen, window, ALiBi, softcap) compile
+ * -DFA_INFER=1 the same way, and always take these kernels (the Hopper backward has no such variant yet):
+ * varlen launches the block kernels over the longest sequence once per sequence.
  *
  * f16 and bf16 on sm_80+ take flash_bwd_dkdv_tc (tensor cores, every head dim, tiles from
  * fa_tiles_cuda_backward_tc for the budget) in place of flash_bwd_dkdv_simt. FLASHATTN_CUDA_BWD=simt keeps
@@ -100,12 +102,14 @@ static fa_status plan_sm80(fa_context *ctx, const fa_problem *p, sm80_plan *pl) 
 }
 
 /* Workspace: di [B, Hq, Sq] (`rows` floats), then (atomic) the dQ accumulator [B, Hq, Sq, D], float32, then
- * (ordered) the semaphores [B, Hq, ceil(Sq / BM)], int32, from byte *sem_at on. */
+ * (ordered) the semaphores [B, Hq, ceil(Sq / BM)] (with the inference options [B, Hq, Sq]: varlen's query
+ * blocks start at any row), int32, from byte *sem_at on. */
 static fa_status sm80_workspace(fa_context *ctx, const fa_problem *p, const sm80_plan *pl, size_t *rows,
                                 size_t *sem_at, size_t *bytes) {
   const fa_tiles *kt = pl->tc ? &pl->tct : &pl->simt;
   size_t floats, sems = 0;
-  const size_t q_tiles = (size_t)((p->seqlen_q + kt->block_q - 1) / kt->block_q);
+  const size_t q_tiles =
+      fa_problem_flash_infer(p) ? (size_t)p->seqlen_q : (size_t)((p->seqlen_q + kt->block_q - 1) / kt->block_q);
   if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, rows) ||
       (pl->ordered && __builtin_mul_overflow(*rows, q_tiles, &sems)) ||
       __builtin_mul_overflow(*rows, (size_t)p->seqlen_q, rows) ||
@@ -127,7 +131,7 @@ fa_status fa_cu_backward_sm80_workspace(fa_context *ctx, const fa_problem *p, si
 }
 
 fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
-  const int sm90 = fa_cu_backward_sm90_choice(ctx, p);
+  const int sm90 = fa_problem_flash_infer(p) ? 0 : fa_cu_backward_sm90_choice(ctx, p);
   if (sm90 != 0) return sm90 > 0 ? fa_cu_backward_sm90(ctx, p) : FA_ERROR_UNSUPPORTED;
   const int d = (int)p->head_dim;
   const size_t es = fa_dtype_size(p->dtype);
@@ -139,9 +143,10 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
   fa_tiles tct = pl.tct;
   const int tc = pl.tc, atomic = pl.atomic, ordered = pl.ordered;
 
-  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.f;
+  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.f, infer = fa_problem_flash_infer(p);
   char sparse[64] = "";
   if (masked || dropout) snprintf(sparse, sizeof sparse, " -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d", masked, dropout);
+  if (infer) snprintf(sparse, sizeof sparse, " -DFA_INFER=1");
   char simt_defs[256], tc_defs[320];
   snprintf(simt_defs, sizeof simt_defs, FA_BWD_DEFINES_FMT "%s", fa_cu_dtype_define(p->dtype), d, simt.block_q,
            simt.block_k, atomic, sparse);
@@ -220,20 +225,37 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
     a.dropout_threshold = p->dropout_threshold;
     a.dropout_scale = p->dropout_scale;
   }
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  if (varlen) {
+    a.varlen = 1;
+    a.seqs = (int)p->seqs;
+    a.cu_q = fa_cu_addr(&p->cu_seqlens_q, 4), a.cu_q_s = p->cu_seqlens_q.stride[0];
+    a.cu_k = fa_cu_addr(&p->cu_seqlens_k, 4), a.cu_k_s = p->cu_seqlens_k.stride[0];
+  }
+  if (p->alibi.buf) {
+    a.has_alibi = 1;
+    a.alibi = fa_cu_addr(&p->alibi, 4), a.al_sb = p->alibi.stride[0], a.al_sh = p->alibi.stride[1];
+  }
+  a.wl = fa_problem_window_left(p), a.wr = fa_problem_window_right(p);
+  a.softcap2 = (float)(p->softcap * LOG2E);
   a.vec16 = rows_aligned16(&p->q, a.q, p->batch, p->seqlen_q, p->heads_q, es) &&
             rows_aligned16(&p->dout, a.dout, p->batch, p->seqlen_q, p->heads_q, es) &&
             rows_aligned16(&p->k, a.k, p->batch, p->seqlen_k, p->heads_kv, es) &&
             rows_aligned16(&p->v, a.v, p->batch, p->seqlen_k, p->heads_kv, es);
 
-  /* Row kernels: one warp per row, 8 rows per block. */
+  /* Row kernels: one warp per row, 8 rows per block, over the token axis. The block kernels: over the longest
+   * sequence, once per sequence, with varlen (blocks past their own sequence leave). */
   const unsigned row_blocks = (unsigned)((p->seqlen_q + 7) / 8);
   st = launch3(ctx, pre, &a, row_blocks, p->heads_q, p->batch, 256, 0, "flash_bwd_pre");
   if (st != FA_SUCCESS) return st;
-  const unsigned kv_blocks = (unsigned)((p->seqlen_k + kt->block_k - 1) / kt->block_k);
-  st = launch3(ctx, dkdv, &a, kv_blocks, p->heads_kv, p->batch, (unsigned)kt->threads, kt->local_mem_bytes,
-               dkdv_name);
+  const int64_t sq = varlen ? p->max_seqlen_q : p->seqlen_q, sk = varlen ? p->max_seqlen_k : p->seqlen_k;
+  const int64_t seqs = varlen ? p->seqs : p->batch;
+  const unsigned kv_blocks = (unsigned)((sk + kt->block_k - 1) / kt->block_k);
+  if (kv_blocks) /* zero with varlen whose key sequences are all empty: dq is then all zeros, written below */
+    st = launch3(ctx, dkdv, &a, kv_blocks, p->heads_kv, seqs, (unsigned)kt->threads, kt->local_mem_bytes, dkdv_name);
   if (st != FA_SUCCESS) return st;
   if (atomic) return launch3(ctx, dq, &a, row_blocks, p->heads_q, p->batch, 256, 0, "flash_bwd_dq_convert");
-  const unsigned q_blocks = (unsigned)((p->seqlen_q + simt.block_q - 1) / simt.block_q);
-  return launch3(ctx, dq, &a, q_blocks, p->heads_q, p->batch, 256, simt.local_mem_bytes, "flash_bwd_dq_simt");
+  const unsigned q_blocks = (unsigned)((sq + simt.block_q - 1) / simt.block_q);
+  if (!q_blocks) return FA_SUCCESS;
+  return launch3(ctx, dq, &a, q_blocks, p->heads_q, seqs, 256, simt.local_mem_bytes, "flash_bwd_dq_simt");
 }

@@ -3,7 +3,8 @@
  *   sm90  kernels/flash_fwd_sm90.cu (wgmma, TMA, warp-specialised; compiled for sm_90a) for f16/bf16 on
  *         compute capability 9.0 when every operand suits TMA (sm90_reason says why not);
  *   sm80  kernels/flash_fwd.cu: tensor cores (mma.sync) for f16/bf16 on sm_80+, CUDA cores otherwise
- *         (cu_variants.c).
+ *         (cu_variants.c); also every problem with an inference option (varlen, window, ALiBi, softcap: its
+ *         FA_INFER variant), which the sm90 family does not take yet.
  * FLASHATTN_CUDA_FWD=sm80|sm90 forces a family for comparisons (sm90 where it cannot run is an error). */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,7 +17,8 @@
 #define LOG2E 1.4426950408889634
 
 /* The argument block must have one layout on both sides (no padding the two compilers could disagree on). */
-_Static_assert(sizeof(fa_fwd_params) == 5 * 8 + 15 * 8 + 8 * 4 + 6 * 8 + 6 * 4, "fa_fwd_params has padding");
+_Static_assert(sizeof(fa_fwd_params) == 5 * 8 + 15 * 8 + 8 * 4 + 6 * 8 + 6 * 4 + 7 * 8 + 6 * 4,
+               "fa_fwd_params has padding");
 
 static fa_status plan(fa_context *ctx, int head_dim, fa_dtype dtype, int async, fa_cu_fwd_variant *var) {
   fa_tile_limits lim;
@@ -79,17 +81,30 @@ static void fill_params(const fa_problem *p, fa_fwd_params *a_out) {
     a.dropout_threshold = p->dropout_threshold;
     a.dropout_scale = p->dropout_scale;
   }
+  if (p->cu_seqlens_q.buf) {
+    a.varlen = 1;
+    a.cu_q = fa_cu_addr(&p->cu_seqlens_q, 4), a.cu_q_s = p->cu_seqlens_q.stride[0];
+    a.cu_k = fa_cu_addr(&p->cu_seqlens_k, 4), a.cu_k_s = p->cu_seqlens_k.stride[0];
+  }
+  if (p->alibi.buf) {
+    a.has_alibi = 1;
+    a.alibi = fa_cu_addr(&p->alibi, 4), a.al_sb = p->alibi.stride[0], a.al_sh = p->alibi.stride[1];
+  }
+  a.wl = fa_problem_window_left(p), a.wr = fa_problem_window_right(p);
+  a.softcap2 = (float)(p->softcap * LOG2E);
   const int64_t q_shape[3] = {p->batch, p->seqlen_q, p->heads_q};
   a.o_pairs = es == 2 && rows_aligned(&p->o, (CUdeviceptr)a.o, q_shape, es, 4);
   *a_out = a;
 }
 
-/* Launch over (query blocks, heads, batch). */
+/* Launch over (query blocks, heads, batch); varlen: blocks for the longest sequence, and the sequences. */
 static fa_status launch_grid(fa_context *ctx, CUfunction fn, const fa_problem *p, fa_fwd_params *a, void **args,
                              const fa_tiles *t, const char *kernel) {
-  const unsigned blocks_q = (unsigned)((p->seqlen_q + t->block_q - 1) / t->block_q);
-  return fa_cu_launch_split(ctx, fn, blocks_q, p->heads_q, p->batch, (unsigned)t->threads, t->local_mem_bytes, args,
-                            &a->b0, &a->h0, kernel);
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  const unsigned blocks_q = (unsigned)(((varlen ? p->max_seqlen_q : p->seqlen_q) + t->block_q - 1) / t->block_q);
+  if (!blocks_q) return FA_SUCCESS; /* varlen with every sequence empty: nothing to write */
+  return fa_cu_launch_split(ctx, fn, blocks_q, p->heads_q, varlen ? p->seqs : p->batch, (unsigned)t->threads,
+                            t->local_mem_bytes, args, &a->b0, &a->h0, kernel);
 }
 
 /* ---- sm90 ---- */
@@ -99,6 +114,7 @@ static const char *sm90_reason(fa_context *ctx, const fa_problem *p, fa_cu_fwd_v
   static char why[160];
   const fa_cu *c = fa_cu_of(ctx);
   if (c->cc_major != 9) return "the device is not compute capability 9.0";
+  if (fa_problem_flash_infer(p)) return "it takes no inference option (varlen, window, ALiBi, softcap) yet";
   if (!c->cu->TensorMapEncodeTiled) return "the driver has no cuTensorMapEncodeTiled";
   if (p->dtype != FA_F16 && p->dtype != FA_BF16) return "it serves f16 and bf16 only";
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return "a sequence is longer than 2^31";
@@ -201,6 +217,7 @@ fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p) {
   fa_status st = plan(ctx, d, p->dtype, async, &var);
   if (st != FA_SUCCESS) return st;
   fa_cu_forward_features(&var, p->mask.buf != NULL, p->dropout_p > 0.0f);
+  if (fa_problem_flash_infer(p)) fa_cu_forward_infer(&var);
   CUfunction fn;
   st = fa_cu_function(ctx, "flash_fwd.cu", var.defines, var.kernel, var.tiles.local_mem_bytes, &fn);
   if (st != FA_SUCCESS) return st;

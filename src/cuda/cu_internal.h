@@ -130,6 +130,8 @@ FA_HIDDEN fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int he
                                                int64_t seqlen_q, int mask_bq, int mask_bk, fa_cu_fwd_variant *out);
 /* Add the optional features' defines to a variant: FA_BLOCK_MASK=1 with a block mask, FA_DROPOUT=1 with dropout. */
 FA_HIDDEN void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout);
+/* Add FA_INFER=1 for the inference options (varlen, window, ALiBi, softcap), which take no other feature. */
+FA_HIDDEN void fa_cu_forward_infer(fa_cu_fwd_variant *var);
 
 /* ---- the context ---- */
 

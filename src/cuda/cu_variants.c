@@ -48,6 +48,11 @@ void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout)
            dropout ? " -DFA_DROPOUT=1" : "");
 }
 
+void fa_cu_forward_infer(fa_cu_fwd_variant *var) {
+  const size_t n = strlen(var->defines);
+  snprintf(var->defines + n, sizeof var->defines - n, " -DFA_INFER=1");
+}
+
 fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, int causal,
                                      int64_t seqlen_q, int mask_bq, int mask_bk, fa_cu_fwd_variant *out) {
   memset(out, 0, sizeof *out);

@@ -78,6 +78,7 @@ static fa_status build_kernels(fa_context *ctx, const fa_problem *p, fa_cl_varia
                      "flash backward: head dim %d: no tile fits in %zu bytes of local memory and %d work-items (the "
                      "smallest needs %d bytes)",
                      d, lim.local_mem_bytes, lim.max_group_size, (5 * d + 3) * (int)sizeof(float));
+    if (fa_problem_flash_infer(p)) fa_cl_variant_infer(v);
     fa_status s = FA_SUCCESS;
     for (int x = 0; x < 3 && s == FA_SUCCESS; x++) s = fa_cl_kernel(ctx, v->files, v->options, v->kernels[x], &kern[x]);
     if (s != FA_SUCCESS) return s;
@@ -169,25 +170,31 @@ static fa_status flash_backward(fa_context *ctx, const fa_problem *p) {
   }
   if (a.status != FA_SUCCESS) return a.status;
 
+  /* Varlen: the block kernels' grids cover the longest sequence, once per sequence (groups past their own
+   * sequence leave); the row kernels cover the token axis. */
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  const int64_t sq = varlen ? p->max_seqlen_q : p->seqlen_q, sk = varlen ? p->max_seqlen_k : p->seqlen_k;
+  const size_t seqs = (size_t)(varlen ? p->seqs : p->batch);
   size_t row_global[3] = {fa_cl_round_up((size_t)p->seqlen_q, row_local), (size_t)p->heads_q, (size_t)p->batch};
   size_t row_local3[3] = {row_local, 1, 1};
-  size_t kv_blocks = (size_t)((p->seqlen_k + bc - 1) / bc), q_blocks = (size_t)((p->seqlen_q + br - 1) / br);
+  size_t kv_blocks = (size_t)((sk + bc - 1) / bc), q_blocks = (size_t)((sq + br - 1) / br);
   size_t kv_local[3] = {(size_t)(bc * tpr / rpw), 1, 1};
-  size_t kv_global[3] = {kv_blocks * kv_local[0], (size_t)p->heads_kv, (size_t)p->batch};
+  size_t kv_global[3] = {kv_blocks * kv_local[0], (size_t)p->heads_kv, seqs};
   size_t q_local[3] = {(size_t)(br * tpr / rpw), 1, 1};
-  size_t q_global[3] = {q_blocks * q_local[0], (size_t)p->heads_q, (size_t)p->batch};
+  size_t q_global[3] = {q_blocks * q_local[0], (size_t)p->heads_q, seqs};
 
   if ((s = fa_cl_launch(ctx, pre, 3, row_global, row_local3, "flash_bwd_pre")) != FA_SUCCESS) return s;
-  if ((s = fa_cl_launch(ctx, dkdv, 3, kv_global, kv_local, "flash_bwd_dkdv")) != FA_SUCCESS) return s;
+  /* Varlen whose sequences are all empty on one side: no group on that side (the other writes its zeros). */
+  if (kv_blocks && (s = fa_cl_launch(ctx, dkdv, 3, kv_global, kv_local, "flash_bwd_dkdv")) != FA_SUCCESS) return s;
   if (atomic) return fa_cl_launch(ctx, dq, 3, row_global, row_local3, "flash_bwd_dq_convert");
-  return fa_cl_launch(ctx, dq, 3, q_global, q_local, "flash_bwd_dq");
+  return q_blocks ? fa_cl_launch(ctx, dq, 3, q_global, q_local, "flash_bwd_dq") : FA_SUCCESS;
 }
 
 fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p) {
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward(ctx, p);
   /* f16/bf16: the tensor-core kernels first (cl_backward_nv.c, NVIDIA or FLASHATTN_OPENCL_NV_TC=emulate);
    * what they do not serve (FA_ERROR_UNSUPPORTED) runs here. */
-  if (p->dtype == FA_F16 || p->dtype == FA_BF16) {
+  if ((p->dtype == FA_F16 || p->dtype == FA_BF16) && !fa_problem_flash_infer(p)) { /* no inference option there */
     fa_status s = fa_cl_flash_nv_backward(ctx, p);
     if (s != FA_ERROR_UNSUPPORTED) return s;
   }
@@ -205,6 +212,7 @@ fa_status fa_cl_backward_workspace(fa_context *ctx, const fa_problem *p, size_t 
                              p->deterministic, 1, &v) != FA_SUCCESS)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "flash backward: head dim %lld: no tile fits in %zu bytes of local memory",
                    (long long)p->head_dim, lim.local_mem_bytes);
+  if (fa_problem_flash_infer(p)) fa_cl_variant_infer(&v);
   size_t rows;
   return fa_cl_flash_bwd_workspace(ctx, p, v.atomic, &rows, bytes);
 }

@@ -1,6 +1,7 @@
 /* The OpenCL forward pass, portable kernels: tiles for the context's device, the build options of
  * kernels/flash_fwd.cl, and its launch; a block mask or dropout selects a variant of the kernel (FA_BLOCK_MASK,
- * FA_DROPOUT) with their arguments after the dense ones. Which forward runs is chosen in cl_backend.c. */
+ * FA_DROPOUT), the inference options another (FA_INFER: varlen, window, ALiBi, softcap), with their arguments
+ * after the dense ones. Which forward runs is chosen in cl_backend.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,32 @@ static fa_status mask_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const 
   return s;
 }
 
+/* FA_INFER_ARGS of flash_fwd.cl: the varlen offsets, the window, ALiBi's slopes and softcap in base 2 (absent
+ * tensors pass q's buffer, which the kernel then never reads). */
+static fa_status infer_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_problem *p, const char *what) {
+  fa_status s = FA_SUCCESS;
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  const fa_view *cu[2] = {&p->cu_seqlens_q, &p->cu_seqlens_k};
+  for (int x = 0; x < 2 && s == FA_SUCCESS; x++) {
+    cl_mem m = fa_cl_mem(varlen ? cu[x]->buf : p->q.buf);
+    cl_long l[2] = {varlen ? cu[x]->offset : 0, varlen ? cu[x]->stride[0] : 0};
+    s = fa_cl_arg(ctx, kern, (*arg)++, sizeof m, &m, what);
+    for (int y = 0; y < 2 && s == FA_SUCCESS; y++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof l[y], &l[y], what);
+  }
+  cl_int ints[3] = {varlen, fa_problem_window_left(p), fa_problem_window_right(p)};
+  for (int x = 0; x < 3 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof ints[x], &ints[x], what);
+  const int has_alibi = p->alibi.buf != NULL;
+  cl_mem am = fa_cl_mem(has_alibi ? p->alibi.buf : p->q.buf);
+  cl_long al[3] = {has_alibi ? p->alibi.offset : 0, has_alibi ? p->alibi.stride[0] : 0, has_alibi ? p->alibi.stride[1] : 0};
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof am, &am, what);
+  for (int x = 0; x < 3 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof al[x], &al[x], what);
+  cl_int ha = has_alibi;
+  cl_float cap2 = p->softcap * 1.4426950408889634f;
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof ha, &ha, what);
+  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof cap2, &cap2, what);
+  return s;
+}
+
 fa_status fa_cl_forward_args(fa_context *ctx, cl_kernel kern, const fa_problem *p, const char *what) {
   cl_uint arg = 0;
   fa_status s = FA_SUCCESS;
@@ -73,6 +100,7 @@ fa_status fa_cl_forward_args(fa_context *ctx, cl_kernel kern, const fa_problem *
   cl_float scale_log2 = p->scale * 1.4426950408889634f;
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, what);
   if (s == FA_SUCCESS && (p->mask.buf || p->dropout_p > 0.0f)) s = mask_args(ctx, kern, &arg, p, what);
+  if (s == FA_SUCCESS && fa_problem_flash_infer(p)) s = infer_args(ctx, kern, &arg, p, what);
   return s;
 }
 
@@ -93,6 +121,7 @@ fa_status fa_cl_flash_forward(fa_context *ctx, const fa_problem *p) {
       return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
                      "flash forward: head dim %d: no tile fits in %zu bytes of local memory and %d work-items",
                      d, lim.local_mem_bytes, lim.max_group_size);
+    if (fa_problem_flash_infer(p)) fa_cl_variant_infer(&v);
     if ((s = fa_cl_kernel(ctx, v.files, v.options, v.kernels[0], &kern)) != FA_SUCCESS) return s;
     if ((s = fa_cl_fit_kernel(ctx, kern, (size_t)v.tiles.threads, &lim, &fits)) != FA_SUCCESS) return s;
   }
@@ -101,8 +130,11 @@ fa_status fa_cl_flash_forward(fa_context *ctx, const fa_problem *p) {
 
   if ((s = fa_cl_forward_args(ctx, kern, p, "flash_fwd")) != FA_SUCCESS) return s;
 
-  size_t blocks = (size_t)((p->seqlen_q + br - 1) / br);
+  /* Varlen: a row of groups per sequence, enough for the longest; groups past their sequence's rows leave. */
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  size_t blocks = (size_t)(((varlen ? p->max_seqlen_q : p->seqlen_q) + br - 1) / br);
   size_t local[3] = {(size_t)tiles.threads, 1, 1};
-  size_t global[3] = {blocks * (size_t)tiles.threads, (size_t)p->heads_q, (size_t)p->batch};
+  size_t global[3] = {blocks * (size_t)tiles.threads, (size_t)p->heads_q, (size_t)(varlen ? p->seqs : p->batch)};
+  if (!blocks) return FA_SUCCESS; /* every sequence empty: nothing to write */
   return fa_cl_launch(ctx, kern, 3, global, local, "flash_fwd");
 }

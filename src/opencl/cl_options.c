@@ -143,6 +143,21 @@ fa_status fa_cl_backward_variant(const fa_tile_limits *lim, int d, fa_dtype dtyp
   return FA_SUCCESS;
 }
 
+void fa_cl_variant_infer(fa_cl_variant *v) {
+  static const char *const bwd[2] = {"masks.h flash_bwd.cl flash_bwd_rows.cl", "masks.h flash_bwd.cl flash_bwd_tiles.cl"};
+  if (strcmp(v->kernels[0], "flash_bwd_pre") == 0) {
+    v->files = bwd[v->tpr > 1];
+    /* The separate dQ kernel, whatever FLASHATTN_OPENCL_BWD_DQ says: with varlen it writes exactly the
+     * sequences' rows, where flash_bwd_dq_convert would write every row of the token axis. */
+    char *atomic = strstr(v->options, "-DDQ_ATOMIC=1");
+    if (atomic) atomic[strlen("-DDQ_ATOMIC=")] = '0';
+    v->atomic = 0;
+    v->kernels[2] = "flash_bwd_dq";
+  }
+  const size_t n = strlen(v->options);
+  snprintf(v->options + n, sizeof v->options - n, " -DFA_INFER=1");
+}
+
 int fa_cl_std_vec_for(int is_cpu) {
   /* SIMD width on a CPU (see fa_std_softmax in kernels/standard.cl), one row per work-item on a GPU. */
   return is_cpu ? 8 : 1;

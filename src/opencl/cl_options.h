@@ -33,6 +33,11 @@ FA_HIDDEN fa_status fa_cl_forward_variant(const fa_tile_limits *lim, int d, fa_d
 FA_HIDDEN fa_status fa_cl_backward_variant(const fa_tile_limits *lim, int d, fa_dtype dtype, int mask, int dropout,
                                            int deterministic, int has_fma, fa_cl_variant *v);
 
+/* The FA_INFER variant (varlen, window, ALiBi, softcap; kernels/masks.h before the kernels) of a forward or
+ * backward variant from the two functions above, built without a block mask or dropout; a backward takes the
+ * separate dQ kernel. */
+FA_HIDDEN void fa_cl_variant_infer(fa_cl_variant *v);
+
 /* kernels/standard.cl: rows per work-item of fa_std_softmax, the fa_std_transpose group shape (a tile x tile
  * block per group of tile x rows work-items; tile divides 128) and the program's options (buf >= 96 bytes). */
 FA_HIDDEN int fa_cl_std_vec_for(int is_cpu);
