@@ -16,6 +16,7 @@
 #include "cuda_params.h"
 #include "decode.h"
 
+#if !FA_DEC_MMA /* one of the two decode kernels per compile: they take the same defines */
 #define THREADS 128
 #define U 2 /* keys per slot per step */
 
@@ -208,6 +209,273 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
     }
   }
 }
+
+#endif
+
+#if FA_DEC_MMA
+/* fa_decode_mma: the same problem as fa_decode for 16-bit K and V with D a multiple of 16 (<= 256) whose rows
+ * start on 16-byte boundaries, on tensor cores (sm_80+). One block of WARPS warps serves 16 query rows of one
+ * key/value head (row block rb: flattened (query position, head of the group) pairs, so the GQA group x Sq
+ * rows share every K/V load: Sq 4 x 4 heads is one block) and one split of their keys; grid as fa_decode's.
+ *   The split's keys go in chunks of 16 (from the 16-aligned one holding its first key); warp w takes chunks
+ *   w, w + WARPS, ... and streams them through its own STAGES-deep cp.async ring in shared memory (16-byte
+ *   copies; no block barrier in the loop, only __syncwarp), so WARPS x (STAGES - 1) chunks of K and V are in
+ *   flight per block (D 128, 4 warps, 3 stages: 64 KiB).
+ *   Per 16 keys: S = Q K^T (m16n8k16, K by ldmatrix), the online softmax on the fragments (rows g, g + 8 of
+ *   each lane), O += P V (P from the S fragments, V by ldmatrix.trans). Each warp keeps its own max, sum and
+ *   O; the warps merge through shared memory at the end.
+ *   Paged K/V: a chunk (16-aligned; page sizes are multiples of 16) lies in one page, so the block table is
+ *   read once per chunk, one chunk ahead of its copies.
+ * Shared memory (dynamic): WARPS x STAGES x (K, V) x 16 rows of HEAD_DIM + 8 elements (the 16-byte pad puts
+ * ldmatrix's 8 rows on distinct banks), reused as WARPS x 16 x (HEAD_DIM + 4) floats for the merge
+ * (cu_decode.c's mma_smem gives the bytes). Registers: 179 at D 128 (sm_90a), so 2 blocks of 4 warps per SM. */
+#ifndef FA_DEC_WARPS
+#define FA_DEC_WARPS 4
+#endif
+#ifndef FA_DEC_STAGES
+#define FA_DEC_STAGES 3
+#endif
+constexpr int kW = FA_DEC_WARPS, kS = FA_DEC_STAGES;
+constexpr int kRowE = HEAD_DIM + 8;  /* elements per shared row */
+constexpr int kTileE = 16 * kRowE;   /* one tensor's chunk */
+constexpr int kPieces = HEAD_DIM / 8; /* 16-byte pieces per row */
+constexpr int kCopies = kPieces / 2;  /* cp.async per lane per tensor and chunk: 16 rows x kPieces / 32 */
+constexpr int kKs = HEAD_DIM / 16;    /* k-steps of Q K^T, d-tile pairs of P V */
+constexpr int kOrow = HEAD_DIM + 4;   /* floats per merge row */
+static_assert(HEAD_DIM % 16 == 0 && HEAD_DIM <= 256, "fa_decode_mma takes D a multiple of 16 up to 256");
+static_assert(kS >= 2, "FA_DEC_STAGES is at least 2");
+static_assert(kS * 2 * kTileE * 2 >= 16 * kOrow * 4, "the merge fits in the ring");
+
+template <int N> static __device__ __forceinline__ void cp_async_wait(void) {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+/* Element offset of the chunk of keys [j0, j0 + 16) (j0 a multiple of 16) in k or v, head hk. */
+static __device__ __forceinline__ long long run_base(int page, int paged, int page_size, int kb, int j0, long long sb,
+                                                     long long ss, long long sh, int hk) {
+  return paged ? (long long)page * sb + (long long)(j0 % page_size) * ss + (long long)hk * sh
+               : (long long)kb * sb + (long long)j0 * ss + (long long)hk * sh;
+}
+
+extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_decode_params a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ float sm_m[kW][16], sm_l[kW][16];
+  const int tid = threadIdx.x, w = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int rb = blockIdx.x % a.row_blocks, split = blockIdx.x / a.row_blocks;
+  const int hk = blockIdx.y, b = blockIdx.z;
+  const int *seqlens = (const int *)a.seqlens, *table = (const int *)a.table;
+  int len, sq = a.seqlen_q, q0 = 0, kr0 = 0;
+  const int qb = a.varlen ? 0 : b, kb = a.varlen ? 0 : b;
+  if (a.varlen) {
+    fa_dec_span((const int *)a.cu_q, a.cu_q_s, b, a.seqlen_q, &q0, &sq);
+    fa_dec_span((const int *)a.cu_k, a.cu_k_s, b, a.cap, &kr0, &len);
+  } else {
+    len = fa_dec_length(seqlens, a.sl_s, a.has_seqlens, b, a.cap);
+  }
+  const int rows_total = sq * a.group;
+  const unsigned short *q = (const unsigned short *)a.q;
+  const fa_elem *k = (const fa_elem *)a.k + (long long)kr0 * a.k_ss, *v = (const fa_elem *)a.v + (long long)kr0 * a.v_ss;
+
+  /* Every row's keys (the block's union gives the split), and this lane's rows g and g + 8. */
+  int glo = len, ghi = 0, lo[2] = {0, 0}, hi[2] = {0, 0};
+#pragma unroll
+  for (int r = 0; r < 16; r++) {
+    const int f = rb * 16 + r;
+    int rl = 0, rh = 0;
+    if (f < rows_total) fa_dec_row_keys(f / a.group, sq, len, a.causal, a.window, a.wl, a.wr, &rl, &rh);
+    if (rh > rl) glo = min(glo, rl), ghi = max(ghi, rh);
+    if (r == g) lo[0] = rl, hi[0] = rh;
+    if (r == g + 8) lo[1] = rl, hi[1] = rh;
+  }
+  int klo = 0, khi = 0;
+  if (ghi > glo) fa_dec_split_keys(glo, ghi, split, a.splits, &klo, &khi);
+#pragma unroll
+  for (int x = 0; x < 2; x++) lo[x] = max(lo[x], klo), hi[x] = min(hi[x], khi);
+#if FA_DEC_MODS
+  float slope[2];
+  int diag[2];
+#pragma unroll
+  for (int x = 0; x < 2; x++) {
+    const int f = rb * 16 + g + 8 * x, h = hk * a.group + f % a.group;
+    slope[x] = a.has_alibi && f < rows_total ? ((const float *)a.alibi)[b * a.al_sb + h * a.al_sh] : 0.0f;
+    diag[x] = f / a.group + len - sq;
+  }
+#endif
+
+  /* Q's A fragments (rows g, g + 8; columns 2 t4, 2 t4 + 1 and + 8 of each k-step), zero for padding rows. */
+  unsigned qa[kKs][4];
+#pragma unroll
+  for (int x = 0; x < 2; x++) {
+    const int f = rb * 16 + g + 8 * x;
+    const unsigned short *qr =
+        q + qb * a.q_sb + (long long)(q0 + f / a.group) * a.q_ss + (long long)(hk * a.group + f % a.group) * a.q_sh;
+#pragma unroll
+    for (int ks = 0; ks < kKs; ks++)
+#pragma unroll
+      for (int y = 0; y < 2; y++) {
+        const int d = ks * 16 + y * 8 + 2 * t4;
+        qa[ks][x + 2 * y] = f < rows_total ? (unsigned)qr[d] | (unsigned)qr[d + 1] << 16 : 0u;
+      }
+  }
+
+  /* Chunks of 16 keys from the one holding klo; this warp's are w, w + kW, ... */
+  const int kbeg = klo & ~15;
+  const int chunks = khi > klo ? (khi - kbeg + 15) / 16 : 0;
+  const int mine = chunks > w ? (chunks - 1 - w) / kW + 1 : 0;
+  const unsigned ring = fa_smem_addr(smem) + (unsigned)(w * kS * 2 * kTileE * 2);
+
+  /* The page of this warp's chunk number c: one table read per chunk, none past khi. */
+  auto page_of = [&](int c) {
+    const int j0 = kbeg + (w + c * kW) * 16;
+    int page = 0;
+    if (a.paged && c < mine && j0 < khi) {
+      page = table[(long long)kb * a.t_sb + (long long)(j0 / a.page_size) * a.t_sp];
+      page = page < 0 ? 0 : page >= a.num_pages ? a.num_pages - 1 : page;
+    }
+    return page;
+  };
+  /* Copies of chunk c into ring stage st; keys outside [klo, khi) are zero-filled (finite V under P = 0). */
+  auto issue = [&](int c, int st, int page) {
+    const int c0 = kbeg + (w + c * kW) * 16;
+    const long long kbase = run_base(page, a.paged, a.page_size, kb, c0, a.k_sb, a.k_ss, a.k_sh, hk);
+    const long long vbase = run_base(page, a.paged, a.page_size, kb, c0, a.v_sb, a.v_ss, a.v_sh, hk);
+    const unsigned sk = ring + (unsigned)(st * 2 * kTileE * 2), sv = sk + (unsigned)(kTileE * 2);
+#pragma unroll
+    for (int i = 0; i < kCopies; i++) {
+      const int idx = lane + 32 * i, row = idx / kPieces, pc = idx % kPieces, j = c0 + row;
+      const bool in = c < mine && j >= klo && j < khi;
+      const fa_elem *ks = in ? k + kbase + (long long)row * a.k_ss + pc * 8 : k;
+      const fa_elem *vs = in ? v + vbase + (long long)row * a.v_ss + pc * 8 : v;
+      const unsigned off = (unsigned)((row * kRowE + pc * 8) * 2);
+      fa_cp_async16(sk + off, ks, in ? 16 : 0);
+      fa_cp_async16(sv + off, vs, in ? 16 : 0);
+    }
+  };
+
+  float m[2] = {-FA_FLT_MAX, -FA_FLT_MAX}, l[2] = {0.0f, 0.0f}, acc[2 * kKs][4];
+#pragma unroll
+  for (int n = 0; n < 2 * kKs; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  const float qk_scale = a.scale * (FA_DEC_MODS ? 1.0f : 1.4426950408889634f);
+
+  int page_next = page_of(0);
+#pragma unroll
+  for (int s = 0; s < kS - 1; s++) {
+    const int page = page_next;
+    page_next = page_of(s + 1);
+    if (s < mine) issue(s, s, page);
+    fa_cp_async_commit();
+  }
+  for (int it = 0; it < mine; it++) {
+    __syncwarp(); /* every lane has read the stage the next copies overwrite (computed at it - 1) */
+    {
+      const int page = page_next;
+      page_next = page_of(it + kS); /* one chunk ahead: its latency hides behind this chunk's math */
+      if (it + kS - 1 < mine) issue(it + kS - 1, (it + kS - 1) % kS, page);
+      fa_cp_async_commit();
+    }
+    cp_async_wait<kS - 1>();
+    __syncwarp();
+    const unsigned sk = ring + (unsigned)((it % kS) * 2 * kTileE * 2), sv = sk + (unsigned)(kTileE * 2);
+    const int c0 = kbeg + (w + it * kW) * 16;
+
+    /* S = Q K^T: s[n-tile][fragment] for key c0 + 8 n + 2 t4 + (e & 1), row g (e < 2) or g + 8. K's fragments:
+     * ldmatrix's matrices (keys 0-7, d 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15) of each k-step. */
+    float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+    for (int ks = 0; ks < kKs; ks++) {
+      unsigned kf[4];
+      fa_ldmatrix_x4(kf, sk + (unsigned)((((lane / 16) * 8 + lane % 8) * kRowE + ks * 16 + ((lane / 8) & 1) * 8) * 2));
+      fa_mma_16816(s[0], qa[ks], kf[0], kf[1]);
+      fa_mma_16816(s[1], qa[ks], kf[2], kf[3]);
+    }
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int x = e / 2, j = c0 + n * 8 + 2 * t4 + (e & 1);
+        float sc = s[n][e] * qk_scale;
+#if FA_DEC_MODS
+        sc = fa_dec_modify(sc, a.softcap, slope[x], diag[x], j) * 1.4426950408889634f;
+#endif
+        sc = j >= lo[x] && j < hi[x] ? sc : FA_NEG_INF;
+        s[n][e] = sc;
+        mx[x] = fmaxf(mx[x], sc);
+      }
+#pragma unroll
+    for (int x = 0; x < 2; x++) {
+      mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
+      mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
+      const float old = exp2f(m[x] - mx[x]);
+      m[x] = mx[x];
+      l[x] *= old;
+#pragma unroll
+      for (int n = 0; n < 2 * kKs; n++) acc[n][2 * x] *= old, acc[n][2 * x + 1] *= old;
+    }
+    /* O += P V: P's A fragment is S's accumulator layout (n-tile 0 then 1); V's B fragments by ldmatrix.trans of
+     * the matrices (keys 0-7, d-tile 2 dp), (8-15, 2 dp), (0-7, 2 dp + 1), (8-15, 2 dp + 1). */
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        s[n][e] = exp2f(s[n][e] - m[e / 2]);
+        l[e / 2] += s[n][e];
+      }
+    const unsigned pa[4] = {fa_pack2(s[0][0], s[0][1]), fa_pack2(s[0][2], s[0][3]), fa_pack2(s[1][0], s[1][1]),
+                            fa_pack2(s[1][2], s[1][3])};
+#pragma unroll
+    for (int dp = 0; dp < kKs; dp++) {
+      unsigned vf[4];
+      fa_ldmatrix_x4_trans(vf, sv + (unsigned)(((((lane / 8) & 1) * 8 + lane % 8) * kRowE + dp * 16 + (lane / 16) * 8) * 2));
+      fa_mma_16816(acc[2 * dp], pa, vf[0], vf[1]);
+      fa_mma_16816(acc[2 * dp + 1], pa, vf[2], vf[3]);
+    }
+  }
+
+  /* Merge the warps: each writes its rows' max, sum and O, then the block combines per (row, column). */
+  fa_cp_async_wait_all();
+  __syncthreads(); /* the ring is free */
+  float *so = (float *)smem;
+#pragma unroll
+  for (int x = 0; x < 2; x++) {
+    l[x] += __shfl_xor_sync(0xffffffffu, l[x], 1);
+    l[x] += __shfl_xor_sync(0xffffffffu, l[x], 2);
+    const int r = g + 8 * x;
+#pragma unroll
+    for (int n = 0; n < 2 * kKs; n++) {
+      so[(w * 16 + r) * kOrow + n * 8 + 2 * t4] = acc[n][2 * x];
+      so[(w * 16 + r) * kOrow + n * 8 + 2 * t4 + 1] = acc[n][2 * x + 1];
+    }
+    if (t4 == 0) sm_m[w][r] = m[x], sm_l[w][r] = l[x];
+  }
+  __syncthreads();
+  for (int x = tid; x < 16 * HEAD_DIM; x += kW * 32) {
+    const int r = x / HEAD_DIM, d = x % HEAD_DIM, f = rb * 16 + r;
+    if (f >= rows_total) break; /* rows run in order: the rest are padding too */
+    float mxw = -FA_FLT_MAX, sum = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int ww = 0; ww < kW; ww++) mxw = fmaxf(mxw, sm_m[ww][r]);
+#pragma unroll
+    for (int ww = 0; ww < kW; ww++) {
+      const float wt = exp2f(sm_m[ww][r] - mxw);
+      sum += sm_l[ww][r] * wt;
+      o += so[(ww * 16 + r) * kOrow + d] * wt;
+    }
+    const int i = q0 + f / a.group, h = hk * a.group + f % a.group;
+    const float val = sum > 0.0f ? o / sum : 0.0f;
+    const float row_lse = sum > 0.0f ? mxw * FA_LN2 + logf(sum) : FA_NEG_INF;
+    if (a.splits == 1) {
+      ((fa_elem *)a.o)[qb * a.o_sb + (long long)i * a.o_ss + (long long)h * a.o_sh + d] = fa_from_float(val);
+      if (d == 0 && a.has_lse)
+        ((float *)a.lse)[qb * a.lse_sb + (long long)h * a.lse_sh + (long long)i * a.lse_ss] = row_lse;
+    } else {
+      const long long row = (((long long)split * a.batch + qb) * a.heads_q + h) * a.seqlen_q + i;
+      ((float *)a.part_o)[row * HEAD_DIM + d] = val;
+      if (d == 0) ((float *)a.part_lse)[row] = row_lse;
+    }
+  }
+}
+#endif
 
 /* fa_combine: o = sum_p exp(lse_p - lse) o_p, lse = log sum_p exp(lse_p); one block per (row, head, batch),
  * its threads over the columns. */
