@@ -334,21 +334,30 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
     }
     return page;
   };
-  /* Copies of chunk c into ring stage st; keys outside [klo, khi) are zero-filled (finite V under P = 0). */
+  /* This lane's copies of a chunk: piece idx % kPieces of row idx / kPieces for idx = lane + 32 i, at element
+   * offsets that fit 32 bits (the host checks that 15 row steps and a row do). */
+  int crow[kCopies];
+  unsigned koff[kCopies], voff[kCopies];
+#pragma unroll
+  for (int i = 0; i < kCopies; i++) {
+    const unsigned idx = (unsigned)lane + 32u * i, row = idx / kPieces, pc = idx % kPieces;
+    crow[i] = (int)row;
+    koff[i] = row * (unsigned)a.k_ss + pc * 8u;
+    voff[i] = row * (unsigned)a.v_ss + pc * 8u;
+  }
+  /* Copies of chunk c (< mine) into ring stage st; keys outside [klo, khi) are zero-filled (finite V under
+   * P = 0). Row r of a stage's K starts at element r (D + 8): piece p of it at byte 16 (idx + r). */
   auto issue = [&](int c, int st, int page) {
-    const int c0 = kbeg + (w + c * kW) * 16;
-    const long long kbase = run_base(page, a.paged, a.page_size, kb, c0, a.k_sb, a.k_ss, a.k_sh, hk);
-    const long long vbase = run_base(page, a.paged, a.page_size, kb, c0, a.v_sb, a.v_ss, a.v_sh, hk);
+    const int c0 = kbeg + (w + c * kW) * 16, rlo = klo - c0, rhi = khi - c0;
+    const fa_elem *kc = k + run_base(page, a.paged, a.page_size, kb, c0, a.k_sb, a.k_ss, a.k_sh, hk);
+    const fa_elem *vc = v + run_base(page, a.paged, a.page_size, kb, c0, a.v_sb, a.v_ss, a.v_sh, hk);
     const unsigned sk = ring + (unsigned)(st * 2 * kTileE * 2), sv = sk + (unsigned)(kTileE * 2);
 #pragma unroll
     for (int i = 0; i < kCopies; i++) {
-      const int idx = lane + 32 * i, row = idx / kPieces, pc = idx % kPieces, j = c0 + row;
-      const bool in = c < mine && j >= klo && j < khi;
-      const fa_elem *ks = in ? k + kbase + (long long)row * a.k_ss + pc * 8 : k;
-      const fa_elem *vs = in ? v + vbase + (long long)row * a.v_ss + pc * 8 : v;
-      const unsigned off = (unsigned)((row * kRowE + pc * 8) * 2);
-      fa_cp_async16(sk + off, ks, in ? 16 : 0);
-      fa_cp_async16(sv + off, vs, in ? 16 : 0);
+      const bool in = crow[i] >= rlo && crow[i] < rhi;
+      const unsigned off = 16u * ((unsigned)lane + 32u * i + (unsigned)crow[i]);
+      fa_cp_async16(sk + off, in ? kc + koff[i] : k, in ? 16 : 0);
+      fa_cp_async16(sv + off, in ? vc + voff[i] : v, in ? 16 : 0);
     }
   };
 

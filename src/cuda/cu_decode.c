@@ -130,10 +130,13 @@ static size_t mma_smem(int warps, int stages, int64_t d) {
   return ring > merge ? ring : merge;
 }
 
-/* Whether fa_decode_mma can serve p, its rows aside (fa_cu_decode_max_rows cannot see them). */
+/* Whether fa_decode_mma can serve p, the alignment of its rows aside (fa_cu_decode_max_rows cannot see it):
+ * it takes the element offsets of 16 rows of K and V in 32 bits. */
 static int mma_fits(const fa_context *ctx, const fa_problem *p) {
   const char *kern = getenv("FLASHATTN_DECODE_KERNEL");
+  const int64_t most = (INT32_MAX - p->head_dim) / 15;
   return fa_cu_of(ctx)->cc_major >= 8 && p->dtype != FA_F32 && p->head_dim % 16 == 0 && p->head_dim <= 256 &&
+         p->k.stride[1] >= 0 && p->k.stride[1] <= most && p->v.stride[1] >= 0 && p->v.stride[1] <= most &&
          !(kern && strcmp(kern, "simple") == 0);
 }
 
