@@ -246,8 +246,12 @@ static_assert(HEAD_DIM % 16 == 0 && HEAD_DIM <= 256, "fa_decode_mma takes D a mu
 static_assert(kS >= 2, "FA_DEC_STAGES is at least 2");
 static_assert(kS * 2 * kTileE * 2 >= 16 * kOrow * 4, "the merge fits in the ring");
 
+/* FA_DEC_EMULATE: tests/decode_emu.cpp runs this kernel on the host (tests/emu/cuda_common.cuh), where the
+ * copies are synchronous and the dynamic shared memory is its buffer. */
 template <int N> static __device__ __forceinline__ void cp_async_wait(void) {
+#ifndef FA_DEC_EMULATE
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
 }
 
 /* Element offset of the chunk of keys [j0, j0 + 16) (j0 a multiple of 16) in k or v, head hk. */
@@ -258,7 +262,11 @@ static __device__ __forceinline__ long long run_base(int page, int paged, int pa
 }
 
 extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_decode_params a) {
+#ifdef FA_DEC_EMULATE
+  unsigned char *smem = emu_smem;
+#else
   extern __shared__ __align__(16) unsigned char smem[];
+#endif
   __shared__ float sm_m[kW][16], sm_l[kW][16];
   const int tid = threadIdx.x, w = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int rb = blockIdx.x % a.row_blocks, split = blockIdx.x / a.row_blocks;
