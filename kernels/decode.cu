@@ -254,13 +254,6 @@ template <int N> static __device__ __forceinline__ void cp_async_wait(void) {
 #endif
 }
 
-/* Element offset of the chunk of keys [j0, j0 + 16) (j0 a multiple of 16) in k or v, head hk. */
-static __device__ __forceinline__ long long run_base(int page, int paged, int page_size, int kb, int j0, long long sb,
-                                                     long long ss, long long sh, int hk) {
-  return paged ? (long long)page * sb + (long long)(j0 % page_size) * ss + (long long)hk * sh
-               : (long long)kb * sb + (long long)j0 * ss + (long long)hk * sh;
-}
-
 extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_decode_params a) {
 #ifdef FA_DEC_EMULATE
   unsigned char *smem = emu_smem;
@@ -332,15 +325,24 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   const int mine = chunks > w ? (chunks - 1 - w) / kW + 1 : 0;
   const unsigned ring = fa_smem_addr(smem) + (unsigned)(w * kS * 2 * kTileE * 2);
 
-  /* The page of this warp's chunk number c: one table read per chunk, none past khi. */
-  auto page_of = [&](int c) {
+  /* Where this warp's chunk number c starts: row `row` of batch entry or page `page` (a paged chunk lies in one
+   * page); one table read per chunk, none past khi. */
+  struct place {
+    int page, row;
+  };
+  auto place_of = [&](int c) {
     const int j0 = kbeg + (w + c * kW) * 16;
-    int page = 0;
-    if (a.paged && c < mine && j0 < khi) {
-      page = table[(long long)kb * a.t_sb + (long long)(j0 / a.page_size) * a.t_sp];
-      page = page < 0 ? 0 : page >= a.num_pages ? a.num_pages - 1 : page;
+    place pl = {kb, j0};
+    if (a.paged) {
+      const int t = j0 / a.page_size;
+      pl.row = j0 - t * a.page_size;
+      pl.page = 0;
+      if (c < mine && j0 < khi) {
+        const int page = table[(long long)kb * a.t_sb + (long long)t * a.t_sp];
+        pl.page = page < 0 ? 0 : page >= a.num_pages ? a.num_pages - 1 : page;
+      }
     }
-    return page;
+    return pl;
   };
   /* This lane's copies of a chunk: piece idx % kPieces of row idx / kPieces for idx = lane + 32 i, at element
    * offsets that fit 32 bits (the host checks that 15 row steps and a row do). */
@@ -355,10 +357,10 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   }
   /* Copies of chunk c (< mine) into ring stage st; keys outside [klo, khi) are zero-filled (finite V under
    * P = 0). Row r of a stage's K starts at element r (D + 8): piece p of it at byte 16 (idx + r). */
-  auto issue = [&](int c, int st, int page) {
+  auto issue = [&](int c, int st, place pl) {
     const int c0 = kbeg + (w + c * kW) * 16, rlo = klo - c0, rhi = khi - c0;
-    const fa_elem *kc = k + run_base(page, a.paged, a.page_size, kb, c0, a.k_sb, a.k_ss, a.k_sh, hk);
-    const fa_elem *vc = v + run_base(page, a.paged, a.page_size, kb, c0, a.v_sb, a.v_ss, a.v_sh, hk);
+    const fa_elem *kc = k + (long long)pl.page * a.k_sb + (long long)pl.row * a.k_ss + (long long)hk * a.k_sh;
+    const fa_elem *vc = v + (long long)pl.page * a.v_sb + (long long)pl.row * a.v_ss + (long long)hk * a.v_sh;
     const unsigned sk = ring + (unsigned)(st * 2 * kTileE * 2), sv = sk + (unsigned)(kTileE * 2);
 #pragma unroll
     for (int i = 0; i < kCopies; i++) {
@@ -374,20 +376,20 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   for (int n = 0; n < 2 * kKs; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
   const float qk_scale = a.scale * (FA_DEC_MODS ? 1.0f : 1.4426950408889634f);
 
-  int page_next = page_of(0);
+  place next = place_of(0);
 #pragma unroll
   for (int s = 0; s < kS - 1; s++) {
-    const int page = page_next;
-    page_next = page_of(s + 1);
-    if (s < mine) issue(s, s, page);
+    const place pl = next;
+    next = place_of(s + 1);
+    if (s < mine) issue(s, s, pl);
     fa_cp_async_commit();
   }
   for (int it = 0; it < mine; it++) {
     __syncwarp(); /* every lane has read the stage the next copies overwrite (computed at it - 1) */
     {
-      const int page = page_next;
-      page_next = page_of(it + kS); /* one chunk ahead: its latency hides behind this chunk's math */
-      if (it + kS - 1 < mine) issue(it + kS - 1, (it + kS - 1) % kS, page);
+      const place pl = next;
+      next = place_of(it + kS); /* one chunk ahead: the table read's latency hides behind this chunk's math */
+      if (it + kS - 1 < mine) issue(it + kS - 1, (it + kS - 1) % kS, pl);
       fa_cp_async_commit();
     }
     cp_async_wait<kS - 1>();
