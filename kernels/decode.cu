@@ -226,9 +226,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
  *   O; the warps merge through shared memory at the end.
  *   Paged K/V: a chunk (16-aligned; page sizes are multiples of 16) lies in one page, so the block table is
  *   read once per chunk, one chunk ahead of its copies.
- * Shared memory (dynamic): WARPS x STAGES x (K, V) x 16 rows of HEAD_DIM + 8 elements (the 16-byte pad puts
- * ldmatrix's 8 rows on distinct banks), reused as WARPS x 16 x (HEAD_DIM + 4) floats for the merge
- * (cu_decode.c's mma_smem gives the bytes). Registers: 179 at D 128 (sm_90a), so 2 blocks of 4 warps per SM. */
+ * Shared memory (dynamic): above D 128 Q's 16 rows, then WARPS x STAGES x (K, V) x 16 rows of HEAD_DIM + 8
+ * elements (the 16-byte pad puts ldmatrix's 8 rows on distinct banks), reused as WARPS x 16 x (HEAD_DIM + 4)
+ * floats for the merge (cu_decode.c's mma_smem gives the bytes). Registers: 179 at D 128 (sm_90a), so 2 blocks of 4 warps per SM. */
 #ifndef FA_DEC_WARPS
 #define FA_DEC_WARPS 4
 #endif
@@ -245,6 +245,8 @@ constexpr int kOrow = HEAD_DIM + 4;   /* floats per merge row */
 static_assert(HEAD_DIM % 16 == 0 && HEAD_DIM <= 256, "fa_decode_mma takes D a multiple of 16 up to 256");
 static_assert(kS >= 2, "FA_DEC_STAGES is at least 2");
 static_assert(kS * 2 * kTileE * 2 >= 16 * kOrow * 4, "the merge fits in the ring");
+#define FA_DEC_QSMEM (HEAD_DIM > 128)
+constexpr int kQe = FA_DEC_QSMEM ? 16 * kRowE : 0; /* elements of Q in shared memory, before the rings */
 
 /* FA_DEC_EMULATE: tests/decode_emu.cpp runs this kernel on the host (tests/emu/cuda_common.cuh), where the
  * copies are synchronous and the dynamic shared memory is its buffer. */
@@ -303,7 +305,21 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   }
 #endif
 
-  /* Q's A fragments (rows g, g + 8; columns 2 t4, 2 t4 + 1 and + 8 of each k-step), zero for padding rows. */
+  /* Q's A fragments (rows g, g + 8; columns 2 t4, 2 t4 + 1 and + 8 of each k-step), zero for padding rows:
+   * in registers up to D 128; above, Q's 16 rows wait in shared memory and each k-step loads its fragment
+   * (ldmatrix), so that the registers hold O's 2 D / 8 floats without spilling. */
+#if FA_DEC_QSMEM
+  for (int x = tid; x < 16 * HEAD_DIM; x += kW * 32) {
+    const int r = x / HEAD_DIM, d = x % HEAD_DIM, f = rb * 16 + r;
+    const unsigned short val =
+        f < rows_total ? q[qb * a.q_sb + (long long)(q0 + f / a.group) * a.q_ss +
+                           (long long)(hk * a.group + f % a.group) * a.q_sh + d]
+                       : (unsigned short)0;
+    ((unsigned short *)smem)[r * kRowE + d] = val;
+  }
+  __syncthreads();
+  const unsigned qsm = fa_smem_addr(smem) + (unsigned)(((lane & 15) * kRowE + (lane / 16) * 8) * 2);
+#else
   unsigned qa[kKs][4];
 #pragma unroll
   for (int x = 0; x < 2; x++) {
@@ -318,12 +334,13 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
         qa[ks][x + 2 * y] = f < rows_total ? (unsigned)qr[d] | (unsigned)qr[d + 1] << 16 : 0u;
       }
   }
+#endif
 
   /* Chunks of 16 keys from the one holding klo; this warp's are w, w + kW, ... */
   const int kbeg = klo & ~15;
   const int chunks = khi > klo ? (khi - kbeg + 15) / 16 : 0;
   const int mine = chunks > w ? (chunks - 1 - w) / kW + 1 : 0;
-  const unsigned ring = fa_smem_addr(smem) + (unsigned)(w * kS * 2 * kTileE * 2);
+  const unsigned ring = fa_smem_addr(smem) + (unsigned)((kQe + w * kS * 2 * kTileE) * 2);
 
   /* Where this warp's chunk number c starts: row `row` of batch entry or page `page` (a paged chunk lies in one
    * page); one table read per chunk, none past khi. */
@@ -404,8 +421,14 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
     for (int ks = 0; ks < kKs; ks++) {
       unsigned kf[4];
       fa_ldmatrix_x4(kf, sk + (unsigned)((((lane / 16) * 8 + lane % 8) * kRowE + ks * 16 + ((lane / 8) & 1) * 8) * 2));
-      fa_mma_16816(s[0], qa[ks], kf[0], kf[1]);
-      fa_mma_16816(s[1], qa[ks], kf[2], kf[3]);
+#if FA_DEC_QSMEM
+      unsigned qf[4]; /* matrices (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) */
+      fa_ldmatrix_x4(qf, qsm + (unsigned)(ks * 32));
+#else
+      const unsigned *qf = qa[ks];
+#endif
+      fa_mma_16816(s[0], qf, kf[0], kf[1]);
+      fa_mma_16816(s[1], qf, kf[2], kf[3]);
     }
     float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -454,7 +477,7 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   /* Merge the warps: each writes its rows' max, sum and O, then the block combines per (row, column). */
   fa_cp_async_wait_all();
   __syncthreads(); /* the ring is free */
-  float *so = (float *)smem;
+  float *so = (float *)(smem + kQe * 2);
 #pragma unroll
   for (int x = 0; x < 2; x++) {
     l[x] += __shfl_xor_sync(0xffffffffu, l[x], 1);

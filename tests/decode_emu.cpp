@@ -60,7 +60,7 @@ static int run(const Case &c, unsigned seed) {
   const size_t rows = (size_t)c.B * c.Hq * c.Sq;
   std::vector<float> part_o(c.splits * rows * D, NAN), part_l(c.splits * rows, NAN);
   a.part_o = (unsigned long long)part_o.data(), a.part_lse = (unsigned long long)part_l.data();
-  const size_t smem_bytes = std::max((size_t)kW * kS * 2 * 16 * (D + 8) * 2, (size_t)kW * 16 * (D + 4) * 4);
+  const size_t smem_bytes = kQe * 2 + std::max((size_t)kW * kS * 2 * 16 * (D + 8) * 2, (size_t)kW * 16 * (D + 4) * 4);
   std::vector<unsigned char> smem(smem_bytes + 16);
   emu_smem = smem.data();
   std::barrier<> bb(kW * 32);

@@ -122,12 +122,12 @@ typedef struct dec_choice {
   fa_decode_plan plan;
 } dec_choice;
 
-/* fa_decode_mma's shared memory: the ring (warps x stages x K and V x 16 rows of D + 8 elements) or the merge
- * (warps x 16 rows of D + 4 floats), whichever is larger. */
+/* fa_decode_mma's shared memory: above D 128 Q (16 rows of D + 8 elements), then the rings (warps x stages x K
+ * and V x 16 rows of D + 8 elements) or the merge (warps x 16 rows of D + 4 floats), whichever is larger. */
 static size_t mma_smem(int warps, int stages, int64_t d) {
   const size_t ring = (size_t)warps * (size_t)stages * 2 * 16 * (size_t)(d + 8) * 2;
   const size_t merge = (size_t)warps * 16 * (size_t)(d + 4) * 4;
-  return ring > merge ? ring : merge;
+  return (d > 128 ? 16 * (size_t)(d + 8) * 2 : 0) + (ring > merge ? ring : merge);
 }
 
 /* Whether fa_decode_mma can serve p, the alignment of its rows aside (fa_cu_decode_max_rows cannot see it):
