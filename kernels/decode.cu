@@ -228,7 +228,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
  *   read once per chunk, one chunk ahead of its copies.
  * Shared memory (dynamic): above D 128 Q's 16 rows, then WARPS x STAGES x (K, V) x 16 rows of HEAD_DIM + 8
  * elements (the 16-byte pad puts ldmatrix's 8 rows on distinct banks), reused as WARPS x 16 x (HEAD_DIM + 4)
- * floats for the merge (cu_decode.c's mma_smem gives the bytes). Registers: 179 at D 128 (sm_90a), so 2 blocks of 4 warps per SM. */
+ * floats for the merge (cu_decode.c's mma_smem gives the bytes). Registers (NVRTC, sm_90): 192 at D 128, 247
+ * at D 256, so 2 blocks of 4 warps per SM. */
 #ifndef FA_DEC_WARPS
 #define FA_DEC_WARPS 4
 #endif
@@ -343,7 +344,8 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   const unsigned ring = fa_smem_addr(smem) + (unsigned)((kQe + w * kS * 2 * kTileE) * 2);
 
   /* Where this warp's chunk number c starts: row `row` of batch entry or page `page` (a paged chunk lies in one
-   * page); one table read per chunk, none past khi. */
+   * page); one table read per chunk, none past khi. The entry is clamped into the pages where it is used, so
+   * that the read, issued a chunk ahead, is waited for only then. */
   struct place {
     int page, row;
   };
@@ -353,11 +355,7 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
     if (a.paged) {
       const int t = j0 / a.page_size;
       pl.row = j0 - t * a.page_size;
-      pl.page = 0;
-      if (c < mine && j0 < khi) {
-        const int page = table[(long long)kb * a.t_sb + (long long)t * a.t_sp];
-        pl.page = page < 0 ? 0 : page >= a.num_pages ? a.num_pages - 1 : page;
-      }
+      pl.page = c < mine && j0 < khi ? table[(long long)kb * a.t_sb + (long long)t * a.t_sp] : 0;
     }
     return pl;
   };
@@ -376,6 +374,7 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
    * P = 0). Row r of a stage's K starts at element r (D + 8): piece p of it at byte 16 (idx + r). */
   auto issue = [&](int c, int st, place pl) {
     const int c0 = kbeg + (w + c * kW) * 16, rlo = klo - c0, rhi = khi - c0;
+    if (a.paged) pl.page = pl.page < 0 ? 0 : pl.page >= a.num_pages ? a.num_pages - 1 : pl.page;
     const fa_elem *kc = k + (long long)pl.page * a.k_sb + (long long)pl.row * a.k_ss + (long long)hk * a.k_sh;
     const fa_elem *vc = v + (long long)pl.page * a.v_sb + (long long)pl.row * a.v_ss + (long long)hk * a.v_sh;
     const unsigned sk = ring + (unsigned)(st * 2 * kTileE * 2), sv = sk + (unsigned)(kTileE * 2);
