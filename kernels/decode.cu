@@ -16,6 +16,7 @@
 #include "cuda_params.h"
 #include "decode.h"
 
+#if !FA_DEC_MMA /* one of the two decode kernels per compile: they take the same defines */
 #define THREADS 128
 #define U 2 /* keys per slot per step */
 
@@ -208,6 +209,314 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
     }
   }
 }
+
+#endif
+
+#if FA_DEC_MMA
+/* fa_decode_mma: the same problem as fa_decode for 16-bit K and V with D a multiple of 16 (<= 256) whose rows
+ * start on 16-byte boundaries, on tensor cores (sm_80+). One block of WARPS warps serves 16 query rows of one
+ * key/value head (row block rb: flattened (query position, head of the group) pairs, so the GQA group x Sq
+ * rows share every K/V load: Sq 4 x 4 heads is one block) and one split of their keys; grid as fa_decode's.
+ *   The split's keys go in chunks of 16 (from the 16-aligned one holding its first key); warp w takes chunks
+ *   w, w + WARPS, ... and streams them through its own STAGES-deep cp.async ring in shared memory (16-byte
+ *   copies; no block barrier in the loop, only __syncwarp), so WARPS x (STAGES - 1) chunks of K and V are in
+ *   flight per block (D 128, 4 warps, 3 stages: 64 KiB).
+ *   Per 16 keys: S = Q K^T (m16n8k16, K by ldmatrix), the online softmax on the fragments (rows g, g + 8 of
+ *   each lane), O += P V (P from the S fragments, V by ldmatrix.trans). Each warp keeps its own max, sum and
+ *   O; the warps merge through shared memory at the end.
+ *   Paged K/V: a chunk (16-aligned; page sizes are multiples of 16) lies in one page, so the block table is
+ *   read once per chunk, one chunk ahead of its copies.
+ * Shared memory (dynamic): above D 128 Q's 16 rows, then WARPS x STAGES x (K, V) x 16 rows of HEAD_DIM + 8
+ * elements (the 16-byte pad puts ldmatrix's 8 rows on distinct banks), reused as WARPS x 16 x (HEAD_DIM + 4)
+ * floats for the merge (cu_decode.c's mma_smem gives the bytes). Registers (NVRTC, sm_90): 192 at D 128, 247
+ * at D 256, so 2 blocks of 4 warps per SM. */
+#ifndef FA_DEC_WARPS
+#define FA_DEC_WARPS 4
+#endif
+#ifndef FA_DEC_STAGES
+#define FA_DEC_STAGES 3
+#endif
+constexpr int kW = FA_DEC_WARPS, kS = FA_DEC_STAGES;
+constexpr int kRowE = HEAD_DIM + 8;  /* elements per shared row */
+constexpr int kTileE = 16 * kRowE;   /* one tensor's chunk */
+constexpr int kPieces = HEAD_DIM / 8; /* 16-byte pieces per row */
+constexpr int kCopies = kPieces / 2;  /* cp.async per lane per tensor and chunk: 16 rows x kPieces / 32 */
+constexpr int kKs = HEAD_DIM / 16;    /* k-steps of Q K^T, d-tile pairs of P V */
+constexpr int kOrow = HEAD_DIM + 4;   /* floats per merge row */
+static_assert(HEAD_DIM % 16 == 0 && HEAD_DIM <= 256, "fa_decode_mma takes D a multiple of 16 up to 256");
+static_assert(kS >= 2, "FA_DEC_STAGES is at least 2");
+static_assert(kS * 2 * kTileE * 2 >= 16 * kOrow * 4, "the merge fits in the ring");
+#define FA_DEC_QSMEM (HEAD_DIM > 128)
+constexpr int kQe = FA_DEC_QSMEM ? 16 * kRowE : 0; /* elements of Q in shared memory, before the rings */
+
+/* FA_DEC_EMULATE: tests/decode_emu.cpp runs this kernel on the host (tests/emu/cuda_common.cuh), where the
+ * copies are synchronous and the dynamic shared memory is its buffer. */
+template <int N> static __device__ __forceinline__ void cp_async_wait(void) {
+#ifndef FA_DEC_EMULATE
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_decode_params a) {
+#ifdef FA_DEC_EMULATE
+  unsigned char *smem = emu_smem;
+#else
+  extern __shared__ __align__(16) unsigned char smem[];
+#endif
+  __shared__ float sm_m[kW][16], sm_l[kW][16];
+  const int tid = threadIdx.x, w = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int rb = blockIdx.x % a.row_blocks, split = blockIdx.x / a.row_blocks;
+  const int hk = blockIdx.y, b = blockIdx.z;
+  const int *seqlens = (const int *)a.seqlens, *table = (const int *)a.table;
+  int len, sq = a.seqlen_q, q0 = 0, kr0 = 0;
+  const int qb = a.varlen ? 0 : b, kb = a.varlen ? 0 : b;
+  if (a.varlen) {
+    fa_dec_span((const int *)a.cu_q, a.cu_q_s, b, a.seqlen_q, &q0, &sq);
+    fa_dec_span((const int *)a.cu_k, a.cu_k_s, b, a.cap, &kr0, &len);
+  } else {
+    len = fa_dec_length(seqlens, a.sl_s, a.has_seqlens, b, a.cap);
+  }
+  const int rows_total = sq * a.group;
+  const unsigned short *q = (const unsigned short *)a.q;
+  const fa_elem *k = (const fa_elem *)a.k + (long long)kr0 * a.k_ss, *v = (const fa_elem *)a.v + (long long)kr0 * a.v_ss;
+
+  /* Every row's keys (the block's union gives the split), and this lane's rows g and g + 8. */
+  int glo = len, ghi = 0, lo[2] = {0, 0}, hi[2] = {0, 0};
+#pragma unroll
+  for (int r = 0; r < 16; r++) {
+    const int f = rb * 16 + r;
+    int rl = 0, rh = 0;
+    if (f < rows_total) fa_dec_row_keys(f / a.group, sq, len, a.causal, a.window, a.wl, a.wr, &rl, &rh);
+    if (rh > rl) glo = min(glo, rl), ghi = max(ghi, rh);
+    if (r == g) lo[0] = rl, hi[0] = rh;
+    if (r == g + 8) lo[1] = rl, hi[1] = rh;
+  }
+  int klo = 0, khi = 0;
+  if (ghi > glo) fa_dec_split_keys(glo, ghi, split, a.splits, &klo, &khi);
+#pragma unroll
+  for (int x = 0; x < 2; x++) lo[x] = max(lo[x], klo), hi[x] = min(hi[x], khi);
+#if FA_DEC_MODS
+  float slope[2];
+  int diag[2];
+#pragma unroll
+  for (int x = 0; x < 2; x++) {
+    const int f = rb * 16 + g + 8 * x, h = hk * a.group + f % a.group;
+    slope[x] = a.has_alibi && f < rows_total ? ((const float *)a.alibi)[b * a.al_sb + h * a.al_sh] : 0.0f;
+    diag[x] = f / a.group + len - sq;
+  }
+#endif
+
+  /* Q's A fragments (rows g, g + 8; columns 2 t4, 2 t4 + 1 and + 8 of each k-step), zero for padding rows:
+   * in registers up to D 128; above, Q's 16 rows wait in shared memory and each k-step loads its fragment
+   * (ldmatrix), so that the registers hold O's 2 D / 8 floats without spilling. */
+#if FA_DEC_QSMEM
+  for (int x = tid; x < 16 * HEAD_DIM; x += kW * 32) {
+    const int r = x / HEAD_DIM, d = x % HEAD_DIM, f = rb * 16 + r;
+    const unsigned short val =
+        f < rows_total ? q[qb * a.q_sb + (long long)(q0 + f / a.group) * a.q_ss +
+                           (long long)(hk * a.group + f % a.group) * a.q_sh + d]
+                       : (unsigned short)0;
+    ((unsigned short *)smem)[r * kRowE + d] = val;
+  }
+  __syncthreads();
+  const unsigned qsm = fa_smem_addr(smem) + (unsigned)(((lane & 15) * kRowE + (lane / 16) * 8) * 2);
+#else
+  unsigned qa[kKs][4];
+#pragma unroll
+  for (int x = 0; x < 2; x++) {
+    const int f = rb * 16 + g + 8 * x;
+    const unsigned short *qr =
+        q + qb * a.q_sb + (long long)(q0 + f / a.group) * a.q_ss + (long long)(hk * a.group + f % a.group) * a.q_sh;
+#pragma unroll
+    for (int ks = 0; ks < kKs; ks++)
+#pragma unroll
+      for (int y = 0; y < 2; y++) {
+        const int d = ks * 16 + y * 8 + 2 * t4;
+        qa[ks][x + 2 * y] = f < rows_total ? (unsigned)qr[d] | (unsigned)qr[d + 1] << 16 : 0u;
+      }
+  }
+#endif
+
+  /* Chunks of 16 keys from the one holding klo; this warp's are w, w + kW, ... */
+  const int kbeg = klo & ~15;
+  const int chunks = khi > klo ? (khi - kbeg + 15) / 16 : 0;
+  const int mine = chunks > w ? (chunks - 1 - w) / kW + 1 : 0;
+  const unsigned ring = fa_smem_addr(smem) + (unsigned)((kQe + w * kS * 2 * kTileE) * 2);
+
+  /* Where this warp's chunk number c starts: row `row` of batch entry or page `page` (a paged chunk lies in one
+   * page); one table read per chunk, none past khi. The entry is clamped into the pages where it is used, so
+   * that the read, issued a chunk ahead, is waited for only then. */
+  struct place {
+    int page, row;
+  };
+  auto place_of = [&](int c) {
+    const int j0 = kbeg + (w + c * kW) * 16;
+    place pl = {kb, j0};
+    if (a.paged) {
+      const int t = j0 / a.page_size;
+      pl.row = j0 - t * a.page_size;
+      pl.page = c < mine && j0 < khi ? table[(long long)kb * a.t_sb + (long long)t * a.t_sp] : 0;
+    }
+    return pl;
+  };
+  /* This lane's copies of a chunk: piece idx % kPieces of row idx / kPieces for idx = lane + 32 i, at element
+   * offsets that fit 32 bits (the host checks that 15 row steps and a row do). */
+  int crow[kCopies];
+  unsigned koff[kCopies], voff[kCopies];
+#pragma unroll
+  for (int i = 0; i < kCopies; i++) {
+    const unsigned idx = (unsigned)lane + 32u * i, row = idx / kPieces, pc = idx % kPieces;
+    crow[i] = (int)row;
+    koff[i] = row * (unsigned)a.k_ss + pc * 8u;
+    voff[i] = row * (unsigned)a.v_ss + pc * 8u;
+  }
+  /* Copies of chunk c (< mine) into ring stage st; keys outside [klo, khi) are zero-filled (finite V under
+   * P = 0). Row r of a stage's K starts at element r (D + 8): piece p of it at byte 16 (idx + r). */
+  auto issue = [&](int c, int st, place pl) {
+    const int c0 = kbeg + (w + c * kW) * 16, rlo = klo - c0, rhi = khi - c0;
+    if (a.paged) pl.page = pl.page < 0 ? 0 : pl.page >= a.num_pages ? a.num_pages - 1 : pl.page;
+    const fa_elem *kc = k + (long long)pl.page * a.k_sb + (long long)pl.row * a.k_ss + (long long)hk * a.k_sh;
+    const fa_elem *vc = v + (long long)pl.page * a.v_sb + (long long)pl.row * a.v_ss + (long long)hk * a.v_sh;
+    const unsigned sk = ring + (unsigned)(st * 2 * kTileE * 2), sv = sk + (unsigned)(kTileE * 2);
+#pragma unroll
+    for (int i = 0; i < kCopies; i++) {
+      const bool in = crow[i] >= rlo && crow[i] < rhi;
+      const unsigned off = 16u * ((unsigned)lane + 32u * i + (unsigned)crow[i]);
+      fa_cp_async16(sk + off, in ? kc + koff[i] : k, in ? 16 : 0);
+      fa_cp_async16(sv + off, in ? vc + voff[i] : v, in ? 16 : 0);
+    }
+  };
+
+  float m[2] = {-FA_FLT_MAX, -FA_FLT_MAX}, l[2] = {0.0f, 0.0f}, acc[2 * kKs][4];
+#pragma unroll
+  for (int n = 0; n < 2 * kKs; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  const float qk_scale = a.scale * (FA_DEC_MODS ? 1.0f : 1.4426950408889634f);
+
+  place next = place_of(0);
+#pragma unroll
+  for (int s = 0; s < kS - 1; s++) {
+    const place pl = next;
+    next = place_of(s + 1);
+    if (s < mine) issue(s, s, pl);
+    fa_cp_async_commit();
+  }
+  for (int it = 0; it < mine; it++) {
+    __syncwarp(); /* every lane has read the stage the next copies overwrite (computed at it - 1) */
+    {
+      const place pl = next;
+      next = place_of(it + kS); /* one chunk ahead: the table read's latency hides behind this chunk's math */
+      if (it + kS - 1 < mine) issue(it + kS - 1, (it + kS - 1) % kS, pl);
+      fa_cp_async_commit();
+    }
+    cp_async_wait<kS - 1>();
+    __syncwarp();
+    const unsigned sk = ring + (unsigned)((it % kS) * 2 * kTileE * 2), sv = sk + (unsigned)(kTileE * 2);
+    const int c0 = kbeg + (w + it * kW) * 16;
+
+    /* S = Q K^T: s[n-tile][fragment] for key c0 + 8 n + 2 t4 + (e & 1), row g (e < 2) or g + 8. K's fragments:
+     * ldmatrix's matrices (keys 0-7, d 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15) of each k-step. */
+    float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+    for (int ks = 0; ks < kKs; ks++) {
+      unsigned kf[4];
+      fa_ldmatrix_x4(kf, sk + (unsigned)((((lane / 16) * 8 + lane % 8) * kRowE + ks * 16 + ((lane / 8) & 1) * 8) * 2));
+#if FA_DEC_QSMEM
+      unsigned qf[4]; /* matrices (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) */
+      fa_ldmatrix_x4(qf, qsm + (unsigned)(ks * 32));
+#else
+      const unsigned *qf = qa[ks];
+#endif
+      fa_mma_16816(s[0], qf, kf[0], kf[1]);
+      fa_mma_16816(s[1], qf, kf[2], kf[3]);
+    }
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int x = e / 2, j = c0 + n * 8 + 2 * t4 + (e & 1);
+        float sc = s[n][e] * qk_scale;
+#if FA_DEC_MODS
+        sc = fa_dec_modify(sc, a.softcap, slope[x], diag[x], j) * 1.4426950408889634f;
+#endif
+        sc = j >= lo[x] && j < hi[x] ? sc : FA_NEG_INF;
+        s[n][e] = sc;
+        mx[x] = fmaxf(mx[x], sc);
+      }
+#pragma unroll
+    for (int x = 0; x < 2; x++) {
+      mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
+      mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
+      const float old = exp2f(m[x] - mx[x]);
+      m[x] = mx[x];
+      l[x] *= old;
+#pragma unroll
+      for (int n = 0; n < 2 * kKs; n++) acc[n][2 * x] *= old, acc[n][2 * x + 1] *= old;
+    }
+    /* O += P V: P's A fragment is S's accumulator layout (n-tile 0 then 1); V's B fragments by ldmatrix.trans of
+     * the matrices (keys 0-7, d-tile 2 dp), (8-15, 2 dp), (0-7, 2 dp + 1), (8-15, 2 dp + 1). */
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        s[n][e] = exp2f(s[n][e] - m[e / 2]);
+        l[e / 2] += s[n][e];
+      }
+    const unsigned pa[4] = {fa_pack2(s[0][0], s[0][1]), fa_pack2(s[0][2], s[0][3]), fa_pack2(s[1][0], s[1][1]),
+                            fa_pack2(s[1][2], s[1][3])};
+#pragma unroll
+    for (int dp = 0; dp < kKs; dp++) {
+      unsigned vf[4];
+      fa_ldmatrix_x4_trans(vf, sv + (unsigned)(((((lane / 8) & 1) * 8 + lane % 8) * kRowE + dp * 16 + (lane / 16) * 8) * 2));
+      fa_mma_16816(acc[2 * dp], pa, vf[0], vf[1]);
+      fa_mma_16816(acc[2 * dp + 1], pa, vf[2], vf[3]);
+    }
+  }
+
+  /* Merge the warps: each writes its rows' max, sum and O, then the block combines per (row, column). */
+  fa_cp_async_wait_all();
+  __syncthreads(); /* the ring is free */
+  float *so = (float *)(smem + kQe * 2);
+#pragma unroll
+  for (int x = 0; x < 2; x++) {
+    l[x] += __shfl_xor_sync(0xffffffffu, l[x], 1);
+    l[x] += __shfl_xor_sync(0xffffffffu, l[x], 2);
+    const int r = g + 8 * x;
+#pragma unroll
+    for (int n = 0; n < 2 * kKs; n++) {
+      so[(w * 16 + r) * kOrow + n * 8 + 2 * t4] = acc[n][2 * x];
+      so[(w * 16 + r) * kOrow + n * 8 + 2 * t4 + 1] = acc[n][2 * x + 1];
+    }
+    if (t4 == 0) sm_m[w][r] = m[x], sm_l[w][r] = l[x];
+  }
+  __syncthreads();
+  for (int x = tid; x < 16 * HEAD_DIM; x += kW * 32) {
+    const int r = x / HEAD_DIM, d = x % HEAD_DIM, f = rb * 16 + r;
+    if (f >= rows_total) break; /* rows run in order: the rest are padding too */
+    float mxw = -FA_FLT_MAX, sum = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int ww = 0; ww < kW; ww++) mxw = fmaxf(mxw, sm_m[ww][r]);
+#pragma unroll
+    for (int ww = 0; ww < kW; ww++) {
+      const float wt = exp2f(sm_m[ww][r] - mxw);
+      sum += sm_l[ww][r] * wt;
+      o += so[(ww * 16 + r) * kOrow + d] * wt;
+    }
+    const int i = q0 + f / a.group, h = hk * a.group + f % a.group;
+    const float val = sum > 0.0f ? o / sum : 0.0f;
+    const float row_lse = sum > 0.0f ? mxw * FA_LN2 + logf(sum) : FA_NEG_INF;
+    if (a.splits == 1) {
+      ((fa_elem *)a.o)[qb * a.o_sb + (long long)i * a.o_ss + (long long)h * a.o_sh + d] = fa_from_float(val);
+      if (d == 0 && a.has_lse)
+        ((float *)a.lse)[qb * a.lse_sb + (long long)h * a.lse_sh + (long long)i * a.lse_ss] = row_lse;
+    } else {
+      const long long row = (((long long)split * a.batch + qb) * a.heads_q + h) * a.seqlen_q + i;
+      ((float *)a.part_o)[row * HEAD_DIM + d] = val;
+      if (d == 0) ((float *)a.part_lse)[row] = row_lse;
+    }
+  }
+}
+#endif
 
 /* fa_combine: o = sum_p exp(lse_p - lse) o_p, lse = log sum_p exp(lse_p); one block per (row, head, batch),
  * its threads over the columns. */

@@ -23,7 +23,8 @@ void fa_decode_plan_make(const fa_problem *p, int max_rows, int units, int group
   if (!splits) {
     const int64_t groups = (varlen ? p->seqs : p->batch) * p->heads_kv * out->row_blocks;
     const int64_t target = (int64_t)(units > 0 ? units : 1) * groups_per_unit;
-    splits = (target + groups - 1) / groups;
+    splits = target / groups; /* rounded down: a last wave of a few blocks would cost a whole wave's time */
+    if (splits < 1) splits = 1;
     const int64_t by_keys = (p->seqlen_k + 255) / 256;
     if (splits > by_keys) splits = by_keys;
     if (splits > 128) splits = 128;

@@ -12,8 +12,10 @@ typedef struct fa_decode_plan {
 } fa_decode_plan;
 
 /* The plan for p on a device of `units` SMs or compute units, each worth `groups_per_unit` resident groups:
- * p->num_splits when set (at most one split per 16 keys), else FLASHATTN_NUM_SPLITS when set, else enough
- * splits to give every unit its groups, with at least 256 keys per split and at most 128 splits. */
+ * p->num_splits when set (at most one split per 16 keys), else FLASHATTN_NUM_SPLITS when set, else the most
+ * splits whose groups fit in units x groups_per_unit (at least 1: every group runs equally long, so a count
+ * just above a multiple of the device would leave a last wave nearly empty), with at least 256 keys per split
+ * and at most 128 splits. */
 FA_HIDDEN void fa_decode_plan_make(const fa_problem *p, int max_rows, int units, int groups_per_unit,
                                    fa_decode_plan *out);
 

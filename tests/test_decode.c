@@ -61,6 +61,13 @@ static const dec_case cases[] = {
     {F32, 256, 1, 3, 100, 4, 4, 1, 0, 0, 0, 0, 0, 0, 0, 0, PAD},
     {BF16, 128, 1, 1, 64, 32, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, PACK}, /* 32 heads share one K/V head */
     {F32, 64, 1, 16, 100, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, PACK},  /* MHA, 16 query rows */
+    /* the CUDA tensor-core kernel: 16 rows (Sq 4 x 4 heads) in one block, D 256 and 80, 3 row blocks with
+     * the last one partial, pages of 16 and 48, a window starting off a 16-key chunk, many chunks per warp */
+    {F16, 128, 3, 4, 700, 8, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, PACK},
+    {BF16, 256, 2, 1, 496, 4, 1, 0, 1, 16, 0, 0, 0, 0, 0, 3, PACK},
+    {F16, 64, 1, 9, 300, 4, 1, 1, 0, 0, 1, 37, -1, 1, 0, 0, BHSD},
+    {F16, 80, 2, 2, 1488, 6, 2, 0, 1, 48, 0, 0, 0, 0, 20.0f, 0, PACK},
+    {BF16, 128, 2, 1, 4000, 8, 2, 1, 1, 0, 0, 0, 0, 0, 0, 1, PACK},
 };
 static const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 

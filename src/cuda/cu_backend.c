@@ -37,7 +37,7 @@ static fa_status pushed(fa_context *ctx, cu_op op, const fa_problem *p) {
 }
 
 static fa_status cu_forward(fa_context *ctx, const fa_problem *p) {
-  const cu_op op = fa_decode_wanted(p, FA_CU_DECODE_MAX_ROWS) ? fa_cu_decode
+  const cu_op op = fa_decode_wanted(p, fa_cu_decode_max_rows(ctx, p)) ? fa_cu_decode
                    : p->algo == FA_ALGO_STANDARD               ? fa_cu_standard_forward
                                                                : fa_cu_forward;
   return pushed(ctx, op, p);
@@ -63,7 +63,7 @@ static fa_status cu_workspace_size(fa_context *ctx, const fa_problem *p, int bac
   *bytes = 0;
   if (p->algo == FA_ALGO_STANDARD) return fa_cu_standard_workspace(ctx, p, backward, bytes);
   if (backward) return cu_backward_workspace(ctx, p, bytes);
-  if (fa_decode_wanted(p, FA_CU_DECODE_MAX_ROWS)) *bytes = fa_cu_decode_workspace(ctx, p);
+  if (fa_decode_wanted(p, fa_cu_decode_max_rows(ctx, p))) *bytes = fa_cu_decode_workspace(ctx, p);
   return FA_SUCCESS;
 }
 

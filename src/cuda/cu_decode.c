@@ -3,6 +3,7 @@
  * fa_kv_append.
  * Called with the context current (cu_context.c pushes it). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cu_internal.h"
@@ -101,22 +102,93 @@ static void fill_params(const fa_problem *p, fa_decode_params *a) {
   a->scale = p->scale, a->softcap = p->softcap;
 }
 
-size_t fa_cu_decode_workspace(fa_context *ctx, const fa_problem *p) {
+/* The knobs of fa_decode_mma, for measurements (cu_decode.c reads them per call): FLASHATTN_DECODE_WARPS (4;
+ * 2, 4 or 8 warps per block), FLASHATTN_DECODE_STAGES (3; ring depth 2..8), FLASHATTN_DECODE_WAVES (1: the
+ * split count fills the GPU's resident blocks about once), FLASHATTN_DECODE_KERNEL (mma, or simple for the
+ * CUDA-core kernel where the mma one could run). */
+static int env_int(const char *name, int def, int lo, int hi) {
+  const char *e = getenv(name);
+  if (!e || !*e) return def;
+  const long v = strtol(e, NULL, 10);
+  return v >= lo && v <= hi ? (int)v : def;
+}
+
+/* The kernel a problem takes and how it is launched. */
+typedef struct dec_choice {
+  int mma;              /* 1: fa_decode_mma; 0: fa_decode (CUDA cores) */
+  int vec16;            /* every K and V row on a 16-byte boundary */
+  int warps, stages;    /* fa_decode_mma's block */
+  size_t smem;          /* its dynamic shared memory */
   fa_decode_plan plan;
-  fa_decode_plan_make(p, FA_CU_DECODE_MAX_ROWS, fa_cu_of(ctx)->sm_count, 4, &plan);
-  return fa_decode_workspace_bytes(p, &plan);
+} dec_choice;
+
+/* fa_decode_mma's shared memory: above D 128 Q (16 rows of D + 8 elements), then the rings (warps x stages x K
+ * and V x 16 rows of D + 8 elements) or the merge (warps x 16 rows of D + 4 floats), whichever is larger. */
+static size_t mma_smem(int warps, int stages, int64_t d) {
+  const size_t ring = (size_t)warps * (size_t)stages * 2 * 16 * (size_t)(d + 8) * 2;
+  const size_t merge = (size_t)warps * 16 * (size_t)(d + 4) * 4;
+  return (d > 128 ? 16 * (size_t)(d + 8) * 2 : 0) + (ring > merge ? ring : merge);
+}
+
+/* Whether fa_decode_mma can serve p, the alignment of its rows aside (fa_cu_decode_max_rows cannot see it):
+ * it takes the element offsets of 16 rows of K and V in 32 bits. */
+static int mma_fits(const fa_context *ctx, const fa_problem *p) {
+  const char *kern = getenv("FLASHATTN_DECODE_KERNEL");
+  const int64_t most = (INT32_MAX - p->head_dim) / 15;
+  return fa_cu_of(ctx)->cc_major >= 8 && p->dtype != FA_F32 && p->head_dim % 16 == 0 && p->head_dim <= 256 &&
+         p->k.stride[1] >= 0 && p->k.stride[1] <= most && p->v.stride[1] >= 0 && p->v.stride[1] <= most &&
+         !(kern && strcmp(kern, "simple") == 0);
+}
+
+int fa_cu_decode_max_rows(const fa_context *ctx, const fa_problem *p) {
+  return mma_fits(ctx, p) ? FA_CU_DECODE_MMA_ROWS : FA_CU_DECODE_SIMPLE_ROWS;
+}
+
+/* The tensor-core kernel takes 16-bit K and V with D a multiple of 16 up to 256 and 16-byte aligned rows, on
+ * sm_80+; its blocks hold 16 query rows, so Sq x Hq / Hkv <= 16 rows read K and V once. The split count fills
+ * the SMs' resident blocks (by shared memory, threads and a register file of 64 K at up to 255 registers a
+ * thread) `waves` times over, rounded down so that the last wave is not a sliver of the GPU. */
+static void choose(fa_context *ctx, const fa_problem *p, dec_choice *ch) {
+  const fa_cu *c = fa_cu_of(ctx);
+  const size_t es = fa_dtype_size(p->dtype);
+  const int64_t n0 = p->block_table.buf ? p->num_pages : p->batch, n1 = p->block_table.buf ? p->page_size : p->seqlen_k;
+  memset(ch, 0, sizeof *ch);
+  ch->vec16 = rows16(&p->k, fa_cu_addr(&p->k, es), n0, n1, p->heads_kv, es) &&
+              rows16(&p->v, fa_cu_addr(&p->v, es), n0, n1, p->heads_kv, es);
+  ch->mma = mma_fits(ctx, p) && ch->vec16;
+  if (!ch->mma) {
+    fa_decode_plan_make(p, FA_CU_DECODE_SIMPLE_ROWS, c->sm_count, 4, &ch->plan);
+    return;
+  }
+  ch->warps = env_int("FLASHATTN_DECODE_WARPS", 4, 2, 8);
+  if (ch->warps & (ch->warps - 1)) ch->warps = 4;
+  ch->stages = env_int("FLASHATTN_DECODE_STAGES", 3, 2, 8);
+  while (ch->stages > 2 && mma_smem(ch->warps, ch->stages, p->head_dim) > c->shared_optin) ch->stages--;
+  ch->smem = mma_smem(ch->warps, ch->stages, p->head_dim);
+  const int threads = 32 * ch->warps;
+  int per_sm = (int)((c->shared_optin + 1024) / (ch->smem + 1024 + 1024));
+  if (per_sm > c->max_threads / threads) per_sm = c->max_threads / threads;
+  if (per_sm > 65536 / (threads * 256)) per_sm = 65536 / (threads * 256);
+  if (per_sm < 1) per_sm = 1;
+  fa_decode_plan_make(p, FA_CU_DECODE_MMA_ROWS, c->sm_count, per_sm * env_int("FLASHATTN_DECODE_WAVES", 1, 1, 64), &ch->plan);
+}
+
+size_t fa_cu_decode_workspace(fa_context *ctx, const fa_problem *p) {
+  dec_choice ch;
+  choose(ctx, p, &ch);
+  return fa_decode_workspace_bytes(p, &ch.plan);
 }
 
 fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p) {
-  const fa_cu *c = fa_cu_of(ctx);
   const int64_t seqs = p->cu_seqlens_q.buf ? p->seqs : p->batch;
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX || p->heads_kv > 65535 || seqs > 65535)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED,
                    "fa_forward: the decode kernel takes Sq and Sk below 2^31 and B, Hkv up to 65535 (got %lld, %lld, "
                    "%lld, %lld)",
                    (long long)p->seqlen_q, (long long)p->seqlen_k, (long long)seqs, (long long)p->heads_kv);
-  fa_decode_plan plan;
-  fa_decode_plan_make(p, FA_CU_DECODE_MAX_ROWS, c->sm_count, 4, &plan);
+  dec_choice ch;
+  choose(ctx, p, &ch);
+  const fa_decode_plan plan = ch.plan;
   if ((int64_t)plan.row_blocks * plan.splits > INT32_MAX)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_forward: %d row blocks x %d splits exceed the grid",
                    plan.row_blocks, plan.splits);
@@ -131,18 +203,25 @@ fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p) {
     if ((st = fa_cu_workspace(ctx, fa_decode_workspace_bytes(p, &plan), &ws)) != FA_SUCCESS) return st;
     a.part_o = ws, a.part_lse = ws + part_o * sizeof(float);
   }
-  const size_t es = fa_dtype_size(p->dtype);
-  const int64_t n0 = p->block_table.buf ? p->num_pages : p->batch, n1 = p->block_table.buf ? p->page_size : p->seqlen_k;
-  const int vec16 = rows16(&p->k, (CUdeviceptr)a.k, n0, n1, p->heads_kv, es) &&
-                    rows16(&p->v, (CUdeviceptr)a.v, n0, n1, p->heads_kv, es);
-  char defines[160];
-  snprintf(defines, sizeof defines, "%s -DHEAD_DIM=%d -DROWS=%d -DFA_DEC_MODS=%d -DFA_DEC_VEC16=%d",
-           fa_cu_dtype_define(p->dtype), (int)p->head_dim, plan.rows, p->softcap > 0.0f || p->alibi.buf, vec16);
+  char defines[192];
+  const int mods = p->softcap > 0.0f || p->alibi.buf;
+  if (ch.mma)
+    snprintf(defines, sizeof defines,
+             "%s -DHEAD_DIM=%d -DROWS=1 -DFA_DEC_MODS=%d -DFA_DEC_VEC16=1 -DFA_DEC_MMA=1 -DFA_DEC_WARPS=%d "
+             "-DFA_DEC_STAGES=%d",
+             fa_cu_dtype_define(p->dtype), (int)p->head_dim, mods, ch.warps, ch.stages);
+  else
+    snprintf(defines, sizeof defines, "%s -DHEAD_DIM=%d -DROWS=%d -DFA_DEC_MODS=%d -DFA_DEC_VEC16=%d",
+             fa_cu_dtype_define(p->dtype), (int)p->head_dim, plan.rows, mods, ch.vec16);
+  const char *kernel = ch.mma ? "fa_decode_mma" : "fa_decode";
   CUfunction fn;
-  if ((st = fa_cu_function(ctx, "decode.cu", defines, "fa_decode", 0, &fn)) != FA_SUCCESS) return st;
+  if ((st = fa_cu_function(ctx, "decode.cu", defines, kernel, ch.smem, &fn)) != FA_SUCCESS) return st;
   const unsigned grid[3] = {(unsigned)(plan.row_blocks * plan.splits), (unsigned)p->heads_kv, (unsigned)seqs};
   void *args[] = {&a};
-  if ((st = fa_cu_launch(ctx, fn, grid, 128, 0, args, "fa_decode")) != FA_SUCCESS || plan.splits == 1) return st;
+  if ((st = fa_cu_launch(ctx, fn, grid, ch.mma ? 32u * (unsigned)ch.warps : 128u, ch.smem, args, kernel)) !=
+          FA_SUCCESS ||
+      plan.splits == 1)
+    return st;
   const int64_t d = p->head_dim, sq = p->seqlen_q, hq = p->heads_q;
   fa_combine_params ca;
   memset(&ca, 0, sizeof ca);

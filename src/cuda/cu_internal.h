@@ -287,8 +287,14 @@ FA_HIDDEN fa_status fa_cu_backward_sm80_workspace(fa_context *ctx, const fa_prob
 FA_HIDDEN fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_dropout_mask(fa_context *ctx, const fa_problem *p); /* cu_dropout.c: the table's .dropout_mask (pushes the context itself) */
 /* cu_decode.c: the decode kernels (split-KV, inference options) and fa_combine's kernel. */
-/* The decode kernel's query rows per group: its register budget holds q and the accumulators of 8 rows. */
-#define FA_CU_DECODE_MAX_ROWS 8
+/* Query rows per group of the decode kernels: the CUDA-core one (fa_decode) holds q and the accumulators of 8
+ * rows in registers; the tensor-core one (fa_decode_mma) one m16n8k16 tile of 16 rows. */
+#define FA_CU_DECODE_SIMPLE_ROWS 8
+#define FA_CU_DECODE_MMA_ROWS 16
+/* The rows per KV head up to which a plain forward takes the decode kernels (fa_decode_wanted's max_rows): 16
+ * where fa_decode_mma serves p (16-bit, D a multiple of 16 up to 256, sm_80+), so Sq 4 x 4 heads reads K and
+ * V once; 8 elsewhere (a second row block would read them twice, slower than the flash forward). */
+FA_HIDDEN int fa_cu_decode_max_rows(const fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p);
 /* Its workspace for p (split-KV partials), for fa_forward_workspace_size(). */
 FA_HIDDEN size_t fa_cu_decode_workspace(fa_context *ctx, const fa_problem *p);
