@@ -14,20 +14,23 @@
  *                      V as mma A fragments and their dK, dV accumulators in registers. It walks the BLOCK_M-
  *                      query blocks of every query head of the GQA group (dK and dV sum over the group without
  *                      atomics), skipping those the causal mask hides; per block, Q and dO are in local memory
- *                      row-major (B operands of S^T = K Q^T and dP^T = V dO^T) and transposed (B operands of
- *                      dV += P^T dO and dK += dS^T Q), with lse and Di. Grid (ceil(Sk / 64) * 128, Hkv, B).
+ *                      row-major (B operands of S^T = K Q^T and dP^T = V dO^T as they are, of dV += P^T dO and
+ *                      dK += dS^T Q transposed by the loads), with lse and Di. Grid (ceil(Sk / 64) * 128, Hkv, B).
  *   flash_bwd_nv_dq    one group per (64 queries, head, batch), warp w owning 16 of them: Q and dO as A
  *                      fragments, dQ accumulators in registers; per BLOCK_N-key tile K, V row-major (B operands
- *                      of S = Q K^T, dP = dO V^T) and K transposed (B operand of dQ += dS K) in local memory,
+ *                      of S = Q K^T, dP = dO V^T; K transposed by the loads for dQ += dS K) in local memory,
  *                      S and dP recomputed (7 matrix products in all instead of 5). Grid (ceil(Sq / 64) * 128,
  *                      Hq, B).
  * P and dS are rounded to the storage type before their products, as in FlashAttention-2; accumulation and
  * the softmax are float32. The fragment layouts are flash_fwd_nv.cl's (an accumulator pair of n-tiles is an A
- * fragment); every B fragment is two 32-bit loads from a local row padded by 8 elements (conflict-free).
+ * fragment); B fragments come through kernels/nv_warp.cl's FRAG_B / FRAG_BT (ldmatrix, or local loads) from
+ * rows padded by 8 elements (conflict-free), tiles through nv_fetch / nv_put (cp.async, registers, or element
+ * by element).
  *
  * Defines: FA_DTYPE (1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 128), BLOCK_M and BLOCK_N (16, 32 or 64:
  * the host picks the largest that fits the local memory), FA_ALIGNED (1: offsets and row strides of q, k, v,
- * dout are multiples of 8 elements: 16-byte tile loads), FA_NV_EMULATE (kernels/nv_warp.cl), FA_BLOCK_MASK,
+ * dout are multiples of 8 elements: 16-byte tile loads), FA_NV_LDMATRIX, FA_NV_CPASYNC, FA_NV_EMULATE
+ * (kernels/nv_warp.cl), FA_BLOCK_MASK,
  * FA_DROPOUT (0 or 1, kernels/masks.h before this file): as flash_bwd.cl, each (query block, key block) tile
  * classified with fa_block_tile (a uniform value): SKIP tiles are neither loaded nor computed, PARTIAL ones
  * test fa_block_keep per score; dropout takes the forward's keep bits Z (fa_dropout_words) and s = 1/(1-p):
@@ -48,9 +51,6 @@
 
 #define BM BLOCK_M
 #define BN BLOCK_N
-#define DS (DP + 8)  /* row stride of the row-major tiles: 8 rows of a fragment load start 4 banks apart */
-#define TSM (BM + 8) /* row stride of Q^T and dO^T, same reason */
-#define TSN (BN + 8) /* row stride of K^T */
 #define BLOCK_KEYS 64 /* flash_bwd_nv_dkdv's keys per group */
 #define BLOCK_ROWS 64 /* flash_bwd_nv_dq's queries per group */
 
@@ -95,12 +95,12 @@ flash_bwd_nv_dkdv(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushor
                   VIEW(fa_t, dk), VIEW(fa_t, dv), __global const float *lse, long l_off, long l_sb, long l_sh,
                   long l_ss, __global const float *ws, long di_off, int Sq, int Sk, int Hq, int group,
                   int causal, float scale, float scale_log2 FA_BMASK_ARGS FA_DROP_ARGS) {
-  /* Q, dO row-major, then Q^T, dO^T; uint4 so that 16-byte accesses are aligned. lse2 (+inf: no key seen) and
-   * Di of the block's rows. */
-  __local uint4 tiles4[(2 * BM * DS + 2 * DP * TSM) / 8];
+  /* Q, dO row-major; uint4 so that 16-byte accesses are aligned. lse2 (+inf: no key seen) and Di of the
+   * block's rows. */
+  __local uint4 tiles4[2 * BM * DS / 8];
   __local float srow[2 * BM];
   __local ushort *sq = (__local ushort *)tiles4, *sdo = sq + BM * DS;
-  __local ushort *sqt = sdo + BM * DS, *sdot = sqt + DP * TSM;
+  uint4 st[NV_STAGED(BM)]; /* staging registers (FA_ALIGNED without cp.async) */
 #if FA_NV_EMULATE
   __local uint emul[NTHREADS * 6];
 #endif
@@ -111,8 +111,8 @@ flash_bwd_nv_dkdv(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushor
   const long diag = (long)Sk - Sq;
 
   uint kf[DP / 16][4], vf[DP / 16][4];
-  nv_a_frags(kf, k, k_off + b * k_sb + hk * k_sh, k_ss, kw, Sk);
-  nv_a_frags(vf, v, v_off + b * v_sb + hk * v_sh, v_ss, kw, Sk);
+  nv_a_frags(kf, DP / 16, 0, k, k_off + b * k_sb + hk * k_sh, k_ss, kw, Sk);
+  nv_a_frags(vf, DP / 16, 0, v, v_off + b * v_sb + hk * v_sh, v_ss, kw, Sk);
   float dka[DP / 8][4], dva[DP / 8][4];
 NV_UNROLL
   for (int nd = 0; nd < DP / 8; nd++)
@@ -144,8 +144,10 @@ NV_UNROLL
 #endif
       const int valid = min(BM, Sq - q0);
       barrier(CLK_LOCAL_MEM_FENCE); /* the previous block's readers are done */
-      nv_load_tile(sq, DS, 1, sqt, TSM, 1, q, qb + (long)q0 * q_ss, q_ss, BM, valid);
-      nv_load_tile(sdo, DS, 1, sdot, TSM, 1, dout, gb + (long)q0 * dout_ss, dout_ss, BM, valid);
+      nv_fetch(st, sq, q, qb + (long)q0 * q_ss, q_ss, BM, valid);
+      nv_put(st, sq, q, qb + (long)q0 * q_ss, q_ss, BM, valid);
+      nv_fetch(st, sdo, dout, gb + (long)q0 * dout_ss, dout_ss, BM, valid);
+      nv_put(st, sdo, dout, gb + (long)q0 * dout_ss, dout_ss, BM, valid);
       for (int r = lid; r < BM; r += NTHREADS) {
         float l2 = INFINITY, di = 0.0f;
         if (r < valid) {
@@ -156,23 +158,28 @@ NV_UNROLL
         srow[r] = l2, srow[BM + r] = di;
       }
       barrier(CLK_LOCAL_MEM_FENCE);
+      /* This lane's fragment pointers: Q, dO as B operands with n = query (S^T, dP^T) and k = query (dK, dV). */
+      const __local ushort *qb_l = NV_LANE_B(sq), *ob_l = NV_LANE_B(sdo);
+      const __local ushort *qt_l = NV_LANE_BT(sq), *ot_l = NV_LANE_BT(sdo);
 
       for (int c = 0; c < BM / 16; c++) {
         /* S^T and dP^T for the warp's 16 keys x queries 16 c .. 16 c + 15 (n-tiles 0 and 1):
          * B[k][n] = Q[query n][d k], dO[query n][d k]. */
-        float st[2][4], dpt[2][4];
+        float sct[2][4], dpt[2][4];
 NV_UNROLL
         for (int nt = 0; nt < 2; nt++)
 NV_UNROLL
-          for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
+          for (int e = 0; e < 4; e++) sct[nt][e] = dpt[nt][e] = 0.0f;
 NV_UNROLL
-        for (int kk = 0; kk < DP / 16; kk++)
-NV_UNROLL
-          for (int nt = 0; nt < 2; nt++) {
-            const int off = (c * 16 + nt * 8 + g) * DS + kk * 16 + 2 * t;
-            MMA(st[nt], kf[kk], ld32(sq + off), ld32(sq + off + 8));
-            MMA(dpt[nt], vf[kk], ld32(sdo + off), ld32(sdo + off + 8));
-          }
+        for (int kk = 0; kk < DP / 16; kk++) {
+          uint bq[4], bo[4];
+          FRAG_B(bq, qb_l, c * 16, kk * 16);
+          FRAG_B(bo, ob_l, c * 16, kk * 16);
+          MMA(sct[0], kf[kk], bq[0], bq[1]);
+          MMA(sct[1], kf[kk], bq[2], bq[3]);
+          MMA(dpt[0], vf[kk], bo[0], bo[1]);
+          MMA(dpt[1], vf[kk], bo[2], bo[3]);
+        }
 #if FA_DROPOUT
         /* The keep bits of this lane's 8 scores, bit 4 nt + e (flash_bwd.cu's flash_bwd_dkdv_tc does the
          * same): masks.h groups scores (i, j), (i, j + 1), (i + 8, j), (i + 8, j + 1) (i % 16 < 8, j even)
@@ -212,27 +219,31 @@ NV_UNROLL
             if (visible && tile == FA_TILE_PARTIAL)
               visible = fa_block_keep(mh, bm_sr, bm_sc, block_q, block_k, q0 + r, (int)key);
 #endif
-            const float pe = visible ? EXP2(st[nt][e] * scale_log2 - l2) : 0.0f;
+            const float pe = visible ? EXP2(sct[nt][e] * scale_log2 - l2) : 0.0f;
 #if FA_DROPOUT
             const int z = (zbits >> (4 * nt + e)) & 1u;
-            st[nt][e] = z ? pe * drop_scale : 0.0f;
+            sct[nt][e] = z ? pe * drop_scale : 0.0f;
             dpt[nt][e] = pe * ((z ? dpt[nt][e] * drop_scale : 0.0f) - srow[BM + r]);
 #else
-            st[nt][e] = pe;
+            sct[nt][e] = pe;
             dpt[nt][e] = pe * (dpt[nt][e] - srow[BM + r]);
 #endif
           }
         uint ap[4], as[4];
-        ap[0] = pack2(st[0][0], st[0][1]), ap[1] = pack2(st[0][2], st[0][3]);
-        ap[2] = pack2(st[1][0], st[1][1]), ap[3] = pack2(st[1][2], st[1][3]);
+        ap[0] = pack2(sct[0][0], sct[0][1]), ap[1] = pack2(sct[0][2], sct[0][3]);
+        ap[2] = pack2(sct[1][0], sct[1][1]), ap[3] = pack2(sct[1][2], sct[1][3]);
         as[0] = pack2(dpt[0][0], dpt[0][1]), as[1] = pack2(dpt[0][2], dpt[0][3]);
         as[2] = pack2(dpt[1][0], dpt[1][1]), as[3] = pack2(dpt[1][2], dpt[1][3]);
         /* dV += P^T dO, dK += dS^T Q over these 16 queries: B[k][n] = dO[query k][d n] = dO^T[n][k]. */
 NV_UNROLL
-        for (int nd = 0; nd < DP / 8; nd++) {
-          const int off = (nd * 8 + g) * TSM + c * 16 + 2 * t;
-          MMA(dva[nd], ap, ld32(sdot + off), ld32(sdot + off + 8));
-          MMA(dka[nd], as, ld32(sqt + off), ld32(sqt + off + 8));
+        for (int nd = 0; nd < DP / 8; nd += 2) {
+          uint bo[4], bq[4];
+          FRAG_BT(bo, ot_l, c * 16, nd * 8);
+          FRAG_BT(bq, qt_l, c * 16, nd * 8);
+          MMA(dva[nd], ap, bo[0], bo[1]);
+          MMA(dva[nd + 1], ap, bo[2], bo[3]);
+          MMA(dka[nd], as, bq[0], bq[1]);
+          MMA(dka[nd + 1], as, bq[2], bq[3]);
         }
       }
     }
@@ -263,9 +274,10 @@ flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort,
                 VIEW(fa_t, dq), __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
                 __global const float *ws, long di_off, int Sq, int Sk, int Hq, int group, int causal, float scale,
                 float scale_log2 FA_BMASK_ARGS FA_DROP_ARGS) {
-  /* K, V row-major, then K^T. */
-  __local uint4 tiles4[(2 * BN * DS + DP * TSN) / 8];
-  __local ushort *sk = (__local ushort *)tiles4, *sv = sk + BN * DS, *skt = sv + BN * DS;
+  /* K, V row-major. */
+  __local uint4 tiles4[2 * BN * DS / 8];
+  __local ushort *sk = (__local ushort *)tiles4, *sv = sk + BN * DS;
+  uint4 st[NV_STAGED(BN)]; /* staging registers (FA_ALIGNED without cp.async) */
 #if FA_NV_EMULATE
   __local uint emul[NTHREADS * 6];
 #endif
@@ -285,8 +297,8 @@ flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort,
 #endif
 
   uint qf[DP / 16][4], of[DP / 16][4];
-  nv_a_frags(qf, q, q_off + b * q_sb + h * q_sh, q_ss, m0 + warp * 16, Sq);
-  nv_a_frags(of, dout, dout_off + b * dout_sb + h * dout_sh, dout_ss, m0 + warp * 16, Sq);
+  nv_a_frags(qf, DP / 16, 0, q, q_off + b * q_sb + h * q_sh, q_ss, m0 + warp * 16, Sq);
+  nv_a_frags(of, DP / 16, 0, dout, dout_off + b * dout_sb + h * dout_sh, dout_ss, m0 + warp * 16, Sq);
   /* lse2 (+inf: no key seen, or past Sq) and Di of rows row0 and row0 + 8. */
   float l2[2], di[2];
   for (int rr = 0; rr < 2; rr++) {
@@ -314,9 +326,12 @@ NV_UNROLL
     if (tile == FA_TILE_SKIP) continue;
 #endif
     barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile's readers are done */
-    nv_load_tile(sk, DS, 1, skt, TSN, 1, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
-    nv_load_tile(sv, DS, 1, sv, 0, 0, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
+    nv_fetch(st, sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
+    nv_put(st, sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
+    nv_fetch(st, sv, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
+    nv_put(st, sv, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
     barrier(CLK_LOCAL_MEM_FENCE);
+    const __local ushort *kb_l = NV_LANE_B(sk), *vb_l = NV_LANE_B(sv), *kt_l = NV_LANE_BT(sk);
 
     /* S = Q K^T and dP = dO V^T for the warp's 16 rows: B[k][n] = K[key n][d k], V[key n][d k]. */
     float s[BN / 8][4], dp[BN / 8][4];
@@ -327,10 +342,14 @@ NV_UNROLL
 NV_UNROLL
     for (int kk = 0; kk < DP / 16; kk++)
 NV_UNROLL
-      for (int nt = 0; nt < BN / 8; nt++) {
-        const int off = (nt * 8 + g) * DS + kk * 16 + 2 * t;
-        MMA(s[nt], qf[kk], ld32(sk + off), ld32(sk + off + 8));
-        MMA(dp[nt], of[kk], ld32(sv + off), ld32(sv + off + 8));
+      for (int nt = 0; nt < BN / 8; nt += 2) {
+        uint bk[4], bv[4];
+        FRAG_B(bk, kb_l, nt * 8, kk * 16);
+        FRAG_B(bv, vb_l, nt * 8, kk * 16);
+        MMA(s[nt], qf[kk], bk[0], bk[1]);
+        MMA(s[nt + 1], qf[kk], bk[2], bk[3]);
+        MMA(dp[nt], of[kk], bv[0], bv[1]);
+        MMA(dp[nt + 1], of[kk], bv[2], bv[3]);
       }
 
     /* dS = P (dP - Di); element 2 rr + e of n-tile nt is row row0 + 8 rr, key n0 + 8 nt + 2 t + e. */
@@ -372,9 +391,11 @@ NV_UNROLL
       a[2] = pack2(s[2 * kb2 + 1][0], s[2 * kb2 + 1][1]);
       a[3] = pack2(s[2 * kb2 + 1][2], s[2 * kb2 + 1][3]);
 NV_UNROLL
-      for (int nd = 0; nd < DP / 8; nd++) {
-        const int off = (nd * 8 + g) * TSN + kb2 * 16 + 2 * t;
-        MMA(dqa[nd], a, ld32(skt + off), ld32(skt + off + 8));
+      for (int nd = 0; nd < DP / 8; nd += 2) {
+        uint bk[4];
+        FRAG_BT(bk, kt_l, kb2 * 16, nd * 8);
+        MMA(dqa[nd], a, bk[0], bk[1]);
+        MMA(dqa[nd + 1], a, bk[2], bk[3]);
       }
     }
   }

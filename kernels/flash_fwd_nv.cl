@@ -8,13 +8,15 @@
  *   masked for row i when j > i + Sk - Sq; tiles wholly above the block's last diagonal are skipped, only
  *   tiles crossing a diagonal (or Sk) are masked. A row with every key masked gets o = 0 and lse = -inf.
  *
- * Per group and key tile: K (BN x DP, row-major, 16-bit) and V transposed (DP x BN) in local memory; each
- * warp computes its 16 x BN scores S = Q K^T on tensor cores with Q fragments held in registers (read once
- * from global memory), runs the online softmax on the accumulator fragments
- * (a row's values sit in the 4 lanes of a quad: reduced with shfl.sync), packs P to 16 bits as the A operand
- * and accumulates O += P V in float32 fragments. No cp.async or ldmatrix (those need .shared addresses,
- * which OpenCL pointers do not give): fragments are 32-bit loads from local memory, conflict-free thanks to
- * the row padding of 8 elements.
+ * Per group: K and V tiles (BN x DP, row-major, 16-bit) in local memory, one buffer each; each warp computes
+ * its 16 x BN scores S = Q K^T on tensor cores with Q fragments held in registers (read once from global
+ * memory), runs the online softmax on the accumulator fragments (a row's values sit in the 4 lanes of a quad:
+ * reduced with shfl.sync), packs P to 16 bits as the A operand and accumulates O += P V in float32
+ * fragments. FlashAttention-2's pipeline over the two buffers: V of tile j moves in while S = Q K_j^T and the
+ * softmax run, K of tile j + 1 while O += P V_j runs (kernels/nv_warp.cl's nv_fetch / nv_put: cp.async, or
+ * staged through registers), two barriers per tile. B operands through ldmatrix (K as is, V transposed on
+ * the way) with FA_NV_LDMATRIX, else 32-bit (K) and paired 16-bit (V) local loads; rows padded by 8
+ * elements, so either is free of bank conflicts.
  *
  * Fragment layouts (PTX ISA, mma.m16n8k16 with .f16/.bf16 inputs; g = lane / 4, t = lane % 4):
  *   A 16x16 row: a[0] = (row g, cols 2t, 2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
@@ -23,10 +25,10 @@
  *   Each 32-bit register holds two 16-bit values, the lower index in the low half.
  *
  * Defines: FA_DTYPE (1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_N (multiple of 16, <= 64; the host
- * takes 64 where K and V^T fit the local memory, 32 at D > 128 in NVIDIA's 48 KiB),
+ * takes 64 where K and V fit the local memory, 32 at D > 128 in NVIDIA's 48 KiB),
  * FA_ALIGNED (1: every offset and row stride of q, k, v is a multiple of 8 elements, tiles move as 16-byte
- * vectors; 0: element by element), FA_NV_EMULATE (1: mma, shfl and the 16-bit packing done in plain OpenCL C
- * through local memory, so that the fragment bookkeeping can be tested on a CPU OpenCL; slow).
+ * chunks; 0: element by element), FA_NV_LDMATRIX, FA_NV_CPASYNC (kernels/nv_warp.cl), FA_NV_EMULATE (1: the
+ * warp primitives done in plain OpenCL C, so that the fragment bookkeeping can be tested on a CPU OpenCL; slow).
  * FA_BLOCK_MASK, FA_DROPOUT (0 or 1): the block-sparse mask and dropout of kernels/masks.h (put before this
  * file by the host), as in flash_fwd.cl: the arguments after scale_log2 (none when both are 0: the dense
  * kernel as it was); each key tile classified over the group's 64 rows (fa_block_tile, uniform), skipped
@@ -43,9 +45,6 @@
 
 #define BM 64 /* query rows per group */
 #define BN BLOCK_N
-#define KS (DP + 8) /* row stride of Q and K in local memory, elements: the 8 rows of a fragment load start 4
-                       banks apart, so 8 rows x 4 lanes hit 32 different banks */
-#define VS (BN + 8) /* row stride of V^T, same reason */
 
 #if BN % 16 != 0 || BN > BM
 #error "BLOCK_N must be a multiple of 16 and at most 64"
@@ -66,7 +65,8 @@
 #define FA_MASK_ARGS
 #endif
 
-/* The warp-level primitives (MMA, SHFL_XOR, pack2, EXP2, ld32) are kernels/nv_warp.cl's, put before this file. */
+/* The warp-level primitives (MMA, SHFL_XOR, pack2, EXP2, FRAG_*, nv_fetch / nv_put) are kernels/nv_warp.cl's,
+ * put before this file. */
 
 __kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1))) void
 flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_sh,
@@ -75,9 +75,9 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
              __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
              __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse,
              int Sq, int Sk, int group, int causal, float scale_log2 FA_MASK_ARGS) {
-  /* K (and Q before the loop) then V^T; uint4 so that 16-byte accesses are aligned. */
-  __local uint4 sk4[BN * KS / 8];
-  __local uint4 sv4[DP * VS / 8];
+  /* K and V tiles; uint4 so that 16-byte accesses are aligned. */
+  __local uint4 sk4[BN * DS / 8];
+  __local uint4 sv4[BN * DS / 8];
   __local ushort *sk = (__local ushort *)sk4;
   __local ushort *sv = (__local ushort *)sv4;
 #if FA_NV_EMULATE
@@ -114,7 +114,7 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
 
   /* Q fragments straight into registers (local memory holds only K and V^T, so D = 256 fits). */
   uint qf[DP / 16][4];
-  nv_a_frags(qf, q, qb, q_ss, warp * 16, min(BM, Sq - m0));
+  nv_a_frags(qf, DP / 16, 0, q, qb, q_ss, warp * 16, min(BM, Sq - m0));
 
   float oacc[DP / 8][4];
 NV_UNROLL
@@ -124,10 +124,15 @@ NV_UNROLL
   float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.0f, 0.0f};
   const int row0 = m0 + warp * 16 + g;
 
+  /* Staging registers of the tile on its way (FA_ALIGNED without cp.async; unused otherwise). */
+  uint4 st[NV_STAGED(BN)];
 #if FA_BLOCK_MASK
   /* Classes of the next NTHREADS key tiles, one classified by each work-item: at low densities most tiles are
    * skipped, and walking them one mask load after another would cost more than the tiles computed. */
   __local uchar tile_class[NTHREADS];
+#else
+  /* K of the first tile; later ones are fetched during the previous tile's O += P V. */
+  if (n_tiles > 0) nv_fetch(st, sk, k, kb, k_ss, BN, min(BN, Sk));
 #endif
   for (int j = 0; j < n_tiles; j++) {
     const int n0 = j * BN;
@@ -144,22 +149,27 @@ NV_UNROLL
      * first barrier does what this one's would have. */
     const int tile = tile_class[j % NTHREADS];
     if (tile == FA_TILE_SKIP) continue;
+    /* The next tile visited is not known ahead: K is fetched here (the buffer's readers, the previous tile's
+     * S, are done: the barrier before its O += P V). */
+    nv_fetch(st, sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
 #endif
-    barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile's readers are done */
-    nv_load_tile(sk, KS, 1, sk, 0, 0, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
-    nv_load_tile(sv, 0, 0, sv, VS, 1, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
-    barrier(CLK_LOCAL_MEM_FENCE);
+    nv_put(st, sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
+    barrier(CLK_LOCAL_MEM_FENCE); /* K_j in place; the previous tile's readers of V are done */
+    nv_fetch(st, sv, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
 
     /* S = Q K^T for this warp's 16 rows and the tile's BN keys: B[k][n] = K[key n][d k]. */
+    const __local ushort *kl = NV_LANE_B(sk), *vl = NV_LANE_BT(sv); /* this lane's fragment pointers */
     float s[BN / 8][4];
 NV_UNROLL
     for (int nt = 0; nt < BN / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 NV_UNROLL
     for (int kk = 0; kk < DP / 16; kk++) {
 NV_UNROLL
-      for (int nt = 0; nt < BN / 8; nt++) {
-        const __local ushort *kr = sk + (nt * 8 + g) * KS + kk * 16 + 2 * t;
-        MMA(s[nt], qf[kk], ld32(kr), ld32(kr + 8));
+      for (int nn = 0; nn < BN / 8; nn += 2) {
+        uint bk[4];
+        FRAG_B(bk, kl, nn * 8, kk * 16);
+        MMA(s[nn], qf[kk], bk[0], bk[1]);
+        MMA(s[nn + 1], qf[kk], bk[2], bk[3]);
       }
     }
 
@@ -234,8 +244,14 @@ NV_UNROLL
       fa_dropout_fragment(drop_seed, drop_offset, drop_threshold, bh, (uint)row0, (uint)(n0 + nt * 8 + 2 * t), s[nt]);
 #endif
 
+    nv_put(st, sv, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
+    barrier(CLK_LOCAL_MEM_FENCE); /* V_j in place; every warp's S is done with K_j */
+#if !FA_BLOCK_MASK
+    if (j + 1 < n_tiles) nv_fetch(st, sk, k, kb + (long)(n0 + BN) * k_ss, k_ss, BN, min(BN, Sk - n0 - BN));
+#endif
+
     /* O += P V: the accumulators of key n-tiles 2 kb and 2 kb + 1 are exactly the A fragment of k-step kb;
-     * B[k][n] = V[key k][d n] = V^T[n][k], two consecutive keys per register. */
+     * B[k][n] = V[key k][d n], V's rows the k index. */
 NV_UNROLL
     for (int kb2 = 0; kb2 < BN / 16; kb2++) {
       uint a[4];
@@ -244,9 +260,11 @@ NV_UNROLL
       a[2] = pack2(s[2 * kb2 + 1][0], s[2 * kb2 + 1][1]);
       a[3] = pack2(s[2 * kb2 + 1][2], s[2 * kb2 + 1][3]);
 NV_UNROLL
-      for (int nd = 0; nd < DP / 8; nd++) {
-        const __local ushort *vr = sv + (nd * 8 + g) * VS + kb2 * 16 + 2 * t;
-        MMA(oacc[nd], a, ld32(vr), ld32(vr + 8));
+      for (int nd = 0; nd < DP / 8; nd += 2) {
+        uint bv[4];
+        FRAG_BT(bv, vl, kb2 * 16, nd * 8);
+        MMA(oacc[nd], a, bv[0], bv[1]);
+        MMA(oacc[nd + 1], a, bv[2], bv[3]);
       }
     }
   }

@@ -20,16 +20,18 @@
 static _Atomic uintptr_t nv_failed_device;
 static _Atomic uintptr_t nv_failed_device_masked;
 
-/* The widest query block of flash_bwd_nv_dkdv (Q, dO row-major and transposed) and key tile of flash_bwd_nv_dq
- * (K, V row-major, K transposed) that fit `budget` bytes of local memory; 0 when none does. */
+/* The widest query block of flash_bwd_nv_dkdv (Q, dO row-major, lse and Di) and key tile of flash_bwd_nv_dq
+ * (K, V row-major) that fit `budget` bytes of local memory; 0 when none does. */
+/* Above D 64 at most 32: 64 fits at D 128 but spills registers (ptxas through clang's PTX: 200 bytes in dkdv,
+ * 120 in dq). */
 static int dkdv_block(int dp, size_t budget, size_t extra) {
-  for (int bm = 64; bm >= 16; bm /= 2)
-    if ((size_t)2 * bm * (dp + 8) * 2 + (size_t)2 * dp * (bm + 8) * 2 + (size_t)2 * bm * 4 + extra <= budget) return bm;
+  for (int bm = dp > 64 ? 32 : 64; bm >= 16; bm /= 2)
+    if ((size_t)2 * bm * (dp + 8) * 2 + (size_t)2 * bm * 4 + extra <= budget) return bm;
   return 0;
 }
 static int dq_block(int dp, size_t budget, size_t extra) {
-  for (int bn = 64; bn >= 16; bn /= 2)
-    if ((size_t)2 * bn * (dp + 8) * 2 + (size_t)dp * (bn + 8) * 2 + extra <= budget) return bn;
+  for (int bn = dp > 64 ? 32 : 64; bn >= 16; bn /= 2)
+    if ((size_t)2 * bn * (dp + 8) * 2 + extra <= budget) return bn;
   return 0;
 }
 
@@ -39,10 +41,10 @@ fa_status fa_cl_flash_nv_backward(fa_context *ctx, const fa_problem *p) {
   if (mode == FA_CL_NV_OFF) return FA_ERROR_UNSUPPORTED;
   if (p->dtype != FA_F16 && p->dtype != FA_BF16) return FA_ERROR_UNSUPPORTED;
   /* D > 128: K, V, dK and dV of a warp's 16 keys would not fit the registers (the portable kernels serve it). */
-  if (p->head_dim > 128 || p->head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
+  if (p->head_dim > FA_CL_NV_BWD_MAX_D || p->head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return FA_ERROR_UNSUPPORTED;
   const int emulate = mode == FA_CL_NV_EMULATE;
-  const int d = (int)p->head_dim, dp = (d + 15) / 16 * 16;
+  const int d = (int)p->head_dim, dp = fa_cl_nv_dp(d);
   const size_t budget = fa_env_local_mem((size_t)cl->local_mem_bytes), extra = emulate ? NV_THREADS * 24 : 0;
   const int bm = dkdv_block(dp, budget, extra), bn = dq_block(dp, budget, extra);
   if (!bm || !bn) return FA_ERROR_UNSUPPORTED;

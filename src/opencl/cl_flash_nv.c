@@ -7,7 +7,16 @@
  * FLASHATTN_OPENCL_NV_TC: "0" disables these kernels; "force" makes a failed build an error
  * (FA_ERROR_KERNEL_BUILD with the log's head) instead of a silent fallback; "emulate" (same) runs the kernels on
  * any OpenCL device with the warp primitives done through local memory (-DFA_NV_EMULATE=1), to test the
- * fragment bookkeeping where there is no NVIDIA GPU. Slow; for tests only. */
+ * fragment bookkeeping where there is no NVIDIA GPU. Slow; for tests only.
+ *
+ * The kernels use ldmatrix for their mma operands and cp.async for their tiles (-DFA_NV_LDMATRIX=1
+ * -DFA_NV_CPASYNC=1, kernels/nv_warp.cl) unless FLASHATTN_OPENCL_NV_LDMATRIX=0 or FLASHATTN_OPENCL_NV_CPASYNC=0
+ * (then 32-bit local loads, and tiles staged through registers). In mode on, a build the driver refuses is
+ * tried again without cp.async, then without ldmatrix, then without both, before the portable kernel; what
+ * was dropped, and the first refusal's log, go into fa_device_info.kernels, and later builds on the device
+ * leave it out at once. FLASHATTN_OPENCL_NV_DEFINES: more build options appended (measurements, e.g.
+ * -cl-nv-maxrregcount=168 on NVIDIA). */
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,23 +45,74 @@ fa_cl_nv_mode fa_cl_nv_mode_of(const fa_cl *cl) {
   return env && strcmp(env, "force") == 0 ? FA_CL_NV_FORCE : FA_CL_NV_ON;
 }
 
+int fa_cl_nv_dp(int d) { return d <= 128 ? (d + 15) / 16 * 16 : (d + 31) / 32 * 32; }
+
 int fa_cl_nv_aligned8(const fa_view *view) {
   return view->offset % 8 == 0 && view->stride[0] % 8 == 0 && view->stride[1] % 8 == 0 && view->stride[2] % 8 == 0;
+}
+
+/* The instructions a build asks for (bits), and those the driver of the last device that refused one turned
+ * down. */
+enum { NV_LDMATRIX = 1, NV_CPASYNC = 2 };
+static _Atomic uintptr_t nv_refused_device;
+static _Atomic unsigned nv_refused;
+
+static unsigned nv_wanted(void) {
+  const char *l = getenv("FLASHATTN_OPENCL_NV_LDMATRIX"), *c = getenv("FLASHATTN_OPENCL_NV_CPASYNC");
+  return (l && strcmp(l, "0") == 0 ? 0u : NV_LDMATRIX) | (c && strcmp(c, "0") == 0 ? 0u : NV_CPASYNC);
+}
+
+static const char *nv_names(unsigned bits) {
+  return bits == (NV_LDMATRIX | NV_CPASYNC) ? "ldmatrix and cp.async" : bits == NV_LDMATRIX ? "ldmatrix"
+                                                                       : bits == NV_CPASYNC  ? "cp.async"
+                                                                                             : "neither";
+}
+
+/* Append a sentence to fa_device_info.kernels, cut to the room left. */
+static void nv_note(fa_context *ctx, const char *fmt, ...) {
+  char *k = ctx->info.kernels;
+  const size_t used = strlen(k);
+  va_list ap;
+  va_start(ap, fmt);
+  if (used + 1 < sizeof ctx->info.kernels) vsnprintf(k + used, sizeof ctx->info.kernels - used, fmt, ap);
+  va_end(ap);
 }
 
 fa_status fa_cl_nv_kernel(fa_context *ctx, fa_cl_nv_mode mode, _Atomic uintptr_t *failed, const char *files,
                           const char *options, const char *name, cl_kernel *out) {
   const uintptr_t dev = (uintptr_t)fa_cl_of(ctx)->device;
   if (mode == FA_CL_NV_ON && atomic_load(failed) == dev) return FA_ERROR_UNSUPPORTED;
-  fa_status s = fa_cl_kernel(ctx, files, options, name, out);
-  if (s != FA_ERROR_KERNEL_BUILD || mode != FA_CL_NV_ON) return s;
+  const unsigned want = nv_wanted() & (mode == FA_CL_NV_ON && atomic_load(&nv_refused_device) == dev
+                                           ? ~atomic_load(&nv_refused)
+                                           : ~0u);
+  const char *extra = getenv("FLASHATTN_OPENCL_NV_DEFINES");
+  /* The builds tried in mode on: as asked, without cp.async, without ldmatrix, without both. */
+  const unsigned tries[4] = {want, want & ~(unsigned)NV_CPASYNC, want & ~(unsigned)NV_LDMATRIX, 0};
+  char first_log[600] = "";
+  for (int i = 0; i < 4; i++) {
+    int seen = 0;
+    for (int j = 0; j < i; j++) seen |= tries[j] == tries[i];
+    if (seen) continue;
+    char full[600];
+    snprintf(full, sizeof full, "%s -DFA_NV_LDMATRIX=%d -DFA_NV_CPASYNC=%d%s%s", options, (tries[i] & NV_LDMATRIX) != 0,
+             (tries[i] & NV_CPASYNC) != 0, extra ? " " : "", extra ? extra : "");
+    fa_status s = fa_cl_kernel(ctx, files, full, name, out);
+    if (s != FA_ERROR_KERNEL_BUILD || mode != FA_CL_NV_ON) {
+      if (s == FA_SUCCESS && tries[i] != want) {
+        /* Built without some of what was asked: later builds leave it out at once; say so where
+         * flashattn-info looks. */
+        atomic_store(&nv_refused, want & ~tries[i]);
+        atomic_store(&nv_refused_device, dev);
+        nv_note(ctx, "; %s built without %s, which the driver refused: %s", name, nv_names(want & ~tries[i]),
+                first_log);
+      }
+      return s;
+    }
+    if (i == 0) snprintf(first_log, sizeof first_log, "%.500s", ctx->last_error);
+  }
   atomic_store(failed, dev);
-  /* Say so where flashattn-info looks: the first failure's reason, cut to the room left. */
-  char *k = ctx->info.kernels;
-  const size_t used = strlen(k);
-  if (!strstr(k, "refused"))
-    snprintf(k + used, sizeof ctx->info.kernels - used, "; %s refused by the driver, portable kernel instead: %s", name,
-             ctx->last_error);
+  if (!strstr(ctx->info.kernels, "refused by the driver"))
+    nv_note(ctx, "; %s refused by the driver, portable kernel instead: %s", name, first_log);
   return FA_ERROR_UNSUPPORTED;
 }
 
@@ -67,7 +127,9 @@ void fa_cl_nv_describe(const fa_cl *cl, char *buf, size_t len) {
   else
     snprintf(buf, len,
              "forward: inline-PTX mma.sync tensor cores for f16/bf16 at D <= 256, portable kernel otherwise; "
-             "backward: inline-PTX mma.sync tensor cores for f16/bf16 at D <= 128, portable kernels otherwise");
+             "backward: inline-PTX mma.sync tensor cores for f16/bf16 at D <= %d, portable kernels otherwise; "
+             "operands and tiles through %s",
+             FA_CL_NV_BWD_MAX_D, nv_names(nv_wanted()));
 }
 
 /* The last device whose driver refused to build the kernel: later calls fall back at once instead of paying
@@ -88,13 +150,13 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   if (p->head_dim > 256 || p->head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return FA_ERROR_UNSUPPORTED;
   const int has_mask = p->mask.buf != NULL, has_dropout = p->dropout_p > 0.0f, masked = has_mask || has_dropout;
-  /* Local memory: K BN x (D+8) and V^T D x (BN+8) 16-bit elements: 36 KB at D = 128, BN = 64; the widest key
-   * tile that fits (32 at D = 256 in 48 KiB). */
-  const int d = (int)p->head_dim, dp = (d + 15) / 16 * 16;
+  /* Local memory: K and V, BN x (D+8) 16-bit elements each: 34 KB at D = 128, BN = 64; the widest key tile
+   * that fits (32 at D = 256 in 48 KiB). */
+  const int d = (int)p->head_dim, dp = fa_cl_nv_dp(d);
   const size_t budget = fa_env_local_mem((size_t)cl->local_mem_bytes);
   int bn = 64;
   for (; bn >= 16; bn /= 2) {
-    const size_t bytes = (size_t)bn * (dp + 8) * 2 + (size_t)dp * (bn + 8) * 2 + (emulate ? NV_THREADS * 24 : 0) +
+    const size_t bytes = (size_t)2 * bn * (dp + 8) * 2 + (emulate ? NV_THREADS * 24 : 0) +
                          (p->mask.buf ? NV_THREADS : 0); /* the block mask's tile classes */
     if (bytes <= budget) break;
   }

@@ -142,11 +142,15 @@ FA_HIDDEN fa_status fa_cl_flash_nv_backward(fa_context *ctx, const fa_problem *p
  * emulate (the warp primitives in plain OpenCL C, on any device; a failed build is an error). */
 typedef enum fa_cl_nv_mode { FA_CL_NV_OFF, FA_CL_NV_ON, FA_CL_NV_FORCE, FA_CL_NV_EMULATE } fa_cl_nv_mode;
 FA_HIDDEN fa_cl_nv_mode fa_cl_nv_mode_of(const fa_cl *cl);
+/* The head dim the tensor-core kernels pad D to (kernels/nv_warp.cl's DP), and the largest the backward serves. */
+FA_HIDDEN int fa_cl_nv_dp(int d);
+#define FA_CL_NV_BWD_MAX_D 128
 /* Whether a view's offset and batch/seq/head strides are multiples of 8 elements (16-byte tile loads). */
 FA_HIDDEN int fa_cl_nv_aligned8(const fa_view *view);
-/* fa_cl_kernel for a tensor-core kernel. In mode on, a build the driver refuses returns FA_ERROR_UNSUPPORTED
- * (the caller falls back), remembers the device in *failed (later calls fall back at once) and adds the reason
- * to fa_device_info.kernels. */
+/* fa_cl_kernel for a tensor-core kernel, options with -DFA_NV_LDMATRIX and -DFA_NV_CPASYNC added (cl_flash_nv.c's
+ * head). In mode on, a build the driver refuses is tried without those instructions; when none builds it returns
+ * FA_ERROR_UNSUPPORTED (the caller falls back), remembers the device in *failed (later calls fall back at once)
+ * and adds the reason to fa_device_info.kernels. */
 FA_HIDDEN fa_status fa_cl_nv_kernel(fa_context *ctx, fa_cl_nv_mode mode, _Atomic uintptr_t *failed, const char *files,
                                     const char *options, const char *name, cl_kernel *out);
 /* The fa_device_info.kernels sentence of a device. */
