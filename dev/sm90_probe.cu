@@ -5,8 +5,8 @@
  *   rs       wgmma m64n128k16 over K = 64 with A from registers (mma fragment layout) and B MN-major from a
  *            TMA tile of two slabs (LBO): O = P V;
  *   rs-acc   the same, accumulating onto a nonzero O (scale_d = 1).
- * Build here: nvcc -gencode=arch=compute_90a,code=sm_90a -std=c++14 -Ikernels -DFA_DTYPE=2 dev/sm90_probe.cu
- *               -o build/sm90_probe -lcuda    (links the driver stub; runs on the GPU machine)
+ * Built by dev/meson.build as BUILD/dev/sm90_probe where nvcc is found (linked against the driver's stub, so it
+ * builds without a GPU); `dev/gpu_run.sh BUILD probe` runs it on the GPU machine.
  * Prints one PASS/FAIL line per check with the largest error; exit status 1 on any failure. */
 #include <cuda.h>
 #include <math.h>
