@@ -78,10 +78,6 @@ typedef struct fa_bwd_sm90_params {
   int block_q, block_k;
   unsigned dropout_offset, dropout_threshold;
   float dropout_scale;
-  /* Deterministic, non-causal: key blocks [g per, (g + 1) per) add into copy g of dq_acc (and of sem), the
-   * copies dq_copy_floats (sem_copy_ints) apart; flash_bwd_sm90_dq sums the dq_copies in order. */
-  int dq_copies, dq_per_copy;
-  long long dq_copy_floats, sem_copy_ints;
 } fa_bwd_sm90_params;
 
 /* TMA maps of q, k, v and dout for the Hopper backward: boxes of 64 columns x BLOCK_M rows (q, dout) or

@@ -108,7 +108,7 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_pre(con
   }
 }
 
-/* dq = scale dq_acc (the sum of its copies, in order), one warp per row. */
+/* dq = scale dq_acc, one warp per row. */
 extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_dq(const fa_bwd_sm90_params p) {
   const int lane = threadIdx.x & 31, i = blockIdx.x * 8 + (threadIdx.x >> 5);
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
@@ -117,25 +117,20 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_dq(cons
   const float *acc =
       (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.n_mblocks + m) * (NSLAB * BM * 64) + r * 64;
   fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
-  for (int d = lane; d < HEAD_DIM; d += 32) {
-    const long long at = (d >> 6) * (BM * 64) + ((d & 63) ^ ((r & 7) << 3));
-    float sum = acc[at];
-    for (int c = 1; c < p.dq_copies; c++) sum += acc[c * p.dq_copy_floats + at];
-    dst[d] = fa_from_float(p.scale * sum);
-  }
+  for (int d = lane; d < HEAD_DIM; d += 32)
+    dst[d] = fa_from_float(p.scale * acc[(d >> 6) * (BM * 64) + ((d & 63) ^ ((r & 7) << 3))]);
 }
 
 #if FA_DQ_ORDERED
 /* Deterministic dQ: one lane of the producer's warp 1 + sl adds the consumers' staged dQ slab sl into dq_acc in
  * a fixed order, waiting for this block's turn on the slab's counter, so that the consumers never wait on the
- * turn or on the reduction's round trip (in their path, those cost 0.70x of the default's speed, H200). The
- * blocks that add to query block m are key blocks 0 .. last, a prefix. Causal: from the last down, so that each
- * block's first query block (its diagonal) is its turn 0 and the blocks run in step instead of each waiting for
- * all before it. Otherwise in increasing order within each copy of the accumulator: every block starts at query
- * block 0, so block nb waits nb turns there, and the copies shorten that wait. */
+ * turn or on the reduction's round trip (in their path, those made deterministic mode 0.70x of the default,
+ * H200; here 0.94-1.0x). The blocks that add to query block m are key blocks 0 .. last, a prefix. Causal: from
+ * the last down, so that each block's first query block (its diagonal) is its turn 0 and the blocks run in step
+ * instead of each waiting for all before it; otherwise in increasing order. */
 static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, unsigned char *sbase, unsigned bars,
                                               int nb, int hk, int b, int sl) {
-  const int n_m = p.n_mblocks, copy = p.causal ? 0 : nb / p.dq_per_copy;
+  const int n_m = p.n_mblocks;
   const unsigned stage = fa_smem_addr(sbase + SM_DQ + sl * (BM * 256));
   volatile const int *job = (volatile const int *)(sbase + SM_BAR + DQ_JOB) + 2 * sl;
   for (int j = 0;; j++) {
@@ -144,10 +139,10 @@ static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, un
     if (info < 0) return;
     const int m = info & 0x0fffffff, cls = info >> 28;
     const long long bh = (long long)b * p.heads_q + hk * p.group + job[1];
-    float *dst = (float *)p.dq_acc + copy * p.dq_copy_floats + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
-    int *sem = (int *)p.sem + copy * p.sem_copy_ints + (bh * n_m + m) * NSLAB + sl;
+    float *dst = (float *)p.dq_acc + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
+    int *sem = (int *)p.sem + (bh * n_m + m) * NSLAB + sl;
     const int last = min((int)gridDim.x - 1, ((m + 1) * BM + p.seqlen_k - p.seqlen_q - 1) / BN);
-    const int turn = p.causal ? last - nb : nb - copy * p.dq_per_copy;
+    const int turn = p.causal ? last - nb : nb;
     int seen;
     do {
       asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(sem) : "memory");

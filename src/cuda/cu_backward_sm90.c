@@ -54,40 +54,18 @@ int fa_cu_backward_sm90_choice(fa_context *ctx, const fa_problem *p) {
   return 0;
 }
 
-/* Deterministic and non-causal, every key block starts at query block 0 and waits there for the blocks
- * before it in the order of additions: block n waits n steps, and with N blocks the pass takes n_m + N - 1
- * steps instead of n_m (0.70x of the default at N = n_m / 2, H200). Copies of the accumulator, each taking
- * the additions of N / copies consecutive blocks in order, cut the wait to N / copies - 1 steps for
- * copies x the accumulator's memory. FLASHATTN_SM90_DQ_COPIES overrides the 4 for tuning runs. */
-static void dq_copies(const fa_problem *p, const fa_tiles *t, int *copies, int *per) {
-  const int n = (int)((p->seqlen_k + t->block_k - 1) / t->block_k);
-  int want = 1;
-  if (p->deterministic && !p->causal) {
-    const char *env = getenv("FLASHATTN_SM90_DQ_COPIES");
-    want = env && atoi(env) > 0 ? atoi(env) : 4;
-  }
-  if (want > n) want = n > 0 ? n : 1;
-  *per = (n + want - 1) / want;
-  if (*per < 1) *per = 1;
-  *copies = (n + *per - 1) / *per;
-  if (*copies < 1) *copies = 1;
-}
-
-/* Workspace: lse2, di [B Hq][Sq_pad] (`rows` floats each); then `copies` accumulators dq_acc [B Hq][Sq_pad]
- * [slabs x 64] (`acc` floats each); then (deterministic) `copies` counters sem [B Hq][n_m][slabs] (`sems`). */
+/* Workspace: lse2, di [B Hq][Sq_pad] (`rows` floats each); dq_acc [B Hq][Sq_pad][slabs x 64] (`acc`);
+ * sem [B Hq][n_m][slabs] (deterministic). */
 static fa_status workspace_layout(fa_context *ctx, const fa_problem *p, const fa_tiles *t, size_t *rows, size_t *acc,
-                                  size_t *sems, size_t *bytes) {
+                                  size_t *bytes) {
   const int slabs = ((int)p->head_dim + 63) / 64;
   const int64_t n_m = (p->seqlen_q + t->block_q - 1) / t->block_q, sq_pad = n_m * t->block_q;
-  int copies, per;
-  dq_copies(p, t, &copies, &per);
-  size_t all;
+  size_t sems;
   if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, rows) ||
       __builtin_mul_overflow(*rows, (size_t)sq_pad, rows) ||
       __builtin_mul_overflow(*rows, (size_t)slabs * 64, acc) ||
-      __builtin_mul_overflow((size_t)p->batch * (size_t)p->heads_q, (size_t)n_m * (size_t)slabs, sems) ||
-      __builtin_mul_overflow(*acc + (p->deterministic ? *sems : 0), (size_t)copies, &all) ||
-      __builtin_add_overflow(all, 2 * *rows, &all) || __builtin_mul_overflow(all, sizeof(float), bytes))
+      __builtin_mul_overflow((size_t)p->batch * (size_t)p->heads_q, (size_t)n_m * (size_t)slabs, &sems) ||
+      __builtin_mul_overflow(2 * *rows + *acc + (p->deterministic ? sems : 0), sizeof(float), bytes))
     return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "fa_backward: the workspace for %lld x %lld x %lld rows overflows size_t",
                    (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
   return FA_SUCCESS;
@@ -95,9 +73,9 @@ static fa_status workspace_layout(fa_context *ctx, const fa_problem *p, const fa
 
 fa_status fa_cu_backward_sm90_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
   fa_tiles t;
-  size_t rows, acc, sems;
+  size_t rows, acc;
   if (sm90_bwd_reason(ctx, p, &t)) return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_backward: no sm90 kernel");
-  return workspace_layout(ctx, p, &t, &rows, &acc, &sems, bytes);
+  return workspace_layout(ctx, p, &t, &rows, &acc, bytes);
 }
 
 fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
@@ -118,8 +96,8 @@ fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
   if (st == FA_SUCCESS) st = fa_cu_function_arch(ctx, "sm_90a", "flash_bwd_sm90.cu", defs, "flash_bwd_sm90_dq", 0, &conv);
   if (st != FA_SUCCESS) return st;
 
-  size_t rows = 0, acc = 0, sems = 0, bytes = 0;
-  if ((st = workspace_layout(ctx, p, &t, &rows, &acc, &sems, &bytes)) != FA_SUCCESS) return st;
+  size_t rows = 0, acc = 0, bytes = 0;
+  if ((st = workspace_layout(ctx, p, &t, &rows, &acc, &bytes)) != FA_SUCCESS) return st;
   CUdeviceptr ws;
   if ((st = fa_cu_workspace(ctx, bytes, &ws)) != FA_SUCCESS) return st;
 
@@ -132,10 +110,7 @@ fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
   a.lse2 = ws;
   a.di = ws + rows * sizeof(float);
   a.dq_acc = ws + 2 * rows * sizeof(float);
-  dq_copies(p, &t, &a.dq_copies, &a.dq_per_copy);
-  a.dq_copy_floats = (long long)acc;
-  a.sem_copy_ints = (long long)sems;
-  a.sem = ordered ? a.dq_acc + (size_t)a.dq_copies * acc * sizeof(float) : 0;
+  a.sem = ordered ? a.dq_acc + acc * sizeof(float) : 0;
   const fa_view *views[8] = {&p->q, &p->k, &p->v, &p->o, &p->dout, &p->dq, &p->dk, &p->dv};
   long long *strides[8] = {&a.q_sb, &a.k_sb, &a.v_sb, &a.o_sb, &a.do_sb, &a.dq_sb, &a.dk_sb, &a.dv_sb};
   for (int i = 0; i < 8; i++)
