@@ -92,7 +92,7 @@ FA_HIDDEN fa_status fa_cu_load_nvrtc(const fa_cu_nvrtc **out, int *version, char
 /* "CUDA_ERROR_OUT_OF_MEMORY: out of memory" for a driver result (the names come from the driver itself). */
 FA_HIDDEN void fa_cu_result_text(const fa_cu_driver *cu, CUresult r, char *buf, size_t len);
 
-/* ---- cu_nvrtc.c: compiling kernels (no device or context needed: dev/nvrtc_check.c uses it too) ---- */
+/* ---- cu_nvrtc.c: compiling kernels (no device or context needed: the dev workshops' nvrtc mode uses it too) ---- */
 
 /* Compile kernels/<file> with NVRTC for gpu arch `arch` ("sm_90") with the space-separated `defines`
  * ("-DHEAD_DIM=128 -DBLOCK_N=64"); the headers it #includes ("x.cuh") are taken from kernels/ as well.
@@ -105,7 +105,7 @@ FA_HIDDEN fa_status fa_cu_compile(const fa_cu_nvrtc *nv, const char *file, const
 /* The options fa_cu_compile passes to NVRTC besides the defines (part of the cache key). */
 #define FA_CU_NVRTC_OPTIONS "-default-device -std=c++14 --use_fast_math"
 
-/* ---- cu_variants.c: which kernel variant serves a problem (pure, shared with dev/nvrtc_check.c) ---- */
+/* ---- cu_variants.c: which kernel variant serves a problem (pure, shared with the dev workshops' nvrtc mode) ---- */
 
 /* The -D define that selects the storage type in kernels/cuda_common.cuh: "-DFA_DTYPE=0|1|2". */
 FA_HIDDEN const char *fa_cu_dtype_define(fa_dtype dtype);

@@ -1,5 +1,5 @@
 /* Compiling a kernels/ .cu file with NVRTC into a CUBIN for one GPU architecture. It needs no device, so
- * dev/nvrtc_check.c compiles every variant through this same function on a machine without a GPU. */
+ * The dev workshops' nvrtc mode compiles every variant through this same function on a machine without a GPU. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,6 @@
 /* Which forward kernel variant serves a problem: the kernel, its tiles and the -D defines it is compiled
- * with. Pure (no device, no context), so dev/nvrtc_check.c enumerates exactly what the library compiles. */
+ * with. Pure (no device, no context), so the dev workshops' nvrtc mode (dev/fwd.c, bwd.c, decode.c)
+ * enumerates exactly what the library compiles. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
