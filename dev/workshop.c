@@ -98,6 +98,11 @@ fa_context *ws_context(const ws_opts *o, int *status) {
   fa_context_options opt;
   fa_context_options_default(&opt);
   opt.backend = o->backend;
+  /* Run as a test (suite dev), follow the suites' choice of backend. */
+  const char *test_backend = getenv("FLASHATTN_TEST_BACKEND");
+  if (opt.backend == FA_BACKEND_AUTO && test_backend)
+    opt.backend = !strcmp(test_backend, "cuda") ? FA_BACKEND_CUDA : !strcmp(test_backend, "opencl") ? FA_BACKEND_OPENCL
+                                                                                                   : FA_BACKEND_AUTO;
   fa_context *ctx = NULL;
   fa_status st = fa_context_create(&opt, &ctx);
   if (st != FA_SUCCESS) {

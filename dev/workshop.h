@@ -4,7 +4,8 @@
  * family's `nvrtc` mode feeds with its kernel variants.
  *
  * A workshop runs one configuration per call, picked by options, checks it and times it:
- *   --backend cuda|opencl|auto    (default auto: FLASHATTN_BACKEND, then CUDA, then OpenCL)
+ *   --backend cuda|opencl|auto    (default auto: FLASHATTN_TEST_BACKEND as the suites read it, else
+ *                                 FLASHATTN_BACKEND, then CUDA, then OpenCL)
  *   --dtype f32|f16|bf16          --shape B,Sq,Sk,Hq,Hkv,D      --causal 0|1     --scale S (0: 1/sqrt(D))
  *   --layout packed|bhsd|padded|bhsd+padded   (q, k, v, o and the gradients; offsets differ per tensor)
  *   --mask BQxBK:DENSITY          a random block mask, one per query head, broadcast over the batch
