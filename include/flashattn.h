@@ -68,7 +68,9 @@ extern "C" {
  * the size of the struct as the caller's header declared it (sizeof). The library reads (or, for
  * fa_device_info, writes) only that many bytes, so a program built against an older header keeps working
  * with a newer library: fields it does not know are taken as zero, and zero always means "off" or "the
- * default". struct_size 0 stands for the base fields (those above the "grown since" line of each struct).
+ * default". struct_size 0 stands for the struct of 0.2.0, the first version with struct_size (every field
+ * above each struct's "grown since 0.2.0" line), so a zeroed struct (`= {0}`) reads every field it can set
+ * today; a field a later version adds is read only when struct_size covers it.
  * A struct_size larger than this library's struct is accepted when the bytes this library does not know
  * are all zero, and refused with FA_ERROR_UNSUPPORTED otherwise (the caller asked for a feature this
  * library lacks). Initialise with fa_context_options_default(), fa_attention_desc_init() or
@@ -141,7 +143,7 @@ typedef struct fa_context_options {
   fa_backend backend; /* FA_BACKEND_AUTO reads FLASHATTN_BACKEND (cuda|opencl|auto, default auto) */
   int device;         /* -1 reads FLASHATTN_DEVICE, default 0; else the device index within the backend */
   void *native_queue; /* optional: the caller's CUstream / cudaStream_t, or cl_command_queue */
-  /* grown since 0.2: nothing yet */
+  /* grown since 0.2.0: nothing yet */
 } fa_context_options;
 
 /**
@@ -210,10 +212,10 @@ typedef struct fa_device_info {
   int max_work_group_size;
   int compute_capability;        /* CUDA: major * 10 + minor; OpenCL: 0 */
   int tensor_cores;              /* 1 when the flash kernels use matrix instructions for f16/bf16 */
-  /* grown since 0.2 */
   char kernels[512];             /* which kernel families serve this device, and when ("forward: ...; backward: ...") */
   char kernel_cache[512];        /* the on-disk kernel cache's directory, "off (...)", or "unusable: DIR why" */
   int events_host_clock;         /* 1: fa_event_* time with the host clock (an OpenCL queue without profiling) */
+  /* grown since 0.2.0: nothing yet */
 } fa_device_info;
 
 /** Zero an fa_device_info and set struct_size to the caller's sizeof, before fa_context_info(). */
@@ -298,8 +300,8 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
 
 /**
  * What to compute. Start from fa_attention_desc_init() (or zero it and set struct_size = sizeof), then set
- * fields: zero means the default for each (dense, no dropout). A zeroed struct with struct_size 0 is read
- * as its base fields only: the fields grown since are then off, whatever they hold.
+ * fields: zero means the default for each (dense, no dropout). A zeroed struct with struct_size 0 is read as
+ * the struct of 0.2.0: every field below.
  *
  * Block-sparse attention (FlashAttention §3.3): block_mask is a uint8 tensor (dtype FA_U8, strides in
  * bytes, any layout) of shape [B or 1, Hq or 1, ceil(Sq / block_q), ceil(Sk / block_k)]; a size of 1 is
@@ -365,7 +367,7 @@ typedef struct fa_attention_desc {
   float dropout_p;             /* in [0, 1); 0: no dropout */
   uint64_t dropout_seed;
   uint32_t dropout_offset;
-  /* grown since 0.2 (read only when struct_size covers them): inference, see above */
+  /* inference, see above */
   const fa_tensor *seqlens_k;        /* int32 [B, 1, 1, 1]; NULL: all keys */
   const fa_tensor *block_table;      /* int32 [B, max_pages, 1, 1]; NULL: contiguous k, v */
   int window;                        /* 1: sliding window of window_left / window_right keys */
@@ -376,6 +378,7 @@ typedef struct fa_attention_desc {
   int trust_indices;                 /* 1: skip the host check of seqlens_k and block_table values */
   const fa_tensor *cu_seqlens_q, *cu_seqlens_k; /* int32 [B + 1, 1, 1, 1] each; NULL: padded batches */
   int64_t max_seqlen_q;              /* longest query sequence; 0: read from cu_seqlens_q (needed when trusted) */
+  /* grown since 0.2.0: nothing yet (read only when struct_size covers them) */
 } fa_attention_desc;
 
 /** Zero every field (dense flash attention, default scale) and set struct_size to the caller's sizeof. */

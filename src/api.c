@@ -151,11 +151,13 @@ fa_status fa_device_count(fa_backend b, int *count) {
 
 /* ---- structs that grow (the header's "Structs that grow") ---- */
 
-/* Bytes of each struct's base fields: what struct_size 0 stands for. */
+/* Bytes of each struct as of 0.2.0: what struct_size 0 stands for. Every field of today's structs counts, so
+ * that a zeroed descriptor reads its window or varlen offsets (with only the fields before them, a caller's
+ * `= {0}` descriptor silently ran without them: flashattn-bench did). Fields added later go past these. */
 #define BASE_SIZE(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
 #define OPTIONS_BASE BASE_SIZE(fa_context_options, native_queue)
-#define DESC_BASE BASE_SIZE(fa_attention_desc, dropout_offset)
-#define INFO_BASE BASE_SIZE(fa_device_info, tensor_cores)
+#define DESC_BASE BASE_SIZE(fa_attention_desc, max_seqlen_q)
+#define INFO_BASE BASE_SIZE(fa_device_info, events_host_clock)
 
 /* The caller's struct_size resolved to the bytes that may be read or written, or 0 when it is not valid:
  * smaller than the base fields. */

@@ -180,6 +180,21 @@ START_TEST(t_struct_growth) {
     }
     ck_assert_msg(!memcmp(out[0], out[1], bytes) && !memcmp(out[0], out[2], bytes), "%s: outputs differ", be);
 
+    /* struct_size 0 reads every field of 0.2.0, the inference ones too: a zeroed descriptor's window counts. */
+    fa_attention_desc zw = {0}, iw;
+    fa_attention_desc_init(&iw);
+    zw.causal = iw.causal = 1;
+    zw.window = iw.window = 1;
+    zw.window_left = iw.window_left = 2;
+    const fa_attention_desc *win[2] = {&zw, &iw};
+    for (int c = 0; c < 2; c++) {
+      ck_assert_msg(fa_forward(ctx, win[c], &q, &k, &v, &o, NULL) == FA_SUCCESS, "%s: window case %d: %s", be, c,
+                    fa_context_last_error(ctx));
+      ck_assert_int_eq(fa_buffer_read(ctx, buf[3], 0, out[1 + c], bytes), FA_SUCCESS);
+    }
+    ck_assert_msg(!memcmp(out[1], out[2], bytes), "%s: a zeroed descriptor's window was not read", be);
+    ck_assert_msg(memcmp(out[0], out[1], bytes) != 0, "%s: the window changed nothing", be);
+
     /* Refusals write nothing: o keeps a poison pattern. */
     memset(host, 0x7f, bytes);
     ck_assert_int_eq(fa_buffer_write(ctx, buf[3], 0, host, bytes), FA_SUCCESS);
