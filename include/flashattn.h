@@ -70,7 +70,9 @@ extern "C" {
  * with a newer library: fields it does not know are taken as zero, and zero always means "off" or "the
  * default". struct_size 0 stands for the struct of 0.2.0, the first version with struct_size (every field
  * above each struct's "grown since 0.2.0" line), so a zeroed struct (`= {0}`) reads every field it can set
- * today; a field a later version adds is read only when struct_size covers it.
+ * today; a field a later version adds is read only when struct_size covers it. An explicit struct_size may
+ * end after the first layout's fields (through dropout_offset in fa_attention_desc, tensor_cores in
+ * fa_device_info): what lies past it reads as zero. A smaller one is refused.
  * A struct_size larger than this library's struct is accepted when the bytes this library does not know
  * are all zero, and refused with FA_ERROR_UNSUPPORTED otherwise (the caller asked for a feature this
  * library lacks). Initialise with fa_context_options_default(), fa_attention_desc_init() or

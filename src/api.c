@@ -151,19 +151,23 @@ fa_status fa_device_count(fa_backend b, int *count) {
 
 /* ---- structs that grow (the header's "Structs that grow") ---- */
 
-/* Bytes of each struct as of 0.2.0: what struct_size 0 stands for. Every field of today's structs counts, so
- * that a zeroed descriptor reads its window or varlen offsets (with only the fields before them, a caller's
- * `= {0}` descriptor silently ran without them: flashattn-bench did). Fields added later go past these. */
+/* What struct_size 0 stands for: each struct as of 0.2.0, every field today, so that a zeroed descriptor reads
+ * its window or varlen offsets (when 0 stood for the fields before them, a caller's `= {0}` descriptor
+ * silently ran without them: flashattn-bench did). An explicit struct_size may still stop earlier, after the
+ * fields of the first layout (the *_MIN sizes; the Python package's descriptor does): the rest read as zero. */
 #define BASE_SIZE(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
 #define OPTIONS_BASE BASE_SIZE(fa_context_options, native_queue)
+#define OPTIONS_MIN OPTIONS_BASE
 #define DESC_BASE BASE_SIZE(fa_attention_desc, max_seqlen_q)
+#define DESC_MIN BASE_SIZE(fa_attention_desc, dropout_offset)
 #define INFO_BASE BASE_SIZE(fa_device_info, events_host_clock)
+#define INFO_MIN BASE_SIZE(fa_device_info, tensor_cores)
 
 /* The caller's struct_size resolved to the bytes that may be read or written, or 0 when it is not valid:
- * smaller than the base fields. */
-static size_t grown_size(size_t struct_size, size_t base) {
+ * smaller than the first layout's fields. */
+static size_t grown_size(size_t struct_size, size_t base, size_t min) {
   if (struct_size == 0) return base;
-  return struct_size < base ? 0 : struct_size;
+  return struct_size < min ? 0 : struct_size;
 }
 
 /* Copy a caller's growable input struct (`given` bytes, from grown_size) into `dst`, this library's full
@@ -230,11 +234,11 @@ fa_status fa_context_create(const fa_context_options *opt, fa_context **out) {
   *out = NULL;
   fa_context_options o;
   if (opt) {
-    const size_t given = grown_size(opt->struct_size, OPTIONS_BASE);
+    const size_t given = grown_size(opt->struct_size, OPTIONS_BASE, OPTIONS_MIN);
     if (!given)
       return fa_fail_thread(FA_ERROR_INVALID_ARGUMENT,
                             "opt->struct_size: %zu is smaller than the %zu bytes of the base fields (use 0 or sizeof)",
-                            opt->struct_size, (size_t)OPTIONS_BASE);
+                            opt->struct_size, (size_t)OPTIONS_MIN);
     const size_t unknown = read_grown(&o, sizeof o, opt, given);
     if (unknown)
       return fa_fail_thread(FA_ERROR_UNSUPPORTED,
@@ -286,7 +290,7 @@ void fa_context_destroy(fa_context *ctx) {
 
 fa_status fa_context_info(const fa_context *ctx, fa_device_info *info) {
   if (!ctx || !info) return FA_ERROR_INVALID_ARGUMENT;
-  const size_t size = grown_size(info->struct_size, INFO_BASE);
+  const size_t size = grown_size(info->struct_size, INFO_BASE, INFO_MIN);
   if (!size) return FA_ERROR_INVALID_ARGUMENT;
   fa_device_info full = ctx->info;
   full.struct_size = info->struct_size;
@@ -603,11 +607,11 @@ static fa_status check_dropout(fa_context *ctx, const fa_attention_desc *desc, f
  * fields every call shares. */
 static fa_status check_desc(fa_context *ctx, const fa_attention_desc *given, fa_attention_desc *desc) {
   if (!given) return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc: NULL attention descriptor");
-  const size_t size = grown_size(given->struct_size, DESC_BASE);
+  const size_t size = grown_size(given->struct_size, DESC_BASE, DESC_MIN);
   if (!size)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT,
                    "desc->struct_size: %zu is smaller than the %zu bytes of the base fields (use 0 or sizeof)",
-                   given->struct_size, (size_t)DESC_BASE);
+                   given->struct_size, (size_t)DESC_MIN);
   const size_t unknown = read_grown(desc, sizeof *desc, given, size);
   if (unknown)
     return fa_fail(ctx, FA_ERROR_UNSUPPORTED,

@@ -146,9 +146,10 @@ static void setup(void) {
   W.host = malloc(HOST_BYTES);
   W.host_copy = malloc(HOST_BYTES);
   if (!W.host || !W.host_copy) die("host", "out of host memory");
-  W.desc_base = offsetof(fa_attention_desc, dropout_offset) + sizeof(uint32_t);
+  /* What struct_size 0 stands for: the structs of 0.2.0, every field today (src/api.c's *_BASE). */
+  W.desc_base = offsetof(fa_attention_desc, max_seqlen_q) + sizeof(int64_t);
   W.options_base = offsetof(fa_context_options, native_queue) + sizeof(void *);
-  W.info_base = offsetof(fa_device_info, tensor_cores) + sizeof(int);
+  W.info_base = offsetof(fa_device_info, events_host_clock) + sizeof(int);
   const char *sandbox = getenv("FUZZ_SANDBOX");
   if (!sandbox || !*sandbox) die("FUZZ_SANDBOX", "not set (a folder for hostile cache directories)");
   snprintf(W.sandbox, sizeof W.sandbox, "%s", sandbox);
