@@ -567,7 +567,7 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
   }
 
   fa_attention_desc desc;
-  memset(&desc, 0, sizeof desc);
+  fa_attention_desc_init(&desc); /* struct_size set: a zeroed one (size 0) would leave window and varlen unread */
   desc.algo = algo;
   desc.causal = sh->causal;
   desc.deterministic = o->deterministic;
