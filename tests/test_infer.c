@@ -54,22 +54,6 @@ static const inf_case cases[] = {
 };
 static const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 
-/* A small device tensor [d0, d1, 1, 1] of int32 or float32 values, after 3 elements of junk (a kernel that
- * ignored the view's offset would read them). */
-typedef struct small_tensor {
-  fa_buffer *buf;
-  fa_tensor t;
-} small_tensor;
-
-static void small_create(small_tensor *s, fa_context *ctx, fa_dtype dt, const void *vals, int64_t d0, int64_t d1) {
-  const size_t n = (size_t)(d0 * d1);
-  ck_assert_int_eq(fa_buffer_create(ctx, (n + 3) * 4, &s->buf), FA_SUCCESS);
-  const int32_t junk[3] = {-12345, 999999, -7};
-  ck_assert_int_eq(fa_buffer_write(ctx, s->buf, 0, junk, sizeof junk), FA_SUCCESS);
-  ck_assert_int_eq(fa_buffer_write(ctx, s->buf, 12, vals, n * 4), FA_SUCCESS);
-  fa_tensor_packed(&s->t, s->buf, 12, dt, d0, d1, 1, 1);
-}
-
 /* The rows each sequence occupies: q rows cq[b] .. cq[b + 1] - 1 (of the batch's axis, or of batch b), k rows
  * ck[b] ..; varlen axes end with 3 (q) and 2 (k) rows that no sequence owns. */
 typedef struct layout {
@@ -129,7 +113,7 @@ static double seq_error(const double *got, const double *want, int64_t n, double
 
 typedef struct run {
   th_tensor q, k, v, o, lse, dout, dq, dk, dv;
-  small_tensor cq, ck, alibi;
+  th_small cq, ck, alibi;
   float slopes[MAXSEQ * 64];
   double slopes64[MAXSEQ * 64];
 } run;
@@ -169,11 +153,11 @@ static void run_case(const inf_case *c, int case_number, int bi) {
   ck_assert_int_eq(th_tensor_fill_random(&r.k, &rng, 1.0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_fill_random(&r.v, &rng, 1.0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_fill_random(&r.dout, &rng, 1.0), FA_SUCCESS);
-  small_create(&r.cq, ctx, FA_I32, l.cq, c->nseq + 1, 1);
-  small_create(&r.ck, ctx, FA_I32, l.ck, c->nseq + 1, 1);
+  th_small_create(&r.cq, ctx, FA_I32, l.cq, c->nseq + 1, 1);
+  th_small_create(&r.ck, ctx, FA_I32, l.ck, c->nseq + 1, 1);
   const int64_t na = (c->alibi == 2 ? c->nseq : 1) * Hq;
   for (int64_t x = 0; x < na; x++) r.slopes64[x] = r.slopes[x] = (float)(0.02 + 0.3 * th_rng_uniform(&rng));
-  small_create(&r.alibi, ctx, FA_F32, r.slopes, c->alibi == 2 ? c->nseq : 1, Hq);
+  th_small_create(&r.alibi, ctx, FA_F32, r.slopes, c->alibi == 2 ? c->nseq : 1, Hq);
   fa_attention_desc desc;
   set_desc(c, &r, &desc);
 
@@ -326,10 +310,10 @@ START_TEST(t_refused) {
     ck_assert_int_eq(th_tensor_fill_random(&lse, &rng, 1.0), FA_SUCCESS);
     const int32_t cu[3] = {0, 25, 40}, lens[1] = {40};
     const uint8_t ones[4] = {1, 1, 1, 1};
-    small_tensor tc, tl, tm;
-    small_create(&tc, ctx, FA_I32, cu, 3, 1);
-    small_create(&tl, ctx, FA_I32, lens, 1, 1);
-    small_create(&tm, ctx, FA_U8, ones, 1, 1);
+    th_small tc, tl, tm;
+    th_small_create(&tc, ctx, FA_I32, cu, 3, 1);
+    th_small_create(&tl, ctx, FA_I32, lens, 1, 1);
+    th_small_create(&tm, ctx, FA_U8, ones, 1, 1);
     fa_tensor_packed(&tm.t, tm.buf, 12, FA_U8, 1, 1, 1, 1);
     fa_attention_desc desc;
     fa_attention_desc_init(&desc);
