@@ -4,6 +4,18 @@
 #ifndef FA_CUDA_PARAMS_H
 #define FA_CUDA_PARAMS_H
 
+/* The inference options of the flash kernels' argument blocks (read only with FA_INFER=1, kernels/masks.h),
+ * filled by src/cuda/cu_flash.c's fa_cu_infer_params for both passes: varlen offsets cu_q, cu_k (int32
+ * [seqs + 1], element strides; varlen 0: padded batches, else the grid's z counts sequences), ALiBi's slopes
+ * (float32 [B or 1, Hq], element strides, 0 where broadcast; has_alibi 0: none), the window (wl, wr; -1
+ * unbounded) and softcap times log2 e (0: off). */
+typedef struct fa_infer_params {
+  unsigned long long cu_q, cu_k, alibi;
+  long long cu_q_s, cu_k_s, al_sb, al_sh;
+  int varlen, seqs, wl, wr, has_alibi;
+  float softcap2;
+} fa_infer_params;
+
 typedef struct fa_fwd_params {
   /* Device addresses of element 0 of each tensor (the view offsets already applied); lse 0 = not wanted. */
   unsigned long long q, k, v, o, lse;
@@ -31,15 +43,7 @@ typedef struct fa_fwd_params {
   unsigned dropout_offset, dropout_threshold;
   int heads_q;
   float dropout_scale;
-  /* Inference options (read only with FA_INFER=1 in kernels/flash_fwd.cu, kernels/masks.h): varlen offsets
-   * cu_q, cu_k (int32 [seqs + 1], element strides; varlen 0: padded batches, and the grid's z counts
-   * sequences otherwise), ALiBi's slopes (float32 [B or 1, Hq], element strides, 0 where broadcast; has_alibi
-   * 0: none), the window (wl, wr; -1 unbounded) and softcap times log2 e (0: off). */
-  unsigned long long cu_q, cu_k, alibi;
-  long long cu_q_s, cu_k_s, al_sb, al_sh;
-  int varlen, wl, wr, has_alibi;
-  float softcap2;
-  int pad_infer;
+  fa_infer_params inf; /* FA_INFER */
 } fa_fwd_params;
 
 /* A CUtensorMap (cuda.h's CUtensorMap: 128 opaque bytes, 64-byte aligned), made on the host with

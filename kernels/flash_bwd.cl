@@ -285,12 +285,7 @@ inline void drop_tile(__local uchar *Zs, int lid, int nwi, ulong seed, uint off,
 #error "FA_INFER takes no block mask, dropout or DQ_ATOMIC"
 #endif
 #if FA_INFER
-/* Varlen offsets (int32, element offset and stride; varlen 0: padded batches), the window (-1 unbounded),
- * ALiBi's slopes [B or 1, Hq] (element offset and strides; has_alibi 0: none), softcap times log2 e (0: off). */
-#define INFER_PARAMS                                                                                          \
-  , __global const int *cu_q, long cuq_off, long cuq_s, __global const int *cu_k, long cuk_off, long cuk_s,   \
-      int varlen, int wl, int wr, __global const float *alibi, long al_off, long al_sb, long al_sh, int has_alibi, \
-      float softcap2
+#define INFER_PARAMS FA_INFER_CL_PARAMS /* masks.h */
 /* This group's sequence: query rows qfirst .. qfirst + Sq - 1 and keys kfirst .. kfirst + Sk - 1 of tensor batch
  * bt (varlen: batch 0 and the grid's b-th sequence; else all of batch b). */
 #define SEQ_SETUP(b)                                                 \

@@ -70,6 +70,7 @@
  * FA_BWD_PARAMS_ONLY defined and gets only the struct, so both sides see one definition. */
 #ifndef FA_FLASH_BWD_PARAMS
 #define FA_FLASH_BWD_PARAMS
+#include "cuda_params.h" /* fa_infer_params */
 /* The -D defines of a variant, for the host's snprintf: FA_DTYPE define, HEAD_DIM, BLOCK_M, BLOCK_N, DQ_ATOMIC. */
 #define FA_BWD_DEFINES_FMT "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DDQ_ATOMIC=%d"
 /* ... then, for flash_bwd_dkdv_tc: TC_WARPS, FA_DQ_ORDERED, FA_BWD_PIPELINE. */
@@ -113,13 +114,7 @@ typedef struct fa_bwd_params {
   /* FA_DQ_ORDERED: the workspace's semaphores [B Hq][ceil(Sq / BLOCK_M)] (FA_INFER: [B Hq][Sq]), int32, zeroed
    * by flash_bwd_pre; 0 otherwise. */
   unsigned long long sem;
-  /* FA_INFER, as in kernels/cuda_params.h's fa_fwd_params: varlen offsets cu_q, cu_k ([seqs + 1] int32, element
-   * strides; varlen 0: padded batches), ALiBi's slopes (float32 [B or 1, Hq], element strides, 0 where broadcast),
-   * the window (-1 unbounded), softcap times log2 e (0: off). */
-  unsigned long long cu_q, cu_k, alibi;
-  long long cu_q_s, cu_k_s, al_sb, al_sh;
-  int varlen, seqs, wl, wr, has_alibi;
-  float softcap2;
+  fa_infer_params inf; /* FA_INFER (kernels/cuda_params.h) */
 } fa_bwd_params;
 #endif
 
@@ -173,9 +168,9 @@ struct seq_span {
 static __device__ __forceinline__ seq_span seq_of(const fa_bwd_params &p, int b) {
   seq_span s = {p.seqlen_q, p.seqlen_k, 0, 0, b};
 #if FA_INFER
-  if (p.varlen) {
-    fa_seq_span((const int *)p.cu_q, p.cu_q_s, b, p.seqlen_q, &s.qfirst, &s.sq);
-    fa_seq_span((const int *)p.cu_k, p.cu_k_s, b, p.seqlen_k, &s.kfirst, &s.sk);
+  if (p.inf.varlen) {
+    fa_seq_span((const int *)p.inf.cu_q, p.inf.cu_q_s, b, p.seqlen_q, &s.qfirst, &s.sq);
+    fa_seq_span((const int *)p.inf.cu_k, p.inf.cu_k_s, b, p.seqlen_k, &s.kfirst, &s.sk);
     s.bt = 0;
   }
 #endif
@@ -185,7 +180,7 @@ static __device__ __forceinline__ seq_span seq_of(const fa_bwd_params &p, int b)
 #if FA_INFER
 /* ALiBi's slope of head h of sequence b in base 2 (0: none). */
 static __device__ __forceinline__ float slope2_of(const fa_bwd_params &p, int b, int h) {
-  return p.has_alibi ? ((const float *)p.alibi)[b * p.al_sb + h * p.al_sh] * LOG2E : 0.f;
+  return p.inf.has_alibi ? ((const float *)p.inf.alibi)[b * p.inf.al_sb + h * p.inf.al_sh] * LOG2E : 0.f;
 }
 
 /* The base-2 score of raw q.k x for a row at diagonal position diag and key j (scaled, capped, ALiBi's bias
@@ -194,13 +189,13 @@ static __device__ __forceinline__ float mod_score(const fa_bwd_params &p, float 
                                                   float &g) {
   x *= p.scale_log2;
   g = 1.f;
-  if (p.softcap2 > 0.f) {
+  if (p.inf.softcap2 > 0.f) {
 #if FA_TC
-    x = fa_softcap_fast(x, p.softcap2);
+    x = fa_softcap_fast(x, p.inf.softcap2);
 #else
-    x = fa_softcap(x, p.softcap2);
+    x = fa_softcap(x, p.inf.softcap2);
 #endif
-    g = fa_softcap_grad(x, p.softcap2);
+    g = fa_softcap_grad(x, p.inf.softcap2);
   }
   return slope2 != 0.f ? x + fa_alibi(slope2, diag, j) : x;
 }
@@ -249,7 +244,7 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_dq_convert(c
   if (i >= p.seqlen_q) return;
 #if FA_INFER
   /* Varlen: rows outside every sequence are not written (the sequences are contiguous, from cu_q[0] on). */
-  if (p.varlen && (i < ((const int *)p.cu_q)[0] || i >= ((const int *)p.cu_q)[p.seqs * p.cu_q_s])) return;
+  if (p.inf.varlen && (i < ((const int *)p.inf.cu_q)[0] || i >= ((const int *)p.inf.cu_q)[p.inf.seqs * p.inf.cu_q_s])) return;
 #endif
   const float *src = (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.seqlen_q + i) * D;
   fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
@@ -419,7 +414,7 @@ static __device__ __forceinline__ void scores(const fa_bwd_params &p, const floa
     const float l = sl[r], di = sdi[r];
     /* Last key row q0 + r sees; rows past Sq have l = +inf and are excluded by it. */
 #if FA_INFER
-    const int lo = fa_band_lo(q0 + r, te.sq, te.sk, p.wl), hi = fa_band_hi(q0 + r, te.sq, te.sk, p.causal, p.wr);
+    const int lo = fa_band_lo(q0 + r, te.sq, te.sk, p.inf.wl), hi = fa_band_hi(q0 + r, te.sq, te.sk, p.causal, p.inf.wr);
 #pragma unroll
     for (int j = 0; j < CNA; j++) {
       const int c = tx + TXA * j;
@@ -511,7 +506,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dkdv_simt(const
   /* Rows before k0 - diag see no key of this block: start at the query block holding that row. */
   int qstart = 0, qend = Sq;
 #if FA_INFER
-  fa_band_rows(k0, min(k0 + BN, Sk), Sq, Sk, p.causal, p.wl, p.wr, &qstart, &qend); /* the band's rows */
+  fa_band_rows(k0, min(k0 + BN, Sk), Sq, Sk, p.causal, p.inf.wl, p.inf.wr, &qstart, &qend); /* the band's rows */
   qstart -= qstart % BM;
 #else
   if (p.causal) {
@@ -670,8 +665,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_bwd_dq_simt(const f
   /* Keys past the last row's causal limit are masked for the whole block: those tiles are never visited. */
   long long kbeg = 0, kend = Sk;
 #if FA_INFER
-  kbeg = fa_band_lo(q0, Sq, Sk, p.wl) / BN * BN; /* the band of the block's rows */
-  kend = fa_band_hi(min(q0 + BM, Sq) - 1, Sq, Sk, p.causal, p.wr);
+  kbeg = fa_band_lo(q0, Sq, Sk, p.inf.wl) / BN * BN; /* the band of the block's rows */
+  kend = fa_band_hi(min(q0 + BM, Sq) - 1, Sq, Sk, p.causal, p.inf.wr);
 #else
   if (p.causal) {
     const long long lim = (long long)min(q0 + BM, Sq) + Sk - Sq;
@@ -872,8 +867,8 @@ static __device__ __forceinline__ int dq_turn(int causal, int n, int nk, int m, 
  * holding its first row's first key to the one holding its last row's last key; they add in launch order
  * (ascending, or from the last when causal). */
 static __device__ __forceinline__ int dq_turn_band(const fa_bwd_params &p, int n, int q0, int sq, int sk) {
-  if (!p.causal) return n - fa_band_lo(q0, sq, sk, p.wl) / BN;
-  return (fa_band_hi(min(q0 + BM, sq) - 1, sq, sk, p.causal, p.wr) - 1) / BN - n;
+  if (!p.causal) return n - fa_band_lo(q0, sq, sk, p.inf.wl) / BN;
+  return (fa_band_hi(min(q0 + BM, sq) - 1, sq, sk, p.causal, p.inf.wr) - 1) / BN - n;
 }
 #endif
 
@@ -942,7 +937,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   int qstart = 0;
 #if FA_INFER
   int qstop;
-  fa_band_rows(k0, min(k0 + BN, Sk), Sq, Sk, p.causal, p.wl, p.wr, &qstart, &qstop); /* the band's rows */
+  fa_band_rows(k0, min(k0 + BN, Sk), Sq, Sk, p.causal, p.inf.wl, p.inf.wr, &qstart, &qstop); /* the band's rows */
   qstart -= qstart % BM;
   if (qstart >= qstop) qstop = qstart = Sq; /* no row sees this block: no step */
   /* The rows [rlo, rhi) that see this lane's two keys kw + g and kw + g + 8, and the query heads' slopes. */
@@ -951,7 +946,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
   for (int x = 0; x < 2; x++) {
     const int j = k0 + kw + g + 8 * x;
     rlo[x] = rhi[x] = 0;
-    if (j < Sk) fa_band_rows(j, j + 1, Sq, Sk, p.causal, p.wl, p.wr, &rlo[x], &rhi[x]);
+    if (j < Sk) fa_band_rows(j, j + 1, Sq, Sk, p.causal, p.inf.wl, p.inf.wr, &rlo[x], &rhi[x]);
   }
 #else
   const int qstop = Sq;

@@ -125,12 +125,7 @@ typedef int16 intv;
 #error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
 #endif
 #if FA_INFER
-/* Varlen offsets (cu_q, cu_k: int32, element offset and stride; varlen 0: padded batches), the window (-1:
- * unbounded), ALiBi's slopes [B or 1, Hq] (element offset and strides) and softcap in base 2 (0: off). */
-#define FA_INFER_ARGS                                                                                           \
-  , __global const int *cu_q, long cuq_off, long cuq_s, __global const int *cu_k, long cuk_off, long cuk_s,    \
-      int varlen, int wl, int wr, __global const float *alibi, long al_off, long al_sb, long al_sh, int has_alibi, \
-      float softcap2
+#define FA_INFER_ARGS FA_INFER_CL_PARAMS /* masks.h */
 #if VEC == 1
 #define CONVERT_FLOATV(x) ((float)(x))
 #else

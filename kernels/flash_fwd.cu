@@ -54,6 +54,8 @@
 #error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
 #endif
 
+#include "flash_fwd_tiles.cuh"
+
 #if FA_INFER
 /* The block's sequence: rows qfirst .. qfirst + sq - 1 and keys kfirst .. kfirst + sk - 1 of tensor batch bt
  * (varlen: batch 0, the grid's b-th sequence), and ALiBi's slope of head h in base 2 (0: none). */
@@ -63,12 +65,12 @@ struct fa_seq {
 };
 static __device__ __forceinline__ fa_seq fa_seq_of(const fa_fwd_params &p, int b, int h) {
   fa_seq s = {p.seqlen_q, p.seqlen_k, 0, 0, b, 0.f};
-  if (p.varlen) {
-    fa_seq_span((const int *)p.cu_q, p.cu_q_s, b, p.seqlen_q, &s.qfirst, &s.sq);
-    fa_seq_span((const int *)p.cu_k, p.cu_k_s, b, p.seqlen_k, &s.kfirst, &s.sk);
+  if (p.inf.varlen) {
+    fa_seq_span((const int *)p.inf.cu_q, p.inf.cu_q_s, b, p.seqlen_q, &s.qfirst, &s.sq);
+    fa_seq_span((const int *)p.inf.cu_k, p.inf.cu_k_s, b, p.seqlen_k, &s.kfirst, &s.sk);
     s.bt = 0;
   }
-  if (p.has_alibi) s.slope2 = ((const float *)p.alibi)[b * p.al_sb + h * p.al_sh] * 1.4426950408889634f;
+  if (p.inf.has_alibi) s.slope2 = ((const float *)p.inf.alibi)[b * p.inf.al_sb + h * p.inf.al_sh] * 1.4426950408889634f;
   return s;
 }
 
@@ -76,14 +78,42 @@ static __device__ __forceinline__ fa_seq fa_seq_of(const fa_fwd_params &p, int b
  * position `diag` of the sequence. The 16-bit kernel takes the fast tanh (its registers are full). */
 static __device__ __forceinline__ float fa_modify2(const fa_fwd_params &p, const fa_seq &s, float x, int diag, int col) {
 #if FA_TC
-  if (p.softcap2 > 0.f) x = fa_softcap_fast(x, p.softcap2);
+  if (p.inf.softcap2 > 0.f) x = fa_softcap_fast(x, p.inf.softcap2);
 #else
-  if (p.softcap2 > 0.f) x = fa_softcap(x, p.softcap2);
+  if (p.inf.softcap2 > 0.f) x = fa_softcap(x, p.inf.softcap2);
 #endif
   return s.slope2 != 0.f ? x + fa_alibi(s.slope2, diag, col) : x;
 }
 #endif
-#include "flash_fwd_tiles.cuh"
+
+/* What a block of rows [m0, m0 + bm) walks, for both kernels: its sequence's rows and keys (tensor batch bt, its
+ * first rows qrow0 and krow0 on the axes), the key tiles [j_first, n_tiles) of bn keys (the causal limit, or
+ * with FA_INFER the band of its rows), and the scale the softmax puts on a score (1 when FA_INFER has scaled
+ * them before the modifiers). */
+struct fa_walk {
+  int sq, sk, bt, j_first, n_tiles;
+  long long qrow0, krow0;
+  float sm_scale;
+#if FA_INFER
+  fa_seq seq; /* for the modifiers */
+#endif
+};
+static __device__ __forceinline__ fa_walk fa_walk_of(const fa_fwd_params &p, int b, int h, int m0, int bm, int bn) {
+  fa_walk w;
+#if FA_INFER
+  w.seq = fa_seq_of(p, b, h);
+  w.sq = w.seq.sq, w.sk = w.seq.sk, w.bt = w.seq.bt, w.qrow0 = w.seq.qfirst, w.krow0 = w.seq.kfirst;
+  w.j_first = fa_band_lo(m0, w.sq, w.sk, p.inf.wl) / bn;
+  w.n_tiles = m0 < w.sq ? (fa_band_hi(min(m0 + bm, w.sq) - 1, w.sq, w.sk, p.causal, p.inf.wr) + bn - 1) / bn : 0;
+  w.sm_scale = 1.f;
+#else
+  (void)h;
+  w.sq = p.seqlen_q, w.sk = p.seqlen_k, w.bt = b, w.qrow0 = w.krow0 = 0;
+  w.j_first = 0, w.n_tiles = fa_key_tiles(p, m0, bm, bn);
+  w.sm_scale = p.scale_log2;
+#endif
+  return w;
+}
 
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -178,22 +208,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int hk = h / p.group;
   const int m0 = mb * BM;
-#if FA_INFER
-  const fa_seq sq_ = fa_seq_of(p, b, h);
-  const int Sq = sq_.sq, Sk = sq_.sk, bt = sq_.bt;
+  const fa_walk w = fa_walk_of(p, b, h, m0, BM, BN);
+  const int Sq = w.sq, Sk = w.sk, bt = w.bt, j_first = w.j_first, n_tiles = w.n_tiles, r_last = min(m0 + BM, Sq);
+  const long long qrow0 = w.qrow0, krow0 = w.krow0;
   if (m0 >= Sq) return; /* varlen: past this sequence's rows (the whole block, before any barrier) */
-  const long long qrow0 = sq_.qfirst, krow0 = sq_.kfirst;
-  /* The band of the block's rows: key tiles j_first .. n_tiles - 1. The scores are scaled before the softmax. */
-  const int r_last = min(m0 + BM, Sq);
-  const int j_first = fa_band_lo(m0, Sq, Sk, p.wl) / BN;
-  const int n_tiles = (fa_band_hi(r_last - 1, Sq, Sk, p.causal, p.wr) + BN - 1) / BN;
-  const float sm_scale = 1.f;
-#else
-  const int Sq = p.seqlen_q, Sk = p.seqlen_k, bt = b;
-  const long long qrow0 = 0, krow0 = 0;
-  const int j_first = 0, n_tiles = fa_key_tiles(p, m0, BM, BN);
-  const float sm_scale = p.scale_log2;
-#endif
+  (void)r_last;
   const unsigned short *qg = (const unsigned short *)p.q + bt * p.q_sb + h * p.q_sh + (qrow0 + m0) * p.q_ss;
   const unsigned short *kg = (const unsigned short *)p.k + bt * p.k_sb + hk * p.k_sh + krow0 * p.k_ss;
   const unsigned short *vg = (const unsigned short *)p.v + bt * p.v_sb + hk * p.v_sh + krow0 * p.v_ss;
@@ -315,12 +334,12 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
       for (int nt = 0; nt < BN / 8; nt++)
 #pragma unroll
         for (int e = 0; e < 2; e++)
-          s[nt][2 * rr + e] = fa_modify2(p, sq_, s[nt][2 * rr + e] * p.scale_log2, row0 + rr * 8 + Sk - Sq,
+          s[nt][2 * rr + e] = fa_modify2(p, w.seq, s[nt][2 * rr + e] * p.scale_log2, row0 + rr * 8 + Sk - Sq,
                                          n0 + nt * 8 + 2 * t + e);
-    if (fa_band_tile(m0, r_last, n0, n0 + BN, Sq, Sk, p.causal, p.wl, p.wr) != FA_TILE_FULL) {
+    if (fa_band_tile(m0, r_last, n0, n0 + BN, Sq, Sk, p.causal, p.inf.wl, p.inf.wr) != FA_TILE_FULL) {
 #pragma unroll
       for (int rr = 0; rr < 2; rr++) {
-        const int lo = fa_band_lo(row0 + rr * 8, Sq, Sk, p.wl), hi = fa_band_hi(row0 + rr * 8, Sq, Sk, p.causal, p.wr);
+        const int lo = fa_band_lo(row0 + rr * 8, Sq, Sk, p.inf.wl), hi = fa_band_hi(row0 + rr * 8, Sq, Sk, p.causal, p.inf.wr);
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++) {
           const int col = n0 + nt * 8 + 2 * t;
@@ -375,7 +394,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
       for (int nt = 0; nt < BN / 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[rr], mx * sm_scale);
+      const float m_new = fmaxf(m[rr], mx * w.sm_scale);
       const float alpha = exp2f(m[rr] - m_new);
       m[rr] = m_new;
       float sum = 0.f;
@@ -383,7 +402,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_fwd_tc(
       for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-          const float pe = exp2f(fmaf(s[nt][2 * rr + e], sm_scale, -m_new));
+          const float pe = exp2f(fmaf(s[nt][2 * rr + e], w.sm_scale, -m_new));
           s[nt][2 * rr + e] = pe;
           sum += pe;
         }
@@ -516,21 +535,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int hk = h / p.group;
   const int m0 = mb * BM;
-#if FA_INFER
-  const fa_seq sq_ = fa_seq_of(p, b, h);
-  const int Sq = sq_.sq, Sk = sq_.sk, bt = sq_.bt;
+  const fa_walk w = fa_walk_of(p, b, h, m0, BM, BN);
+  const int Sq = w.sq, Sk = w.sk, bt = w.bt, j_first = w.j_first, n_tiles = w.n_tiles, r_last = min(m0 + BM, Sq);
+  const long long qrow0 = w.qrow0, krow0 = w.krow0;
   if (m0 >= Sq) return; /* varlen: past this sequence's rows (the whole block, before any barrier) */
-  const long long qrow0 = sq_.qfirst, krow0 = sq_.kfirst;
-  const int r_last = min(m0 + BM, Sq);
-  const int j_first = fa_band_lo(m0, Sq, Sk, p.wl) / BN;
-  const int n_tiles = (fa_band_hi(r_last - 1, Sq, Sk, p.causal, p.wr) + BN - 1) / BN;
-  const float sm_scale = 1.f;
-#else
-  const int Sq = p.seqlen_q, Sk = p.seqlen_k, bt = b;
-  const long long qrow0 = 0, krow0 = 0;
-  const int j_first = 0, n_tiles = fa_key_tiles(p, m0, BM, BN);
-  const float sm_scale = p.scale_log2;
-#endif
+  (void)r_last;
   const fa_elem *qg = (const fa_elem *)p.q + bt * p.q_sb + h * p.q_sh + (qrow0 + m0) * p.q_ss;
   const fa_elem *kg = (const fa_elem *)p.k + bt * p.k_sb + hk * p.k_sh + krow0 * p.k_ss;
   const fa_elem *vg = (const fa_elem *)p.v + bt * p.v_sb + hk * p.v_sh + krow0 * p.v_ss;
@@ -623,7 +632,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
 #endif
 #if FA_INFER
     /* Into base 2, softcap and ALiBi, then the band's per-score test on tiles it cuts (keys past Sk too). */
-    const bool masked = fa_band_tile(m0, r_last, n0, n0 + BN, Sq, Sk, p.causal, p.wl, p.wr) != FA_TILE_FULL;
+    const bool masked = fa_band_tile(m0, r_last, n0, n0 + BN, Sq, Sk, p.causal, p.inf.wl, p.inf.wr) != FA_TILE_FULL;
 #else
     const bool masked = fa_tile_masked(p, m0, n0, BN);
 #endif
@@ -632,9 +641,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
 #if FA_INFER
       const int row = m0 + ty + TY * i;
 #pragma unroll
-      for (int jj = 0; jj < CN; jj++) s[i][jj] = fa_modify2(p, sq_, s[i][jj] * p.scale_log2, row + Sk - Sq, n0 + tx + TX * jj);
+      for (int jj = 0; jj < CN; jj++) s[i][jj] = fa_modify2(p, w.seq, s[i][jj] * p.scale_log2, row + Sk - Sq, n0 + tx + TX * jj);
       if (masked) {
-        const int lo = fa_band_lo(row, Sq, Sk, p.wl), hi = fa_band_hi(row, Sq, Sk, p.causal, p.wr);
+        const int lo = fa_band_lo(row, Sq, Sk, p.inf.wl), hi = fa_band_hi(row, Sq, Sk, p.causal, p.inf.wr);
 #pragma unroll
         for (int jj = 0; jj < CN; jj++)
           if (n0 + tx + TX * jj < lo || n0 + tx + TX * jj >= hi) s[i][jj] = FA_NEG_INF;
@@ -657,13 +666,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) flash_fwd_simt(const fa_f
       for (int jj = 0; jj < CN; jj++) mx = fmaxf(mx, s[i][jj]);
 #pragma unroll
       for (int off = 1; off < TX; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, off));
-      const float m_new = fmaxf(m[i], mx * sm_scale);
+      const float m_new = fmaxf(m[i], mx * w.sm_scale);
       const float alpha = exp2f(m[i] - m_new);
       m[i] = m_new;
       float sum = 0.f;
 #pragma unroll
       for (int jj = 0; jj < CN; jj++) {
-        const float pe = exp2f(fmaf(s[i][jj], sm_scale, -m_new));
+        const float pe = exp2f(fmaf(s[i][jj], w.sm_scale, -m_new));
 #if FA_DROPOUT
         /* P V takes the kept probabilities only; l sums them all. */
         if (COLS_FULL || tx + TX * jj < BN)

@@ -172,6 +172,17 @@ FA_FN int fa_block_keep(const FA_GMEM fa_u8 *m, fa_i64 s_row, fa_i64 s_col, int 
 #define FA_FABS(x) fabsf(x)
 #endif
 
+#if defined(__OPENCL_C_VERSION__) || defined(__OPENCL_VERSION__)
+/* The options as the OpenCL flash kernels' arguments (FA_INFER variants of flash_fwd.cl and flash_bwd.cl; the
+ * host's arg_infer in src/opencl/cl_args.h): varlen offsets (int32, element offset and stride; varlen 0: padded
+ * batches), the window (-1 unbounded), ALiBi's slopes [B or 1, Hq] (element offset and strides; has_alibi 0:
+ * none), softcap times log2 e (0: off). */
+#define FA_INFER_CL_PARAMS                                                                                    \
+  , __global const int *cu_q, long cuq_off, long cuq_s, __global const int *cu_k, long cuk_off, long cuk_s,   \
+      int varlen, int wl, int wr, __global const float *alibi, long al_off, long al_sb, long al_sh, int has_alibi, \
+      float softcap2
+#endif
+
 /* Sequence b's first row and row count on a token axis of `total` rows, from offsets cu[b], cu[b + 1]. */
 FA_FN void fa_seq_span(const FA_GMEM int *cu, fa_i64 stride, int b, int total, int *first, int *count) {
   int a = cu[b * stride], e = cu[(b + 1) * stride];

@@ -236,6 +236,15 @@ double th_tolerance(fa_dtype dtype) {
   return dtype == FA_F32 ? 1e-5 : dtype == FA_F16 ? 2e-3 : 1e-2;
 }
 
+void th_small_create(th_small *s, fa_context *ctx, fa_dtype dt, const void *vals, int64_t d0, int64_t d1) {
+  const size_t n = (size_t)(d0 * d1);
+  ck_assert_int_eq(fa_buffer_create(ctx, (n + 3) * 4, &s->buf), FA_SUCCESS);
+  const int32_t junk[3] = {-12345, 999999, -7};
+  ck_assert_int_eq(fa_buffer_write(ctx, s->buf, 0, junk, sizeof junk), FA_SUCCESS);
+  ck_assert_int_eq(fa_buffer_write(ctx, s->buf, 12, vals, n * 4), FA_SUCCESS);
+  fa_tensor_packed(&s->t, s->buf, 12, dt, d0, d1, 1, 1);
+}
+
 size_t th_count_nan(const double *a, size_t n) {
   size_t c = 0;
   for (size_t i = 0; i < n; i++) c += isnan(a[i]) != 0;

@@ -125,6 +125,15 @@ double th_round_to(fa_dtype dtype, double x);
 /* Accuracy bound vs float64 from DESIGN.md: 1e-5, 2e-3, 1e-2. */
 double th_tolerance(fa_dtype dtype);
 
+/* A small device tensor [d0, d1, 1, 1] of 4-byte values (int32, float32; uint8 masks take the same bytes), packed
+ * after 3 elements of junk, so that a kernel ignoring the view's offset reads the junk: the index and slope
+ * operands (seqlens_k, block_table, cu_seqlens, ALiBi). Fails the running test when the device refuses. */
+typedef struct th_small {
+  fa_buffer *buf;
+  fa_tensor t;
+} th_small;
+void th_small_create(th_small *s, fa_context *ctx, fa_dtype dt, const void *vals, int64_t d0, int64_t d1);
+
 /* Count of values that are NaN. */
 size_t th_count_nan(const double *a, size_t n);
 

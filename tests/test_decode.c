@@ -76,26 +76,10 @@ static const char *layout_name(th_layout l) {
   return names[l];
 }
 
-/* A small device tensor of int32 or float32 values [d0, d1, 1, 1], packed after 3 elements of junk (so that a
- * kernel ignoring the view's offset reads the junk). */
-typedef struct small_tensor {
-  fa_buffer *buf;
-  fa_tensor t;
-} small_tensor;
-
-static void small_create(small_tensor *s, fa_context *ctx, fa_dtype dt, const void *vals, int64_t d0, int64_t d1) {
-  const size_t n = (size_t)(d0 * d1);
-  ck_assert_int_eq(fa_buffer_create(ctx, (n + 3) * 4, &s->buf), FA_SUCCESS);
-  const int32_t junk[3] = {-12345, 999999, -7};
-  ck_assert_int_eq(fa_buffer_write(ctx, s->buf, 0, junk, sizeof junk), FA_SUCCESS);
-  ck_assert_int_eq(fa_buffer_write(ctx, s->buf, 12, vals, n * 4), FA_SUCCESS);
-  fa_tensor_packed(&s->t, s->buf, 12, dt, d0, d1, 1, 1);
-}
-
 /* Everything one case builds. */
 typedef struct dec_run {
   th_tensor q, k, v, o, lse;
-  small_tensor lens, table, alibi;
+  th_small lens, table, alibi;
   int32_t *lens_host, *table_host;
   int64_t *lens64;
   float *alibi_host;
@@ -221,11 +205,11 @@ static void run_case(const dec_case *c, int case_number, int bi) {
   desc.softcap = c->softcap;
   if (c->lens) {
     make_lengths(c, &r, &d);
-    small_create(&d.lens, ctx, FA_I32, d.lens_host, c->batch, 1);
+    th_small_create(&d.lens, ctx, FA_I32, d.lens_host, c->batch, 1);
     desc.seqlens_k = &d.lens.t;
   }
   if (c->page_size) {
-    small_create(&d.table, ctx, FA_I32, d.table_host, c->batch, d.max_pages);
+    th_small_create(&d.table, ctx, FA_I32, d.table_host, c->batch, d.max_pages);
     desc.block_table = &d.table.t;
   }
   if (c->alibi) {
@@ -233,7 +217,7 @@ static void run_case(const dec_case *c, int case_number, int bi) {
     d.alibi_host = malloc(sizeof(float) * (size_t)n);
     d.alibi64 = malloc(sizeof(double) * (size_t)n);
     for (int64_t x = 0; x < n; x++) d.alibi64[x] = d.alibi_host[x] = (float)(0.02 + 0.3 * th_rng_uniform(&r));
-    small_create(&d.alibi, ctx, FA_F32, d.alibi_host, ab, c->heads_q);
+    th_small_create(&d.alibi, ctx, FA_F32, d.alibi_host, ab, c->heads_q);
     desc.alibi_slopes = &d.alibi.t;
   }
   fa_status st = fa_forward(ctx, &desc, &d.q.t, &d.k.t, &d.v.t, &d.o.t, &d.lse.t);
@@ -360,13 +344,13 @@ static void varlen_case(int bi, fa_dtype dt, int causal, int window, int alibi, 
   ck_assert_int_eq(th_tensor_fill_random(&q, &r, 1.0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_fill_random(&k, &r, 1.0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_fill_random(&v, &r, 1.0), FA_SUCCESS);
-  small_tensor tq, tk, ta;
-  small_create(&tq, ctx, FA_I32, cq, nseq + 1, 1);
-  small_create(&tk, ctx, FA_I32, ck, nseq + 1, 1);
+  th_small tq, tk, ta;
+  th_small_create(&tq, ctx, FA_I32, cq, nseq + 1, 1);
+  th_small_create(&tk, ctx, FA_I32, ck, nseq + 1, 1);
   float slopes[8 * 4];
   double slopes64[8 * 4];
   for (int x = 0; x < nseq * Hq; x++) slopes64[x] = slopes[x] = (float)(0.05 + 0.2 * th_rng_uniform(&r));
-  small_create(&ta, ctx, FA_F32, slopes, nseq, Hq);
+  th_small_create(&ta, ctx, FA_F32, slopes, nseq, Hq);
   fa_attention_desc desc;
   fa_attention_desc_init(&desc);
   desc.cu_seqlens_q = &tq.t, desc.cu_seqlens_k = &tk.t;
@@ -429,9 +413,9 @@ static void varlen_bad(int bi) {
              {{0, 6, 10}, {0, 5, 20}, 3, 0, "max_seqlen_q: 3, below"},
              {{0, 6, 10}, {0, 5, 20}, 0, 1, "cu_seqlens_k: NULL"}};
   for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
-    small_tensor tq, tk;
-    small_create(&tq, ctx, FA_I32, bad[x].cq, 3, 1);
-    small_create(&tk, ctx, FA_I32, bad[x].ck, 3, 1);
+    th_small tq, tk;
+    th_small_create(&tq, ctx, FA_I32, bad[x].cq, 3, 1);
+    th_small_create(&tk, ctx, FA_I32, bad[x].ck, 3, 1);
     fa_attention_desc desc;
     fa_attention_desc_init(&desc);
     desc.cu_seqlens_q = &tq.t;
@@ -497,8 +481,8 @@ static void append_case(int bi, fa_dtype dt, int page_size, int s_new) {
   memcpy(k0, d.k.host, n * sizeof(double));
   memcpy(v0, d.v.host, n * sizeof(double));
   int32_t lens[3] = {0, 40, c.cap - s_new};
-  small_create(&d.lens, ctx, FA_I32, lens, c.batch, 1);
-  if (page_size) small_create(&d.table, ctx, FA_I32, d.table_host, c.batch, d.max_pages);
+  th_small_create(&d.lens, ctx, FA_I32, lens, c.batch, 1);
+  if (page_size) th_small_create(&d.table, ctx, FA_I32, d.table_host, c.batch, d.max_pages);
   fa_status st = fa_kv_append(ctx, &d.k.t, &d.v.t, page_size ? &d.table.t : NULL, &d.lens.t, &kn.t, &vn.t, 0);
   ck_assert_msg(st == FA_SUCCESS, "%s: %s: fa_kv_append: %s", th_case(), be, fa_context_last_error(ctx));
   int ok1, ok2;
@@ -590,12 +574,12 @@ START_TEST(t_errors) {
     int32_t table[2 * 4] = {0, 1, 2, 3, 4, 5, 6, 7};
     if (c->table_bad) table[6] = pages * B; /* used by sequence 1, which has every page */
     const float slopes[4] = {0.1f, 0.2f, 0.3f, 0.4f};
-    small_tensor tl, tt, ta, tm;
-    small_create(&tl, ctx, c->lens_dtype ? F32 : FA_I32, lens, B, 1);
-    small_create(&tt, ctx, FA_I32, table, B, pages);
-    small_create(&ta, ctx, F32, slopes, 1, 4);
+    th_small tl, tt, ta, tm;
+    th_small_create(&tl, ctx, c->lens_dtype ? F32 : FA_I32, lens, B, 1);
+    th_small_create(&tt, ctx, FA_I32, table, B, pages);
+    th_small_create(&ta, ctx, F32, slopes, 1, 4);
     const uint8_t ones[4] = {1, 1, 1, 1};
-    small_create(&tm, ctx, FA_U8, ones, 1, 1);
+    th_small_create(&tm, ctx, FA_U8, ones, 1, 1);
     fa_tensor_packed(&tm.t, tm.buf, 12, FA_U8, 1, 1, 1, 1);
     fa_attention_desc desc;
     fa_attention_desc_init(&desc);

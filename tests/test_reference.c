@@ -52,6 +52,24 @@ static double fd_error(const ref_problem *p, double *q, double *k, double *v, co
   return e;
 }
 
+/* ref_backward at random q, k, v and dout (drawn from rng) against central differences of loss() in every
+ * input; returns dq (malloc'd) for the callers' checks of masked rows. */
+static double *backward_vs_fd(const ref_problem *p, th_rng *rng, uint64_t seed) {
+  size_t nq = ref_q_elems(p), nkv = ref_kv_elems(p);
+  double *q = alloc_random(nq, rng), *k = alloc_random(nkv, rng), *v = alloc_random(nkv, rng);
+  double *dout = alloc_random(nq, rng);
+  double *dq = malloc(nq * sizeof(double)), *dk = malloc(nkv * sizeof(double)), *dv = malloc(nkv * sizeof(double));
+  ck_assert(dq && dk && dv);
+  ck_assert_int_eq(ref_backward(p, q, k, v, dout, dq, dk, dv), 0);
+  double eq = fd_error(p, q, k, v, dout, q, nq, dq);
+  double ek = fd_error(p, q, k, v, dout, k, nkv, dk);
+  double ev = fd_error(p, q, k, v, dout, v, nkv, dv);
+  ck_assert_msg(eq < 1e-7 && ek < 1e-7 && ev < 1e-7, "%s (seed %llu): dq %.3g dk %.3g dv %.3g", th_case(),
+                (unsigned long long)seed, eq, ek, ev);
+  free(q), free(k), free(v), free(dout), free(dk), free(dv);
+  return dq;
+}
+
 static const ref_problem fd_cases[] = {
     /* B, Sq, Sk, Hq, Hkv, D, scale, causal */
     {2, 3, 5, 4, 2, 4, 0.7, 0},  /* GQA, Sq < Sk */
@@ -64,18 +82,7 @@ START_TEST(t_backward_vs_finite_differences) {
   th_case_begin("reference backward vs finite differences, case %d", _i);
   th_rng r;
   th_rng_init(&r, th_case_seed(_i));
-  size_t nq = ref_q_elems(p), nkv = ref_kv_elems(p);
-  double *q = alloc_random(nq, &r), *k = alloc_random(nkv, &r), *v = alloc_random(nkv, &r);
-  double *dout = alloc_random(nq, &r);
-  double *dq = malloc(nq * sizeof(double)), *dk = malloc(nkv * sizeof(double)),
-         *dv = malloc(nkv * sizeof(double));
-  ck_assert(dq && dk && dv);
-  ck_assert_int_eq(ref_backward(p, q, k, v, dout, dq, dk, dv), 0);
-  double eq = fd_error(p, q, k, v, dout, q, nq, dq);
-  double ek = fd_error(p, q, k, v, dout, k, nkv, dk);
-  double ev = fd_error(p, q, k, v, dout, v, nkv, dv);
-  ck_assert_msg(eq < 1e-7 && ek < 1e-7 && ev < 1e-7, "%s (seed %llu): dq %.3g dk %.3g dv %.3g", th_case(),
-                (unsigned long long)th_case_seed(_i), eq, ek, ev);
+  double *dq = backward_vs_fd(p, &r, th_case_seed(_i));
   /* Fully masked rows: zero gradient, exactly. */
   for (int64_t b = 0; b < p->batch; b++)
     for (int64_t i = 0; i < p->seqlen_q; i++) {
@@ -84,7 +91,7 @@ START_TEST(t_backward_vs_finite_differences) {
         for (int64_t d = 0; d < p->head_dim; d++)
           ck_assert(dq[((b * p->seqlen_q + i) * p->heads_q + h) * p->head_dim + d] == 0.0);
     }
-  free(q), free(k), free(v), free(dout), free(dq), free(dk), free(dv);
+  free(dq);
   th_finish_case();
 }
 END_TEST
@@ -105,7 +112,7 @@ START_TEST(t_backward_masked_vs_finite_differences) {
                 mode == 0 ? "a score mask" : mode == 1 ? "dropout" : "a score mask and dropout", _i / 3);
   th_rng r;
   th_rng_init(&r, th_case_seed(200 + _i));
-  size_t nq = ref_q_elems(&p), nkv = ref_kv_elems(&p), ns = ref_score_elems(&p);
+  size_t ns = ref_score_elems(&p);
   uint8_t *keep = malloc(ns);
   double *drop = malloc(ns * sizeof(double));
   ck_assert(keep && drop);
@@ -116,17 +123,7 @@ START_TEST(t_backward_masked_vs_finite_differences) {
   }
   if (mode != 1) p.keep = keep;
   if (mode != 0) p.dropout = drop;
-  double *q = alloc_random(nq, &r), *k = alloc_random(nkv, &r), *v = alloc_random(nkv, &r);
-  double *dout = alloc_random(nq, &r);
-  double *dq = malloc(nq * sizeof(double)), *dk = malloc(nkv * sizeof(double)),
-         *dv = malloc(nkv * sizeof(double));
-  ck_assert(dq && dk && dv);
-  ck_assert_int_eq(ref_backward(&p, q, k, v, dout, dq, dk, dv), 0);
-  double eq = fd_error(&p, q, k, v, dout, q, nq, dq);
-  double ek = fd_error(&p, q, k, v, dout, k, nkv, dk);
-  double ev = fd_error(&p, q, k, v, dout, v, nkv, dv);
-  ck_assert_msg(eq < 1e-7 && ek < 1e-7 && ev < 1e-7, "%s (seed %llu): dq %.3g dk %.3g dv %.3g", th_case(),
-                (unsigned long long)th_case_seed(200 + _i), eq, ek, ev);
+  double *dq = backward_vs_fd(&p, &r, th_case_seed(200 + _i));
   /* Rows with no visible key: zero dq, exactly; row 1 is one whenever keep is on. */
   size_t empty = 0;
   for (int64_t b = 0; b < p.batch; b++)
@@ -138,7 +135,7 @@ START_TEST(t_backward_masked_vs_finite_differences) {
           ck_assert(dq[((b * p.seqlen_q + i) * p.heads_q + h) * p.head_dim + d] == 0.0);
       }
   if (p.keep) ck_assert_uint_ge(empty, (size_t)(p.batch * p.heads_q));
-  free(q), free(k), free(v), free(dout), free(dq), free(dk), free(dv), free(keep), free(drop);
+  free(dq), free(keep), free(drop);
   th_finish_case();
 }
 END_TEST
@@ -212,18 +209,7 @@ START_TEST(t_backward_infer_vs_finite_differences) {
                 p.window, (int)p.window_left, (int)p.window_right, ic[_i].alibi, p.softcap);
   th_rng r;
   th_rng_init(&r, th_case_seed(250 + _i));
-  size_t nq = ref_q_elems(&p), nkv = ref_kv_elems(&p);
-  double *q = alloc_random(nq, &r), *k = alloc_random(nkv, &r), *v = alloc_random(nkv, &r);
-  double *dout = alloc_random(nq, &r);
-  double *dq = malloc(nq * sizeof(double)), *dk = malloc(nkv * sizeof(double)), *dv = malloc(nkv * sizeof(double));
-  ck_assert(dq && dk && dv);
-  ck_assert_int_eq(ref_backward(&p, q, k, v, dout, dq, dk, dv), 0);
-  double eq = fd_error(&p, q, k, v, dout, q, nq, dq);
-  double ek = fd_error(&p, q, k, v, dout, k, nkv, dk);
-  double ev = fd_error(&p, q, k, v, dout, v, nkv, dv);
-  ck_assert_msg(eq < 1e-7 && ek < 1e-7 && ev < 1e-7, "%s (seed %llu): dq %.3g dk %.3g dv %.3g", th_case(),
-                (unsigned long long)th_case_seed(250 + _i), eq, ek, ev);
-  free(q), free(k), free(v), free(dout), free(dq), free(dk), free(dv);
+  free(backward_vs_fd(&p, &r, th_case_seed(250 + _i)));
   th_finish_case();
 }
 END_TEST

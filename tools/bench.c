@@ -169,6 +169,17 @@ static int parse_ints(const char *opt, const char *s, int_list *out, long min) {
   return 0;
 }
 
+/* A list of 0 and/or 1 (--causal, --varlen). */
+static int parse_flags(const char *opt, const char *s, int_list *out) {
+  if (parse_ints(opt, s, out, 0)) return -1;
+  for (int j = 0; j < out->n; j++)
+    if (out->v[j] > 1) {
+      fprintf(stderr, "flashattn-bench: %s takes 0 and/or 1\n", opt);
+      return -1;
+    }
+  return 0;
+}
+
 /* Numbers in [lo, hi], or (lo, hi] with lo_open. */
 static int parse_doubles(const char *opt, const char *s, double_list *out, double lo, double hi, int lo_open) {
   list_items items;
@@ -282,12 +293,7 @@ static int parse_options(int argc, char **argv, options *o) {
     } else if (strcmp(name, "--seqlens") == 0) {
       rc = parse_ints(name, val, &o->seqlens, 1);
     } else if (strcmp(name, "--causal") == 0) {
-      rc = parse_ints(name, val, &o->causal, 0);
-      for (int j = 0; !rc && j < o->causal.n; j++)
-        if (o->causal.v[j] > 1) {
-          fprintf(stderr, "flashattn-bench: --causal takes 0 and/or 1\n");
-          rc = -1;
-        }
+      rc = parse_flags(name, val, &o->causal);
     } else if (strcmp(name, "--block-density") == 0) {
       rc = parse_doubles(name, val, &o->densities, 0, 1, 1);
     } else if (strcmp(name, "--dropout") == 0) {
@@ -298,12 +304,7 @@ static int parse_options(int argc, char **argv, options *o) {
     } else if (strcmp(name, "--sliding-window") == 0) {
       rc = parse_ints(name, val, &o->windows, -1);
     } else if (strcmp(name, "--varlen") == 0) {
-      rc = parse_ints(name, val, &o->varlens, 0);
-      for (int j = 0; !rc && j < o->varlens.n; j++)
-        if (o->varlens.v[j] > 1) {
-          fprintf(stderr, "flashattn-bench: --varlen takes 0 and/or 1\n");
-          rc = -1;
-        }
+      rc = parse_flags(name, val, &o->varlens);
     } else if (strcmp(name, "--varlen-lengths") == 0) {
       o->varlen_random = strcmp(val, "random") == 0;
       if (!o->varlen_random && strcmp(val, "fixed") != 0) {
@@ -567,7 +568,7 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
   }
 
   fa_attention_desc desc;
-  memset(&desc, 0, sizeof desc);
+  fa_attention_desc_init(&desc); /* struct_size set: a zeroed one (size 0) would leave window and varlen unread */
   desc.algo = algo;
   desc.causal = sh->causal;
   desc.deterministic = o->deterministic;

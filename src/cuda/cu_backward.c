@@ -226,18 +226,7 @@ fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
     a.dropout_scale = p->dropout_scale;
   }
   const int varlen = p->cu_seqlens_q.buf != NULL;
-  if (varlen) {
-    a.varlen = 1;
-    a.seqs = (int)p->seqs;
-    a.cu_q = fa_cu_addr(&p->cu_seqlens_q, 4), a.cu_q_s = p->cu_seqlens_q.stride[0];
-    a.cu_k = fa_cu_addr(&p->cu_seqlens_k, 4), a.cu_k_s = p->cu_seqlens_k.stride[0];
-  }
-  if (p->alibi.buf) {
-    a.has_alibi = 1;
-    a.alibi = fa_cu_addr(&p->alibi, 4), a.al_sb = p->alibi.stride[0], a.al_sh = p->alibi.stride[1];
-  }
-  a.wl = fa_problem_window_left(p), a.wr = fa_problem_window_right(p);
-  a.softcap2 = (float)(p->softcap * LOG2E);
+  fa_cu_infer_params(p, &a.inf);
   a.vec16 = rows_aligned16(&p->q, a.q, p->batch, p->seqlen_q, p->heads_q, es) &&
             rows_aligned16(&p->dout, a.dout, p->batch, p->seqlen_q, p->heads_q, es) &&
             rows_aligned16(&p->k, a.k, p->batch, p->seqlen_k, p->heads_kv, es) &&

@@ -47,6 +47,22 @@ static int rows_aligned(const fa_view *v, CUdeviceptr addr, const int64_t *shape
   return 1;
 }
 
+void fa_cu_infer_params(const fa_problem *p, fa_infer_params *a) {
+  memset(a, 0, sizeof *a);
+  if (p->cu_seqlens_q.buf) {
+    a->varlen = 1;
+    a->seqs = (int)p->seqs;
+    a->cu_q = fa_cu_addr(&p->cu_seqlens_q, 4), a->cu_q_s = p->cu_seqlens_q.stride[0];
+    a->cu_k = fa_cu_addr(&p->cu_seqlens_k, 4), a->cu_k_s = p->cu_seqlens_k.stride[0];
+  }
+  if (p->alibi.buf) {
+    a->has_alibi = 1;
+    a->alibi = fa_cu_addr(&p->alibi, 4), a->al_sb = p->alibi.stride[0], a->al_sh = p->alibi.stride[1];
+  }
+  a->wl = fa_problem_window_left(p), a->wr = fa_problem_window_right(p);
+  a->softcap2 = (float)(p->softcap * LOG2E);
+}
+
 /* The argument block both families read. */
 static void fill_params(const fa_problem *p, fa_fwd_params *a_out) {
   const size_t es = fa_dtype_size(p->dtype);
@@ -81,17 +97,7 @@ static void fill_params(const fa_problem *p, fa_fwd_params *a_out) {
     a.dropout_threshold = p->dropout_threshold;
     a.dropout_scale = p->dropout_scale;
   }
-  if (p->cu_seqlens_q.buf) {
-    a.varlen = 1;
-    a.cu_q = fa_cu_addr(&p->cu_seqlens_q, 4), a.cu_q_s = p->cu_seqlens_q.stride[0];
-    a.cu_k = fa_cu_addr(&p->cu_seqlens_k, 4), a.cu_k_s = p->cu_seqlens_k.stride[0];
-  }
-  if (p->alibi.buf) {
-    a.has_alibi = 1;
-    a.alibi = fa_cu_addr(&p->alibi, 4), a.al_sb = p->alibi.stride[0], a.al_sh = p->alibi.stride[1];
-  }
-  a.wl = fa_problem_window_left(p), a.wr = fa_problem_window_right(p);
-  a.softcap2 = (float)(p->softcap * LOG2E);
+  fa_cu_infer_params(p, &a.inf);
   const int64_t q_shape[3] = {p->batch, p->seqlen_q, p->heads_q};
   a.o_pairs = es == 2 && rows_aligned(&p->o, (CUdeviceptr)a.o, q_shape, es, 4);
   *a_out = a;

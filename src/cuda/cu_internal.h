@@ -132,6 +132,8 @@ FA_HIDDEN fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int he
 FA_HIDDEN void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout);
 /* Add FA_INFER=1 for the inference options (varlen, window, ALiBi, softcap), which take no other feature. */
 FA_HIDDEN void fa_cu_forward_infer(fa_cu_fwd_variant *var);
+/* cu_flash.c: the inference options' part of both passes' argument blocks (kernels/cuda_params.h). */
+FA_HIDDEN void fa_cu_infer_params(const fa_problem *p, fa_infer_params *a);
 
 /* ---- the context ---- */
 

@@ -36,8 +36,28 @@ static inline void arg_float(arg_list *a, float x) {
  * over the score tiles, and the scale (natural and with log2 e folded in); then, only in the variants built
  * for them (FA_BLOCK_MASK, FA_DROPOUT, FA_INFER), the block mask, the dropout parameters or the inference
  * options (varlen offsets, window, ALiBi, softcap in base 2). */
-static inline void arg_walk(arg_list *a, const fa_problem *p, int group, float scale_log2) {
+/* masks.h's FA_INFER_CL_PARAMS, which end the FA_INFER variants' lists (both passes): the varlen offsets, the
+ * window, ALiBi's slopes, softcap in base 2. Absent tensors pass q's buffer, which the kernels never read. */
+static inline void arg_infer(arg_list *a, const fa_problem *p) {
   const int varlen = p->cu_seqlens_q.buf != NULL;
+  const fa_view *cu[2] = {&p->cu_seqlens_q, &p->cu_seqlens_k};
+  for (int x = 0; x < 2; x++) {
+    arg_mem(a, fa_cl_mem(varlen ? cu[x]->buf : p->q.buf));
+    arg_long(a, varlen ? cu[x]->offset : 0);
+    arg_long(a, varlen ? cu[x]->stride[0] : 0);
+  }
+  arg_int(a, varlen);
+  arg_int(a, fa_problem_window_left(p));
+  arg_int(a, fa_problem_window_right(p));
+  arg_mem(a, fa_cl_mem(p->alibi.buf ? p->alibi.buf : p->q.buf));
+  arg_long(a, p->alibi.buf ? p->alibi.offset : 0);
+  arg_long(a, p->alibi.buf ? p->alibi.stride[0] : 0);
+  arg_long(a, p->alibi.buf ? p->alibi.stride[1] : 0);
+  arg_int(a, p->alibi.buf != NULL);
+  arg_float(a, p->softcap * 1.4426950408889634f);
+}
+
+static inline void arg_walk(arg_list *a, const fa_problem *p, int group, float scale_log2) {
   arg_int(a, p->seqlen_q);
   arg_int(a, p->seqlen_k);
   arg_int(a, p->heads_q);
@@ -60,23 +80,7 @@ static inline void arg_walk(arg_list *a, const fa_problem *p, int group, float s
     arg(a, sizeof thr, &thr);
     arg_float(a, p->dropout_scale);
   }
-  if (fa_problem_flash_infer(p)) { /* INFER_PARAMS; absent tensors pass q's buffer, never read */
-    const fa_view *cu[2] = {&p->cu_seqlens_q, &p->cu_seqlens_k};
-    for (int x = 0; x < 2; x++) {
-      arg_mem(a, fa_cl_mem(varlen ? cu[x]->buf : p->q.buf));
-      arg_long(a, varlen ? cu[x]->offset : 0);
-      arg_long(a, varlen ? cu[x]->stride[0] : 0);
-    }
-    arg_int(a, varlen);
-    arg_int(a, fa_problem_window_left(p));
-    arg_int(a, fa_problem_window_right(p));
-    arg_mem(a, fa_cl_mem(p->alibi.buf ? p->alibi.buf : p->q.buf));
-    arg_long(a, p->alibi.buf ? p->alibi.offset : 0);
-    arg_long(a, p->alibi.buf ? p->alibi.stride[0] : 0);
-    arg_long(a, p->alibi.buf ? p->alibi.stride[1] : 0);
-    arg_int(a, p->alibi.buf != NULL);
-    arg_float(a, p->softcap * 1.4426950408889634f);
-  }
+  if (fa_problem_flash_infer(p)) arg_infer(a, p);
 }
 /* A BSHD view: buffer, offset and the batch, seq and head strides (lse: batch, head, seq). */
 static inline void arg_view(arg_list *a, const fa_view *view) {

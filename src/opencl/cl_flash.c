@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cl_args.h"
 #include "cl_internal.h"
 #include "tiling.h"
 
@@ -56,32 +57,6 @@ static fa_status mask_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const 
   return s;
 }
 
-/* FA_INFER_ARGS of flash_fwd.cl: the varlen offsets, the window, ALiBi's slopes and softcap in base 2 (absent
- * tensors pass q's buffer, which the kernel then never reads). */
-static fa_status infer_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, const fa_problem *p, const char *what) {
-  fa_status s = FA_SUCCESS;
-  const int varlen = p->cu_seqlens_q.buf != NULL;
-  const fa_view *cu[2] = {&p->cu_seqlens_q, &p->cu_seqlens_k};
-  for (int x = 0; x < 2 && s == FA_SUCCESS; x++) {
-    cl_mem m = fa_cl_mem(varlen ? cu[x]->buf : p->q.buf);
-    cl_long l[2] = {varlen ? cu[x]->offset : 0, varlen ? cu[x]->stride[0] : 0};
-    s = fa_cl_arg(ctx, kern, (*arg)++, sizeof m, &m, what);
-    for (int y = 0; y < 2 && s == FA_SUCCESS; y++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof l[y], &l[y], what);
-  }
-  cl_int ints[3] = {varlen, fa_problem_window_left(p), fa_problem_window_right(p)};
-  for (int x = 0; x < 3 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof ints[x], &ints[x], what);
-  const int has_alibi = p->alibi.buf != NULL;
-  cl_mem am = fa_cl_mem(has_alibi ? p->alibi.buf : p->q.buf);
-  cl_long al[3] = {has_alibi ? p->alibi.offset : 0, has_alibi ? p->alibi.stride[0] : 0, has_alibi ? p->alibi.stride[1] : 0};
-  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof am, &am, what);
-  for (int x = 0; x < 3 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof al[x], &al[x], what);
-  cl_int ha = has_alibi;
-  cl_float cap2 = p->softcap * 1.4426950408889634f;
-  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof ha, &ha, what);
-  if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, (*arg)++, sizeof cap2, &cap2, what);
-  return s;
-}
-
 fa_status fa_cl_forward_args(fa_context *ctx, cl_kernel kern, const fa_problem *p, const char *what) {
   cl_uint arg = 0;
   fa_status s = FA_SUCCESS;
@@ -100,7 +75,11 @@ fa_status fa_cl_forward_args(fa_context *ctx, cl_kernel kern, const fa_problem *
   cl_float scale_log2 = p->scale * 1.4426950408889634f;
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, sizeof scale_log2, &scale_log2, what);
   if (s == FA_SUCCESS && (p->mask.buf || p->dropout_p > 0.0f)) s = mask_args(ctx, kern, &arg, p, what);
-  if (s == FA_SUCCESS && fa_problem_flash_infer(p)) s = infer_args(ctx, kern, &arg, p, what);
+  if (s == FA_SUCCESS && fa_problem_flash_infer(p)) { /* FA_INFER_ARGS: cl_args.h's list, as the backward's */
+    arg_list a = {ctx, kern, what, arg, FA_SUCCESS};
+    arg_infer(&a, p);
+    s = a.status;
+  }
   return s;
 }
 
