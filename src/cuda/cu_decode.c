@@ -105,6 +105,7 @@ static void fill_params(const fa_problem *p, fa_decode_params *a) {
 /* The knobs of fa_decode_mma, for measurements (read per call): FLASHATTN_DECODE_WARPS (8; 2, 4 or 8 warps per
  * block), FLASHATTN_DECODE_STAGES (3; ring depth 2..8; both lowered until the block's shared memory fits),
  * FLASHATTN_DECODE_WAVES (1: the split count fills the GPU's resident blocks about once),
+ * FLASHATTN_DECODE_HEADS (1; KV heads per block, a power of two dividing Hkv and the warps),
  * FLASHATTN_DECODE_KERNEL (mma, or simple for the CUDA-core kernel where the mma one could run). H200, f16,
  * D 128, 2026-12-03: 8 warps x 3 stages (one block per SM, 21 chunks of 8 KB in flight) gave the best geometric
  * mean over B 1/8/64 x Sq 1/4 x Sk 32k/128k, 3.61 TB/s; 4 x 3 (two blocks per SM) 3.47; 2 x 4 3.25; 4 x 3 with
