@@ -215,28 +215,35 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
 #if FA_DEC_MMA
 /* fa_decode_mma: the same problem as fa_decode for 16-bit K and V with D a multiple of 16 (<= 256) whose rows
  * start on 16-byte boundaries, on tensor cores (sm_80+). One block of WARPS warps serves 16 query rows of one
- * key/value head (row block rb: flattened (query position, head of the group) pairs, so the GQA group x Sq
+ * key/value head (or HEADS of them; row block rb: flattened (query position, head of the group) pairs, so the GQA group x Sq
  * rows share every K/V load: Sq 4 x 4 heads is one block) and one split of their keys; grid as fa_decode's.
- *   The split's keys go in chunks of 16 (from the 16-aligned one holding its first key); warp w takes chunks
- *   w, w + WARPS, ... and streams them through its own STAGES-deep cp.async ring in shared memory (16-byte
- *   copies; no block barrier in the loop, only __syncwarp), so WARPS x (STAGES - 1) chunks of K and V are in
- *   flight per block (D 128, 4 warps, 3 stages: 64 KiB).
+ *   The split's keys go in chunks of 16 (from the 16-aligned one holding its first key). A block serves HEADS
+ *   consecutive KV heads (1 by default; with more, its warps read neighbouring 256-byte pieces of the same
+ *   [B, S, Hkv, D] rows): warp w takes head w % HEADS and that head's chunks w / HEADS, + WARPS / HEADS, ...,
+ *   streamed through its own STAGES-deep cp.async ring in shared memory (16-byte copies; no block barrier in
+ *   the loop, only __syncwarp), so WARPS x (STAGES - 1) chunks of K and V are in flight per block (D 128,
+ *   8 warps, 3 stages: 136 KiB).
  *   Per 16 keys: S = Q K^T (m16n8k16, K by ldmatrix), the online softmax on the fragments (rows g, g + 8 of
  *   each lane), O += P V (P from the S fragments, V by ldmatrix.trans). Each warp keeps its own max, sum and
  *   O; the warps merge through shared memory at the end.
  *   Paged K/V: a chunk (16-aligned; page sizes are multiples of 16) lies in one page, so the block table is
  *   read once per chunk, one chunk ahead of its copies.
- * Shared memory (dynamic): above D 128 Q's 16 rows, then WARPS x STAGES x (K, V) x 16 rows of HEAD_DIM + 8
+ * Shared memory (dynamic): above D 128 Q's 16 rows per head, then WARPS x STAGES x (K, V) x 16 rows of HEAD_DIM + 8
  * elements (the 16-byte pad puts ldmatrix's 8 rows on distinct banks), reused as WARPS x 16 x (HEAD_DIM + 4)
  * floats for the merge (cu_decode.c's mma_smem gives the bytes). Registers (NVRTC, sm_90): 192 at D 128, 247
  * at D 256, so 2 blocks of 4 warps per SM. */
 #ifndef FA_DEC_WARPS
-#define FA_DEC_WARPS 4
+#define FA_DEC_WARPS 8
+#endif
+#ifndef FA_DEC_HEADS
+#define FA_DEC_HEADS 1
 #endif
 #ifndef FA_DEC_STAGES
 #define FA_DEC_STAGES 3
 #endif
 constexpr int kW = FA_DEC_WARPS, kS = FA_DEC_STAGES;
+constexpr int kH = FA_DEC_HEADS, kWph = kW / kH; /* KV heads per block, warps per head */
+static_assert(kW % kH == 0, "FA_DEC_HEADS divides FA_DEC_WARPS");
 constexpr int kRowE = HEAD_DIM + 8;  /* elements per shared row */
 constexpr int kTileE = 16 * kRowE;   /* one tensor's chunk */
 constexpr int kPieces = HEAD_DIM / 8; /* 16-byte pieces per row */
@@ -247,7 +254,7 @@ static_assert(HEAD_DIM % 16 == 0 && HEAD_DIM <= 256, "fa_decode_mma takes D a mu
 static_assert(kS >= 2, "FA_DEC_STAGES is at least 2");
 static_assert(kS * 2 * kTileE * 2 >= 16 * kOrow * 4, "the merge fits in the ring");
 #define FA_DEC_QSMEM (HEAD_DIM > 128)
-constexpr int kQe = FA_DEC_QSMEM ? 16 * kRowE : 0; /* elements of Q in shared memory, before the rings */
+constexpr int kQe = FA_DEC_QSMEM ? kH * 16 * kRowE : 0; /* elements of Q in shared memory, before the rings */
 
 /* FA_DEC_EMULATE: tests/decode_emu.cpp runs this kernel on the host (tests/emu/cuda_common.cuh), where the
  * copies are synchronous and the dynamic shared memory is its buffer. */
@@ -265,8 +272,9 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
 #endif
   __shared__ float sm_m[kW][16], sm_l[kW][16];
   const int tid = threadIdx.x, w = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int wh = w % kH, wc = w / kH; /* this warp's head in the block, and its phase among that head's warps */
   const int rb = blockIdx.x % a.row_blocks, split = blockIdx.x / a.row_blocks;
-  const int hk = blockIdx.y, b = blockIdx.z;
+  const int hk = blockIdx.y * kH + wh, b = blockIdx.z;
   const int *seqlens = (const int *)a.seqlens, *table = (const int *)a.table;
   int len, sq = a.seqlen_q, q0 = 0, kr0 = 0;
   const int qb = a.varlen ? 0 : b, kb = a.varlen ? 0 : b;
@@ -310,16 +318,16 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
    * in registers up to D 128; above, Q's 16 rows wait in shared memory and each k-step loads its fragment
    * (ldmatrix), so that the registers hold O's 2 D / 8 floats without spilling. */
 #if FA_DEC_QSMEM
-  for (int x = tid; x < 16 * HEAD_DIM; x += kW * 32) {
-    const int r = x / HEAD_DIM, d = x % HEAD_DIM, f = rb * 16 + r;
+  for (int x = tid; x < kH * 16 * HEAD_DIM; x += kW * 32) {
+    const int hh = blockIdx.y * kH + x / (16 * HEAD_DIM), r = x / HEAD_DIM % 16, d = x % HEAD_DIM, f = rb * 16 + r;
     const unsigned short val =
         f < rows_total ? q[qb * a.q_sb + (long long)(q0 + f / a.group) * a.q_ss +
-                           (long long)(hk * a.group + f % a.group) * a.q_sh + d]
+                           (long long)(hh * a.group + f % a.group) * a.q_sh + d]
                        : (unsigned short)0;
-    ((unsigned short *)smem)[r * kRowE + d] = val;
+    ((unsigned short *)smem)[(x / HEAD_DIM) * kRowE + d] = val;
   }
   __syncthreads();
-  const unsigned qsm = fa_smem_addr(smem) + (unsigned)(((lane & 15) * kRowE + (lane / 16) * 8) * 2);
+  const unsigned qsm = fa_smem_addr(smem) + (unsigned)(((wh * 16 + (lane & 15)) * kRowE + (lane / 16) * 8) * 2);
 #else
   unsigned qa[kKs][4];
 #pragma unroll
@@ -337,10 +345,10 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   }
 #endif
 
-  /* Chunks of 16 keys from the one holding klo; this warp's are w, w + kW, ... */
+  /* Chunks of 16 keys from the one holding klo; this warp's are wc, wc + kWph, ... of its head's. */
   const int kbeg = klo & ~15;
   const int chunks = khi > klo ? (khi - kbeg + 15) / 16 : 0;
-  const int mine = chunks > w ? (chunks - 1 - w) / kW + 1 : 0;
+  const int mine = chunks > wc ? (chunks - 1 - wc) / kWph + 1 : 0;
   const unsigned ring = fa_smem_addr(smem) + (unsigned)((kQe + w * kS * 2 * kTileE) * 2);
 
   /* Where this warp's chunk number c starts: row `row` of batch entry or page `page` (a paged chunk lies in one
@@ -350,7 +358,7 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
     int page, row;
   };
   auto place_of = [&](int c) {
-    const int j0 = kbeg + (w + c * kW) * 16;
+    const int j0 = kbeg + (wc + c * kWph) * 16;
     place pl = {kb, j0};
     if (a.paged) {
       const int t = j0 / a.page_size;
@@ -373,7 +381,7 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   /* Copies of chunk c (< mine) into ring stage st; keys outside [klo, khi) are zero-filled (finite V under
    * P = 0). Row r of a stage's K starts at element r (D + 8): piece p of it at byte 16 (idx + r). */
   auto issue = [&](int c, int st, place pl) {
-    const int c0 = kbeg + (w + c * kW) * 16, rlo = klo - c0, rhi = khi - c0;
+    const int c0 = kbeg + (wc + c * kWph) * 16, rlo = klo - c0, rhi = khi - c0;
     if (a.paged) pl.page = pl.page < 0 ? 0 : pl.page >= a.num_pages ? a.num_pages - 1 : pl.page;
     const fa_elem *kc = k + (long long)pl.page * a.k_sb + (long long)pl.row * a.k_ss + (long long)hk * a.k_sh;
     const fa_elem *vc = v + (long long)pl.page * a.v_sb + (long long)pl.row * a.v_ss + (long long)hk * a.v_sh;
@@ -411,7 +419,7 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
     cp_async_wait<kS - 1>();
     __syncwarp();
     const unsigned sk = ring + (unsigned)((it % kS) * 2 * kTileE * 2), sv = sk + (unsigned)(kTileE * 2);
-    const int c0 = kbeg + (w + it * kW) * 16;
+    const int c0 = kbeg + (wc + it * kWph) * 16;
 
     /* S = Q K^T: s[n-tile][fragment] for key c0 + 8 n + 2 t4 + (e & 1), row g (e < 2) or g + 8. K's fragments:
      * ldmatrix's matrices (keys 0-7, d 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15) of each k-step. */
@@ -490,19 +498,19 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
     if (t4 == 0) sm_m[w][r] = m[x], sm_l[w][r] = l[x];
   }
   __syncthreads();
-  for (int x = tid; x < 16 * HEAD_DIM; x += kW * 32) {
-    const int r = x / HEAD_DIM, d = x % HEAD_DIM, f = rb * 16 + r;
-    if (f >= rows_total) break; /* rows run in order: the rest are padding too */
+  for (int x = tid; x < kH * 16 * HEAD_DIM; x += kW * 32) {
+    const int hh = x / (16 * HEAD_DIM), r = x / HEAD_DIM % 16, d = x % HEAD_DIM, f = rb * 16 + r;
+    if (f >= rows_total) continue; /* a padding row */
     float mxw = -FA_FLT_MAX, sum = 0.0f, o = 0.0f;
 #pragma unroll
-    for (int ww = 0; ww < kW; ww++) mxw = fmaxf(mxw, sm_m[ww][r]);
+    for (int ww = hh; ww < kW; ww += kH) mxw = fmaxf(mxw, sm_m[ww][r]);
 #pragma unroll
-    for (int ww = 0; ww < kW; ww++) {
+    for (int ww = hh; ww < kW; ww += kH) {
       const float wt = exp2f(sm_m[ww][r] - mxw);
       sum += sm_l[ww][r] * wt;
       o += so[(ww * 16 + r) * kOrow + d] * wt;
     }
-    const int i = q0 + f / a.group, h = hk * a.group + f % a.group;
+    const int i = q0 + f / a.group, h = (blockIdx.y * kH + hh) * a.group + f % a.group;
     const float val = sum > 0.0f ? o / sum : 0.0f;
     const float row_lse = sum > 0.0f ? mxw * FA_LN2 + logf(sum) : FA_NEG_INF;
     if (a.splits == 1) {
@@ -518,8 +526,11 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
 }
 #endif
 
-/* fa_combine: o = sum_p exp(lse_p - lse) o_p, lse = log sum_p exp(lse_p); one block per (row, head, batch),
- * its threads over the columns. */
+/* fa_combine: o = sum_p exp(lse_p - lse) o_p, lse = log sum_p exp(lse_p); one block of 4 warps per (row, head,
+ * batch). The max and the sum go over the parts with the threads side by side; then warp w sums parts w, w + 4,
+ * ... with its lanes over the columns (up to 8 a lane: D <= 256), two parts at a time, so that a split decode's
+ * 16 to 128 parts cost a few rounds of loads rather than one round per part; the warps add up in shared
+ * memory. */
 #ifndef FA_PART_DTYPE
 #define FA_PART_DTYPE FA_DTYPE
 #endif
@@ -534,26 +545,57 @@ static __device__ __forceinline__ float load_part(const void *p, long long i) {
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(64) fa_combine(const fa_combine_params a) {
-  const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+#define COMBINE_WARPS 4
+extern "C" __global__ void __launch_bounds__(32 * COMBINE_WARPS) fa_combine(const fa_combine_params a) {
+  __shared__ float red[COMBINE_WARPS], acc_w[COMBINE_WARPS][256];
+  const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x, w = tid / 32, lane = tid % 32;
   const float *lp = (const float *)a.lp + b * a.lp_sb + (long long)h * a.lp_sh + (long long)i * a.lp_ss;
   float mx = FA_NEG_INF;
-  for (int p = 0; p < a.parts; p++) mx = fmaxf(mx, lp[p * a.lp_stride]);
+  for (int p = tid; p < a.parts; p += 32 * COMBINE_WARPS) mx = fmaxf(mx, lp[p * a.lp_stride]);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (lane == 0) red[w] = mx;
+  __syncthreads();
+  mx = red[0];
+#pragma unroll
+  for (int x = 1; x < COMBINE_WARPS; x++) mx = fmaxf(mx, red[x]);
+  __syncthreads(); /* red is reused for the sum */
   float sum = 0.0f;
   if (mx > FA_NEG_INF)
-    for (int p = 0; p < a.parts; p++) sum += expf(lp[p * a.lp_stride] - mx);
+    for (int p = tid; p < a.parts; p += 32 * COMBINE_WARPS) sum += expf(lp[p * a.lp_stride] - mx);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (lane == 0) red[w] = sum;
+  __syncthreads();
+  sum = 0.0f;
+#pragma unroll
+  for (int x = 0; x < COMBINE_WARPS; x++) sum += red[x];
   const float total = mx > FA_NEG_INF ? mx + logf(sum) : FA_NEG_INF;
   const long long orow = b * a.op_sb + (long long)i * a.op_ss + (long long)h * a.op_sh;
-  for (int d = threadIdx.x; d < a.head_dim; d += blockDim.x) {
+  float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  if (mx > FA_NEG_INF) {
+#pragma unroll 2
+    for (int p = w; p < a.parts; p += COMBINE_WARPS) {
+      const float lv = lp[p * a.lp_stride];
+      const float wt = lv > FA_NEG_INF ? expf(lv - total) : 0.0f;
+      if (wt > 0.0f)
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+          const int d = lane + 32 * j;
+          if (d < a.head_dim) acc[j] += wt * load_part((const void *)a.op, orow + p * a.op_stride + d);
+        }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 8; j++) acc_w[w][lane + 32 * j] = acc[j];
+  __syncthreads();
+  for (int d = tid; d < a.head_dim; d += 32 * COMBINE_WARPS) {
     float val = 0.0f;
-    if (mx > FA_NEG_INF)
-      for (int p = 0; p < a.parts; p++) {
-        const float lv = lp[p * a.lp_stride];
-        if (lv > FA_NEG_INF) val += expf(lv - total) * load_part((const void *)a.op, orow + p * a.op_stride + d);
-      }
+#pragma unroll
+    for (int x = 0; x < COMBINE_WARPS; x++) val += acc_w[x][d];
     ((fa_elem *)a.o)[b * a.o_sb + (long long)i * a.o_ss + (long long)h * a.o_sh + d] = fa_from_float(val);
   }
-  if (a.lse && threadIdx.x == 0) ((float *)a.lse)[b * a.l_sb + (long long)h * a.l_sh + (long long)i * a.l_ss] = total;
+  if (a.lse && tid == 0) ((float *)a.lse)[b * a.l_sb + (long long)h * a.l_sh + (long long)i * a.l_ss] = total;
 }
 
 /* fa_kv_append: element (b, t, h, d) of k_new and v_new into cache position seqlens_k[b] + t (clamped into the

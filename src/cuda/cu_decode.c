@@ -14,7 +14,7 @@ _Static_assert(sizeof(fa_decode_params) == 12 * 8 + 22 * 8 + 18 * 4 + 2 * 4, "fa
 _Static_assert(sizeof(fa_combine_params) == 4 * 8 + 14 * 8 + 4 * 4, "fa_combine_params has padding");
 _Static_assert(sizeof(fa_kv_append_params) == 6 * 8 + 16 * 8 + 8 * 4, "fa_kv_append_params has padding");
 
-#define COMBINE_THREADS 64
+#define COMBINE_THREADS 128 /* kernels/decode.cu's COMBINE_WARPS x 32 */
 
 /* Whether every row of a [n0, n1, n2, D] view starts on a 16-byte boundary. */
 static int rows16(const fa_view *v, CUdeviceptr addr, int64_t n0, int64_t n1, int64_t n2, size_t es) {
@@ -102,10 +102,14 @@ static void fill_params(const fa_problem *p, fa_decode_params *a) {
   a->scale = p->scale, a->softcap = p->softcap;
 }
 
-/* The knobs of fa_decode_mma, for measurements (cu_decode.c reads them per call): FLASHATTN_DECODE_WARPS (4;
- * 2, 4 or 8 warps per block), FLASHATTN_DECODE_STAGES (3; ring depth 2..8), FLASHATTN_DECODE_WAVES (1: the
- * split count fills the GPU's resident blocks about once), FLASHATTN_DECODE_KERNEL (mma, or simple for the
- * CUDA-core kernel where the mma one could run). */
+/* The knobs of fa_decode_mma, for measurements (read per call): FLASHATTN_DECODE_WARPS (8; 2, 4 or 8 warps per
+ * block), FLASHATTN_DECODE_STAGES (3; ring depth 2..8; both lowered until the block's shared memory fits),
+ * FLASHATTN_DECODE_WAVES (1: the split count fills the GPU's resident blocks about once),
+ * FLASHATTN_DECODE_HEADS (1; KV heads per block, a power of two dividing Hkv and the warps),
+ * FLASHATTN_DECODE_KERNEL (mma, or simple for the CUDA-core kernel where the mma one could run). H200, f16,
+ * D 128, 2026-12-03: 8 warps x 3 stages (one block per SM, 21 chunks of 8 KB in flight) gave the best geometric
+ * mean over B 1/8/64 x Sq 1/4 x Sk 32k/128k, 3.61 TB/s; 4 x 3 (two blocks per SM) 3.47; 2 x 4 3.25; 4 x 3 with
+ * 2 waves 3.11 (more splits: the B 1 cases lost a third). */
 static int env_int(const char *name, int def, int lo, int hi) {
   const char *e = getenv(name);
   if (!e || !*e) return def;
@@ -118,16 +122,18 @@ typedef struct dec_choice {
   int mma;              /* 1: fa_decode_mma; 0: fa_decode (CUDA cores) */
   int vec16;            /* every K and V row on a 16-byte boundary */
   int warps, stages;    /* fa_decode_mma's block */
+  int heads;            /* KV heads per block (grid y: Hkv / heads) */
   size_t smem;          /* its dynamic shared memory */
   fa_decode_plan plan;
 } dec_choice;
 
-/* fa_decode_mma's shared memory: above D 128 Q (16 rows of D + 8 elements), then the rings (warps x stages x K
- * and V x 16 rows of D + 8 elements) or the merge (warps x 16 rows of D + 4 floats), whichever is larger. */
-static size_t mma_smem(int warps, int stages, int64_t d) {
+/* fa_decode_mma's shared memory: above D 128 Q (16 rows of D + 8 elements per head), then the rings (warps x
+ * stages x K and V x 16 rows of D + 8 elements) or the merge (warps x 16 rows of D + 4 floats), whichever is
+ * larger. */
+static size_t mma_smem(int warps, int stages, int heads, int64_t d) {
   const size_t ring = (size_t)warps * (size_t)stages * 2 * 16 * (size_t)(d + 8) * 2;
   const size_t merge = (size_t)warps * 16 * (size_t)(d + 4) * 4;
-  return (d > 128 ? 16 * (size_t)(d + 8) * 2 : 0) + (ring > merge ? ring : merge);
+  return (d > 128 ? (size_t)heads * 16 * (size_t)(d + 8) * 2 : 0) + (ring > merge ? ring : merge);
 }
 
 /* Whether fa_decode_mma can serve p, the alignment of its rows aside (fa_cu_decode_max_rows cannot see it):
@@ -160,17 +166,26 @@ static void choose(fa_context *ctx, const fa_problem *p, dec_choice *ch) {
     fa_decode_plan_make(p, FA_CU_DECODE_SIMPLE_ROWS, c->sm_count, 4, &ch->plan);
     return;
   }
-  ch->warps = env_int("FLASHATTN_DECODE_WARPS", 4, 2, 8);
-  if (ch->warps & (ch->warps - 1)) ch->warps = 4;
+  ch->warps = env_int("FLASHATTN_DECODE_WARPS", 8, 2, 8);
+  if (ch->warps & (ch->warps - 1)) ch->warps = 8;
   ch->stages = env_int("FLASHATTN_DECODE_STAGES", 3, 2, 8);
-  while (ch->stages > 2 && mma_smem(ch->warps, ch->stages, p->head_dim) > c->shared_optin) ch->stages--;
-  ch->smem = mma_smem(ch->warps, ch->stages, p->head_dim);
+  ch->heads = env_int("FLASHATTN_DECODE_HEADS", 1, 1, 8);
+  while (mma_smem(ch->warps, ch->stages, 1, p->head_dim) > c->shared_optin && (ch->stages > 2 || ch->warps > 2)) {
+    if (ch->stages > 2) ch->stages--;
+    else ch->warps /= 2;
+  }
+  /* A power of two that divides Hkv and the warps, and whose Q rows fit beside the rings. */
+  while (ch->heads > 1 && ((ch->heads & (ch->heads - 1)) || p->heads_kv % ch->heads || ch->warps % ch->heads ||
+                           mma_smem(ch->warps, ch->stages, ch->heads, p->head_dim) > c->shared_optin))
+    ch->heads--;
+  ch->smem = mma_smem(ch->warps, ch->stages, ch->heads, p->head_dim);
   const int threads = 32 * ch->warps;
   int per_sm = (int)((c->shared_optin + 1024) / (ch->smem + 1024 + 1024));
   if (per_sm > c->max_threads / threads) per_sm = c->max_threads / threads;
   if (per_sm > 65536 / (threads * 256)) per_sm = 65536 / (threads * 256);
   if (per_sm < 1) per_sm = 1;
-  fa_decode_plan_make(p, FA_CU_DECODE_MMA_ROWS, c->sm_count, per_sm * env_int("FLASHATTN_DECODE_WAVES", 1, 1, 64), &ch->plan);
+  fa_decode_plan_make(p, FA_CU_DECODE_MMA_ROWS, c->sm_count,
+                      per_sm * ch->heads * env_int("FLASHATTN_DECODE_WAVES", 1, 1, 64), &ch->plan);
 }
 
 size_t fa_cu_decode_workspace(fa_context *ctx, const fa_problem *p) {
@@ -208,15 +223,16 @@ fa_status fa_cu_decode(fa_context *ctx, const fa_problem *p) {
   if (ch.mma)
     snprintf(defines, sizeof defines,
              "%s -DHEAD_DIM=%d -DROWS=1 -DFA_DEC_MODS=%d -DFA_DEC_VEC16=1 -DFA_DEC_MMA=1 -DFA_DEC_WARPS=%d "
-             "-DFA_DEC_STAGES=%d",
-             fa_cu_dtype_define(p->dtype), (int)p->head_dim, mods, ch.warps, ch.stages);
+             "-DFA_DEC_STAGES=%d -DFA_DEC_HEADS=%d",
+             fa_cu_dtype_define(p->dtype), (int)p->head_dim, mods, ch.warps, ch.stages, ch.heads);
   else
     snprintf(defines, sizeof defines, "%s -DHEAD_DIM=%d -DROWS=%d -DFA_DEC_MODS=%d -DFA_DEC_VEC16=%d",
              fa_cu_dtype_define(p->dtype), (int)p->head_dim, plan.rows, mods, ch.vec16);
   const char *kernel = ch.mma ? "fa_decode_mma" : "fa_decode";
   CUfunction fn;
   if ((st = fa_cu_function(ctx, "decode.cu", defines, kernel, ch.smem, &fn)) != FA_SUCCESS) return st;
-  const unsigned grid[3] = {(unsigned)(plan.row_blocks * plan.splits), (unsigned)p->heads_kv, (unsigned)seqs};
+  const unsigned grid[3] = {(unsigned)(plan.row_blocks * plan.splits), (unsigned)(p->heads_kv / (ch.mma ? ch.heads : 1)),
+                            (unsigned)seqs};
   void *args[] = {&a};
   if ((st = fa_cu_launch(ctx, fn, grid, ch.mma ? 32u * (unsigned)ch.warps : 128u, ch.smem, args, kernel)) !=
           FA_SUCCESS ||
