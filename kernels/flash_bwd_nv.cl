@@ -10,24 +10,27 @@
  *
  * Kernels, launched in this order by src/opencl/cl_backward_nv.c (groups of 128 work-items = 4 warps):
  *   flash_bwd_nv_pre   Di, one warp per row. Grid (ceil(Sq / 4) * 128, Hq, B).
- *   flash_bwd_nv_dkdv  one group per (64 keys, kv head, batch); warp w owns keys 16 w .. 16 w + 15: their K and
- *                      V as mma A fragments and their dK, dV accumulators in registers. It walks the BLOCK_M-
+ *   flash_bwd_nv_dkdv  one group per (BLOCK_KEYS = 64 keys, kv head, batch); warp w owns keys 16 w .. 16 w + 15:
+ *                      their K and V as mma A fragments and their dK, dV accumulators in registers (above D 128,
+ *                      32 keys per group, warps 2 i and 2 i + 1 owning keys 16 i .. 16 i + 15 and one half of
+ *                      the head dim each: NSPLIT below). It walks the BLOCK_M-
  *                      query blocks of every query head of the GQA group (dK and dV sum over the group without
  *                      atomics), skipping those the causal mask hides; per block, Q and dO are in local memory
  *                      row-major (B operands of S^T = K Q^T and dP^T = V dO^T as they are, of dV += P^T dO and
- *                      dK += dS^T Q transposed by the loads), with lse and Di. Grid (ceil(Sk / 64) * 128, Hkv, B).
- *   flash_bwd_nv_dq    one group per (64 queries, head, batch), warp w owning 16 of them: Q and dO as A
+ *                      dK += dS^T Q transposed by the loads), with lse and Di. Grid (ceil(Sk / BLOCK_KEYS) * 128, Hkv, B).
+ *   flash_bwd_nv_dq    one group per (BLOCK_ROWS = 64 queries, head, batch), warp w owning 16 of them (above
+ *                      D 128: 32 queries, a pair of warps sharing 16 by halves of the head dim): Q and dO as A
  *                      fragments, dQ accumulators in registers; per BLOCK_N-key tile K, V row-major (B operands
  *                      of S = Q K^T, dP = dO V^T; K transposed by the loads for dQ += dS K) in local memory,
- *                      S and dP recomputed (7 matrix products in all instead of 5). Grid (ceil(Sq / 64) * 128,
- *                      Hq, B).
+ *                      S and dP recomputed (7 matrix products in all instead of 5). Grid (ceil(Sq / BLOCK_ROWS)
+ *                      * 128, Hq, B).
  * P and dS are rounded to the storage type before their products, as in FlashAttention-2; accumulation and
  * the softmax are float32. The fragment layouts are flash_fwd_nv.cl's (an accumulator pair of n-tiles is an A
  * fragment); B fragments come through kernels/nv_warp.cl's FRAG_B / FRAG_BT (ldmatrix, or local loads) from
  * rows padded by 8 elements (conflict-free), tiles through nv_fetch / nv_put (cp.async, registers, or element
  * by element).
  *
- * Defines: FA_DTYPE (1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 128), BLOCK_M and BLOCK_N (16, 32 or 64:
+ * Defines: FA_DTYPE (1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_M and BLOCK_N (16, 32 or 64:
  * the host picks the largest that fits the local memory), FA_ALIGNED (1: offsets and row strides of q, k, v,
  * dout are multiples of 8 elements: 16-byte tile loads), FA_NV_LDMATRIX, FA_NV_CPASYNC, FA_NV_EMULATE
  * (kernels/nv_warp.cl), FA_BLOCK_MASK,
@@ -51,8 +54,41 @@
 
 #define BM BLOCK_M
 #define BN BLOCK_N
-#define BLOCK_KEYS 64 /* flash_bwd_nv_dkdv's keys per group */
-#define BLOCK_ROWS 64 /* flash_bwd_nv_dq's queries per group */
+/* Above D 128 the head dim is split between the two warps of a pair (NSPLIT 2): each holds the operands and
+ * accumulators of its half (DH columns), so that D 256 fits the registers as D 128 does; the partial S and dP
+ * of the two halves are summed through local memory (nv_pair_sum), so that both warps hold the whole scores
+ * without computing anything twice. A group then covers 32 keys (dkdv) or queries (dq) instead of 64. */
+#define NSPLIT (DP > 128 ? 2 : 1)
+#define DH (DP / NSPLIT)
+#define BLOCK_KEYS (64 / NSPLIT) /* flash_bwd_nv_dkdv's keys per group */
+#define BLOCK_ROWS (64 / NSPLIT) /* flash_bwd_nv_dq's queries per group */
+
+#if NSPLIT > 1
+/* a[0 .. nt) and b[0 .. nt) (nt n-tiles of 4 accumulators, nt even) plus the same of the partner warp
+ * (warp ^ 1), in rounds of two n-tiles of each through xch (4 warps x 16 words x 32 lanes); both warps end
+ * with the same sums (x + y = y + x). Uniform control flow: barriers. */
+static inline void nv_pair_sum(float a[][4], float b[][4], int nt, __local float *xch) {
+  const int lane = get_local_id(0) & 31, warp = get_local_id(0) >> 5;
+NV_UNROLL
+  for (int r = 0; r < nt; r += 2) {
+NV_UNROLL
+    for (int e = 0; e < 8; e++) {
+      xch[(warp * 16 + e) * 32 + lane] = a[r + (e >> 2)][e & 3];
+      xch[(warp * 16 + 8 + e) * 32 + lane] = b[r + (e >> 2)][e & 3];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+NV_UNROLL
+    for (int e = 0; e < 8; e++) {
+      a[r + (e >> 2)][e & 3] += xch[((warp ^ 1) * 16 + e) * 32 + lane];
+      b[r + (e >> 2)][e & 3] += xch[((warp ^ 1) * 16 + 8 + e) * 32 + lane];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+}
+#define NV_XCH_DECL __local float xch[4 * 16 * 32];
+#else
+#define NV_XCH_DECL
+#endif
 
 /* The arguments after scale_log2, in cl_backward.c's arg_walk order: the block mask, then dropout. */
 #if FA_BLOCK_MASK
@@ -101,21 +137,23 @@ flash_bwd_nv_dkdv(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushor
   __local float srow[2 * BM];
   __local ushort *sq = (__local ushort *)tiles4, *sdo = sq + BM * DS;
   uint4 st[NV_STAGED(BM)]; /* staging registers (FA_ALIGNED without cp.async) */
+  NV_XCH_DECL
 #if FA_NV_EMULATE
   __local uint emul[NTHREADS * 6];
 #endif
   const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int k0 = get_group_id(0) * BLOCK_KEYS, hk = get_group_id(1), b = get_group_id(2);
-  const int kw = k0 + warp * 16; /* this warp's first key */
+  const int kw = k0 + warp / NSPLIT * 16; /* this warp's first key */
+  const int c0 = warp % NSPLIT * DH;      /* and its first column */
   const long diag = (long)Sk - Sq;
 
-  uint kf[DP / 16][4], vf[DP / 16][4];
-  nv_a_frags(kf, DP / 16, 0, k, k_off + b * k_sb + hk * k_sh, k_ss, kw, Sk);
-  nv_a_frags(vf, DP / 16, 0, v, v_off + b * v_sb + hk * v_sh, v_ss, kw, Sk);
-  float dka[DP / 8][4], dva[DP / 8][4];
+  uint kf[DH / 16][4], vf[DH / 16][4];
+  nv_a_frags(kf, DH / 16, c0, k, k_off + b * k_sb + hk * k_sh, k_ss, kw, Sk);
+  nv_a_frags(vf, DH / 16, c0, v, v_off + b * v_sb + hk * v_sh, v_ss, kw, Sk);
+  float dka[DH / 8][4], dva[DH / 8][4];
 NV_UNROLL
-  for (int nd = 0; nd < DP / 8; nd++)
+  for (int nd = 0; nd < DH / 8; nd++)
 NV_UNROLL
     for (int e = 0; e < 4; e++) dka[nd][e] = dva[nd][e] = 0.0f;
 
@@ -171,15 +209,18 @@ NV_UNROLL
 NV_UNROLL
           for (int e = 0; e < 4; e++) sct[nt][e] = dpt[nt][e] = 0.0f;
 NV_UNROLL
-        for (int kk = 0; kk < DP / 16; kk++) {
+        for (int kk = 0; kk < DH / 16; kk++) {
           uint bq[4], bo[4];
-          FRAG_B(bq, qb_l, c * 16, kk * 16);
-          FRAG_B(bo, ob_l, c * 16, kk * 16);
+          FRAG_B(bq, qb_l, c * 16, c0 + kk * 16);
+          FRAG_B(bo, ob_l, c * 16, c0 + kk * 16);
           MMA(sct[0], kf[kk], bq[0], bq[1]);
           MMA(sct[1], kf[kk], bq[2], bq[3]);
           MMA(dpt[0], vf[kk], bo[0], bo[1]);
           MMA(dpt[1], vf[kk], bo[2], bo[3]);
         }
+#if NSPLIT > 1
+        nv_pair_sum(sct, dpt, 2, xch); /* this half's partial products plus the partner's */
+#endif
 #if FA_DROPOUT
         /* The keep bits of this lane's 8 scores, bit 4 nt + e (flash_bwd.cu's flash_bwd_dkdv_tc does the
          * same): masks.h groups scores (i, j), (i, j + 1), (i + 8, j), (i + 8, j + 1) (i % 16 < 8, j even)
@@ -236,10 +277,10 @@ NV_UNROLL
         as[2] = pack2(dpt[1][0], dpt[1][1]), as[3] = pack2(dpt[1][2], dpt[1][3]);
         /* dV += P^T dO, dK += dS^T Q over these 16 queries: B[k][n] = dO[query k][d n] = dO^T[n][k]. */
 NV_UNROLL
-        for (int nd = 0; nd < DP / 8; nd += 2) {
+        for (int nd = 0; nd < DH / 8; nd += 2) {
           uint bo[4], bq[4];
-          FRAG_BT(bo, ot_l, c * 16, nd * 8);
-          FRAG_BT(bq, qt_l, c * 16, nd * 8);
+          FRAG_BT(bo, ot_l, c * 16, c0 + nd * 8);
+          FRAG_BT(bq, qt_l, c * 16, c0 + nd * 8);
           MMA(dva[nd], ap, bo[0], bo[1]);
           MMA(dva[nd + 1], ap, bo[2], bo[3]);
           MMA(dka[nd], as, bq[0], bq[1]);
@@ -257,9 +298,9 @@ NV_UNROLL
       const long kb = dk_off + b * dk_sb + hk * dk_sh + (long)j * dk_ss;
       const long vb = dv_off + b * dv_sb + hk * dv_sh + (long)j * dv_ss;
 NV_UNROLL
-      for (int nd = 0; nd < DP / 8; nd++)
-        if (nd * 8 < HEAD_DIM) {
-          const int col = nd * 8 + 2 * t;
+      for (int nd = 0; nd < DH / 8; nd++)
+        if (c0 + nd * 8 < HEAD_DIM) {
+          const int col = c0 + nd * 8 + 2 * t;
           fa_store(dk, kb + col, dka[nd][2 * hh] * scale);
           fa_store(dk, kb + col + 1, dka[nd][2 * hh + 1] * scale);
           fa_store(dv, vb + col, dva[nd][2 * hh]);
@@ -278,6 +319,7 @@ flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort,
   __local uint4 tiles4[2 * BN * DS / 8];
   __local ushort *sk = (__local ushort *)tiles4, *sv = sk + BN * DS;
   uint4 st[NV_STAGED(BN)]; /* staging registers (FA_ALIGNED without cp.async) */
+  NV_XCH_DECL
 #if FA_NV_EMULATE
   __local uint emul[NTHREADS * 6];
 #endif
@@ -286,7 +328,8 @@ flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort,
   /* Causal groups further down have more keys: start those first so that the tail of the grid is short. */
   const int mb = causal ? (int)(get_num_groups(0) - 1 - get_group_id(0)) : (int)get_group_id(0);
   const int h = get_group_id(1), b = get_group_id(2), hk = h / group;
-  const int m0 = mb * BLOCK_ROWS, row0 = m0 + warp * 16 + g;
+  const int m0 = mb * BLOCK_ROWS, mw = m0 + warp / NSPLIT * 16, row0 = mw + g; /* this warp's rows */
+  const int c0 = warp % NSPLIT * DH;                                            /* and first column */
   const long diag = (long)Sk - Sq;
   const long kb = k_off + b * k_sb + hk * k_sh, vb = v_off + b * v_sb + hk * v_sh;
 #if FA_BLOCK_MASK
@@ -296,9 +339,9 @@ flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort,
   const uint bh = (uint)(b * Hq + h);
 #endif
 
-  uint qf[DP / 16][4], of[DP / 16][4];
-  nv_a_frags(qf, DP / 16, 0, q, q_off + b * q_sb + h * q_sh, q_ss, m0 + warp * 16, Sq);
-  nv_a_frags(of, DP / 16, 0, dout, dout_off + b * dout_sb + h * dout_sh, dout_ss, m0 + warp * 16, Sq);
+  uint qf[DH / 16][4], of[DH / 16][4];
+  nv_a_frags(qf, DH / 16, c0, q, q_off + b * q_sb + h * q_sh, q_ss, mw, Sq);
+  nv_a_frags(of, DH / 16, c0, dout, dout_off + b * dout_sb + h * dout_sh, dout_ss, mw, Sq);
   /* lse2 (+inf: no key seen, or past Sq) and Di of rows row0 and row0 + 8. */
   float l2[2], di[2];
   for (int rr = 0; rr < 2; rr++) {
@@ -310,9 +353,9 @@ flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort,
       di[rr] = ws[di_off + ((long)b * Hq + h) * Sq + row];
     }
   }
-  float dqa[DP / 8][4];
+  float dqa[DH / 8][4];
 NV_UNROLL
-  for (int nd = 0; nd < DP / 8; nd++) dqa[nd][0] = dqa[nd][1] = dqa[nd][2] = dqa[nd][3] = 0.0f;
+  for (int nd = 0; nd < DH / 8; nd++) dqa[nd][0] = dqa[nd][1] = dqa[nd][2] = dqa[nd][3] = 0.0f;
 
   /* Key tiles the block needs: up to the last row's causal limit; none when every row is masked. */
   long max_key = (long)Sk - 1;
@@ -340,17 +383,20 @@ NV_UNROLL
 NV_UNROLL
       for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
 NV_UNROLL
-    for (int kk = 0; kk < DP / 16; kk++)
+    for (int kk = 0; kk < DH / 16; kk++)
 NV_UNROLL
       for (int nt = 0; nt < BN / 8; nt += 2) {
         uint bk[4], bv[4];
-        FRAG_B(bk, kb_l, nt * 8, kk * 16);
-        FRAG_B(bv, vb_l, nt * 8, kk * 16);
+        FRAG_B(bk, kb_l, nt * 8, c0 + kk * 16);
+        FRAG_B(bv, vb_l, nt * 8, c0 + kk * 16);
         MMA(s[nt], qf[kk], bk[0], bk[1]);
         MMA(s[nt + 1], qf[kk], bk[2], bk[3]);
         MMA(dp[nt], of[kk], bv[0], bv[1]);
         MMA(dp[nt + 1], of[kk], bv[2], bv[3]);
       }
+#if NSPLIT > 1
+    nv_pair_sum(s, dp, BN / 8, xch); /* this half's partial products plus the partner's */
+#endif
 
     /* dS = P (dP - Di); element 2 rr + e of n-tile nt is row row0 + 8 rr, key n0 + 8 nt + 2 t + e. */
 NV_UNROLL
@@ -391,9 +437,9 @@ NV_UNROLL
       a[2] = pack2(s[2 * kb2 + 1][0], s[2 * kb2 + 1][1]);
       a[3] = pack2(s[2 * kb2 + 1][2], s[2 * kb2 + 1][3]);
 NV_UNROLL
-      for (int nd = 0; nd < DP / 8; nd += 2) {
+      for (int nd = 0; nd < DH / 8; nd += 2) {
         uint bk[4];
-        FRAG_BT(bk, kt_l, kb2 * 16, nd * 8);
+        FRAG_BT(bk, kt_l, kb2 * 16, c0 + nd * 8);
         MMA(dqa[nd], a, bk[0], bk[1]);
         MMA(dqa[nd + 1], a, bk[2], bk[3]);
       }
@@ -407,9 +453,9 @@ NV_UNROLL
     if (row < Sq) {
       const long ob = dq_off + b * dq_sb + h * dq_sh + (long)row * dq_ss;
 NV_UNROLL
-      for (int nd = 0; nd < DP / 8; nd++)
-        if (nd * 8 < HEAD_DIM) {
-          const int col = nd * 8 + 2 * t;
+      for (int nd = 0; nd < DH / 8; nd++)
+        if (c0 + nd * 8 < HEAD_DIM) {
+          const int col = c0 + nd * 8 + 2 * t;
           fa_store(dq, ob + col, dqa[nd][2 * rr] * scale);
           fa_store(dq, ob + col + 1, dqa[nd][2 * rr + 1] * scale);
         }

@@ -1,4 +1,4 @@
-/* The OpenCL flash backward on NVIDIA tensor cores (kernels/flash_bwd_nv.cl): f16/bf16, D <= 128, sm_80+, or
+/* The OpenCL flash backward on NVIDIA tensor cores (kernels/flash_bwd_nv.cl): f16/bf16, D <= 256, sm_80+, or
  * anywhere with FLASHATTN_OPENCL_NV_TC=emulate (cl_flash_nv.c has the modes). Three launches: flash_bwd_nv_pre
  * (Di into the workspace), flash_bwd_nv_dkdv, flash_bwd_nv_dq; no atomics, so every call is deterministic.
  * What it does not serve, and a kernel the driver refuses to build, return FA_ERROR_UNSUPPORTED: cl_backward.c
@@ -12,8 +12,11 @@
 #include "cl_internal.h"
 
 #define NV_THREADS 128
-#define NV_KEYS 64 /* flash_bwd_nv_dkdv's keys per group (BLOCK_KEYS) */
-#define NV_ROWS 64 /* flash_bwd_nv_dq's queries per group (BLOCK_ROWS) */
+/* flash_bwd_nv_dkdv's keys and flash_bwd_nv_dq's queries per group (BLOCK_KEYS, BLOCK_ROWS): 64, or 32 where
+ * the head dim is split between two warps (padded D > 128, NSPLIT 2), which also takes the partial-sum
+ * exchange's 8 KiB of local memory. */
+#define NV_SPLIT(dp) ((dp) > 128 ? 2 : 1)
+#define NV_XCH_BYTES 8192
 
 /* The last device whose driver refused the dense kernels, and the masked / dropout variants (cl_flash_nv.c's
  * fa_cl_nv_kernel). */
@@ -40,13 +43,14 @@ fa_status fa_cl_flash_nv_backward(fa_context *ctx, const fa_problem *p) {
   const fa_cl_nv_mode mode = fa_cl_nv_mode_of(cl);
   if (mode == FA_CL_NV_OFF) return FA_ERROR_UNSUPPORTED;
   if (p->dtype != FA_F16 && p->dtype != FA_BF16) return FA_ERROR_UNSUPPORTED;
-  /* D > 128: K, V, dK and dV of a warp's 16 keys would not fit the registers (the portable kernels serve it). */
   if (p->head_dim > FA_CL_NV_BWD_MAX_D || p->head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return FA_ERROR_UNSUPPORTED;
   const int emulate = mode == FA_CL_NV_EMULATE;
   const int d = (int)p->head_dim, dp = fa_cl_nv_dp(d);
   const size_t budget = fa_env_local_mem((size_t)cl->local_mem_bytes), extra = emulate ? NV_THREADS * 24 : 0;
-  const int bm = dkdv_block(dp, budget, extra), bn = dq_block(dp, budget, extra);
+  const int split = NV_SPLIT(dp), per_group = 64 / split;
+  const size_t xch = split > 1 ? NV_XCH_BYTES : 0;
+  const int bm = dkdv_block(dp, budget, extra + xch), bn = dq_block(dp, budget, extra + xch);
   if (!bm || !bn) return FA_ERROR_UNSUPPORTED;
 
   const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f;
@@ -102,9 +106,9 @@ fa_status fa_cl_flash_nv_backward(fa_context *ctx, const fa_problem *p) {
 
   const size_t local[3] = {NV_THREADS, 1, 1};
   const size_t pre_global[3] = {(size_t)(p->seqlen_q + 3) / 4 * NV_THREADS, (size_t)p->heads_q, (size_t)p->batch};
-  const size_t kv_global[3] = {(size_t)(p->seqlen_k + NV_KEYS - 1) / NV_KEYS * NV_THREADS, (size_t)p->heads_kv,
-                               (size_t)p->batch};
-  const size_t q_global[3] = {(size_t)(p->seqlen_q + NV_ROWS - 1) / NV_ROWS * NV_THREADS, (size_t)p->heads_q,
+  const size_t kv_global[3] = {(size_t)(p->seqlen_k + per_group - 1) / per_group * NV_THREADS,
+                               (size_t)p->heads_kv, (size_t)p->batch};
+  const size_t q_global[3] = {(size_t)(p->seqlen_q + per_group - 1) / per_group * NV_THREADS, (size_t)p->heads_q,
                               (size_t)p->batch};
   if ((s = fa_cl_launch(ctx, pre, 3, pre_global, local, "flash_bwd_nv_pre")) != FA_SUCCESS) return s;
   if ((s = fa_cl_launch(ctx, dkdv, 3, kv_global, local, "flash_bwd_nv_dkdv")) != FA_SUCCESS) return s;

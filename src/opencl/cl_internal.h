@@ -144,7 +144,7 @@ typedef enum fa_cl_nv_mode { FA_CL_NV_OFF, FA_CL_NV_ON, FA_CL_NV_FORCE, FA_CL_NV
 FA_HIDDEN fa_cl_nv_mode fa_cl_nv_mode_of(const fa_cl *cl);
 /* The head dim the tensor-core kernels pad D to (kernels/nv_warp.cl's DP), and the largest the backward serves. */
 FA_HIDDEN int fa_cl_nv_dp(int d);
-#define FA_CL_NV_BWD_MAX_D 128
+#define FA_CL_NV_BWD_MAX_D 256
 /* Whether a view's offset and batch/seq/head strides are multiples of 8 elements (16-byte tile loads). */
 FA_HIDDEN int fa_cl_nv_aligned8(const fa_view *view);
 /* fa_cl_kernel for a tensor-core kernel, options with -DFA_NV_LDMATRIX and -DFA_NV_CPASYNC added (cl_flash_nv.c's
