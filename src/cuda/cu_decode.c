@@ -102,8 +102,8 @@ static void fill_params(const fa_problem *p, fa_decode_params *a) {
   a->scale = p->scale, a->softcap = p->softcap;
 }
 
-/* The knobs of fa_decode_mma, for measurements (read per call): FLASHATTN_DECODE_WARPS (8; 2, 4 or 8 warps per
- * block), FLASHATTN_DECODE_STAGES (3; ring depth 2..8; both lowered until the block's shared memory fits),
+/* The knobs of fa_decode_mma, for measurements (read per call): FLASHATTN_DECODE_WARPS (8 for fewer than 32
+ * groups, else 4; 2, 4 or 8 warps per block), FLASHATTN_DECODE_STAGES (3; ring depth 2..8; both lowered until the block's shared memory fits),
  * FLASHATTN_DECODE_WAVES (1: the split count fills the GPU's resident blocks about once),
  * FLASHATTN_DECODE_HEADS (1; KV heads per block, a power of two dividing Hkv and the warps),
  * FLASHATTN_DECODE_KERNEL (mma, or simple for the CUDA-core kernel where the mma one could run). H200, f16,
@@ -166,8 +166,13 @@ static void choose(fa_context *ctx, const fa_problem *p, dec_choice *ch) {
     fa_decode_plan_make(p, FA_CU_DECODE_SIMPLE_ROWS, c->sm_count, 4, &ch->plan);
     return;
   }
-  ch->warps = env_int("FLASHATTN_DECODE_WARPS", 8, 2, 8);
-  if (ch->warps & (ch->warps - 1)) ch->warps = 8;
+  /* Few (sequence, KV head, row block) groups (B 1): 8 warps a block, one block per SM, fewer and longer
+   * splits; else 4 warps, two blocks per SM (H200: B 1 3.55 against 3.41 TB/s, B 8 and 64 4.22-4.27 against
+   * 4.09-4.13). */
+  const int64_t rows_total = (p->cu_seqlens_q.buf ? p->max_seqlen_q : p->seqlen_q) * (p->heads_q / p->heads_kv);
+  const int64_t groups = (p->cu_seqlens_q.buf ? p->seqs : p->batch) * p->heads_kv * ((rows_total + 15) / 16);
+  ch->warps = env_int("FLASHATTN_DECODE_WARPS", groups < 32 ? 8 : 4, 2, 8);
+  if (ch->warps & (ch->warps - 1)) ch->warps = 4;
   ch->stages = env_int("FLASHATTN_DECODE_STAGES", 3, 2, 8);
   ch->heads = env_int("FLASHATTN_DECODE_HEADS", 1, 1, 8);
   while (mma_smem(ch->warps, ch->stages, 1, p->head_dim) > c->shared_optin && (ch->stages > 2 || ch->warps > 2)) {
