@@ -461,6 +461,7 @@ static const drop_case cases[] = {
     {FA_F16, 32, 1, 100, 130, 4, 2, 1, 0.15f, 0, 0, TH_PACKED, TH_PACKED},
     {FA_F16, 128, 1, 1024, 1024, 2, 2, 1, 0.1f, 64, 64, TH_PACKED, TH_PACKED}, /* the GPU kernels' main path */
     {FA_BF16, 64, 1, 512, 700, 2, 1, 0, 0.2f, 0, 0, TH_PACKED, TH_PACKED},
+    {FA_BF16, 256, 1, 96, 130, 2, 1, 1, 0.2f, 0, 0, TH_PACKED, TH_PACKED}, /* OpenCL on NVIDIA: split head dim */
 };
 
 START_TEST(t_attention) {

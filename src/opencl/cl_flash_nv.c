@@ -14,8 +14,8 @@
  * (then 32-bit local loads, and tiles staged through registers). In mode on, a build the driver refuses is
  * tried again without cp.async, then without ldmatrix, then without both, before the portable kernel; what
  * was dropped, and the first refusal's log, go into fa_device_info.kernels, and later builds on the device
- * leave it out at once. FLASHATTN_OPENCL_NV_DEFINES: more build options appended (measurements, e.g.
- * -cl-nv-maxrregcount=168 on NVIDIA); FLASHATTN_OPENCL_NV_BLOCK_N: the forward's key tile (below). */
+ * leave it out at once. FLASHATTN_OPENCL_NV_DEFINES: more build options appended (measurements; NVIDIA's
+ * compiler rejects -cl-nv-maxrregcount); FLASHATTN_OPENCL_NV_BLOCK_N: the forward's key tile (below). */
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
