@@ -16,6 +16,19 @@
 #include "cuda_params.h"
 #include "decode.h"
 
+/* Sequence b's query rows q0 .. q0 + sq - 1 and keys kr0 .. kr0 + len - 1 (varlen: on the packed token axes;
+ * else rows 0 .. Sq - 1 and seqlens_k's length), for both decode kernels. */
+static __device__ __forceinline__ void seq_span(const fa_decode_params &a, int b, int *len, int *sq, int *q0,
+                                                int *kr0) {
+  *sq = a.seqlen_q, *q0 = 0, *kr0 = 0;
+  if (a.varlen) {
+    fa_dec_span((const int *)a.cu_q, a.cu_q_s, b, a.seqlen_q, q0, sq);
+    fa_dec_span((const int *)a.cu_k, a.cu_k_s, b, a.cap, kr0, len);
+  } else {
+    *len = fa_dec_length((const int *)a.seqlens, a.sl_s, a.has_seqlens, b, a.cap);
+  }
+}
+
 #if !FA_DEC_MMA /* one of the two decode kernels per compile: they take the same defines */
 #define THREADS 128
 #define U 2 /* keys per slot per step */
@@ -59,16 +72,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) fa_decode(const fa_decode_
   const int t = threadIdx.x, slot = t / kLpk, lane = t % kLpk;
   const int rb = blockIdx.x % a.row_blocks, split = blockIdx.x / a.row_blocks;
   const int hk = blockIdx.y, b = blockIdx.z;
-  const int *seqlens = (const int *)a.seqlens, *table = (const int *)a.table;
+  const int *table = (const int *)a.table;
   /* The sequence's query rows q0 .. q0 + sq - 1 (of batch qb) and keys kr0 .. kr0 + len - 1 (of batch kb). */
-  int len, sq = a.seqlen_q, q0 = 0, kr0 = 0;
+  int len, sq, q0, kr0;
   const int qb = a.varlen ? 0 : b, kb = a.varlen ? 0 : b;
-  if (a.varlen) {
-    fa_dec_span((const int *)a.cu_q, a.cu_q_s, b, a.seqlen_q, &q0, &sq);
-    fa_dec_span((const int *)a.cu_k, a.cu_k_s, b, a.cap, &kr0, &len);
-  } else {
-    len = fa_dec_length(seqlens, a.sl_s, a.has_seqlens, b, a.cap);
-  }
+  seq_span(a, b, &len, &sq, &q0, &kr0);
   const int rows_total = sq * a.group;
   const fa_elem *q = (const fa_elem *)a.q, *k = (const fa_elem *)a.k, *v = (const fa_elem *)a.v;
 
@@ -275,15 +283,10 @@ extern "C" __global__ void __launch_bounds__(kW * 32) fa_decode_mma(const fa_dec
   const int wh = w % kH, wc = w / kH; /* this warp's head in the block, and its phase among that head's warps */
   const int rb = blockIdx.x % a.row_blocks, split = blockIdx.x / a.row_blocks;
   const int hk = blockIdx.y * kH + wh, b = blockIdx.z;
-  const int *seqlens = (const int *)a.seqlens, *table = (const int *)a.table;
-  int len, sq = a.seqlen_q, q0 = 0, kr0 = 0;
+  const int *table = (const int *)a.table;
+  int len, sq, q0, kr0;
   const int qb = a.varlen ? 0 : b, kb = a.varlen ? 0 : b;
-  if (a.varlen) {
-    fa_dec_span((const int *)a.cu_q, a.cu_q_s, b, a.seqlen_q, &q0, &sq);
-    fa_dec_span((const int *)a.cu_k, a.cu_k_s, b, a.cap, &kr0, &len);
-  } else {
-    len = fa_dec_length(seqlens, a.sl_s, a.has_seqlens, b, a.cap);
-  }
+  seq_span(a, b, &len, &sq, &q0, &kr0);
   const int rows_total = sq * a.group;
   const unsigned short *q = (const unsigned short *)a.q;
   const fa_elem *k = (const fa_elem *)a.k + (long long)kr0 * a.k_ss, *v = (const fa_elem *)a.v + (long long)kr0 * a.v_ss;
