@@ -160,15 +160,18 @@ fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, in
 }
 
 fa_status fa_tiles_cuda_sm90_backward(const fa_tile_limits *lim, int head_dim, fa_tiles *out) {
-  /* kernels/flash_bwd_sm90.cu: 128 keys a block (two consumer warpgroups of 64), 64 queries a step, two
-   * stages. Shared: K and V; Q and dO per stage; dS^T twice; dQ's float staging per slab; lse2 and di per
-   * stage; barriers and tile indices (and the deterministic dQ hand-over's: 48 bytes); 1024 bytes of slack for
-   * the swizzle's alignment. Its registers hold
-   * dK and dV for 64 keys: D <= 128. */
-  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 128) return FA_ERROR_UNSUPPORTED;
-  const size_t slabs = (size_t)(head_dim + 63) / 64, bm = 64, bn = 128, st = 2;
-  const size_t bytes = 2 * slabs * bn * 128 + 2 * st * slabs * bm * 128 + 2 * bn * 128 + slabs * bm * 256 +
-                       2 * st * bm * 4 + 8 * (1 + 4 * st) + 8 * st + 48 + 1024;
+  /* kernels/flash_bwd_sm90.cu, 64 queries a step, two stages. D <= 128: 128 keys a block (two consumer
+   * warpgroups of 64), whose registers hold dK and dV for 64 keys. Shared: K and V; Q and dO per stage; dS^T
+   * twice; dQ's float staging per slab; lse2 and di per stage; barriers and tile indices (and the
+   * deterministic dQ hand-over's: 48 bytes); 1024 bytes of slack for the swizzle's alignment.
+   * D > 128: 64 keys a block, the warpgroups splitting the head dim; four slabs of K, V, Q and dO; P^T and
+   * dS^T twice; no dQ staging (it goes into the step's Q and dO tiles); the hand-over's 64 bytes. */
+  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
+  const int split = head_dim > 128;
+  const size_t slabs = split ? 4 : (size_t)(head_dim + 63) / 64, bm = 64, bn = split ? 64 : 128, st = 2;
+  const size_t bytes = 2 * slabs * bn * 128 + 2 * st * slabs * bm * 128 + (split ? 4 : 2) * bn * 128 +
+                       (split ? 0 : slabs * bm * 256) + 2 * st * bm * 4 + 8 * (1 + 4 * st) + 8 * st +
+                       (split ? 64 : 48) + 1024;
   if (bytes > lim->local_mem_bytes || lim->max_group_size < 384) return FA_ERROR_UNSUPPORTED;
   out->block_q = (int)bm;
   out->block_k = (int)bn;

@@ -22,7 +22,7 @@ static const char *sm90_bwd_reason(fa_context *ctx, const fa_problem *p, fa_tile
   fa_tile_limits lim;
   fa_cu_tile_limits(ctx, &lim);
   if (fa_tiles_cuda_sm90_backward(&lim, (int)p->head_dim, t) != FA_SUCCESS)
-    return "it serves head dims up to 128 within the shared-memory budget";
+    return "it serves head dims up to 256 within the shared-memory budget";
   const int64_t qs[3] = {p->batch, p->seqlen_q, p->heads_q}, ks[3] = {p->batch, p->seqlen_k, p->heads_kv};
   const struct {
     const char *name;
