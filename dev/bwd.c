@@ -39,6 +39,8 @@
  *   v1  TMA ring, wgmma for all five products, bulk-reduced dQ   496 / 506 (1.57-1.65× FA2, 0.82-0.88× cuDNN)
  *   v1 deterministic, key blocks in increasing order             361 / 227
  *   v2 deterministic, causal key blocks from the last down       357 / 341
+ *   v3 deterministic, the ordered dQ addition on writer warps      490 / 489
+ *   v4  D > 128: 64-key blocks, the warpgroups split the head dim  D 256: 379 / 380 (was 152 / 152 on sm80)
  * Block masks in flash_bwd.cl's row layout: one mask byte per block a row crosses (mask_line), blocks of 64 at
  *   density 1/2: 1.24× → 1.02× of dense. Dropout there: a call per score 2.4× dense, float8 vectors 1.47×,
  *   the keep bits in local memory 1.36× */
