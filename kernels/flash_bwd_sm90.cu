@@ -261,21 +261,19 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 #endif
     fa_mbar_init_fence();
   }
-#if SPLIT_D
+#if SPLIT_D && NSLAB < NSL
   /* Slabs past NSLAB are never loaded (nor dQ staged there): zeros, so that the products over them add 0. */
-  if (NSL > NSLAB) {
-    for (int i = tid; i < (NSL - NSLAB) * KV_SLAB / 16; i += blockDim.x) {
-      const int off = NSLAB * KV_SLAB + 16 * i;
-      *(uint4 *)(sbase + SM_K + off) = make_uint4(0, 0, 0, 0);
-      *(uint4 *)(sbase + SM_V + off) = make_uint4(0, 0, 0, 0);
-    }
-    for (int i = tid; i < STAGES * (NSL - NSLAB) * Q_SLAB / 16; i += blockDim.x) {
-      const int per = (NSL - NSLAB) * Q_SLAB / 16, off = (i / per) * Q_TILE + NSLAB * Q_SLAB + 16 * (i % per);
-      *(uint4 *)(sbase + SM_Q + off) = make_uint4(0, 0, 0, 0);
-      *(uint4 *)(sbase + SM_DO + off) = make_uint4(0, 0, 0, 0);
-    }
-    fa_fence_proxy_async();
+  for (int i = tid; i < (NSL - NSLAB) * KV_SLAB / 16; i += blockDim.x) {
+    const int off = NSLAB * KV_SLAB + 16 * i;
+    *(uint4 *)(sbase + SM_K + off) = make_uint4(0, 0, 0, 0);
+    *(uint4 *)(sbase + SM_V + off) = make_uint4(0, 0, 0, 0);
   }
+  for (int i = tid; i < STAGES * (NSL - NSLAB) * Q_SLAB / 16; i += blockDim.x) {
+    const int per = (NSL - NSLAB) * Q_SLAB / 16, off = (i / per) * Q_TILE + NSLAB * Q_SLAB + 16 * (i % per);
+    *(uint4 *)(sbase + SM_Q + off) = make_uint4(0, 0, 0, 0);
+    *(uint4 *)(sbase + SM_DO + off) = make_uint4(0, 0, 0, 0);
+  }
+  fa_fence_proxy_async();
 #endif
   __syncthreads();
 
