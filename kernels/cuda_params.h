@@ -82,6 +82,7 @@ typedef struct fa_bwd_sm90_params {
   int block_q, block_k;
   unsigned dropout_offset, dropout_threshold;
   float dropout_scale;
+  fa_infer_params inf; /* FA_INFER; varlen: grid z counts sequences, the workspace is per sequence */
 } fa_bwd_sm90_params;
 
 /* TMA maps of q, k, v and dout for the Hopper backward: boxes of 64 columns x BLOCK_M rows (q, dout) or

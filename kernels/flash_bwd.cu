@@ -148,6 +148,7 @@ typedef struct fa_bwd_params {
 #if FA_BLOCK_MASK || FA_DROPOUT || FA_INFER
 #include "masks.h"
 #endif
+#include "flash_infer.cuh"
 #if FA_INFER && (FA_BLOCK_MASK || FA_DROPOUT)
 #error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
 #endif
@@ -159,47 +160,6 @@ typedef struct fa_bwd_params {
 #define FA_POS_INF __int_as_float(0x7f800000)
 
 /* ---- sequences (varlen) and the inference options, shared by both families ---- */
-
-/* A block's sequence: query rows qfirst .. qfirst + sq - 1 and keys kfirst .. kfirst + sk - 1 of tensor batch bt
- * (varlen: batch 0, the grid's b-th sequence; otherwise all of batch b). */
-struct seq_span {
-  int sq, sk, qfirst, kfirst, bt;
-};
-static __device__ __forceinline__ seq_span seq_of(const fa_bwd_params &p, int b) {
-  seq_span s = {p.seqlen_q, p.seqlen_k, 0, 0, b};
-#if FA_INFER
-  if (p.inf.varlen) {
-    fa_seq_span((const int *)p.inf.cu_q, p.inf.cu_q_s, b, p.seqlen_q, &s.qfirst, &s.sq);
-    fa_seq_span((const int *)p.inf.cu_k, p.inf.cu_k_s, b, p.seqlen_k, &s.kfirst, &s.sk);
-    s.bt = 0;
-  }
-#endif
-  return s;
-}
-
-#if FA_INFER
-/* ALiBi's slope of head h of sequence b in base 2 (0: none). */
-static __device__ __forceinline__ float slope2_of(const fa_bwd_params &p, int b, int h) {
-  return p.inf.has_alibi ? ((const float *)p.inf.alibi)[b * p.inf.al_sb + h * p.inf.al_sh] * LOG2E : 0.f;
-}
-
-/* The base-2 score of raw q.k x for a row at diagonal position diag and key j (scaled, capped, ALiBi's bias
- * added), and in g softcap's factor on dS (1 without it). The 16-bit kernel takes the fast tanh. */
-static __device__ __forceinline__ float mod_score(const fa_bwd_params &p, float x, float slope2, int diag, int j,
-                                                  float &g) {
-  x *= p.scale_log2;
-  g = 1.f;
-  if (p.inf.softcap2 > 0.f) {
-#if FA_TC
-    x = fa_softcap_fast(x, p.inf.softcap2);
-#else
-    x = fa_softcap(x, p.inf.softcap2);
-#endif
-    g = fa_softcap_grad(x, p.inf.softcap2);
-  }
-  return slope2 != 0.f ? x + fa_alibi(slope2, diag, j) : x;
-}
-#endif
 
 /* The semaphore of query block q0 (local) of (tensor batch bt, head h), sequence rows from qfirst on: one per
  * query block, or with FA_INFER one per token row (blocks of different sequences start anywhere). */
@@ -419,7 +379,7 @@ static __device__ __forceinline__ void scores(const fa_bwd_params &p, const floa
     for (int j = 0; j < CNA; j++) {
       const int c = tx + TXA * j;
       float g;
-      const float x = mod_score(p, s[i][j], te.slope2, q0 + r + (int)diag, k0 + c, g);
+      const float x = mod_score<FA_TC>(p, s[i][j], te.slope2, q0 + r + (int)diag, k0 + c, g);
       const float pe = l != FA_POS_INF && k0 + c >= lo && k0 + c < hi ? exp2f(x - l) : 0.f;
       if (sp) sp[r * PS + c] = pe;
       sds[r * PS + c] = pe * (dp[i][j] - di) * g;
@@ -1150,7 +1110,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS) flash_bwd_dkd
           /* The modified base-2 score; P zero outside the rows that see the key; dS takes softcap's factor. */
           (void)last;
           float gf;
-          const float x = mod_score(p, st[nt][e], slope2, q0 + r + (int)diag, (int)key, gf);
+          const float x = mod_score<FA_TC>(p, st[nt][e], slope2, q0 + r + (int)diag, (int)key, gf);
           const int qr = q0 + r;
           const float pe = (l != FA_POS_INF && qr >= rlo[e >> 1] && qr < rhi[e >> 1]) ? exp2f(x - l) : 0.f;
           st[nt][e] = pe;

@@ -34,6 +34,20 @@
 #include "masks.h"
 #include "sm90.cuh"
 #include "sm90_wgmma.cuh"
+#ifndef FA_INFER
+#define FA_INFER 0
+#endif
+#include "flash_infer.cuh"
+#if FA_INFER && (FA_BLOCK_MASK || FA_DROPOUT)
+#error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
+#endif
+#if FA_INFER /* the window's bounds (kernels/masks.h's band), -1: unbounded */
+#define WIN_L (p.inf.wl)
+#define WIN_R (p.inf.wr)
+#else
+#define WIN_L (-1)
+#define WIN_R (-1)
+#endif
 
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -119,13 +133,14 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_pre(con
   const int lane = threadIdx.x & 31, i = blockIdx.x * 8 + (threadIdx.x >> 5);
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   if (i >= p.seqlen_q_pad) return;
-  const long long row = ((long long)b * p.heads_q + h) * p.seqlen_q_pad + i;
+  const seq_span sp = seq_of(p, b);
+  const long long row = ((long long)b * p.heads_q + h) * p.seqlen_q_pad + i, t = (long long)sp.qfirst + i;
   float di = 0.f, l2 = __int_as_float(0x7f800000);
-  if (i < p.seqlen_q) {
-    const fa_elem *o = (const fa_elem *)p.o + b * p.o_sb + h * p.o_sh + (long long)i * p.o_ss;
-    const fa_elem *g = (const fa_elem *)p.dout + b * p.do_sb + h * p.do_sh + (long long)i * p.do_ss;
+  if (i < sp.sq) {
+    const fa_elem *o = (const fa_elem *)p.o + sp.bt * p.o_sb + h * p.o_sh + t * p.o_ss;
+    const fa_elem *g = (const fa_elem *)p.dout + sp.bt * p.do_sb + h * p.do_sh + t * p.do_ss;
     for (int d = lane; d < HEAD_DIM; d += 32) di += fa_load(o + d) * fa_load(g + d);
-    const float lse = ((const float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)i * p.lse_ss];
+    const float lse = ((const float *)p.lse)[sp.bt * p.lse_sb + h * p.lse_sh + t * p.lse_ss];
     if (lse > FA_NEG_INF) l2 = lse * 1.4426950408889634f;
   }
 #pragma unroll
@@ -140,11 +155,12 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_pre(con
 extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_dq(const fa_bwd_sm90_params p) {
   const int lane = threadIdx.x & 31, i = blockIdx.x * 8 + (threadIdx.x >> 5);
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
-  if (i >= p.seqlen_q) return;
+  const seq_span sp = seq_of(p, b);
+  if (i >= sp.sq) return;
   const int m = i / BM, r = i % BM;
   const float *acc =
       (const float *)p.dq_acc + (((long long)b * p.heads_q + h) * p.n_mblocks + m) * (NSLAB * BM * 64) + r * 64;
-  fa_elem *dst = (fa_elem *)p.dq + b * p.dq_sb + h * p.dq_sh + (long long)i * p.dq_ss;
+  fa_elem *dst = (fa_elem *)p.dq + sp.bt * p.dq_sb + h * p.dq_sh + ((long long)sp.qfirst + i) * p.dq_ss;
   for (int d = lane; d < HEAD_DIM; d += 32)
     dst[d] = fa_from_float(p.scale * acc[(d >> 6) * (BM * 64) + ((d & 63) ^ ((r & 7) << 3))]);
 }
@@ -156,10 +172,15 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS) flash_bwd_sm90_dq(cons
  * here 0.94-1.0x). The blocks that add to query block m are key blocks 0 .. last, a prefix. Causal: from the
  * last down, so that each block's first query block (its diagonal) is its turn 0 and the blocks run in step
  * instead of each waiting for all before it; otherwise in increasing order. */
-static __device__ __forceinline__ int *dq_turn(const fa_bwd_sm90_params &p, long long bh, int m, int sl, int nb) {
+static __device__ __forceinline__ int *dq_turn(const fa_bwd_sm90_params &p, const seq_span &sp, long long bh, int m,
+                                               int sl, int nb) {
   int *sem = (int *)p.sem + (bh * p.n_mblocks + m) * NSLAB + sl;
-  const int last = min((int)gridDim.x - 1, ((m + 1) * BM + p.seqlen_k - p.seqlen_q - 1) / BN);
-  const int turn = p.causal ? last - nb : nb;
+  /* The key blocks that reach query block m: from the one holding its first row's first key to the one holding
+   * its last row's last (the band's bounds never decrease). */
+  const int q0 = m * BM, q1 = min(q0 + BM, sp.sq);
+  const int first = fa_band_lo(q0, sp.sq, sp.sk, WIN_L) / BN;
+  const int last = min((sp.sk - 1) / BN, (fa_band_hi(q1 - 1, sp.sq, sp.sk, p.causal, WIN_R) - 1) / BN);
+  const int turn = p.causal ? last - nb : nb - first;
   int seen;
   do {
     asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(sem) : "memory");
@@ -176,8 +197,8 @@ static __device__ __forceinline__ void dq_turn_done(int *sem) {
 #if SPLIT_D
 /* The writer of warpgroup c: its slabs 2 c, 2 c + 1 (those below NSLAB), staged as rows 0-31 in the slab of
  * the step's Q tile and rows 32-63 in the slab of its dO tile; then the stage goes back to the producer. */
-static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, unsigned char *sbase, unsigned base,
-                                              unsigned bars, int nb, int hk, int b, int c) {
+static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, const seq_span &sp, unsigned char *sbase,
+                                              unsigned base, unsigned bars, int nb, int hk, int b, int c) {
   for (int j = 0;; j++) {
     const int st = j % STAGES;
     fa_mbar_wait(bars + BAR_DQ_FULL(st, c), (j / STAGES) & 1);
@@ -187,7 +208,7 @@ static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, un
     const int m = info & 0x0fffffff, cls = info >> 28;
     const long long bh = (long long)b * p.heads_q + hk * p.group + job[1];
     for (int sl = 2 * c; sl < 2 * c + 2 && sl < NSLAB; sl++) {
-      int *sem = dq_turn(p, bh, m, sl, nb);
+      int *sem = dq_turn(p, sp, bh, m, sl, nb);
       if (cls != FA_TILE_SKIP) {
         float *dst = (float *)p.dq_acc + ((bh * p.n_mblocks + m) * NSLAB + sl) * (BM * 64);
         fa_bulk_add_f32(dst, base + SM_Q + st * Q_TILE + sl * Q_SLAB, Q_SLAB);
@@ -203,8 +224,8 @@ static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, un
 }
 #else
 /* The writer of slab sl, from the consumers' staging buffer, handed back by BAR_DQ_EMPTY. */
-static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, unsigned char *sbase, unsigned bars,
-                                              int nb, int hk, int b, int sl) {
+static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, const seq_span &sp, unsigned char *sbase,
+                                              unsigned bars, int nb, int hk, int b, int sl) {
   const int n_m = p.n_mblocks;
   const unsigned stage = fa_smem_addr(sbase + SM_DQ + sl * (BM * 256));
   volatile const int *job = (volatile const int *)(sbase + SM_BAR + DQ_JOB) + 2 * sl;
@@ -215,7 +236,7 @@ static __device__ __forceinline__ void dq_writer(const fa_bwd_sm90_params &p, un
     const int m = info & 0x0fffffff, cls = info >> 28;
     const long long bh = (long long)b * p.heads_q + hk * p.group + job[1];
     float *dst = (float *)p.dq_acc + ((bh * n_m + m) * NSLAB + sl) * (BM * 64);
-    int *sem = dq_turn(p, bh, m, sl, nb);
+    int *sem = dq_turn(p, sp, bh, m, sl, nb);
     if (cls != FA_TILE_SKIP) {
       fa_bulk_add_f32(dst, stage, BM * 256);
       fa_bulk_commit();
@@ -240,10 +261,14 @@ extern "C" __global__ void __launch_bounds__(384, 1)
   /* Causal and ordered, a block waits for the key blocks after it (see the dQ turns below): launch those first. */
   const int nb = FA_DQ_ORDERED && p.causal ? (int)gridDim.x - 1 - (int)blockIdx.x : (int)blockIdx.x;
   const int hk = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
-  const int n0 = nb * BN, Sq = p.seqlen_q, Sk = p.seqlen_k;
+  const seq_span sp = seq_of(p, b); /* varlen: the grid spans the longest sequence */
+  const int Sq = sp.sq, Sk = sp.sk, bt = sp.bt, n0 = nb * BN;
+  if (n0 >= Sk) return;
   const int n_m = p.n_mblocks;
-  /* Causal: the first query that sees key n0 is n0 - (Sk - Sq). */
-  const int m_first = p.causal ? max(0, n0 - (Sk - Sq)) / BM : 0;
+  /* The query blocks whose rows see a key of this block (causal: from row n0 - (Sk - Sq) on). */
+  int r0, r1;
+  fa_band_rows(n0, min(n0 + BN, Sk), Sq, Sk, p.causal, WIN_L, WIN_R, &r0, &r1);
+  const int m_first = r0 / BM, m_end = r0 < r1 ? (r1 + BM - 1) / BM : m_first;
 
   if (tid == 0) {
     fa_mbar_init(bars + BAR_KV, 1);
@@ -282,12 +307,12 @@ extern "C" __global__ void __launch_bounds__(384, 1)
     fa_regs_dealloc<24>();
 #if FA_DQ_ORDERED && SPLIT_D
     if (tid >= 32 && tid < 32 * (1 + NWG)) {
-      if (lane == 0) dq_writer(p, sbase, base, bars, nb, hk, b, (tid >> 5) - 1);
+      if (lane == 0) dq_writer(p, sp, sbase, base, bars, nb, hk, b, (tid >> 5) - 1);
       return;
     }
 #elif FA_DQ_ORDERED
     if (tid >= 32 && tid < 32 * (1 + NSLAB)) {
-      if (lane == 0) dq_writer(p, sbase, bars, nb, hk, b, (tid >> 5) - 1);
+      if (lane == 0) dq_writer(p, sp, sbase, bars, nb, hk, b, (tid >> 5) - 1);
       return;
     }
 #endif
@@ -297,8 +322,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       fa_tma_prefetch_map(&maps.dout);
       fa_mbar_arrive_expect_tx(bars + BAR_KV, 2 * NSLAB * KV_SLAB);
       for (int s = 0; s < NSLAB; s++) {
-        fa_tma_load4(base + SM_K + s * KV_SLAB, &maps.k, bars + BAR_KV, 64 * s, n0, hk, b);
-        fa_tma_load4(base + SM_V + s * KV_SLAB, &maps.v, bars + BAR_KV, 64 * s, n0, hk, b);
+        fa_tma_load4(base + SM_K + s * KV_SLAB, &maps.k, bars + BAR_KV, 64 * s, sp.kfirst + n0, hk, bt);
+        fa_tma_load4(base + SM_V + s * KV_SLAB, &maps.v, bars + BAR_KV, 64 * s, sp.kfirst + n0, hk, bt);
       }
     }
     int n = 0;
@@ -311,14 +336,20 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       auto classify = [&](int ml) {
         return fa_block_tile(mk, p.mask_sr, p.mask_sc, p.block_q, p.block_k, ml * BM, min(ml * BM + BM, Sq), n0, c1);
       };
-      fa_tile_walk tw = fa_walk_start(m_first, n_m);
+      fa_tile_walk tw = fa_walk_start(m_first, m_end);
       int cls;
       int m = fa_walk_next(tw, lane, FA_DQ_ORDERED, classify, &cls);
+#elif FA_INFER
+      int m = m_first;
+      auto band_class = [&](int ml) {
+        return fa_band_tile(ml * BM, min(ml * BM + BM, Sq), n0, n0 + BN, Sq, Sk, p.causal, WIN_L, WIN_R);
+      };
+      int cls = band_class(m);
 #else
       const int cls = FA_TILE_FULL;
       int m = m_first;
 #endif
-      for (; m < n_m; n++) {
+      for (; m < m_end; n++) {
         const int st = n % STAGES;
         const unsigned ph = ((n / STAGES) & 1) ^ 1;
         const bool load = cls != FA_TILE_SKIP; /* a skipped block reaches the consumers only to keep dQ's turns */
@@ -329,7 +360,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
           if (load) {
             fa_mbar_arrive_expect_tx(bars + BAR_FULL_Q(st), NSLAB * Q_SLAB + BM * 4);
             for (int s = 0; s < NSLAB; s++)
-              fa_tma_load4(base + SM_Q + st * Q_TILE + s * Q_SLAB, &maps.q, bars + BAR_FULL_Q(st), 64 * s, m * BM, h, b);
+              fa_tma_load4(base + SM_Q + st * Q_TILE + s * Q_SLAB, &maps.q, bars + BAR_FULL_Q(st), 64 * s,
+                           sp.qfirst + m * BM, h, bt);
             fa_bulk_load(base + SM_LSE + st * BM * 4, (const float *)p.lse2 + bh * p.seqlen_q_pad + m * BM, BM * 4,
                          bars + BAR_FULL_Q(st));
           } else {
@@ -341,8 +373,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
           if (load) {
             fa_mbar_arrive_expect_tx(bars + BAR_FULL_DO(st), NSLAB * Q_SLAB + BM * 4);
             for (int s = 0; s < NSLAB; s++)
-              fa_tma_load4(base + SM_DO + st * Q_TILE + s * Q_SLAB, &maps.dout, bars + BAR_FULL_DO(st), 64 * s, m * BM,
-                           h, b);
+              fa_tma_load4(base + SM_DO + st * Q_TILE + s * Q_SLAB, &maps.dout, bars + BAR_FULL_DO(st), 64 * s,
+                           sp.qfirst + m * BM, h, bt);
             fa_bulk_load(base + SM_DI + st * BM * 4, (const float *)p.di + bh * p.seqlen_q_pad + m * BM, BM * 4,
                          bars + BAR_FULL_DO(st));
           } else {
@@ -351,6 +383,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
         }
 #if FA_BLOCK_MASK
         m = fa_walk_next(tw, lane, FA_DQ_ORDERED, classify, &cls);
+#elif FA_INFER
+        if (++m < m_end) cls = band_class(m);
 #else
         m++;
 #endif
@@ -376,7 +410,9 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 #endif
   const int kr = kb + 16 * w + g; /* this thread's key rows: kr and kr + 8 (of the block) */
   const unsigned k_rows = base + SM_K + kb * 128, v_rows = base + SM_V + kb * 128;
+#if !FA_INFER
   const float sl2 = p.scale_log2;
+#endif
 #if FA_DROPOUT
   const int odd = g & 1; /* key parity: the Philox pair partner is the lane 4 away */
 #endif
@@ -440,6 +476,37 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       for (int i = 0; i < QW / 2; i++) fa_reg_fence(s[i]);
 
       /* P^T: s[4 i + 2 hh + e] is key kr + 8 hh, query q0 + qc + 8 i + 2 t + e. */
+#if FA_INFER
+      /* Softcap's factor on dS is known only here, and a register array for it does not fit: with softcap, P
+       * and dS are computed in one pass, once dP is in. Rows past the sequence have lse2 = +inf: P = 0. */
+      const bool capped = p.inf.softcap2 > 0.f;
+      const float slope2 = slope2_of(p, b, h);
+      if (capped) {
+        fa_wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < QW / 2; i++) fa_reg_fence(dp[i]);
+      }
+#pragma unroll
+      for (int i = 0; i < QW / 8; i++)
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int q = qc + 8 * i + 2 * t + e, key = n0 + kr + 8 * hh, x = 4 * i + 2 * hh + e, qa = q0 + q;
+            float g;
+            float pr = exp2f(mod_score<true>(p, s[x], slope2, qa + Sk - Sq, key, g) - lse2[q]);
+            if (cls == FA_TILE_PARTIAL &&
+                (key < fa_band_lo(qa, Sq, Sk, WIN_L) || key >= fa_band_hi(qa, Sq, Sk, p.causal, WIN_R)))
+              pr = 0.f;
+            s[x] = pr;
+            if (capped) dp[x] = pr * g * (dp[x] - dis[q]);
+          }
+      if (!capped) {
+        fa_wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < QW / 2; i++) fa_reg_fence(dp[i]);
+      }
+#else
       const bool edge = n0 + BN > Sk || (p.causal && n0 + BN - 1 > q0 + Sk - Sq);
 #if FA_BLOCK_MASK
       const unsigned char *mk = (const unsigned char *)p.mask + b * p.mask_sb + h * p.mask_sh;
@@ -463,6 +530,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       fa_wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < QW / 2; i++) fa_reg_fence(dp[i]);
+#endif
 
       /* dS^T = P^T o (dP^T Z / (1 - p) - di); dV takes P^T Z / (1 - p) (Z the forward's keep mask). */
 #pragma unroll
@@ -496,6 +564,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
               const float z = keep[ci][e] ? p.dropout_scale : 0.f;
               s[x] = pr * z;
               dp[x] = pr * (dp[x] * z - dis[q]);
+#elif FA_INFER
+              if (!capped) dp[x] = pr * (dp[x] - dis[q]);
 #else
               dp[x] = pr * (dp[x] - dis[q]);
 #endif
@@ -687,8 +757,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
   }
   fa_named_sync(NB_WG(c), 128);
   const int chunks = HEAD_DIM / 8, ch0 = 8 * db, ch1 = min(chunks, ch0 + DW / 8);
-  unsigned short *gk = (unsigned short *)p.dk + b * p.dk_sb + hk * p.dk_sh;
-  unsigned short *gv = (unsigned short *)p.dv + b * p.dv_sb + hk * p.dv_sh;
+  unsigned short *gk = (unsigned short *)p.dk + bt * p.dk_sb + hk * p.dk_sh + (long long)sp.kfirst * p.dk_ss;
+  unsigned short *gv = (unsigned short *)p.dv + bt * p.dv_sb + hk * p.dv_sh + (long long)sp.kfirst * p.dv_ss;
   for (int k = wtid; k < 64 * (ch1 - ch0); k += 128) {
     const int r = k / (ch1 - ch0), ch = ch0 + k % (ch1 - ch0), key = n0 + kb + r;
     if (key < Sk) {

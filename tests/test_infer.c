@@ -51,6 +51,11 @@ static const inf_case cases[] = {
     {F32, 64, 2, 2, 2, 0, {40}, {60}, 1, 0, 0, 0, 0, 5.0f, 0},
     {BF16, 128, 4, 2, 3, 1, {90, 3, 140}, {100, 40, 140}, 1, 1, 50, -1, 2, 30.0f, 0},
     {F32, 64, 4, 2, 2, 0, {100}, {100}, 0, 1, 20, 20, 1, 2.0f, 1}, /* deterministic */
+    /* 16-bit, for the Hopper backward: several key blocks whose window starts past block 0 (deterministic dQ
+     * turns counted from the first block that reaches a query block), and the head-dim-split kernel */
+    {F16, 128, 4, 2, 2, 0, {300}, {300}, 0, 1, 64, 64, 0, 0, 1},
+    {BF16, 256, 4, 2, 2, 1, {150, 70}, {200, 64}, 1, 1, 40, 0, 1, 15.0f, 1},
+    {BF16, 192, 2, 1, 2, 1, {100, 200}, {260, 130}, 0, 0, 0, 0, 0, 20.0f, 0},
 };
 static const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 

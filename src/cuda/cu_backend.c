@@ -52,7 +52,7 @@ static fa_status cu_kv_append(fa_context *ctx, const fa_problem *p) { return pus
 
 /* The flash backward's workspace, for fa_backward_workspace_size(): the family fa_cu_backward would take. */
 static fa_status cu_backward_workspace(fa_context *ctx, const fa_problem *p, size_t *bytes) {
-  const int sm90 = fa_problem_flash_infer(p) ? 0 : fa_cu_backward_sm90_choice(ctx, p);
+  const int sm90 = fa_cu_backward_sm90_choice(ctx, p);
   if (sm90 < 0) return FA_ERROR_UNSUPPORTED;
   return sm90 ? fa_cu_backward_sm90_workspace(ctx, p, bytes) : fa_cu_backward_sm80_workspace(ctx, p, bytes);
 }

@@ -131,7 +131,7 @@ fa_status fa_cu_backward_sm80_workspace(fa_context *ctx, const fa_problem *p, si
 }
 
 fa_status fa_cu_backward(fa_context *ctx, const fa_problem *p) {
-  const int sm90 = fa_problem_flash_infer(p) ? 0 : fa_cu_backward_sm90_choice(ctx, p);
+  const int sm90 = fa_cu_backward_sm90_choice(ctx, p);
   if (sm90 != 0) return sm90 > 0 ? fa_cu_backward_sm90(ctx, p) : FA_ERROR_UNSUPPORTED;
   const int d = (int)p->head_dim;
   const size_t es = fa_dtype_size(p->dtype);

@@ -54,20 +54,25 @@ int fa_cu_backward_sm90_choice(fa_context *ctx, const fa_problem *p) {
   return 0;
 }
 
-/* Workspace: lse2, di [B Hq][Sq_pad] (`rows` floats each); dq_acc [B Hq][Sq_pad][slabs x 64] (`acc`);
- * sem [B Hq][n_m][slabs] (deterministic). */
+/* The batches the kernels see: varlen's sequences, each as long as the longest, or the batch. */
+static int64_t seqs_of(const fa_problem *p) { return p->cu_seqlens_q.buf ? p->seqs : p->batch; }
+static int64_t rows_q(const fa_problem *p) { return p->cu_seqlens_q.buf ? p->max_seqlen_q : p->seqlen_q; }
+static int64_t rows_k(const fa_problem *p) { return p->cu_seqlens_q.buf ? p->max_seqlen_k : p->seqlen_k; }
+
+/* Workspace: lse2, di [S Hq][Sq_pad] (`rows` floats each); dq_acc [S Hq][Sq_pad][slabs x 64] (`acc`);
+ * sem [S Hq][n_m][slabs] (deterministic). S and Sq: seqs_of and rows_q. */
 static fa_status workspace_layout(fa_context *ctx, const fa_problem *p, const fa_tiles *t, size_t *rows, size_t *acc,
                                   size_t *bytes) {
   const int slabs = ((int)p->head_dim + 63) / 64;
-  const int64_t n_m = (p->seqlen_q + t->block_q - 1) / t->block_q, sq_pad = n_m * t->block_q;
+  const int64_t n_m = (rows_q(p) + t->block_q - 1) / t->block_q, sq_pad = n_m * t->block_q;
   size_t sems;
-  if (__builtin_mul_overflow((size_t)p->batch, (size_t)p->heads_q, rows) ||
+  if (__builtin_mul_overflow((size_t)seqs_of(p), (size_t)p->heads_q, rows) ||
       __builtin_mul_overflow(*rows, (size_t)sq_pad, rows) ||
       __builtin_mul_overflow(*rows, (size_t)slabs * 64, acc) ||
-      __builtin_mul_overflow((size_t)p->batch * (size_t)p->heads_q, (size_t)n_m * (size_t)slabs, &sems) ||
+      __builtin_mul_overflow((size_t)seqs_of(p) * (size_t)p->heads_q, (size_t)n_m * (size_t)slabs, &sems) ||
       __builtin_mul_overflow(2 * *rows + *acc + (p->deterministic ? sems : 0), sizeof(float), bytes))
     return fa_fail(ctx, FA_ERROR_OUT_OF_MEMORY, "fa_backward: the workspace for %lld x %lld x %lld rows overflows size_t",
-                   (long long)p->batch, (long long)p->heads_q, (long long)p->seqlen_q);
+                   (long long)seqs_of(p), (long long)p->heads_q, (long long)rows_q(p));
   return FA_SUCCESS;
 }
 
@@ -83,12 +88,13 @@ fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
   fa_tiles t;
   if (sm90_bwd_reason(ctx, p, &t)) return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_backward: no sm90 kernel");
   const int d = (int)p->head_dim, ordered = p->deterministic != 0;
-  const int64_t n_m = (p->seqlen_q + t.block_q - 1) / t.block_q, sq_pad = n_m * t.block_q;
-  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.f;
+  const int64_t n_m = (rows_q(p) + t.block_q - 1) / t.block_q, sq_pad = n_m * t.block_q, seqs = seqs_of(p);
+  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.f, infer = fa_problem_flash_infer(p);
 
   char defs[256];
-  snprintf(defs, sizeof defs, "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DFA_DQ_ORDERED=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d",
-           fa_cu_dtype_define(p->dtype), d, t.block_q, t.block_k, ordered, masked, dropout);
+  snprintf(defs, sizeof defs,
+           "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DFA_DQ_ORDERED=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d -DFA_INFER=%d",
+           fa_cu_dtype_define(p->dtype), d, t.block_q, t.block_k, ordered, masked, dropout, infer);
   CUfunction pre, main_fn, conv;
   fa_status st = fa_cu_function_arch(ctx, "sm_90a", "flash_bwd_sm90.cu", defs, "flash_bwd_sm90_pre", 0, &pre);
   if (st == FA_SUCCESS)
@@ -129,6 +135,7 @@ fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
   a.seqlen_q = (int)p->seqlen_q, a.seqlen_k = (int)p->seqlen_k, a.seqlen_q_pad = (int)sq_pad, a.n_mblocks = (int)n_m;
   a.heads_q = (int)p->heads_q, a.group = (int)(p->heads_q / p->heads_kv), a.causal = p->causal != 0;
   a.scale = p->scale, a.scale_log2 = (float)(p->scale * LOG2E);
+  fa_cu_infer_params(p, &a.inf);
 
   fa_bwd_sm90_maps maps;
   memset(&maps, 0, sizeof maps);
@@ -142,13 +149,17 @@ fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
   CUresult r = c->cu->MemsetD32Async(a.dq_acc, 0, bytes / sizeof(float) - 2 * rows, c->stream);
   if (r != CUDA_SUCCESS) return fa_cu_fail(ctx, "cuMemsetD32Async(dq accumulator)", r);
   void *args1[] = {&a};
-  st = fa_cu_launch_split(ctx, pre, (unsigned)((sq_pad + 7) / 8), p->heads_q, p->batch, 256, 0, args1, &a.b0, &a.h0,
-                          "flash_bwd_sm90_pre");
+  /* Over the sequences (varlen: each as long as the longest; blocks past their own sequence leave). */
+  if (sq_pad) /* zero with varlen whose query sequences are all empty: dk and dv are then zeros */
+    st = fa_cu_launch_split(ctx, pre, (unsigned)((sq_pad + 7) / 8), p->heads_q, seqs, 256, 0, args1, &a.b0, &a.h0,
+                            "flash_bwd_sm90_pre");
   if (st != FA_SUCCESS) return st;
   void *args2[] = {&a, &maps};
-  st = fa_cu_launch_split(ctx, main_fn, (unsigned)((p->seqlen_k + t.block_k - 1) / t.block_k), p->heads_kv, p->batch,
-                          (unsigned)t.threads, t.local_mem_bytes, args2, &a.b0, &a.h0, "flash_bwd_sm90");
-  if (st != FA_SUCCESS) return st;
-  return fa_cu_launch_split(ctx, conv, (unsigned)((p->seqlen_q + 7) / 8), p->heads_q, p->batch, 256, 0, args1, &a.b0,
+  const unsigned kv_blocks = (unsigned)((rows_k(p) + t.block_k - 1) / t.block_k);
+  if (kv_blocks) /* zero with varlen whose key sequences are all empty: dq is then zeros, written below */
+    st = fa_cu_launch_split(ctx, main_fn, kv_blocks, p->heads_kv, seqs, (unsigned)t.threads, t.local_mem_bytes, args2,
+                            &a.b0, &a.h0, "flash_bwd_sm90");
+  if (st != FA_SUCCESS || !sq_pad) return st;
+  return fa_cu_launch_split(ctx, conv, (unsigned)((rows_q(p) + 7) / 8), p->heads_q, seqs, 256, 0, args1, &a.b0,
                             &a.h0, "flash_bwd_sm90_dq");
 }
