@@ -323,7 +323,8 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
  * split-KV decode kernels, forward only; every other forward goes to those kernels when its query rows per
  * key/value head, Sq x (Hq / Hkv) (the longest sequence's with varlen), are at most 16 (8 on CUDA), and to the
  * flash kernels otherwise, which also run the backward of varlen, window, ALiBi and softcap (on Hopper, the
- * sm_80 kernels serve these options in both passes). On the flash kernels a sliding window costs time in
+ * Hopper forward serves them for f16/bf16 tensors that suit TMA, and the sm_80 kernels their backward). On the
+ * flash kernels a sliding window costs time in
  * proportion to the tiles it touches: key tiles outside a query block's band are never loaded, tiles inside
  * it skip the per-score test. The rules, written once for every kernel and the tests, are kernels/masks.h's:
  * - seqlens_k: int32 [B, 1, 1, 1], the keys in use per sequence (a KV cache's lengths): sequence b attends

@@ -4,9 +4,24 @@
  *
  * Tensors as in flash_fwd.cu (fa_fwd_params): q [B, Sq, Hq, D], k and v [B, Sk, Hkv, D], o [B, Sq, Hq, D],
  * lse [B, Hq, Sq] float32 (optional); causal bottom-right; masked rows get o = 0 and lse = -inf; block
- * mask (FA_BLOCK_MASK) and dropout (FA_DROPOUT) with kernels/masks.h exactly as the sm_80 kernel.
+ * mask (FA_BLOCK_MASK), dropout (FA_DROPOUT) and the inference options (FA_INFER) with kernels/masks.h exactly
+ * as the sm_80 kernel.
  * q, k and v are read through the TMA maps in fa_fwd_sm90_maps (dims D, S, H, B innermost first; boxes of
  * 64 columns x BLOCK_M or BLOCK_N rows, 128-byte swizzle): rows past S and columns past D arrive as zeros.
+ *
+ * FA_INFER (not with the two above; flash_fwd_tiles.cuh's fa_walk_of, the same walk as the sm_80 kernel's):
+ *   varlen: the grid's z counts sequences; a block reads its sequence's span, leaves (before any barrier) when
+ *     its rows start past it, and its boxes start at the sequence's first row of the packed axes (the maps
+ *     describe the packed tensors, batch 1). A box's rows past the sequence hold the next sequence's tokens:
+ *     its query rows are computed but never stored (o and lse stores take the sequence's rows only), its keys
+ *     are masked in the scores, and its value rows are zeroed in shared memory before P V (P is 0 there, but
+ *     0 x a value that is not finite would not be).
+ *   band (causal and the window): the producer walks the key tiles [j_first, n_tiles) that meet the block's
+ *     rows' band (tiles outside are never loaded); each consumer classifies every tile against its own 64
+ *     rows (fa_band_tile): SKIP tiles it passes over (its turns taken, its stages released), PARTIAL ones take
+ *     the per-score band test, FULL ones none.
+ *   softcap and ALiBi: on the scores in base 2 before the online softmax (which then takes a scale of 1),
+ *     only when one of them is on.
  *
  * Work: FLOPs 4 B Hq Sq Sk D (non-causal; causal about half), exp2 B Hq Sq Sk; DRAM bytes >= e (2 B Sq Hq D +
  * 2 B Sk Hkv D) + 4 B Hq Sq; each block reads its head's K and V from L2 once. Compute-bound for S >= 512.
@@ -29,7 +44,7 @@
  *
  * Defines: FA_DTYPE (1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_M (64 NWG), BLOCK_N (multiple
  * of 16, <= 256), NWG (consumer warpgroups, 1..3), STAGES, FA_SM90_PINGPONG, FA_SM90_OVERLAP, FA_BLOCK_MASK,
- * FA_DROPOUT. src/cuda/cu_flash_sm90.c picks them and checks that every tensor suits TMA. */
+ * FA_DROPOUT, FA_INFER. src/cuda/cu_flash.c picks them and checks that every tensor suits TMA. */
 #include "cuda_common.cuh"
 #include "cuda_params.h"
 #include "masks.h"
@@ -39,6 +54,9 @@
 
 #if FA_DTYPE != 1 && FA_DTYPE != 2
 #error "flash_fwd_sm90 needs FA_DTYPE 1 (f16) or 2 (bf16)"
+#endif
+#if FA_INFER && (FA_BLOCK_MASK || FA_DROPOUT)
+#error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
 #endif
 #ifndef STAGES
 #define STAGES 2
@@ -100,7 +118,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
   const int h = (int)blockIdx.y + p.h0, b = (int)blockIdx.z + p.b0;
   const int hk = h / p.group;
   const int m0 = mb * BM;
-  const int Sq = p.seqlen_q, Sk = p.seqlen_k;
+  /* The block's sequence (tensor batch bt, first rows qrow0 and krow0 of the axes) and key tiles. */
+  const fa_walk bw = fa_walk_of(p, b, h, m0, BM, BN);
+  if (m0 >= bw.sq) return; /* varlen: past this sequence's rows (the whole block, before any barrier) */
+  const int Sq = bw.sq, Sk = bw.sk, bt = bw.bt, qrow0 = (int)bw.qrow0, krow0 = (int)bw.krow0;
 
   if (tid == 0) {
     fa_mbar_init(bars + BAR_Q, 1);
@@ -118,13 +139,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
     /* ======== producer ======== */
     fa_regs_dealloc<PRODUCER_REGS>();
     if (tid >= 32) return;
-    const int n_tiles = fa_key_tiles(p, m0, BM, BN);
+    const int n_tiles = bw.n_tiles;
     if (lane == 0) {
       fa_tma_prefetch_map(&maps.q);
       fa_tma_prefetch_map(&maps.k);
       fa_tma_prefetch_map(&maps.v);
       fa_mbar_arrive_expect_tx(bars + BAR_Q, NSLAB * Q_SLAB);
-      for (int s = 0; s < NSLAB; s++) fa_tma_load4(base + SMEM_Q + s * Q_SLAB, &maps.q, bars + BAR_Q, 64 * s, m0, h, b);
+      for (int s = 0; s < NSLAB; s++) fa_tma_load4(base + SMEM_Q + s * Q_SLAB, &maps.q, bars + BAR_Q, 64 * s, qrow0 + m0, h, bt);
     }
 #if FA_BLOCK_MASK
     const unsigned char *mk = (const unsigned char *)p.mask + b * p.mask_sb + h * p.mask_sh;
@@ -141,7 +162,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
                  : fa_next_tile(p, mk, m0, r_end, BN, 0, n_tiles, lane, 32, 0xffffffffu, &cls);
 #else
     const int cls = FA_TILE_FULL;
-    int j = 0;
+    int j = bw.j_first;
 #endif
     int n = 0;
     for (;; n++) {
@@ -159,13 +180,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
         tile_info[st] = j | (cls << 28);
         fa_mbar_arrive_expect_tx(bars + BAR_FULL_K(st), KV_TILE);
         for (int s = 0; s < NSLAB; s++)
-          fa_tma_load4(base + SMEM_K + st * KV_TILE + s * KV_SLAB, &maps.k, bars + BAR_FULL_K(st), 64 * s, j * BN, hk, b);
+          fa_tma_load4(base + SMEM_K + st * KV_TILE + s * KV_SLAB, &maps.k, bars + BAR_FULL_K(st), 64 * s, krow0 + j * BN, hk, bt);
       }
       fa_mbar_wait(bars + BAR_EMPTY_V(st), ph);
       if (lane == 0) {
         fa_mbar_arrive_expect_tx(bars + BAR_FULL_V(st), KV_TILE);
         for (int s = 0; s < NSLAB; s++)
-          fa_tma_load4(base + SMEM_V + st * KV_TILE + s * KV_SLAB, &maps.v, bars + BAR_FULL_V(st), 64 * s, j * BN, hk, b);
+          fa_tma_load4(base + SMEM_V + st * KV_TILE + s * KV_SLAB, &maps.v, bars + BAR_FULL_V(st), 64 * s, krow0 + j * BN, hk, bt);
       }
 #if FA_BLOCK_MASK
       j = walk ? fa_walk_next(tw, lane, false, classify, &cls)
@@ -190,9 +211,24 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
 #if FA_DROPOUT
   const unsigned bh = (unsigned)b * (unsigned)p.heads_q + (unsigned)h; /* < 2^32: fa_forward checks B * Hq */
 #endif
+#if FA_INFER
+  const int wl = p.inf.wl, wr = p.inf.wr, r_end = min(mc + 64, Sq);
+  /* Tile j against this warpgroup's rows' band: SKIP (passed over), PARTIAL or FULL; SKIP for all when its rows
+   * start past the sequence. */
+  auto wg_class = [&](int j) {
+    return mc < Sq ? fa_band_tile(mc, r_end, j * BN, j * BN + BN, Sq, Sk, p.causal, wl, wr) : FA_TILE_SKIP;
+  };
+  /* With softcap or ALiBi the scores are scaled before them and the softmax takes them as they are. */
+  const bool mods = p.inf.softcap2 > 0.f || bw.seq.slope2 != 0.f;
+  const float sl2 = mods ? 1.f : p.scale_log2;
+  int j_last = 0; /* the last tile this warpgroup computed */
+#define FA_CLS(info) wg_class((info) & 0x0fffffff)
+#else
   const float sl2 = p.scale_log2;
   /* The causal limit of this warpgroup's first row: tiles ending after it need the per-score mask. */
   const long long first_lim = fa_key_limit(p, mc);
+#define FA_CLS(info) ((info) >> 28)
+#endif
 
   float o[DN / 2];
 #pragma unroll
@@ -236,6 +272,33 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
   float alpha[2];
   auto softmax = [&](int j, int cls) {
     const int n0 = j * BN;
+#if FA_INFER
+    j_last = j;
+    if (mods) {
+#pragma unroll
+      for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++)
+#pragma unroll
+          for (int e = 0; e < 2; e++)
+            s[4 * i + 2 * hh + e] = fa_modify2<true>(p, bw.seq, s[4 * i + 2 * hh + e] * p.scale_log2,
+                                                     row0 + 8 * hh + Sk - Sq - (n0 + 8 * i + 2 * t + e), 0);
+      /* (ALiBi's distance diag - col as one int: fa_alibi's 64-bit difference spilled 56 bytes at D 64) */
+    }
+    if (cls == FA_TILE_PARTIAL) { /* the band's per-score test (keys past Sk too) */
+#pragma unroll
+      for (int hh = 0; hh < 2; hh++) {
+        const int lo = fa_band_lo(row0 + 8 * hh, Sq, Sk, wl), hi = fa_band_hi(row0 + 8 * hh, Sq, Sk, p.causal, wr);
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int col = n0 + 8 * i + 2 * t + e;
+            if (col < lo || col >= hi) s[4 * i + 2 * hh + e] = FA_NEG_INF;
+          }
+      }
+    }
+#else
     const bool edge = n0 + BN > Sk || (p.causal && (long long)n0 + BN - 1 > first_lim);
     if (edge) {
 #pragma unroll
@@ -248,6 +311,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
             if (n0 + 8 * i + 2 * t + e > lim) s[4 * i + 2 * hh + e] = FA_NEG_INF;
       }
     }
+#endif
 #if FA_BLOCK_MASK
     if (cls == FA_TILE_PARTIAL) {
 #pragma unroll
@@ -265,7 +329,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
         }
       }
     }
-#else
+#elif !FA_INFER
     (void)cls;
 #endif
 #pragma unroll
@@ -321,29 +385,75 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
     __syncwarp();
     if (lane == 0) fa_mbar_arrive(bar);
   };
+#if FA_INFER
+  /* A tile none of this warpgroup's rows sees: its turns (every consumer takes the same number, or the
+   * ping-pong would hang), and its stage released once loaded (an arrival before the fill would count towards
+   * the stage's previous one). */
+  auto pass = [&](int n) {
+    const int st = n % STAGES;
+    FA_TURN_WAIT();
+    FA_TURN_PASS();
+    release(bars + BAR_EMPTY_K(st));
+    fa_mbar_wait(bars + BAR_FULL_V(st), (n / STAGES) & 1);
+    release(bars + BAR_EMPTY_V(st));
+#if !FA_SM90_OVERLAP
+    FA_TURN_WAIT();
+    FA_TURN_PASS();
+#endif
+  };
+  /* Varlen: value rows [valid, BN) of stage st (loaded, not yet read by this warpgroup) belong to the next
+   * sequence or to nobody; zeroed, since P's zeros there would not cancel a value that is not finite. Whole
+   * 128-byte rows, so the swizzle does not matter; another consumer may write the same zeros. */
+  auto fix_v = [&](int st, int valid) {
+    uint4 zero;
+    zero.x = zero.y = zero.z = zero.w = 0u;
+    for (int k = tid & 127; k < (BN - valid) * NSLAB * 8; k += 128) {
+      const int r = valid + k / (NSLAB * 8), sl = (k / 8) % NSLAB;
+      *(uint4 *)(sbase + SMEM_V + st * KV_TILE + sl * KV_SLAB + r * 128 + (k % 8) * 16) = zero;
+    }
+    fa_fence_proxy_async();
+    fa_named_sync(BAR_EPI(c), 128);
+  };
+#endif
 
   fa_mbar_wait(bars + BAR_Q, 0);
   int n = 0;
 #if FA_SM90_OVERLAP
-  /* Tile 0 alone, then each step issues S of tile n with P V of tile n - 1. */
+  /* The first tile alone, then each step issues S of tile n with P V of tile n - 1. */
   fa_mbar_wait(bars + BAR_FULL_K(0), 0);
   int info = tile_info[0];
+  int cls = info >= 0 ? FA_CLS(info) : 0;
+#if FA_INFER
+  /* The tiles before this warpgroup's first: passed over. */
+  while (info >= 0 && cls == FA_TILE_SKIP) {
+    pass(n++);
+    fa_mbar_wait(bars + BAR_FULL_K(n % STAGES), (n / STAGES) & 1);
+    info = tile_info[n % STAGES];
+    cls = info >= 0 ? FA_CLS(info) : 0;
+  }
+  const bool idle = info < 0 && n > 0; /* no tile of its own: the last turn below, which the others take */
+#endif
   if (info >= 0) {
+    const int s0 = n % STAGES;
     FA_TURN_WAIT();
     fa_wgmma_fence();
-    FA_ISSUE_S(0);
+    FA_ISSUE_S(s0);
     FA_TURN_PASS();
     fa_wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) fa_reg_fence(s[i]);
-    release(bars + BAR_EMPTY_K(0));
-    softmax(info & 0x0fffffff, info >> 28);
+    release(bars + BAR_EMPTY_K(s0));
+    softmax(info & 0x0fffffff, cls);
     pack_p();
-    for (n = 1;; n++) {
+    for (n = n + 1;; n++) {
       const int st = n % STAGES, sp = (n - 1) % STAGES;
       fa_mbar_wait(bars + BAR_FULL_K(st), (n / STAGES) & 1);
       info = tile_info[st];
       if (info < 0) break;
+      cls = FA_CLS(info);
+#if FA_INFER
+      if (cls == FA_TILE_SKIP) break; /* past this warpgroup's last tile */
+#endif
       FA_TURN_WAIT();
       fa_wgmma_fence();
       FA_ISSUE_S(st);
@@ -354,7 +464,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
 #pragma unroll
       for (int i = 0; i < BN / 2; i++) fa_reg_fence(s[i]);
       release(bars + BAR_EMPTY_K(st));
-      softmax(info & 0x0fffffff, info >> 28);
+      softmax(info & 0x0fffffff, cls);
       fa_wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < DN / 2; i++) fa_reg_fence(o[i]);
@@ -364,6 +474,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
     }
     const int sp = (n - 1) % STAGES;
     fa_mbar_wait(bars + BAR_FULL_V(sp), ((n - 1) / STAGES) & 1);
+#if FA_INFER
+    /* Only the last tile of the walk reaches past the sequence, and it is this warpgroup's last if it is its. */
+    if (p.inf.varlen && j_last * BN + BN > Sk) fix_v(sp, Sk - j_last * BN);
+#endif
     FA_TURN_WAIT();
     fa_wgmma_fence();
     FA_ISSUE_PV(sp);
@@ -372,7 +486,21 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
 #pragma unroll
     for (int i = 0; i < DN / 2; i++) fa_reg_fence(o[i]);
     release(bars + BAR_EMPTY_V(sp));
+#if FA_INFER
+    /* The tiles after this warpgroup's last: passed over. */
+    while (info >= 0) {
+      pass(n++);
+      fa_mbar_wait(bars + BAR_FULL_K(n % STAGES), (n / STAGES) & 1);
+      info = tile_info[n % STAGES];
+    }
+#endif
   }
+#if FA_INFER
+  else if (idle) {
+    FA_TURN_WAIT();
+    FA_TURN_PASS();
+  }
+#endif
 #else
   for (;; n++) {
     const int st = n % STAGES;
@@ -380,6 +508,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
     fa_mbar_wait(bars + BAR_FULL_K(st), ph);
     const int info = tile_info[st];
     if (info < 0) break;
+    const int cls = FA_CLS(info);
+#if FA_INFER
+    if (cls == FA_TILE_SKIP) {
+      pass(n);
+      continue;
+    }
+#endif
     FA_TURN_WAIT();
     fa_wgmma_fence();
     FA_ISSUE_S(st);
@@ -388,10 +523,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) fa_reg_fence(s[i]);
     release(bars + BAR_EMPTY_K(st));
-    softmax(info & 0x0fffffff, info >> 28);
+    softmax(info & 0x0fffffff, cls);
     rescale_o();
     pack_p();
     fa_mbar_wait(bars + BAR_FULL_V(st), ph);
+#if FA_INFER
+    if (p.inf.varlen && j_last * BN + BN > Sk) fix_v(st, Sk - j_last * BN);
+#endif
     FA_TURN_WAIT();
     fa_wgmma_fence();
     FA_ISSUE_PV(st);
@@ -418,7 +556,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
 #endif
     const int row = row0 + 8 * hh;
     if (p.lse && t == 0 && row < Sq)
-      ((float *)p.lse)[b * p.lse_sb + h * p.lse_sh + (long long)row * p.lse_ss] =
+      ((float *)p.lse)[bt * p.lse_sb + h * p.lse_sh + (long long)(qrow0 + row) * p.lse_ss] =
           lt > 0.f ? (m[hh] + log2f(lt)) * FA_LN2 : FA_NEG_INF;
   }
   fa_named_sync(BAR_EPI(c), 128); /* every warp of the group is done reading Q */
@@ -437,7 +575,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
   }
   fa_named_sync(BAR_EPI(c), 128);
   const int chunks = HEAD_DIM / 8; /* 16-byte chunks of a row */
-  unsigned short *og = (unsigned short *)p.o + b * p.o_sb + h * p.o_sh;
+  unsigned short *og = (unsigned short *)p.o + bt * p.o_sb + h * p.o_sh + (long long)qrow0 * p.o_ss;
   for (int k = tid & 127; k < 64 * chunks; k += 128) {
     const int r = k / chunks, ch = k % chunks, row = mc + r;
     if (row < Sq) {

@@ -1,11 +1,15 @@
 /* The key-tile walk of the forward kernels (flash_fwd.cu, flash_fwd_sm90.cu): how many key tiles a block of
- * query rows needs under the causal mask, which tiles need masking, and with FA_BLOCK_MASK the next tile a
- * block must visit. Everything here is uniform across a block (or, for the votes, a warp). */
+ * query rows needs under the causal mask, which tiles need masking, with FA_BLOCK_MASK the next tile a block
+ * must visit, and with FA_INFER its sequence, band and score modifiers (fa_walk_of). Everything here is uniform
+ * across a block (or, for the votes, a warp). */
 #ifndef FA_FLASH_FWD_TILES_CUH
 #define FA_FLASH_FWD_TILES_CUH
 
 #include "cuda_params.h"
-#if FA_BLOCK_MASK
+#ifndef FA_INFER
+#define FA_INFER 0
+#endif
+#if FA_BLOCK_MASK || FA_INFER
 #include "masks.h"
 #endif
 
@@ -99,5 +103,62 @@ static __device__ __forceinline__ int fa_next_tile(const fa_fwd_params &p, const
   return n_tiles;
 }
 #endif
+
+#if FA_INFER
+/* The block's sequence: rows qfirst .. qfirst + sq - 1 and keys kfirst .. kfirst + sk - 1 of tensor batch bt
+ * (varlen: batch 0, the grid's b-th sequence), and ALiBi's slope of head h in base 2 (0: none). */
+struct fa_seq {
+  int sq, sk, qfirst, kfirst, bt;
+  float slope2;
+};
+static __device__ __forceinline__ fa_seq fa_seq_of(const fa_fwd_params &p, int b, int h) {
+  fa_seq s = {p.seqlen_q, p.seqlen_k, 0, 0, b, 0.f};
+  if (p.inf.varlen) {
+    fa_seq_span((const int *)p.inf.cu_q, p.inf.cu_q_s, b, p.seqlen_q, &s.qfirst, &s.sq);
+    fa_seq_span((const int *)p.inf.cu_k, p.inf.cu_k_s, b, p.seqlen_k, &s.kfirst, &s.sk);
+    s.bt = 0;
+  }
+  if (p.inf.has_alibi) s.slope2 = ((const float *)p.inf.alibi)[b * p.inf.al_sb + h * p.inf.al_sh] * 1.4426950408889634f;
+  return s;
+}
+
+/* Softcap and ALiBi on a score already in base 2 (scale log2 e applied), of key `col` for a row at diagonal
+ * position `diag` of the sequence. FAST: the fast tanh, for the 16-bit tensor-core kernels (their registers are
+ * full). */
+template <bool FAST>
+static __device__ __forceinline__ float fa_modify2(const fa_fwd_params &p, const fa_seq &s, float x, int diag, int col) {
+  if (p.inf.softcap2 > 0.f) x = FAST ? fa_softcap_fast(x, p.inf.softcap2) : fa_softcap(x, p.inf.softcap2);
+  return s.slope2 != 0.f ? x + fa_alibi(s.slope2, diag, col) : x;
+}
+#endif
+
+/* What a block of rows [m0, m0 + bm) walks, for both kernels: its sequence's rows and keys (tensor batch bt, its
+ * first rows qrow0 and krow0 on the axes), the key tiles [j_first, n_tiles) of bn keys (the causal limit, or
+ * with FA_INFER the band of its rows), and the scale the softmax puts on a score (1 when FA_INFER has scaled
+ * them before the modifiers). */
+struct fa_walk {
+  int sq, sk, bt, j_first, n_tiles;
+  long long qrow0, krow0;
+  float sm_scale;
+#if FA_INFER
+  fa_seq seq; /* for the modifiers */
+#endif
+};
+static __device__ __forceinline__ fa_walk fa_walk_of(const fa_fwd_params &p, int b, int h, int m0, int bm, int bn) {
+  fa_walk w;
+#if FA_INFER
+  w.seq = fa_seq_of(p, b, h);
+  w.sq = w.seq.sq, w.sk = w.seq.sk, w.bt = w.seq.bt, w.qrow0 = w.seq.qfirst, w.krow0 = w.seq.kfirst;
+  w.j_first = fa_band_lo(m0, w.sq, w.sk, p.inf.wl) / bn;
+  w.n_tiles = m0 < w.sq ? (fa_band_hi(min(m0 + bm, w.sq) - 1, w.sq, w.sk, p.causal, p.inf.wr) + bn - 1) / bn : 0;
+  w.sm_scale = 1.f;
+#else
+  (void)h;
+  w.sq = p.seqlen_q, w.sk = p.seqlen_k, w.bt = b, w.qrow0 = w.krow0 = 0;
+  w.j_first = 0, w.n_tiles = fa_key_tiles(p, m0, bm, bn);
+  w.sm_scale = p.scale_log2;
+#endif
+  return w;
+}
 
 #endif

@@ -112,18 +112,19 @@ static size_t cuda_sm90_bytes(int head_dim, int bm, int bn, int stages) {
   return slabs * 128 * ((size_t)bm + 2 * (size_t)stages * bn) + 8 * (1 + 4 * (size_t)stages) + 4 * (size_t)stages + 1024;
 }
 
-fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, int causal, int64_t seqlen_q,
-                                     int mask_bq, int mask_bk, int *stages, fa_tiles *out) {
+fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, int banded, int infer,
+                                     int64_t seqlen_q, int mask_bq, int mask_bk, int *stages, fa_tiles *out) {
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256) return FA_ERROR_UNSUPPORTED;
   /* Starting points after FlashAttention-3's tile_size_fwd_sm90 and the register budget of two (three)
    * consumer warpgroups at 240 (160) registers a thread: O takes D / 2, S block_k / 2 and P block_k / 4.
-   * Non-causal work favours wide key tiles; causal ones waste less on the diagonal with 128. */
+   * Non-causal work favours wide key tiles; banded ones (causal, a window) waste less on the band's edges
+   * with narrower ones. The FA_INFER variant at D 256 takes 64 keys: with 80 its consumers spilled 112 bytes. */
   int bm = 128, bn;
   if (head_dim <= 64) bm = 192, bn = 128;
   else if (head_dim <= 96) bn = 128;
-  else if (head_dim <= 128) bn = causal ? 128 : 176;
-  else if (head_dim <= 192) bn = causal ? 96 : 112;
-  else bn = causal ? 64 : 80;
+  else if (head_dim <= 128) bn = banded ? 128 : 176;
+  else if (head_dim <= 192) bn = banded ? 96 : 112;
+  else bn = banded || infer ? 64 : 80;
   /* D 64's 192 rows run 7 % faster than 128 at S 4096 (H200, causal bf16: 424 against 395 TFLOP/s) but pad
    * each sequence's last block: where that pads 8 % more rows than 128 would, 128 wins (270 against 240 at
    * S 1024, where 192 pads 1152 rows for 1024). */

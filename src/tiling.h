@@ -26,11 +26,12 @@ FA_HIDDEN fa_status fa_tiles_opencl_backward(const fa_tile_limits *lim, int head
 FA_HIDDEN fa_status fa_tiles_cuda_forward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype,
                                           fa_tiles *out);
 /* Tiles of the Hopper forward (kernels/flash_fwd_sm90.cu): block_q = 64 x consumer warpgroups, threads
- * = block_q + 128 (the producer), *stages the K/V ring depth. seqlen_q (0: unknown) and the block mask's
- * blocks mask_bq x mask_bk (0: none) steer the choice. UNSUPPORTED when no key tile of 64 or more fits the
- * budget (the sm_80 kernel serves those). */
-FA_HIDDEN fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, int causal, int64_t seqlen_q,
-                                               int mask_bq, int mask_bk, int *stages, fa_tiles *out);
+ * = block_q + 128 (the producer), *stages the K/V ring depth. banded: a row sees a band of the keys (causal,
+ * or a sliding window); infer: the FA_INFER variant (varlen, window, ALiBi, softcap); seqlen_q (0: unknown;
+ * varlen: the mean sequence) and the block mask's blocks mask_bq x mask_bk (0: none) steer the choice.
+ * UNSUPPORTED when no key tile of 64 or more fits the budget (the sm_80 kernel serves those). */
+FA_HIDDEN fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, int banded, int infer,
+                                               int64_t seqlen_q, int mask_bq, int mask_bk, int *stages, fa_tiles *out);
 /* Tiles of the Hopper backward (kernels/flash_bwd_sm90.cu): 64 queries x 128 keys, 384 threads; D <= 128. */
 FA_HIDDEN fa_status fa_tiles_cuda_sm90_backward(const fa_tile_limits *lim, int head_dim, fa_tiles *out);
 FA_HIDDEN fa_status fa_tiles_cuda_backward(const fa_tile_limits *lim, int head_dim, fa_dtype dtype,

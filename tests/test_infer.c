@@ -148,7 +148,9 @@ static void run_case(const inf_case *c, int case_number, int bi) {
   ck_assert_int_eq(th_tensor_create(&r.q, ctx, c->dtype, qs, TH_PACKED, 0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&r.k, ctx, c->dtype, ks, TH_BHSD, 0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&r.v, ctx, c->dtype, ks, TH_PADDED, 0), FA_SUCCESS);
-  ck_assert_int_eq(th_tensor_create(&r.o, ctx, c->dtype, qs, TH_PACKED, 2), FA_SUCCESS);
+  /* o 16-byte aligned for 16-bit types, so that the Hopper forward (TMA-fit operands only) serves them on sm_90;
+   * float32's two elements off keep a misaligned output in the suite. */
+  ck_assert_int_eq(th_tensor_create(&r.o, ctx, c->dtype, qs, TH_PACKED, c->dtype == F32 ? 2 : 0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&r.lse, ctx, FA_F32, ls, TH_PACKED, 1), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&r.dout, ctx, c->dtype, qs, TH_PACKED, 0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&r.dq, ctx, c->dtype, qs, TH_PADDED, 1), FA_SUCCESS);

@@ -1,10 +1,10 @@
 /* The CUDA flash forward: picks the kernel family and variant, fills the argument block and launches over
  * (query blocks, heads, batch). Called with the context current (cu_context.c pushes it).
  *   sm90  kernels/flash_fwd_sm90.cu (wgmma, TMA, warp-specialised; compiled for sm_90a) for f16/bf16 on
- *         compute capability 9.0 when every operand suits TMA (sm90_reason says why not);
+ *         compute capability 9.0 when every operand suits TMA (sm90_reason says why not), with the inference
+ *         options (varlen, window, ALiBi, softcap) in its FA_INFER variant;
  *   sm80  kernels/flash_fwd.cu: tensor cores (mma.sync) for f16/bf16 on sm_80+, CUDA cores otherwise
- *         (cu_variants.c); also every problem with an inference option (varlen, window, ALiBi, softcap: its
- *         FA_INFER variant), which the sm90 family does not take yet.
+ *         (cu_variants.c), the inference options in their FA_INFER variants.
  * FLASHATTN_CUDA_FWD=sm80|sm90 forces a family for comparisons (sm90 where it cannot run is an error). */
 #include <stdint.h>
 #include <stdio.h>
@@ -120,15 +120,16 @@ static const char *sm90_reason(fa_context *ctx, const fa_problem *p, fa_cu_fwd_v
   static char why[160];
   const fa_cu *c = fa_cu_of(ctx);
   if (c->cc_major != 9) return "the device is not compute capability 9.0";
-  if (fa_problem_flash_infer(p)) return "it takes no inference option (varlen, window, ALiBi, softcap) yet";
   if (!c->cu->TensorMapEncodeTiled) return "the driver has no cuTensorMapEncodeTiled";
   if (p->dtype != FA_F16 && p->dtype != FA_BF16) return "it serves f16 and bf16 only";
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return "a sequence is longer than 2^31";
   fa_tile_limits lim;
   fa_cu_tile_limits(ctx, &lim);
   const int mbq = p->mask.buf ? (int)p->block_q : 0, mbk = p->mask.buf ? (int)p->block_k : 0;
-  if (fa_cu_forward_sm90_variant(&lim, (int)p->head_dim, p->dtype, p->causal, p->seqlen_q, mbq, mbk, var) !=
-      FA_SUCCESS)
+  /* Varlen: the mean sequence stands for the lengths in the tile choice (each sequence pads its last block). */
+  const int64_t sq = p->cu_seqlens_q.buf ? p->seqlen_q / (p->seqs > 0 ? p->seqs : 1) : p->seqlen_q;
+  if (fa_cu_forward_sm90_variant(&lim, (int)p->head_dim, p->dtype, p->causal || p->window, fa_problem_flash_infer(p),
+                                 sq, mbq, mbk, var) != FA_SUCCESS)
     return "no tile fits the shared-memory budget";
   const size_t es = 2;
   const int64_t q_shape[3] = {p->batch, p->seqlen_q, p->heads_q}, kv_shape[3] = {p->batch, p->seqlen_k, p->heads_kv};
@@ -162,6 +163,7 @@ static fa_status forward_sm90(fa_context *ctx, const fa_problem *p, fa_cu_fwd_va
                        "v")) != FA_SUCCESS)
     return st;
   fa_cu_forward_features(var, p->mask.buf != NULL, p->dropout_p > 0.0f);
+  if (fa_problem_flash_infer(p)) fa_cu_forward_infer(var);
   CUfunction fn;
   st = fa_cu_function_arch(ctx, "sm_90a", "flash_fwd_sm90.cu", var->defines, var->kernel, t->local_mem_bytes, &fn);
   if (st != FA_SUCCESS) return st;
@@ -181,7 +183,8 @@ void fa_cu_describe_kernels(const fa_context *ctx, char *buf, size_t len) {
   const char *fwd;
   if (c->cc_major == 9 && c->cu->TensorMapEncodeTiled && !(forced && strcmp(forced, "sm80") == 0))
     fwd = "forward: sm90 (wgmma, TMA, warp-specialised) for f16/bf16 whose tensors suit TMA (16-byte aligned "
-          "bases and strides), else sm80 (mma.sync tensor cores) for f16/bf16 and CUDA cores for f32";
+          "bases and strides), varlen, window, ALiBi and softcap included, else sm80 (mma.sync tensor cores) for "
+          "f16/bf16 and CUDA cores for f32";
   else if (c->cc_major >= 8)
     fwd = "forward: sm80 (mma.sync tensor cores) for f16/bf16, CUDA cores for f32";
   else
@@ -191,7 +194,7 @@ void fa_cu_describe_kernels(const fa_context *ctx, char *buf, size_t len) {
   const char *bwd_env = getenv("FLASHATTN_CUDA_BWD");
   if (c->cc_major == 9 && c->cu->TensorMapEncodeTiled && !(bwd_env && bwd_env[0] && strcmp(bwd_env, "sm90") != 0))
     snprintf(buf, len, "%s; backward: sm90 (wgmma, TMA, dQ by bulk reduction) for f16/bf16 at D <= 128 whose tensors "
-             "suit TMA, else %s", fwd, sm80_bwd);
+             "suit TMA, without varlen, window, ALiBi or softcap, else %s", fwd, sm80_bwd);
   else
     snprintf(buf, len, "%s; backward: %s", fwd, sm80_bwd);
 }

@@ -124,10 +124,12 @@ typedef struct fa_cu_fwd_variant {
 FA_HIDDEN fa_status fa_cu_forward_variant(const fa_tile_limits *lim, int cc_major, int head_dim, fa_dtype dtype,
                                           int async, fa_cu_fwd_variant *out);
 /* The Hopper forward (kernels/flash_fwd_sm90.cu, compiled for sm_90a) for f16/bf16: its tiles from
- * fa_tiles_cuda_sm90_forward (seqlen_q and the mask's blocks as there; FLASHATTN_SM90_TILE=BMxBN overrides
- * them for tuning) and defines. FA_ERROR_UNSUPPORTED for other dtypes or when no tile fits. */
-FA_HIDDEN fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, int causal,
-                                               int64_t seqlen_q, int mask_bq, int mask_bk, fa_cu_fwd_variant *out);
+ * fa_tiles_cuda_sm90_forward (banded, infer, seqlen_q and the mask's blocks as there; FLASHATTN_SM90_TILE=BMxBN
+ * overrides them for tuning) and defines (fa_cu_forward_infer adds FA_INFER's). FA_ERROR_UNSUPPORTED for other
+ * dtypes or when no tile fits. */
+FA_HIDDEN fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, int banded,
+                                               int infer, int64_t seqlen_q, int mask_bq, int mask_bk,
+                                               fa_cu_fwd_variant *out);
 /* Add the optional features' defines to a variant: FA_BLOCK_MASK=1 with a block mask, FA_DROPOUT=1 with dropout. */
 FA_HIDDEN void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout);
 /* Add FA_INFER=1 for the inference options (varlen, window, ALiBi, softcap), which take no other feature. */

@@ -54,12 +54,13 @@ void fa_cu_forward_infer(fa_cu_fwd_variant *var) {
   snprintf(var->defines + n, sizeof var->defines - n, " -DFA_INFER=1");
 }
 
-fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, int causal,
+fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, int banded, int infer,
                                      int64_t seqlen_q, int mask_bq, int mask_bk, fa_cu_fwd_variant *out) {
   memset(out, 0, sizeof *out);
   if (dtype != FA_F16 && dtype != FA_BF16) return FA_ERROR_UNSUPPORTED;
   int stages = 0;
-  fa_status st = fa_tiles_cuda_sm90_forward(lim, head_dim, causal, seqlen_q, mask_bq, mask_bk, &stages, &out->tiles);
+  fa_status st =
+      fa_tiles_cuda_sm90_forward(lim, head_dim, banded, infer, seqlen_q, mask_bq, mask_bk, &stages, &out->tiles);
   if (st != FA_SUCCESS) return st;
   /* FLASHATTN_SM90_TILE=BMxBN replaces the tile for tuning runs when it fits (BM 64, 128 or 192; BN a
    * multiple of 16 from 64 to 256 that tools/gen_wgmma.py generated). */
