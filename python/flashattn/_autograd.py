@@ -11,8 +11,7 @@ class FlashAttnFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pack, params, *tensors):
         q, k, v = split(pack, tensors)
-        out = _ops.new_output(params, q, q.shape)
-        lse = _ops.new_output(params, q, _ops.lse_shape(params, q), "float32")
+        out, lse = _ops.new_outputs(params, q)
         _ops.forward(params, q, k, v, out, lse)
         ctx.save_for_backward(*tensors, out, lse)
         ctx.pack, ctx.params = pack, params

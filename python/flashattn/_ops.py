@@ -96,6 +96,11 @@ def new_output(params, like, shape, dtype=None):
     return _arrays.empty(like, shape, dtype, 0 if params.varlen else None)
 
 
+def new_outputs(params, q):
+    """(out, softmax_lse) arrays for a forward of q with params."""
+    return new_output(params, q, q.shape), new_output(params, q, lse_shape(params, q), "float32")
+
+
 _FLOATS = (_lib.F32, _lib.F16, _lib.BF16)
 _INDICES = ("cu_seqlens_q", "cu_seqlens_k", "seqlens_k", "cache_seqlens", "block_table")
 # Dimensions of each operand as the header has it (the rest are trailing 1s); every other one is [B, S, H, D].

@@ -29,8 +29,7 @@ def _forward(pack, arrays, params):
         from ._autograd import FlashAttnFunction
         return FlashAttnFunction.apply(pack, params, *arrays)
     q, k, v = _ops.split(pack, arrays)
-    out = _ops.new_output(params, q, q.shape)
-    lse = _ops.new_output(params, q, _ops.lse_shape(params, q), "float32")
+    out, lse = _ops.new_outputs(params, q)
     _ops.forward(params, q, k, v, out, lse)
     return out, lse
 
@@ -174,8 +173,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     lens = cache_seqlens if k is None or cache_seqlens is None else cache_seqlens + k.shape[1]
     params = _params(q, 0.0, softmax_scale, causal, False, window_size=window_size, softcap=softcap,
                      num_splits=num_splits, alibi_slopes=alibi_slopes, seqlens_k=lens, block_table=block_table)
-    out = _arrays.empty(q, q.shape)
-    lse = _arrays.empty(q, _ops.lse_shape(params, q), "float32")
+    out, lse = _ops.new_outputs(params, q)
     _ops.kvcache(params, q, k_cache, v_cache, out, lse, k, v, cache_seqlens)
     return (out, lse) if return_softmax_lse else out
 
@@ -214,8 +212,7 @@ def attention_forward(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, 
     lse [H, total_q]) cu_seqlens_q, cu_seqlens_k and max_seqlen_q; as flash_attn_varlen_func."""
     _ops.placement({"q": q, "k": k, "v": v})
     params = _params(q, dropout_p, softmax_scale, causal, False, rng_state, **options)
-    out = _ops.new_output(params, q, q.shape)
-    lse = _ops.new_output(params, q, _ops.lse_shape(params, q), "float32")
+    out, lse = _ops.new_outputs(params, q)
     _ops.forward(params, q, k, v, out, lse)
     return out, lse, (params.seed, params.offset)
 
