@@ -2,8 +2,9 @@
 that speaks DLPack (PyTorch, CuPy, JAX, NumPy), with flash_attn's function signatures."""
 from ._lib import FlashAttnError
 from ._rng import manual_seed
-from .interface import (attention_backward, attention_forward, dropout_keep_mask, flash_attn_func,
-                        flash_attn_kvpacked_func, flash_attn_qkvpacked_func)
+from .interface import (attention_backward, attention_forward, dropout_keep_mask, flash_attn_combine,
+                        flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpacked_func, flash_attn_varlen_func,
+                        flash_attn_varlen_kvpacked_func, flash_attn_varlen_qkvpacked_func, flash_attn_with_kvcache)
 from . import _context, _lib
 
 __version__ = _lib.lib.fa_version_string().decode()
@@ -15,5 +16,7 @@ def memory_stats():
     return {key: ctx.memory() for key, ctx in _context.cached().items()}
 
 
-__all__ = ["FlashAttnError", "attention_backward", "attention_forward", "dropout_keep_mask", "flash_attn_func",
-           "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func", "manual_seed", "memory_stats"]
+__all__ = ["FlashAttnError", "attention_backward", "attention_forward", "dropout_keep_mask", "flash_attn_combine",
+           "flash_attn_func", "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func", "flash_attn_varlen_func",
+           "flash_attn_varlen_kvpacked_func", "flash_attn_varlen_qkvpacked_func", "flash_attn_with_kvcache",
+           "manual_seed", "memory_stats"]

@@ -24,25 +24,40 @@ def for_dlpack(x):
     return x.detach() if _torch(x) is not None and x.requires_grad else x
 
 
-def empty(like, shape, dtype=None):
-    """An uninitialised contiguous array of like's kind and device (torch, NumPy, CuPy, else through the array
-    API's namespace); dtype None: like's, else "float32" or "uint8"."""
+def empty(like, shape, dtype=None, fill=None):
+    """A contiguous array of like's kind and device (torch, NumPy, CuPy, else through the array API's
+    namespace), uninitialised or filled with fill; dtype None: like's, else a name ("float32", "int32", ...)."""
     torch = _torch(like)
     if torch is not None:
-        return torch.empty(shape, dtype=getattr(torch, dtype) if dtype else like.dtype, device=like.device)
+        dt = getattr(torch, dtype) if dtype else like.dtype
+        if fill is None:
+            return torch.empty(shape, dtype=dt, device=like.device)
+        return torch.full(shape, fill, dtype=dt, device=like.device)
     np = _numpy(like)
     if np is not None:
-        return np.empty(shape, dtype=dtype or like.dtype)
+        return np.empty(shape, dtype=dtype or like.dtype) if fill is None else np.full(shape, fill, dtype or like.dtype)
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(like, cupy.ndarray):
         with like.device:
-            return cupy.empty(shape, dtype=dtype or like.dtype)
+            if fill is None:
+                return cupy.empty(shape, dtype=dtype or like.dtype)
+            return cupy.full(shape, fill, dtype=dtype or like.dtype)
     if hasattr(like, "__array_namespace__"):
         xp = like.__array_namespace__()
-        return xp.empty(shape, dtype=getattr(xp, dtype) if dtype else like.dtype, device=like.device)
+        dt = getattr(xp, dtype) if dtype else like.dtype
+        if fill is None:
+            return xp.empty(shape, dtype=dt, device=like.device)
+        return xp.full(shape, fill, dtype=dt, device=like.device)
     raise _lib.FlashAttnError(_lib.INVALID_ARGUMENT,
                               f"q: cannot make outputs like a {type(like).__name__} (not a torch, NumPy or CuPy "
                               "array, and no __array_namespace__)")
+
+
+def dtype_name(dtype):
+    """"float16" for torch.float16, numpy.float16, numpy.dtype("float16") or "float16"; None stays None."""
+    if dtype is None or isinstance(dtype, str):
+        return dtype
+    return getattr(dtype, "__name__", None) or str(dtype).rsplit(".", 1)[-1]
 
 
 def cuda_stream(x):

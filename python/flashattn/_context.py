@@ -72,17 +72,21 @@ class Binding:
     Views whose memory overlaps (q, k and v of one packed qkv) share one buffer, so a packed array is wrapped
     or copied once and an output's neighbours round-trip unchanged. Host memory is copied in before the call
     (outputs too, for that reason) and outputs are copied back by finish(); CUDA memory is wrapped, no copy.
+    partial names the outputs that the call writes only in part (a KV cache it appends to, varlen rows
+    outside every sequence): they are copied in even when nothing else shares their memory.
     """
 
-    def __init__(self, ctx, views, outputs):
+    def __init__(self, ctx, views, outputs, partial=()):
         self.ctx, self.buffers, self.tensors, self._readback = ctx, [], {}, []
+        self.views = {v.name: v for v in views}
         on_cuda = views[0].on_cuda
         try:
             for group in _overlapping(views):
                 lo = min(v.span()[0] for v in group)
                 hi = max(v.span()[1] for v in group)
                 # A lone output that fills its span is written whole by the call: nothing to copy in.
-                whole_output = len(group) == 1 and group[0].name in outputs and group[0].dense()
+                v0 = group[0]
+                whole_output = len(group) == 1 and v0.name in outputs and v0.name not in partial and v0.dense()
                 buf = self._buffer(lo, max(hi - lo, 1), on_cuda, not whole_output)
                 if not on_cuda and any(v.name in outputs for v in group):
                     self._readback.append((buf, lo, hi - lo))
@@ -105,9 +109,14 @@ class Binding:
         return h
 
     def get(self, name):
-        """A pointer to the fa_tensor of a view, or None when the view is absent."""
+        """A pointer to the fa_tensor of a view (for a call's argument), or None when the view is absent."""
         t = self.tensors.get(name)
         return ctypes.byref(t) if t is not None else None
+
+    def pointer(self, name):
+        """The same as a pointer object, for a struct's field."""
+        t = self.tensors.get(name)
+        return ctypes.pointer(t) if t is not None else None
 
     def finish(self):
         """Copy host outputs back (blocking), then free the buffers."""
@@ -138,8 +147,11 @@ def _overlapping(views):
 
 
 def _tensor(buf, offset, v):
-    """The fa_tensor of a view; lse-like 3-dimensional views get the header's trailing dimension of 1."""
+    """The fa_tensor of a view; views of fewer than 4 dimensions (lse, indices, slopes) get the header's
+    trailing dimensions of 1. A stack of parts (name *_partial, for fa_combine) gives its part 0."""
     shape, strides = list(v.shape), list(v.strides)
+    if v.name.endswith("_partial"):
+        shape, strides = shape[1:], strides[1:]
     while len(shape) < 4:
         shape.append(1)
         strides.append(1)

@@ -4,6 +4,7 @@ The capsule is kept on the View so the producer's memory stays alive while flash
 is not consumed (renamed), so its destructor hands the tensor back to the producer when the View goes.
 """
 import ctypes
+import dataclasses
 from dataclasses import dataclass
 
 from . import _lib
@@ -14,9 +15,9 @@ CUDA_DEVICES = (CUDA, CUDA_MANAGED)
 _DEVICE_NAMES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 10: "rocm",
                  13: "cuda_managed", 14: "oneapi"}
 # (type code, bits) -> fa_dtype; lanes must be 1.
-_DTYPES = {(2, 32): _lib.F32, (2, 16): _lib.F16, (4, 16): _lib.BF16, (1, 8): _lib.U8}
-DTYPE_NAMES = {_lib.F32: "float32", _lib.F16: "float16", _lib.BF16: "bfloat16", _lib.U8: "uint8"}
-ELEMENT_SIZE = {_lib.F32: 4, _lib.F16: 2, _lib.BF16: 2, _lib.U8: 1}
+_DTYPES = {(2, 32): _lib.F32, (2, 16): _lib.F16, (4, 16): _lib.BF16, (1, 8): _lib.U8, (0, 32): _lib.I32}
+DTYPE_NAMES = {_lib.F32: "float32", _lib.F16: "float16", _lib.BF16: "bfloat16", _lib.U8: "uint8", _lib.I32: "int32"}
+ELEMENT_SIZE = {_lib.F32: 4, _lib.F16: 2, _lib.BF16: 2, _lib.U8: 1, _lib.I32: 4}
 
 
 class _Device(ctypes.Structure):
@@ -76,6 +77,18 @@ class View:
             n *= d
         return hi - lo == n * ELEMENT_SIZE[self.dtype]
 
+    def lead(self, n):
+        """The view with n leading dimensions of size 1 (their stride steps past the whole span)."""
+        if not n:
+            return self
+        step = (self.span()[1] - self.ptr) // ELEMENT_SIZE[self.dtype] or 1
+        return dataclasses.replace(self, shape=(1,) * n + self.shape, strides=(step,) * n + self.strides)
+
+    def permute(self, axes):
+        """The view with its dimensions in the order axes gives (no data moves)."""
+        return dataclasses.replace(self, shape=tuple(self.shape[a] for a in axes),
+                                   strides=tuple(self.strides[a] for a in axes))
+
     def span(self):
         """[first byte, one past the last byte) that the view can touch."""
         size = ELEMENT_SIZE[self.dtype]
@@ -131,7 +144,7 @@ def view(x, name, stream=None):
     if key not in _DTYPES or dt.lanes != 1:
         kind = {0: "int", 1: "uint", 2: "float", 4: "bfloat", 5: "complex", 6: "bool"}.get(dt.code, "code ")
         lanes = f"x{dt.lanes}" if dt.lanes != 1 else ""
-        _fail(name, f"dtype {kind}{dt.bits}{lanes} is not float32, float16, bfloat16 or uint8")
+        _fail(name, f"dtype {kind}{dt.bits}{lanes} is not float32, float16, bfloat16, uint8 or int32")
     shape = tuple(t.shape[:n])
     if t.strides:
         strides = tuple(t.strides[:n])

@@ -9,7 +9,7 @@ STATUS_NAMES = ("FA_SUCCESS", "FA_ERROR_INVALID_ARGUMENT", "FA_ERROR_UNSUPPORTED
                 "FA_ERROR_KERNEL_BUILD")
 SUCCESS, INVALID_ARGUMENT, UNSUPPORTED, BACKEND_UNAVAILABLE = 0, 1, 2, 3
 BACKEND_AUTO, BACKEND_CUDA, BACKEND_OPENCL = 0, 1, 2
-F32, F16, BF16, U8 = 0, 1, 2, 3
+F32, F16, BF16, U8, I32 = 0, 1, 2, 3, 4
 ALGO_FLASH, ALGO_STANDARD = 0, 1
 
 
@@ -32,11 +32,19 @@ class Tensor(ctypes.Structure):
 
 
 class AttentionDesc(ctypes.Structure):
+    """fa_attention_desc as include/flashattn.h declares it, every field (tests/struct_layout.c checks the
+    offsets); struct_size is set to its sizeof, so the library reads every field."""
     _fields_ = [("struct_size", ctypes.c_size_t), ("algo", ctypes.c_int), ("softmax_scale", ctypes.c_float),
                 ("causal", ctypes.c_int), ("deterministic", ctypes.c_int),
                 ("block_mask", ctypes.POINTER(Tensor)), ("block_q", ctypes.c_int64),
                 ("block_k", ctypes.c_int64), ("dropout_p", ctypes.c_float),
-                ("dropout_seed", ctypes.c_uint64), ("dropout_offset", ctypes.c_uint32)]
+                ("dropout_seed", ctypes.c_uint64), ("dropout_offset", ctypes.c_uint32),
+                ("seqlens_k", ctypes.POINTER(Tensor)), ("block_table", ctypes.POINTER(Tensor)),
+                ("window", ctypes.c_int), ("window_left", ctypes.c_int64), ("window_right", ctypes.c_int64),
+                ("alibi_slopes", ctypes.POINTER(Tensor)), ("softcap", ctypes.c_float),
+                ("num_splits", ctypes.c_int), ("trust_indices", ctypes.c_int),
+                ("cu_seqlens_q", ctypes.POINTER(Tensor)), ("cu_seqlens_k", ctypes.POINTER(Tensor)),
+                ("max_seqlen_q", ctypes.c_int64)]
 
 
 class DeviceInfo(ctypes.Structure):
@@ -46,7 +54,8 @@ class DeviceInfo(ctypes.Structure):
                 ("local_mem_bytes", ctypes.c_size_t), ("device_local_mem_bytes", ctypes.c_size_t),
                 ("global_mem_bytes", ctypes.c_size_t), ("compute_units", ctypes.c_int),
                 ("max_work_group_size", ctypes.c_int), ("compute_capability", ctypes.c_int),
-                ("tensor_cores", ctypes.c_int), ("kernels", ctypes.c_char * 512)]
+                ("tensor_cores", ctypes.c_int), ("kernels", ctypes.c_char * 512),
+                ("kernel_cache", ctypes.c_char * 512), ("events_host_clock", ctypes.c_int)]
 
 
 def _find_library():
@@ -81,6 +90,9 @@ def _declare(lib):
         "fa_buffer_destroy": (None, [VP]),
         "fa_forward": (I, [VP, P(AttentionDesc), TP, TP, TP, TP, TP]),
         "fa_backward": (I, [VP, P(AttentionDesc), TP, TP, TP, TP, TP, TP, TP, TP, TP]),
+        "fa_forward_workspace_size": (I, [VP, P(AttentionDesc), TP, TP, TP, TP, TP, P(S)]),
+        "fa_kv_append": (I, [VP, TP, TP, TP, TP, TP, TP, I]),
+        "fa_combine": (I, [VP, ctypes.c_int64, TP, ctypes.c_int64, TP, ctypes.c_int64, TP, TP]),
         "fa_dropout_mask": (I, [VP, P(AttentionDesc), TP]),
         "fa_context_memory": (I, [VP, P(S), P(S)]),
     }

@@ -135,7 +135,7 @@ class _ClaimsDevice:
     ("heads_not_multiple", "FA_ERROR_INVALID_ARGUMENT", "k"),
     ("other_device", "FA_ERROR_INVALID_ARGUMENT", "every array"),
     ("metal_device", "FA_ERROR_UNSUPPORTED", "metal"),
-    ("window_size", "FA_ERROR_UNSUPPORTED", "window_size"),
+    ("window_size", "FA_ERROR_INVALID_ARGUMENT", "window_right"),
     ("dropout_p", "FA_ERROR_INVALID_ARGUMENT", "dropout_p"),
     ("not_an_array", "FA_ERROR_INVALID_ARGUMENT", "DLPack"),
 ])
@@ -157,7 +157,7 @@ def test_bad_input_raises_with_the_sentence(rng, case, status, words):
     elif case == "metal_device":
         q = k = v = _ClaimsDevice((8, 0))
     elif case == "window_size":
-        kwargs["window_size"] = (4, 0)
+        kwargs["window_size"] = (4, -5)
     elif case == "dropout_p":
         kwargs["dropout_p"] = 1.5
     elif case == "not_an_array":

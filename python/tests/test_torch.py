@@ -162,7 +162,7 @@ def test_bad_input_raises_before_work(device):
     with pytest.raises(FlashAttnError, match="q"):
         flashattn.flash_attn_func(torch.randn(1, 8, 2, 32, device=device)[..., ::2], k, v)
     with pytest.raises(FlashAttnError, match="softcap"):
-        flashattn.flash_attn_func(q, k, v, softcap=30.0)
+        flashattn.flash_attn_func(q, k, v, softcap=-30.0)
 
 
 @NEEDS_CUDA
@@ -211,3 +211,164 @@ def test_cuda_matches_the_c_api_bit_for_bit():
         lib.fa_buffer_destroy(b)
     lib.fa_context_destroy(c)
     assert torch.equal(out, direct)
+
+
+# ---- inference options: window, ALiBi, softcap, varlen, the KV cache, combine ----
+
+def definition(q, k, v, causal=False, window=(-1, -1), alibi=None, softcap=0.0, seqlens_k=None, scale=None):
+    """float64 attention written from flash_attn's definitions in torch, differentiable; [B, S, H, D] layout.
+    Query i sits at p = i + Sk_b - Sq (Sk_b = seqlens_k[b], else Sk); rows with no key give zeros."""
+    qt, kt, vt = (t.double().transpose(1, 2) for t in (q, k, v))
+    b, h, sq, sk = qt.shape[0], qt.shape[1], qt.shape[2], kt.shape[2]
+    kt, vt = kt.repeat_interleave(h // kt.shape[1], dim=1), vt.repeat_interleave(h // vt.shape[1], dim=1)
+    s = qt @ kt.transpose(-1, -2) * (scale or qt.shape[-1] ** -0.5)
+    if softcap:
+        s = softcap * torch.tanh(s / softcap)
+    dev = q.device
+    lens = torch.full((b,), sk, device=dev) if seqlens_k is None else seqlens_k.to(dev).long()
+    i, j = torch.arange(sq, device=dev)[None, :, None], torch.arange(sk, device=dev)[None, None, :]
+    p = i + (lens[:, None, None] - sq)
+    if alibi is not None:
+        s = s - alibi.double().reshape(-1, h).expand(b, h)[:, :, None, None] * (p - j).abs()[:, None]
+    masked = j >= lens[:, None, None]
+    if causal:
+        masked = masked | (j > p)
+    if window[0] >= 0:
+        masked = masked | (j < p - window[0])
+    if window[1] >= 0:
+        masked = masked | (j > p + window[1])
+    masked = masked[:, None].expand_as(s)
+    probs = torch.softmax(s.masked_fill(masked, -1e30), dim=-1) * (~masked.all(-1, keepdim=True))
+    return (probs @ vt).transpose(1, 2)
+
+
+OPTIONS = {"window": dict(window=(9, 4)), "window_causal": dict(causal=True, window=(20, -1)),
+           "alibi": dict(causal=True, alibi="h"), "softcap": dict(softcap=3.0),
+           "all": dict(causal=True, window=(12, 0), softcap=5.0, alibi="bh")}
+
+
+def as_kwargs(opts, b, h, device):
+    """(flashattn's keyword arguments, definition's) for one OPTIONS entry."""
+    opts = dict(opts)
+    kind = opts.pop("alibi", None)
+    if kind:
+        opts["alibi"] = torch.rand((h,) if kind == "h" else (b, h), device=device) * 0.4 + 0.05
+    fa = {"causal": opts.get("causal", False), "window_size": opts.get("window", (-1, -1)),
+          "softcap": opts.get("softcap", 0.0), "alibi_slopes": opts.get("alibi")}
+    return fa, opts
+
+
+@pytest.mark.parametrize("device, dtype", cases())
+@pytest.mark.parametrize("name", OPTIONS)
+def test_options_autograd_matches_the_definition(device, dtype, name):
+    torch.manual_seed(len(name))
+    q, k, v = make((2, 37, 45, 4, 2, 64), device, dtype)
+    dout = torch.randn_like(q)
+    fa, opts = as_kwargs(OPTIONS[name], 2, 4, device)
+    out, grads = grads_of(lambda a, b, c: flashattn.flash_attn_func(a, b, c, **fa), (q, k, v), dout)
+    want, want_grads = grads_of(lambda a, b, c: definition(a, b, c, **opts), (q, k, v), dout)
+    assert rel_err(out, want) <= TOL[dtype]
+    for n, g, r in zip("qkv", grads, want_grads):
+        assert rel_err(g, r) <= 2 * TOL[dtype], n
+
+
+def varlen_definition(q, k, v, cu_q, cu_k, alibi=None, **opts):
+    """definition() per sequence of a packed batch, concatenated (rows past the last sequence: zeros)."""
+    outs = []
+    for b in range(len(cu_q) - 1):
+        a = None if alibi is None else alibi.reshape(-1, q.shape[1])[b if alibi.dim() == 2 else 0]
+        rq, rk = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        outs.append(definition(q[rq][None], k[rk][None], v[rk][None], alibi=a, **opts)[0])
+    outs.append(torch.zeros(q.shape[0] - cu_q[-1], *q.shape[1:], dtype=torch.float64, device=q.device))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("device, dtype", cases())
+@pytest.mark.parametrize("name", ["dense", "causal", "all"])
+def test_varlen_autograd_matches_the_definition(device, dtype, name):
+    torch.manual_seed(5)
+    lens_q, lens_k = [5, 0, 17, 70, 3], [9, 4, 17, 64, 0]
+    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device=device)
+    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device=device)
+    q = torch.randn(int(cu_q[-1]) + 2, 4, 64, device=device, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(int(cu_k[-1]) + 2, 2, 64, device=device, dtype=dtype, requires_grad=True) for _ in "kv")
+    dout = torch.randn_like(q)
+    fa, opts = as_kwargs({"dense": {}, "causal": dict(causal=True), "all": OPTIONS["all"]}[name], 5, 4, device)
+    out, grads = grads_of(lambda a, b, c: flashattn.flash_attn_varlen_func(a, b, c, cu_q, cu_k, 70, 64, **fa),
+                          (q, k, v), dout)
+    cq, ck = cu_q.tolist(), cu_k.tolist()
+    want, want_grads = grads_of(lambda a, b, c: varlen_definition(a, b, c, cq, ck, **opts), (q, k, v), dout)
+    assert out.shape == q.shape and rel_err(out, want) <= TOL[dtype]
+    for n, g, r in zip("qkv", grads, want_grads):
+        assert rel_err(g, r) <= 2 * TOL[dtype], n
+    _, lse, _ = flashattn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 70, 64, return_attn_probs=True, **fa)
+    assert lse.shape == (4, q.shape[0]) and lse.dtype == torch.float32
+
+
+@pytest.mark.parametrize("device, dtype", cases())
+def test_varlen_packed_gradients_match_unpacked(device, dtype):
+    torch.manual_seed(9)
+    cu = torch.tensor([0, 7, 40, 58], dtype=torch.int32, device=device)
+    qkv = torch.randn(58, 3, 2, 32, device=device, dtype=dtype, requires_grad=True)
+    dout = torch.randn(58, 2, 32, device=device, dtype=dtype)
+    flashattn.flash_attn_varlen_qkvpacked_func(qkv, cu, 33, causal=True).backward(dout)
+    q, k, v = (qkv.detach()[:, i].clone().requires_grad_() for i in range(3))
+    _, grads = grads_of(lambda a, b, c: flashattn.flash_attn_varlen_func(a, b, c, cu, cu, 33, 33, causal=True),
+                        (q, k, v), dout)
+    for i in range(3):
+        assert rel_err(qkv.grad[:, i], grads[i]) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("device, dtype", cases())
+@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
+def test_kvcache_append_matches_the_definition(device, dtype, paged):
+    torch.manual_seed(2)
+    b, cap, h, hkv, d, new = 3, 96, 8, 2, 64, 2
+    k_full, v_full = (torch.randn(b, cap, hkv, d, device=device, dtype=dtype) for _ in "kv")
+    q = torch.randn(b, new, h, d, device=device, dtype=dtype)  # the new tokens' queries
+    k_new, v_new = (torch.randn(b, new, hkv, d, device=device, dtype=dtype) for _ in "kv")
+    lens = torch.tensor([10, cap - new, 47], dtype=torch.int32, device=device)
+    table = None
+    if paged:  # pages of 16 in a shuffled order, two spare
+        n = b * cap // 16
+        order = torch.randperm(n + 2, device=device)[:n].to(torch.int32)
+        kc, vc = (torch.randn(n + 2, 16, hkv, d, device=device, dtype=dtype) for _ in "kv")
+        kc[order.long()], vc[order.long()] = k_full.reshape(n, 16, hkv, d), v_full.reshape(n, 16, hkv, d)
+        table = order.reshape(b, cap // 16)
+    else:
+        kc, vc = k_full.clone(), v_full.clone()
+    out, lse = flashattn.flash_attn_with_kvcache(q, kc, vc, k=k_new, v=v_new, cache_seqlens=lens, block_table=table,
+                                                 causal=True, return_softmax_lse=True, num_splits=0)
+    for i in range(b):
+        k_full[i, lens[i]:lens[i] + new], v_full[i, lens[i]:lens[i] + new] = k_new[i], v_new[i]
+    assert rel_err(out, definition(q, k_full, v_full, causal=True, seqlens_k=lens + new)) <= TOL[dtype]
+    assert lse.shape == (b, h, q.shape[1])
+    got = kc if table is None else kc[table.long()].reshape(b, cap, hkv, d)
+    assert torch.equal(got, k_full)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kvcache_error_leaves_the_cache_unchanged(device):
+    # The forward's arguments (here its window) are checked before the append writes the cache.
+    kc, vc = (torch.randn(2, 32, 2, 16, device=device) for _ in "kv")
+    before = kc.clone()
+    q, k_new = torch.randn(2, 1, 2, 16, device=device), torch.randn(2, 1, 2, 16, device=device)
+    lens = torch.tensor([3, 7], dtype=torch.int32, device=device)
+    with pytest.raises(FlashAttnError, match="window_left"):
+        flashattn.flash_attn_with_kvcache(q, kc, vc, k=k_new, v=k_new, cache_seqlens=lens, window_size=(-4, 0))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    assert torch.equal(kc, before)
+
+
+@pytest.mark.parametrize("device, dtype", cases())
+def test_combine_matches_the_whole(device, dtype):
+    torch.manual_seed(4)
+    q, k, v = make((2, 5, 80, 4, 2, 64), device, dtype, grad=False)
+    parts = [flashattn.flash_attn_func(q, k[:, a:z], v[:, a:z], return_attn_probs=True)[:2]
+             for a, z in ((0, 30), (30, 31), (31, 80))]
+    out_partial = torch.stack([o.float() for o, _ in parts])
+    lse_partial = torch.stack([lse.transpose(1, 2) for _, lse in parts])
+    out, lse = flashattn.flash_attn_combine(out_partial, lse_partial, out_dtype=dtype)
+    assert out.dtype == dtype and lse.shape == (2, 5, 4)
+    assert rel_err(out, definition(q, k, v)) <= 2 * TOL[dtype]
