@@ -54,6 +54,7 @@ typedef struct options {
   long total_tokens, model_dim;
   int iters, warmup;
   int deterministic; /* desc.deterministic for every call */
+  int trust_indices; /* --trust-indices: varlen's offsets not read back (max_seqlen_q given), as FA2's callers */
   const char *plot;
 } options;
 
@@ -94,6 +95,8 @@ static void usage(FILE *f) {
              "  --window N --global N        local-global: band half-width and global blocks (default 1, 1)\n"
              "  --dropout LIST               dropout probabilities (default 0; e.g. 0,0.1)\n"
              "  --deterministic 0|1          desc.deterministic: the backward's fixed-order dQ (default 0)\n"
+             "  --trust-indices 0|1          varlen: desc.trust_indices with max_seqlen_q given, so that no call reads\n"
+             "                               the offsets back (FA2's varlen functions take max_seqlen too; default 0)\n"
              "  --sliding-window LIST        sliding windows of window_left keys (window_right 0 when causal, else the\n"
              "                               same); -1 is none (default -1; e.g. -1,256,1024)\n"
              "  --varlen LIST                0: a padded batch; 1: the batch's sequences packed along one token axis\n"
@@ -327,6 +330,7 @@ static int parse_options(int argc, char **argv, options *o) {
           {"--warmup", 0, NULL, &o->warmup},       {"--device", 0, NULL, &o->device},
           {"--block-size", 1, &o->block_size, NULL}, {"--window", 0, &o->window, NULL},
           {"--global", 0, &o->global, NULL},     {"--deterministic", 0, NULL, &o->deterministic},
+          {"--trust-indices", 0, NULL, &o->trust_indices},
       };
       int k = -1;
       for (int j = 0; j < (int)(sizeof ints / sizeof ints[0]); j++)
@@ -598,6 +602,11 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
     }
     fa_tensor_packed(&cu_t, cu_buf, 0, FA_I32, B + 1, 1, 1, 1);
     desc.cu_seqlens_q = desc.cu_seqlens_k = &cu_t;
+    if (o->trust_indices) {
+      desc.trust_indices = 1;
+      for (long b = 0; b < B; b++)
+        if (cu[b + 1] - cu[b] > desc.max_seqlen_q) desc.max_seqlen_q = cu[b + 1] - cu[b];
+    }
   }
   if (sh->mask.kind != MASK_DENSE) {
     const long nb = (S + o->block_size - 1) / o->block_size;
