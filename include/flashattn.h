@@ -416,7 +416,8 @@ FA_API fa_status fa_forward(fa_context *ctx, const fa_attention_desc *desc, cons
  * 4·B·Hq·Sq·(D + 1) bytes on the sm_80 kernels (f16/bf16 on sm_80 and later; f32 deterministic: 4·B·Hq·Sq),
  * 4·B·Hq·Sq'·(64·⌈D/64⌉ + 2) on the Hopper kernels (Sq' = Sq rounded up to 64); with deterministic = 1 also
  * 4 bytes per head and 64 queries (times ⌈D/64⌉ on Hopper; with an inference option, 4 bytes per head and
- * query row). With varlen, Sq is q's token axis and B is 1. It is sized before the first launch and only
+ * query row). With varlen, on the sm_80 kernels Sq is q's token axis and B is 1; on the Hopper kernels B is
+ * the number of sequences and Sq the longest query sequence. It is sized before the first launch and only
  * grows: a call whose workspace is already large enough neither allocates nor waits for the stream, so it
  * can be captured into a CUDA graph; a call that would grow it while the stream is being captured returns
  * FA_ERROR_INVALID_ARGUMENT (run it once before capturing). A grow never waits for the stream either.
