@@ -350,7 +350,9 @@ FA_API void fa_tensor_packed(fa_tensor *t, fa_buffer *buf, size_t offset, fa_dty
  *   (offsets non-decreasing, from >= 0, at most the total); causal, window and ALiBi ([B or 1, Hq]) are per
  *   sequence. Rows of q outside every sequence are not written (nor, in the backward, those rows of dq and the
  *   rows of dk, dv outside every sequence). Both or neither; not with seqlens_k or block_table. max_seqlen_q
- *   sizes the launch; the backward's key grid takes the longest key sequence (the whole axis when trusted).
+ *   sizes the launch, max_seqlen_k the backward's key grid (FlashAttention's max_seqlen_q and max_seqlen_k):
+ *   0 reads them from the offsets; with trusted offsets max_seqlen_q is needed and max_seqlen_k 0 takes k's
+ *   whole token axis (a grid of mostly idle blocks). Given values below the longest sequence are refused.
  * - trust_indices: 0 (the default) copies seqlens_k and block_table to the host and checks every value before
  *   any work is enqueued (one blocking read per call); 1 skips that, for callers that check themselves or
  *   capture graphs: the kernels then clamp a bad value into range instead of reading out of bounds.
@@ -381,7 +383,8 @@ typedef struct fa_attention_desc {
   int trust_indices;                 /* 1: skip the host check of seqlens_k and block_table values */
   const fa_tensor *cu_seqlens_q, *cu_seqlens_k; /* int32 [B + 1, 1, 1, 1] each; NULL: padded batches */
   int64_t max_seqlen_q;              /* longest query sequence; 0: read from cu_seqlens_q (needed when trusted) */
-  /* grown since 0.2.0: nothing yet (read only when struct_size covers them) */
+  /* grown since 0.2.0 (read only when struct_size covers them) */
+  int64_t max_seqlen_k;              /* longest key sequence; 0: read from cu_seqlens_k (trusted: k's whole axis) */
 } fa_attention_desc;
 
 /** Zero every field (dense flash attention, default scale) and set struct_size to the caller's sizeof. */

@@ -764,10 +764,14 @@ static fa_status check_varlen(fa_context *ctx, const fa_attention_desc *desc, fa
     return st;
   p->seqs = n - 1;
   p->max_seqlen_q = desc->max_seqlen_q;
-  p->max_seqlen_k = p->seqlen_k; /* the bound for trusted offsets; the longest one when they are read below */
+  /* the bound for trusted offsets; the longest one when they are read below */
+  p->max_seqlen_k = desc->max_seqlen_k ? desc->max_seqlen_k : p->seqlen_k;
   if (desc->max_seqlen_q < 0 || desc->max_seqlen_q > p->seqlen_q)
     return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: %lld, outside 0 .. q's %lld tokens",
                    (long long)desc->max_seqlen_q, (long long)p->seqlen_q);
+  if (desc->max_seqlen_k < 0 || desc->max_seqlen_k > p->seqlen_k)
+    return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_k: %lld, outside 0 .. k's %lld tokens",
+                   (long long)desc->max_seqlen_k, (long long)p->seqlen_k);
   if (desc->trust_indices) {
     if (!p->max_seqlen_q)
       return fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: 0, but trust_indices needs it given");
@@ -793,10 +797,13 @@ static fa_status check_varlen(fa_context *ctx, const fa_attention_desc *desc, fa
     free(cu);
   }
   if (st == FA_SUCCESS && !p->max_seqlen_q) p->max_seqlen_q = longest;
-  if (st == FA_SUCCESS) p->max_seqlen_k = longest_k;
+  if (st == FA_SUCCESS && !desc->max_seqlen_k) p->max_seqlen_k = longest_k;
   if (st == FA_SUCCESS && longest > p->max_seqlen_q)
     st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_q: %lld, below the longest query sequence (%lld)",
                  (long long)p->max_seqlen_q, (long long)longest);
+  if (st == FA_SUCCESS && longest_k > p->max_seqlen_k)
+    st = fa_fail(ctx, FA_ERROR_INVALID_ARGUMENT, "desc->max_seqlen_k: %lld, below the longest key sequence (%lld)",
+                 (long long)p->max_seqlen_k, (long long)longest_k);
   return st;
 }
 

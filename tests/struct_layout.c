@@ -47,6 +47,7 @@ int main(void) {
   FIELD(fa_attention_desc, cu_seqlens_q);
   FIELD(fa_attention_desc, cu_seqlens_k);
   FIELD(fa_attention_desc, max_seqlen_q);
+  FIELD(fa_attention_desc, max_seqlen_k);
   SIZE(fa_attention_desc);
 
   FIELD(fa_device_info, struct_size);

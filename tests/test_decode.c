@@ -405,13 +405,16 @@ static void varlen_bad(int bi) {
   ck_assert_int_eq(th_tensor_fill_random(&q, &r, 1.0), FA_SUCCESS);
   static const struct {
     int32_t cq[3], ck[3];
-    int64_t max_q;
+    int64_t max_q, max_k;
     int only_q;
     const char *what;
-  } bad[] = {{{0, 6, 4}, {0, 5, 20}, 0, 0, "cu_seqlens_q: offset 2 is 4"},
-             {{0, 6, 10}, {0, 5, 21}, 0, 0, "cu_seqlens_k: offset 2 is 21"},
-             {{0, 6, 10}, {0, 5, 20}, 3, 0, "max_seqlen_q: 3, below"},
-             {{0, 6, 10}, {0, 5, 20}, 0, 1, "cu_seqlens_k: NULL"}};
+  } bad[] = {{{0, 6, 4}, {0, 5, 20}, 0, 0, 0, "cu_seqlens_q: offset 2 is 4"},
+             {{0, 6, 10}, {0, 5, 21}, 0, 0, 0, "cu_seqlens_k: offset 2 is 21"},
+             {{0, 6, 10}, {0, 5, 20}, 3, 0, 0, "max_seqlen_q: 3, below"},
+             {{0, 6, 10}, {0, 5, 20}, 0, 14, 0, "max_seqlen_k: 14, below the longest key sequence (15)"},
+             {{0, 6, 10}, {0, 5, 20}, 0, 21, 0, "max_seqlen_k: 21, outside 0 .. k's 20 tokens"},
+             {{0, 6, 10}, {0, 5, 20}, 0, -1, 0, "max_seqlen_k: -1, outside"},
+             {{0, 6, 10}, {0, 5, 20}, 0, 0, 1, "cu_seqlens_k: NULL"}};
   for (size_t x = 0; x < sizeof bad / sizeof bad[0]; x++) {
     th_small tq, tk;
     th_small_create(&tq, ctx, FA_I32, bad[x].cq, 3, 1);
@@ -421,6 +424,7 @@ static void varlen_bad(int bi) {
     desc.cu_seqlens_q = &tq.t;
     desc.cu_seqlens_k = bad[x].only_q ? NULL : &tk.t;
     desc.max_seqlen_q = bad[x].max_q;
+    desc.max_seqlen_k = bad[x].max_k;
     const fa_status st = fa_forward(ctx, &desc, &q.t, &k.t, &v.t, &o.t, NULL);
     const char *msg = fa_context_last_error(ctx);
     ck_assert_msg(st == FA_ERROR_INVALID_ARGUMENT && strstr(msg, bad[x].what), "%s: %s: got %s \"%s\", want \"%s\"",

@@ -95,7 +95,7 @@ static void usage(FILE *f) {
              "  --window N --global N        local-global: band half-width and global blocks (default 1, 1)\n"
              "  --dropout LIST               dropout probabilities (default 0; e.g. 0,0.1)\n"
              "  --deterministic 0|1          desc.deterministic: the backward's fixed-order dQ (default 0)\n"
-             "  --trust-indices 0|1          varlen: desc.trust_indices with max_seqlen_q given, so that no call reads\n"
+             "  --trust-indices 0|1          varlen: desc.trust_indices with max_seqlen_q, _k given, so that no call reads\n"
              "                               the offsets back (FA2's varlen functions take max_seqlen too; default 0)\n"
              "  --sliding-window LIST        sliding windows of window_left keys (window_right 0 when causal, else the\n"
              "                               same); -1 is none (default -1; e.g. -1,256,1024)\n"
@@ -605,7 +605,7 @@ static case_result run_case(const options *o, const shape *sh, const host_inputs
     if (o->trust_indices) {
       desc.trust_indices = 1;
       for (long b = 0; b < B; b++)
-        if (cu[b + 1] - cu[b] > desc.max_seqlen_q) desc.max_seqlen_q = cu[b + 1] - cu[b];
+        if (cu[b + 1] - cu[b] > desc.max_seqlen_q) desc.max_seqlen_q = desc.max_seqlen_k = cu[b + 1] - cu[b];
     }
   }
   if (sh->mask.kind != MASK_DENSE) {

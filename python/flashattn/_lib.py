@@ -44,7 +44,7 @@ class AttentionDesc(ctypes.Structure):
                 ("alibi_slopes", ctypes.POINTER(Tensor)), ("softcap", ctypes.c_float),
                 ("num_splits", ctypes.c_int), ("trust_indices", ctypes.c_int),
                 ("cu_seqlens_q", ctypes.POINTER(Tensor)), ("cu_seqlens_k", ctypes.POINTER(Tensor)),
-                ("max_seqlen_q", ctypes.c_int64)]
+                ("max_seqlen_q", ctypes.c_int64), ("max_seqlen_k", ctypes.c_int64)]
 
 
 class DeviceInfo(ctypes.Structure):

@@ -45,6 +45,7 @@ class Params:
     num_splits: int = 0
     max_seqlen_q: int = 0
     tensors: dict = field(default_factory=dict)
+    max_seqlen_k: int = 0
 
     @property
     def varlen(self):
@@ -67,6 +68,7 @@ class Params:
         d.softcap = float(self.softcap or 0.0)
         d.num_splits = _c_int("num_splits", self.num_splits or 0, 32)
         d.max_seqlen_q = _c_int("max_seqlen_q", self.max_seqlen_q or 0, 64)
+        d.max_seqlen_k = _c_int("max_seqlen_k", self.max_seqlen_k or 0, 64)
         for name in DESC_TENSORS:
             if binding is not None and self.tensors.get(name) is not None:
                 setattr(d, name, binding.pointer(name))

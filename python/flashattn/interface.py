@@ -14,13 +14,14 @@ _NAMES = {None: ("q", "k", "v"), "qkv": ("qkv",), "kv": ("q", "kv")}
 
 def _params(first, dropout_p, softmax_scale, causal, deterministic, rng_state=None, window_size=(-1, -1),
             softcap=0.0, num_splits=0, max_seqlen_q=0, alibi_slopes=None, cu_seqlens_q=None, cu_seqlens_k=None,
-            seqlens_k=None, block_table=None):
+            seqlens_k=None, block_table=None, max_seqlen_k=0):
     """The call's parameters; dropout takes (seed, offset) from rng_state, else from the caller's generator."""
     seed, offset = (0, 0) if not dropout_p else (rng_state if rng_state is not None else _rng.take(first))
     tensors = {"alibi_slopes": alibi_slopes, "cu_seqlens_q": cu_seqlens_q, "cu_seqlens_k": cu_seqlens_k,
                "seqlens_k": seqlens_k, "block_table": block_table}
     return _ops.Params(softmax_scale, causal, dropout_p, seed, offset, deterministic, _ops.window_pair(window_size),
-                       softcap, num_splits, max_seqlen_q, {n: t for n, t in tensors.items() if t is not None})
+                       softcap, num_splits, max_seqlen_q, {n: t for n, t in tensors.items() if t is not None},
+                       max_seqlen_k)
 
 
 def _forward(pack, arrays, params):
@@ -91,12 +92,12 @@ def _varlen(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table=
         if x is None:
             raise FlashAttnError(_lib.INVALID_ARGUMENT, f"{name}: None; the varlen functions need int32 [B + 1] "
                                  "offsets of the sequences along the token axis")
-    _ops._c_int("max_seqlen_k", max_seqlen_k, 64)
     if block_table is not None:
         raise FlashAttnError(_lib.UNSUPPORTED, "block_table: paged K/V with varlen batches is not served yet; use "
                              "flash_attn_with_kvcache for a paged cache")
     return {"cu_seqlens_q": cu_seqlens_q, "cu_seqlens_k": cu_seqlens_k,
-            "max_seqlen_q": _ops._c_int("max_seqlen_q", max_seqlen_q, 64)}
+            "max_seqlen_q": _ops._c_int("max_seqlen_q", max_seqlen_q, 64),
+            "max_seqlen_k": _ops._c_int("max_seqlen_k", max_seqlen_k, 64)}
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
@@ -112,8 +113,8 @@ flash_attn_varlen_func.__doc__ = f"""Attention over a batch of sequences of diff
     cu_seqlens_q[b + 1] - 1 of q and rows cu_seqlens_k[b] .. cu_seqlens_k[b + 1] - 1 of k and v.
 
     cu_seqlens_q, cu_seqlens_k: int32 [B + 1], non-decreasing, on q's device. max_seqlen_q: the longest
-    query sequence (checked against the offsets). max_seqlen_k: accepted for flash_attn's signature; the
-    library finds the longest key sequence from cu_seqlens_k. Causal, window and ALiBi ([H] or [B, H]) apply
+    query sequence, max_seqlen_k the longest key sequence (both checked against the offsets; they size the
+    launches). Causal, window and ALiBi ([H] or [B, H]) apply
     per sequence. Rows outside every sequence get zeros (in out, softmax_lse and the gradients).
     {_OPTIONS_DOC}
     block_table: not served with varlen yet (FlashAttnError); flash_attn_with_kvcache takes paged caches.
@@ -209,7 +210,7 @@ def attention_forward(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, 
     """The forward without autograd, for any DLPack arrays: returns (out, lse, rng_state), where rng_state is
     the (seed, offset) that dropout used (drawn from the caller's generator when None), for
     attention_backward. options: window_size, softcap, alibi_slopes, and for varlen (q, k, v [total, H, D],
-    lse [H, total_q]) cu_seqlens_q, cu_seqlens_k and max_seqlen_q; as flash_attn_varlen_func."""
+    lse [H, total_q]) cu_seqlens_q, cu_seqlens_k, max_seqlen_q and max_seqlen_k; as flash_attn_varlen_func."""
     _ops.placement({"q": q, "k": k, "v": v})
     params = _params(q, dropout_p, softmax_scale, causal, False, rng_state, **options)
     out, lse = _ops.new_outputs(params, q)
