@@ -34,7 +34,13 @@
  * kernel as it was); each key tile classified over the group's 64 rows (fa_block_tile, uniform), skipped
  * before any load when no block of it is on, masked score by score when some are; dropout zeroes P after the
  * row sums are taken, one Philox call per n-tile per thread (its four accumulators are one masks.h group),
- * and scales the final 1/l by 1/(1-p). */
+ * and scales the final 1/l by 1/(1-p).
+ * FA_INFER (0 or 1, not with the two above; kernels/nv_warp.cl): the inference options of kernels/masks.h, their
+ * arguments (FA_INFER_ARGS) after scale_log2, as flash_fwd.cl's. Varlen: the grid's dimension 2 counts
+ * sequences; a group takes its sequence's span and leaves when its rows start past it; q, o, lse and k, v are
+ * then the packed token axes (batch 0). The key loop walks the band of the group's 64 rows only (tiles outside
+ * it are never loaded: a window of W keys costs about (W + BM) / BN + 1 tiles), each tile classified with
+ * fa_band_tile (uniform): FULL tiles take no per-score test. Softcap and ALiBi act on the base-2 scores. */
 
 #ifndef BLOCK_N
 #error "BLOCK_N must be defined"
@@ -74,7 +80,7 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
              __global const ushort *v, long v_off, long v_sb, long v_ss, long v_sh,
              __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
              __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse,
-             int Sq, int Sk, int group, int causal, float scale_log2 FA_MASK_ARGS) {
+             int Sq_all, int Sk_all, int group, int causal, float scale_log2 FA_MASK_ARGS FA_INFER_ARGS) {
   /* K and V tiles; uint4 so that 16-byte accesses are aligned. */
   __local uint4 sk4[BN * DS / 8];
   __local uint4 sv4[BN * DS / 8];
@@ -91,10 +97,15 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
   const int h = get_group_id(1), b = get_group_id(2);
   const int hk = h / group;
   const int m0 = mb * BM;
+  NV_SEQ_SETUP(b)
+#if FA_INFER
+  if (m0 >= Sq) return; /* varlen: past this sequence's rows (the whole group: no barrier is left waiting) */
+  const float slope2 = NV_SLOPE2(b, h);
+#endif
   const long diag = (long)Sk - Sq; /* row i sees keys j <= i + diag */
-  const long qb = q_off + b * q_sb + h * q_sh + (long)m0 * q_ss;
-  const long kb = k_off + b * k_sb + hk * k_sh;
-  const long vb = v_off + b * v_sb + hk * v_sh;
+  const long qb = q_off + bt * q_sb + h * q_sh + (long)(qfirst + m0) * q_ss;
+  const long kb = k_off + bt * k_sb + hk * k_sh + (long)kfirst * k_ss;
+  const long vb = v_off + bt * v_sb + hk * v_sh + (long)kfirst * v_ss;
 #if FA_BLOCK_MASK
   const __global uchar *mbase = bmask + bm_off + b * bm_sb + h * bm_sh; /* this batch and head's block (0, 0) */
 #endif
@@ -107,10 +118,18 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
   (void)drop_seed, (void)drop_offset, (void)drop_threshold, (void)drop_scale;
 #endif
 
-  /* Key tiles the block needs: up to the last row's causal limit; 0 when every row is masked. */
+  /* Key tiles j0 .. n_tiles - 1 the block needs: up to the last row's causal limit (with FA_INFER, the band of
+   * the block's rows: from the first row's first key to the last row's last); none when every row is masked. */
+#if FA_INFER
+  const int qlast = min(m0 + BM, Sq);
+  const int j0 = fa_band_lo(m0, Sq, Sk, wl) / BN, kend = fa_band_hi(qlast - 1, Sq, Sk, causal, wr);
+  const int n_tiles = kend <= j0 * BN ? j0 : (kend + BN - 1) / BN;
+#else
+  const int j0 = 0;
   long max_key = (long)Sk - 1;
   if (causal) max_key = min(max_key, (long)min(m0 + BM, Sq) - 1 + diag);
   const int n_tiles = max_key < 0 ? 0 : (int)(max_key / BN) + 1;
+#endif
 
   /* Q fragments straight into registers (local memory holds only K and V^T, so D = 256 fits). */
   uint qf[DP / 16][4];
@@ -132,9 +151,9 @@ NV_UNROLL
   __local uchar tile_class[NTHREADS];
 #else
   /* K of the first tile; later ones are fetched during the previous tile's O += P V. */
-  if (n_tiles > 0) nv_fetch(st, sk, k, kb, k_ss, BN, min(BN, Sk));
+  if (j0 < n_tiles) nv_fetch(st, sk, k, kb + (long)j0 * BN * k_ss, k_ss, BN, min(BN, Sk - j0 * BN));
 #endif
-  for (int j = 0; j < n_tiles; j++) {
+  for (int j = j0; j < n_tiles; j++) {
     const int n0 = j * BN;
 #if FA_BLOCK_MASK
     if (j % NTHREADS == 0) {
@@ -178,6 +197,33 @@ NV_UNROLL
     for (int nt = 0; nt < BN / 8; nt++)
 NV_UNROLL
       for (int e = 0; e < 4; e++) s[nt][e] *= scale_log2;
+#if FA_INFER
+    /* Softcap and ALiBi on every score (the masked ones become -inf below), then the band's per-score test on
+     * the tiles it covers in part (keys past Sk included: a tile reaching past Sk is never FULL). */
+    if (softcap2 > 0.0f || slope2 != 0.0f) {
+NV_UNROLL
+      for (int nt = 0; nt < BN / 8; nt++)
+NV_UNROLL
+        for (int e = 0; e < 4; e++) {
+          float gf;
+          s[nt][e] = nv_mod_score(s[nt][e], softcap2, slope2, (long)(row0 + 8 * (e >> 1)) + diag,
+                                  n0 + nt * 8 + 2 * t + (e & 1), &gf);
+        }
+    }
+    if (fa_band_tile(m0, qlast, n0, n0 + BN, Sq, Sk, causal, wl, wr) != FA_TILE_FULL) {
+NV_UNROLL
+      for (int rr = 0; rr < 2; rr++) {
+        const int row = row0 + rr * 8;
+        const int lo = fa_band_lo(row, Sq, Sk, wl) - n0, hi = fa_band_hi(row, Sq, Sk, causal, wr) - n0;
+NV_UNROLL
+        for (int nt = 0; nt < BN / 8; nt++) {
+          const int col = nt * 8 + 2 * t;
+          if (col < lo || col >= hi) s[nt][2 * rr] = -INFINITY;
+          if (col + 1 < lo || col + 1 >= hi) s[nt][2 * rr + 1] = -INFINITY;
+        }
+      }
+    }
+#else
     if ((long)n0 + BN > Sk || (causal && (long)n0 + BN - 1 > (long)m0 + diag)) {
 NV_UNROLL
       for (int rr = 0; rr < 2; rr++) {
@@ -191,6 +237,7 @@ NV_UNROLL
         }
       }
     }
+#endif
 #if FA_BLOCK_MASK
     /* Tiles the mask covers in part: score by score, like the causal mask (rows past Sq and keys past Sk have
      * no mask byte; those keys are -inf already). */
@@ -282,7 +329,7 @@ NV_UNROLL
 #endif
     const int row = row0 + rr * 8;
     if (row < Sq) {
-      const long ob = o_off + b * o_sb + h * o_sh + (long)row * o_ss;
+      const long ob = o_off + bt * o_sb + h * o_sh + (long)(qfirst + row) * o_ss;
 NV_UNROLL
       for (int nd = 0; nd < DP / 8; nd++)
         if (nd * 8 < HEAD_DIM) {
@@ -291,7 +338,7 @@ NV_UNROLL
           fa_store(o, ob + col + 1, oacc[nd][2 * rr + 1] * inv);
         }
       if (has_lse && t == 0)
-        lse[l_off + b * l_sb + h * l_sh + (long)row * l_ss] = lt > 0.0f ? (m[rr] + log2(lt)) * FA_LN2 : -INFINITY;
+        lse[l_off + bt * l_sb + h * l_sh + (long)(qfirst + row) * l_ss] = lt > 0.0f ? (m[rr] + log2(lt)) * FA_LN2 : -INFINITY;
     }
   }
 }

@@ -369,3 +369,41 @@ NV_UNROLL
     a[kk][3] = nv_gld2(gm, base, stride, row0 + g + 8, valid, c + 8);
   }
 }
+
+/* ---- the inference options (FA_INFER: varlen, the causal / sliding-window band, ALiBi, softcap) ----
+ *
+ * Both kernels take masks.h's rules: fa_seq_span for a sequence's rows, fa_band_lo / fa_band_hi / fa_band_tile /
+ * fa_band_rows for the band and the walk over it, and the modifiers below on the base-2 scaled score. */
+#ifndef FA_INFER
+#define FA_INFER 0
+#endif
+#if FA_INFER
+#if (defined(FA_BLOCK_MASK) && FA_BLOCK_MASK) || (defined(FA_DROPOUT) && FA_DROPOUT)
+#error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
+#endif
+#define FA_INFER_ARGS FA_INFER_CL_PARAMS /* masks.h */
+/* x (base 2, scaled) of a row at diagonal position p and key j: softcap (fa_softcap_fast: tanh's evaluation
+ * costs registers these kernels do not have), then ALiBi; *g gets softcap's factor on dS (1 without it). */
+inline float nv_mod_score(float x, float softcap2, float slope2, long p, int j, float *g) {
+  *g = 1.0f;
+  if (softcap2 > 0.0f) {
+    x = fa_softcap_fast(x, softcap2);
+    *g = fa_softcap_grad(x, softcap2);
+  }
+  return slope2 != 0.0f ? x + fa_alibi(slope2, p, j) : x;
+}
+/* ALiBi's slope of head h of sequence b, in base 2 (0: none). */
+#define NV_SLOPE2(b, h) (has_alibi ? alibi[al_off + (long)(b) * al_sb + (long)(h) * al_sh] * FA_LOG2E : 0.0f)
+/* The sequence of grid index b: query rows qfirst .. qfirst + Sq - 1, keys kfirst .. kfirst + Sk - 1 of tensor
+ * batch bt (varlen: batch 0 of the packed axes; else all of batch b). */
+#define NV_SEQ_SETUP(b)                                           \
+  int Sq = Sq_all, Sk = Sk_all, qfirst = 0, kfirst = 0, bt = (b); \
+  if (varlen) {                                                   \
+    fa_seq_span(cu_q + cuq_off, cuq_s, (b), Sq_all, &qfirst, &Sq); \
+    fa_seq_span(cu_k + cuk_off, cuk_s, (b), Sk_all, &kfirst, &Sk); \
+    bt = 0;                                                       \
+  }
+#else
+#define FA_INFER_ARGS
+#define NV_SEQ_SETUP(b) const int Sq = Sq_all, Sk = Sk_all, qfirst = 0, kfirst = 0, bt = (b);
+#endif

@@ -135,7 +135,8 @@ void fa_cl_nv_describe(const fa_cl *cl, char *buf, size_t len) {
 /* The last device whose driver refused to build the kernel: later calls fall back at once instead of paying
  * for a failing build each time (one device remembered is enough for the usual one-GPU process). */
 static _Atomic uintptr_t nv_failed_device;
-/* The same for the block-mask / dropout variants, so that a driver refusing those keeps the dense path. */
+/* The same for the block-mask / dropout / inference variants, so that a driver refusing those keeps the dense
+ * path. */
 static _Atomic uintptr_t nv_failed_device_masked;
 
 #define NV_BM 64 /* query rows per group, as in the kernel */
@@ -149,7 +150,8 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   if (p->dtype != FA_F16 && p->dtype != FA_BF16) return FA_ERROR_UNSUPPORTED;
   if (p->head_dim > 256 || p->head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return FA_ERROR_UNSUPPORTED;
-  const int has_mask = p->mask.buf != NULL, has_dropout = p->dropout_p > 0.0f, masked = has_mask || has_dropout;
+  const int has_mask = p->mask.buf != NULL, has_dropout = p->dropout_p > 0.0f, infer = fa_problem_flash_infer(p);
+  const int masked = has_mask || has_dropout || infer;
   /* Local memory: K and V, BN x (D+8) 16-bit elements each: 34 KB at D = 128, BN = 64; the widest key tile
    * that fits (32 at D = 256 in 48 KiB). */
   const int d = (int)p->head_dim, dp = fa_cl_nv_dp(d);
@@ -167,8 +169,9 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   const int aligned = fa_cl_nv_aligned8(&p->q) && fa_cl_nv_aligned8(&p->k) && fa_cl_nv_aligned8(&p->v);
   char options[256];
   snprintf(options, sizeof options,
-           "%s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d",
-           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate, has_mask, has_dropout);
+           "%s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d "
+           "-DFA_INFER=%d",
+           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate, has_mask, has_dropout, infer);
   cl_kernel kern;
   fa_status s = fa_cl_nv_kernel(ctx, mode, masked ? &nv_failed_device_masked : &nv_failed_device,
                                 "masks.h nv_warp.cl flash_fwd_nv.cl", options, "flash_fwd_nv", &kern);
@@ -177,8 +180,11 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   /* The same arguments as the portable kernel (cl_flash.c). */
   if ((s = fa_cl_forward_args(ctx, kern, p, "flash_fwd_nv")) != FA_SUCCESS) return s;
 
-  size_t blocks = (size_t)((p->seqlen_q + NV_BM - 1) / NV_BM);
+  /* Varlen: a row of groups per sequence, enough for the longest; groups past their sequence's rows leave. */
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  size_t blocks = (size_t)(((varlen ? p->max_seqlen_q : p->seqlen_q) + NV_BM - 1) / NV_BM);
   size_t local[3] = {NV_THREADS, 1, 1};
-  size_t global[3] = {blocks * NV_THREADS, (size_t)p->heads_q, (size_t)p->batch};
+  size_t global[3] = {blocks * NV_THREADS, (size_t)p->heads_q, (size_t)(varlen ? p->seqs : p->batch)};
+  if (!blocks) return FA_SUCCESS; /* every sequence empty: nothing to write */
   return fa_cl_launch(ctx, kern, 3, global, local, "flash_fwd_nv");
 }
