@@ -134,9 +134,17 @@ inline const __local ushort *nv_fresh(const __local ushort *p) {
   return (const __local ushort *)(ulong)a;
 }
 
+/* The same for a global pointer (nv_fetch's running source pointer). */
+inline const __global ushort *nv_fresh_g(const __global ushort *p) {
+  ulong a;
+  __asm__ __volatile__("mov.b64 %0, %1;" : "=l"(a) : "l"((ulong)p));
+  return (const __global ushort *)a;
+}
+
 #define MMA(d, a, b0, b1) mma16816(d, a, b0, b1)
 #define SHFL_XOR_U(x, m) shfl_xor_u(x, m)
 #define NV_FRESH(p) nv_fresh(p)
+#define NV_FRESH_G(p) nv_fresh_g(p)
 #define LDSM(r, p, off, trans) nv_ldsm(r, p, off, trans)
 /* ex2.approx: relative error near 2^-22, far below the 16-bit inputs' rounding; ex2(-inf) = +0. */
 #define EXP2(x) native_exp2(x)
@@ -224,6 +232,7 @@ inline void nv_cp_commit(void) {}
 inline void nv_cp_wait(void) {}
 
 #define NV_FRESH(p) (p)
+#define NV_FRESH_G(p) (p)
 #define MMA(d, a, b0, b1) mma_emul(d, a, b0, b1, emul)
 #define SHFL_XOR_U(x, m) shfl_emul(x, m, emul)
 #define LDSM(r, p, off, trans) ldsm_emul(r, p, off, trans, emul)
@@ -302,7 +311,29 @@ inline uint ld2r(const __local ushort *p, int stride) { return (uint)p[0] | ((ui
 
 static inline void nv_fetch(uint4 *st, __local ushort *dst, const __global ushort *gm, long base, long stride,
                             int rows, int valid) {
-#if FA_ALIGNED
+#if FA_ALIGNED && FA_NV_CPASYNC && NTHREADS % CH == 0
+  /* Work-item lid copies chunk lid % CH of rows lid / CH + NTHREADS / CH * i through one running source
+   * pointer and one running destination, as flash_fwd.cu's load_tile, both laundered at each step: computed
+   * from base per chunk, the compiler hoisted every chunk's 64-bit source offset and its shared address out of
+   * the key loop (clang's PTX at D 128: about 48 registers for the K and V tiles). */
+  (void)st;
+  const int lid = get_local_id(0), c = lid % CH, r0 = lid / CH, rpi = NTHREADS / CH;
+  const int okc = c * 8 < HEAD_DIM;
+  const __global ushort *row = NV_FRESH_G(gm + base + (long)r0 * stride + c * 8);
+  __local ushort *d = dst + r0 * DS + c * 8;
+  const long step = (long)rpi * stride;
+NV_UNROLL
+  for (int i = 0; i < (rows + rpi - 1) / rpi; i++) {
+    const int r = r0 + i * rpi;
+    if (rows % rpi == 0 || r < rows) {
+      const int ok = okc && r < valid;
+      nv_cp16((__local ushort *)NV_FRESH(d), ok ? row : gm + base, ok ? 16 : 0); /* row 0: valid */
+    }
+    row = NV_FRESH_G(row + step);
+    d += rpi * DS;
+  }
+  nv_cp_commit();
+#elif FA_ALIGNED
   const int lid = get_local_id(0);
 NV_UNROLL
   for (int i = 0; i < NV_STAGED(rows); i++) {
