@@ -142,6 +142,13 @@ NV_UNROLL
    * scores are -inf and -inf - (-inf) never occurs. */
   float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.0f, 0.0f};
   const int row0 = m0 + warp * 16 + g;
+#if FA_INFER
+  /* The keys [klo, khi) rows row0 and row0 + 8 see, once: per tile they cost registers the kernel lacks. */
+  int klo[2], khi[2];
+NV_UNROLL
+  for (int rr = 0; rr < 2; rr++)
+    klo[rr] = fa_band_lo(row0 + 8 * rr, Sq, Sk, wl), khi[rr] = fa_band_hi(row0 + 8 * rr, Sq, Sk, causal, wr);
+#endif
 
   /* Staging registers of the tile on its way (FA_ALIGNED without cp.async; unused otherwise). */
   uint4 st[NV_STAGED(BN)];
@@ -213,8 +220,7 @@ NV_UNROLL
     if (fa_band_tile(m0, qlast, n0, n0 + BN, Sq, Sk, causal, wl, wr) != FA_TILE_FULL) {
 NV_UNROLL
       for (int rr = 0; rr < 2; rr++) {
-        const int row = row0 + rr * 8;
-        const int lo = fa_band_lo(row, Sq, Sk, wl) - n0, hi = fa_band_hi(row, Sq, Sk, causal, wr) - n0;
+        const int lo = klo[rr] - n0, hi = khi[rr] - n0;
 NV_UNROLL
         for (int nt = 0; nt < BN / 8; nt++) {
           const int col = nt * 8 + 2 * t;
