@@ -15,7 +15,7 @@
  * tried again without cp.async, then without ldmatrix, then without both, before the portable kernel; what
  * was dropped, and the first refusal's log, go into fa_device_info.kernels, and later builds on the device
  * leave it out at once. FLASHATTN_OPENCL_NV_DEFINES: more build options appended (measurements; NVIDIA's
- * compiler rejects -cl-nv-maxrregcount); FLASHATTN_OPENCL_NV_BLOCK_N: the forward's key tile (below). */
+ * compiler rejects -cl-nv-maxrregcount); FLASHATTN_OPENCL_NV_BLOCK_N (16, 32, 48): the forward's key tile (below). */
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -156,10 +156,12 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
    * that fits (32 at D = 256 in 48 KiB). */
   const int d = (int)p->head_dim, dp = fa_cl_nv_dp(d);
   const size_t budget = fa_env_local_mem((size_t)cl->local_mem_bytes);
-  /* FLASHATTN_OPENCL_NV_BLOCK_N=16|32: a narrower key tile, for measurements (fewer registers). */
+  /* FLASHATTN_OPENCL_NV_BLOCK_N=16|32|48: a narrower key tile, for measurements (fewer registers). */
   const char *bn_env = getenv("FLASHATTN_OPENCL_NV_BLOCK_N");
-  int bn = bn_env && (strcmp(bn_env, "16") == 0 || strcmp(bn_env, "32") == 0) ? atoi(bn_env) : 64;
-  for (; bn >= 16; bn /= 2) {
+  int bn = bn_env && (strcmp(bn_env, "16") == 0 || strcmp(bn_env, "32") == 0 || strcmp(bn_env, "48") == 0)
+               ? atoi(bn_env)
+               : 64;
+  for (; bn >= 16; bn -= 16) {
     const size_t bytes = (size_t)2 * bn * (dp + 8) * 2 + (emulate ? NV_THREADS * 24 : 0) +
                          (p->mask.buf ? NV_THREADS : 0); /* the block mask's tile classes */
     if (bytes <= budget) break;
