@@ -59,6 +59,18 @@
 #ifndef FA_BLOCK_MASK
 #define FA_BLOCK_MASK 0
 #endif
+/* FA_NV_STAGES 2: K and V of tile j + 1 move into a second buffer pair while tile j computes, one barrier per
+ * tile (flash_fwd.cu's ring); 1: one K and one V buffer, FlashAttention-2's half-tile overlap above. The block
+ * mask's walk takes 1. */
+#ifndef FA_NV_STAGES
+#define FA_NV_STAGES 1
+#endif
+#if FA_NV_STAGES != 1 && FA_NV_STAGES != 2
+#error "FA_NV_STAGES must be 1 or 2"
+#endif
+#if FA_NV_STAGES == 2 && FA_BLOCK_MASK
+#error "FA_NV_STAGES 2 does not take FA_BLOCK_MASK"
+#endif
 #ifndef FA_DROPOUT
 #define FA_DROPOUT 0
 #endif
@@ -81,11 +93,10 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
              __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
              __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse,
              int Sq_all, int Sk_all, int group, int causal, float scale_log2 FA_MASK_ARGS FA_INFER_ARGS) {
-  /* K and V tiles; uint4 so that 16-byte accesses are aligned. */
-  __local uint4 sk4[BN * DS / 8];
-  __local uint4 sv4[BN * DS / 8];
-  __local ushort *sk = (__local ushort *)sk4;
-  __local ushort *sv = (__local ushort *)sv4;
+  /* K and V tiles (stage s of FA_NV_STAGES at s * 2 * BN * DS: K, then V); uint4 so that 16-byte accesses
+   * are aligned. */
+  __local uint4 kv4[FA_NV_STAGES * 2 * BN * DS / 8];
+  __local ushort *sk = (__local ushort *)kv4, *sv = sk + BN * DS;
 #if FA_NV_EMULATE
   __local uint emul[NTHREADS * 6];
 #endif
@@ -156,12 +167,41 @@ NV_UNROLL
   /* Classes of the next NTHREADS key tiles, one classified by each work-item: at low densities most tiles are
    * skipped, and walking them one mask load after another would cost more than the tiles computed. */
   __local uchar tile_class[NTHREADS];
+#elif FA_NV_STAGES == 2
+  /* K and V of the first tile, in place before the loop; later ones are fetched a whole tile ahead. */
+  if (j0 < n_tiles) {
+    nv_fetch(st, sk, k, kb + (long)j0 * BN * k_ss, k_ss, BN, min(BN, Sk - j0 * BN));
+    nv_put(st, sk, k, kb + (long)j0 * BN * k_ss, k_ss, BN, min(BN, Sk - j0 * BN));
+    nv_fetch(st, sv, v, vb + (long)j0 * BN * v_ss, v_ss, BN, min(BN, Sk - j0 * BN));
+    nv_put(st, sv, v, vb + (long)j0 * BN * v_ss, v_ss, BN, min(BN, Sk - j0 * BN));
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
 #else
   /* K of the first tile; later ones are fetched during the previous tile's O += P V. */
   if (j0 < n_tiles) nv_fetch(st, sk, k, kb + (long)j0 * BN * k_ss, k_ss, BN, min(BN, Sk - j0 * BN));
 #endif
   for (int j = j0; j < n_tiles; j++) {
     const int n0 = j * BN;
+#if FA_NV_STAGES == 2
+    /* This tile's stage, and the next tile into the other one: its readers (tile j - 1) passed the barrier
+     * that ended their iteration. With cp.async the copies run under this tile's work and nv_put at the end
+     * waits for them; otherwise they are done here, at once. */
+    const __local ushort *skj = sk + ((j - j0) & 1) * 2 * BN * DS, *svj = skj + BN * DS;
+    __local ushort *skn = sk + ((j - j0 + 1) & 1) * 2 * BN * DS, *svn = skn + BN * DS;
+    const int n1 = n0 + BN, more = j + 1 < n_tiles;
+    if (more) {
+      nv_fetch(st, skn, k, kb + (long)n1 * k_ss, k_ss, BN, min(BN, Sk - n1));
+#if !(FA_ALIGNED && FA_NV_CPASYNC)
+      nv_put(st, skn, k, kb + (long)n1 * k_ss, k_ss, BN, min(BN, Sk - n1));
+#endif
+      nv_fetch(st, svn, v, vb + (long)n1 * v_ss, v_ss, BN, min(BN, Sk - n1));
+#if !(FA_ALIGNED && FA_NV_CPASYNC)
+      nv_put(st, svn, v, vb + (long)n1 * v_ss, v_ss, BN, min(BN, Sk - n1));
+#endif
+    }
+#else
+    const __local ushort *skj = sk, *svj = sv;
+#endif
 #if FA_BLOCK_MASK
     if (j % NTHREADS == 0) {
       barrier(CLK_LOCAL_MEM_FENCE); /* the previous chunk's classes read */
@@ -179,12 +219,14 @@ NV_UNROLL
      * S, are done: the barrier before its O += P V). */
     nv_fetch(st, sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
 #endif
+#if FA_NV_STAGES == 1
     nv_put(st, sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
     barrier(CLK_LOCAL_MEM_FENCE); /* K_j in place; the previous tile's readers of V are done */
     nv_fetch(st, sv, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
+#endif
 
     /* S = Q K^T for this warp's 16 rows and the tile's BN keys: B[k][n] = K[key n][d k]. */
-    const __local ushort *kl = NV_LANE_B(sk), *vl = NV_LANE_BT(sv); /* this lane's fragment pointers */
+    const __local ushort *kl = NV_LANE_B(skj), *vl = NV_LANE_BT(svj); /* this lane's fragment pointers */
     float s[BN / 8][4];
 NV_UNROLL
     for (int nt = 0; nt < BN / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
@@ -297,10 +339,12 @@ NV_UNROLL
       fa_dropout_fragment(drop_seed, drop_offset, drop_threshold, bh, (uint)row0, (uint)(n0 + nt * 8 + 2 * t), s[nt]);
 #endif
 
+#if FA_NV_STAGES == 1
     nv_put(st, sv, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
     barrier(CLK_LOCAL_MEM_FENCE); /* V_j in place; every warp's S is done with K_j */
 #if !FA_BLOCK_MASK
     if (j + 1 < n_tiles) nv_fetch(st, sk, k, kb + (long)(n0 + BN) * k_ss, k_ss, BN, min(BN, Sk - n0 - BN));
+#endif
 #endif
 
     /* O += P V: the accumulators of key n-tiles 2 kb and 2 kb + 1 are exactly the A fragment of k-step kb;
@@ -320,6 +364,12 @@ NV_UNROLL
         MMA(oacc[nd + 1], a, bv[2], bv[3]);
       }
     }
+#if FA_NV_STAGES == 2
+#if FA_ALIGNED && FA_NV_CPASYNC
+    if (more) nv_cp_wait(); /* the next tile's copies (nv_put's wait) */
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE); /* the next tile in place; every warp is done with this one */
+#endif
   }
 
   /* Epilogue: O / l, and lse = ln(sum exp(scale s)) = (m + log2 l) ln 2. */

@@ -142,6 +142,14 @@ static _Atomic uintptr_t nv_failed_device_masked;
 #define NV_BM 64 /* query rows per group, as in the kernel */
 #define NV_THREADS 128
 
+/* The widest key tile, a multiple of 16 up to bn_max, whose `stages` K and V buffers (BN x (D+8) 16-bit
+ * elements each) and `extra` bytes fit `budget`; 0 when none does. */
+static int fwd_block_n(int stages, int bn_max, int dp, size_t budget, size_t extra) {
+  for (int bn = bn_max; bn >= 16; bn -= 16)
+    if ((size_t)stages * 2 * bn * (dp + 8) * 2 + extra <= budget) return bn;
+  return 0;
+}
+
 fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   const fa_cl *cl = fa_cl_of(ctx);
   const fa_cl_nv_mode mode = fa_cl_nv_mode_of(cl);
@@ -158,22 +166,24 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   const size_t budget = fa_env_local_mem((size_t)cl->local_mem_bytes);
   /* FLASHATTN_OPENCL_NV_BLOCK_N=16|32|48: a narrower key tile, for measurements (fewer registers). */
   const char *bn_env = getenv("FLASHATTN_OPENCL_NV_BLOCK_N");
-  int bn = bn_env && (strcmp(bn_env, "16") == 0 || strcmp(bn_env, "32") == 0 || strcmp(bn_env, "48") == 0)
-               ? atoi(bn_env)
-               : 64;
-  for (; bn >= 16; bn -= 16) {
-    const size_t bytes = (size_t)2 * bn * (dp + 8) * 2 + (emulate ? NV_THREADS * 24 : 0) +
-                         (p->mask.buf ? NV_THREADS : 0); /* the block mask's tile classes */
-    if (bytes <= budget) break;
-  }
-  if (bn < 16) return FA_ERROR_UNSUPPORTED;
+  const int bn_max = bn_env && (strcmp(bn_env, "16") == 0 || strcmp(bn_env, "32") == 0 || strcmp(bn_env, "48") == 0)
+                       ? atoi(bn_env)
+                       : 64;
+  /* FLASHATTN_OPENCL_NV_STAGES=2: K and V double-buffered (the kernel's FA_NV_STAGES), where that still leaves
+   * a key tile of 32 or more; not with a block mask. */
+  const char *st_env = getenv("FLASHATTN_OPENCL_NV_STAGES");
+  const size_t extra = (emulate ? NV_THREADS * 24 : 0) + (p->mask.buf ? NV_THREADS : 0); /* the mask's tile classes */
+  int stages = st_env && strcmp(st_env, "2") == 0 && !has_mask ? 2 : 1;
+  int bn = stages == 2 ? fwd_block_n(2, bn_max, dp, budget, extra) : 0;
+  if (bn < 32) stages = 1, bn = fwd_block_n(1, bn_max, dp, budget, extra);
+  if (!bn) return FA_ERROR_UNSUPPORTED;
 
   const int aligned = fa_cl_nv_aligned8(&p->q) && fa_cl_nv_aligned8(&p->k) && fa_cl_nv_aligned8(&p->v);
   char options[256];
   snprintf(options, sizeof options,
            "%s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d "
-           "-DFA_INFER=%d",
-           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate, has_mask, has_dropout, infer);
+           "-DFA_INFER=%d -DFA_NV_STAGES=%d",
+           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate, has_mask, has_dropout, infer, stages);
   cl_kernel kern;
   fa_status s = fa_cl_nv_kernel(ctx, mode, masked ? &nv_failed_device_masked : &nv_failed_device,
                                 "masks.h nv_warp.cl flash_fwd_nv.cl", options, "flash_fwd_nv", &kern);
