@@ -37,7 +37,14 @@
  * FA_DROPOUT (0 or 1, kernels/masks.h before this file): as flash_bwd.cl, each (query block, key block) tile
  * classified with fa_block_tile (a uniform value): SKIP tiles are neither loaded nor computed, PARTIAL ones
  * test fa_block_keep per score; dropout takes the forward's keep bits Z (fa_dropout_words) and s = 1/(1-p):
- * dV uses P Z s, dS = P (dP Z s - Di). */
+ * dV uses P Z s, dS = P (dP Z s - Di).
+ * FA_INFER (0 or 1, not with the two above; kernels/nv_warp.cl): the inference options of kernels/masks.h, their
+ * arguments after the walk's, as flash_bwd.cl's. Varlen: the grid's dimension 2 counts sequences; a group takes
+ * its sequence's span and leaves when its block starts past it (Di's rows are the token axis's, as
+ * flash_bwd_nv_pre writes them). The band bounds both walks: flash_bwd_nv_dkdv visits only the query blocks
+ * whose rows see one of its keys (fa_band_rows), flash_bwd_nv_dq only the key tiles of its rows' band;
+ * fa_band_tile spares FULL tiles the per-score test. Softcap and ALiBi modify the base-2 scores before
+ * P = exp2(s - lse2), and softcap's factor 1 - tanh^2 multiplies dS. */
 
 #if FA_DTYPE != 1 && FA_DTYPE != 2
 #error "flash_bwd_nv needs FA_DTYPE 1 (f16) or 2 (bf16)"
@@ -129,8 +136,8 @@ flash_bwd_nv_pre(VIEW(const fa_t, o), VIEW(const fa_t, dout), __global float *ws
 __kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1))) void
 flash_bwd_nv_dkdv(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort, v), VIEW(const ushort, dout),
                   VIEW(fa_t, dk), VIEW(fa_t, dv), __global const float *lse, long l_off, long l_sb, long l_sh,
-                  long l_ss, __global const float *ws, long di_off, int Sq, int Sk, int Hq, int group,
-                  int causal, float scale, float scale_log2 FA_BMASK_ARGS FA_DROP_ARGS) {
+                  long l_ss, __global const float *ws, long di_off, int Sq_all, int Sk_all, int Hq, int group,
+                  int causal, float scale, float scale_log2 FA_BMASK_ARGS FA_DROP_ARGS FA_INFER_ARGS) {
   /* Q, dO row-major; uint4 so that 16-byte accesses are aligned. lse2 (+inf: no key seen) and Di of the
    * block's rows. */
   __local uint4 tiles4[2 * BM * DS / 8];
@@ -146,34 +153,52 @@ flash_bwd_nv_dkdv(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushor
   const int k0 = get_group_id(0) * BLOCK_KEYS, hk = get_group_id(1), b = get_group_id(2);
   const int kw = k0 + warp / NSPLIT * 16; /* this warp's first key */
   const int c0 = warp % NSPLIT * DH;      /* and its first column */
+  NV_SEQ_SETUP(b)
+#if FA_INFER
+  if (k0 >= Sk) return; /* varlen: past this sequence's keys (the whole group) */
+#endif
   const long diag = (long)Sk - Sq;
 
   uint kf[DH / 16][4], vf[DH / 16][4];
-  nv_a_frags(kf, DH / 16, c0, k, k_off + b * k_sb + hk * k_sh, k_ss, kw, Sk);
-  nv_a_frags(vf, DH / 16, c0, v, v_off + b * v_sb + hk * v_sh, v_ss, kw, Sk);
+  nv_a_frags(kf, DH / 16, c0, k, k_off + bt * k_sb + hk * k_sh + (long)kfirst * k_ss, k_ss, kw, Sk);
+  nv_a_frags(vf, DH / 16, c0, v, v_off + bt * v_sb + hk * v_sh + (long)kfirst * v_ss, v_ss, kw, Sk);
   float dka[DH / 8][4], dva[DH / 8][4];
 NV_UNROLL
   for (int nd = 0; nd < DH / 8; nd++)
 NV_UNROLL
     for (int e = 0; e < 4; e++) dka[nd][e] = dva[nd][e] = 0.0f;
 
-  /* Rows before k0 - diag see no key of this block: start at the query block holding that row. */
-  int qstart = 0;
+  /* Rows before k0 - diag see no key of this block: start at the query block holding that row (with
+   * FA_INFER, the rows [qstart, qend) of the band that see one of the block's keys). */
+  int qstart = 0, qend = Sq;
+#if FA_INFER
+  fa_band_rows(k0, min(k0 + BLOCK_KEYS, Sk), Sq, Sk, causal, wl, wr, &qstart, &qend);
+  qstart -= qstart % BM;
+#else
   if (causal) {
     const long first = (long)k0 - diag;
     qstart = first < 0 ? 0 : first > Sq ? Sq : (int)first;
     qstart -= qstart % BM;
   }
+#endif
   for (int gi = 0; gi < group; gi++) {
     const int h = hk * group + gi;
-    const long qb = q_off + b * q_sb + h * q_sh, gb = dout_off + b * dout_sb + h * dout_sh;
+    const long qb = q_off + bt * q_sb + h * q_sh + (long)qfirst * q_ss;
+    const long gb = dout_off + bt * dout_sb + h * dout_sh + (long)qfirst * dout_ss;
+#if FA_INFER
+    const float slope2 = NV_SLOPE2(b, h);
+#endif
 #if FA_BLOCK_MASK
     const __global uchar *mh = bmask + bm_off + b * bm_sb + h * bm_sh;
 #endif
 #if FA_DROPOUT
     const uint bh = (uint)(b * Hq + h);
 #endif
-    for (int q0 = qstart; q0 < Sq; q0 += BM) {
+    for (int q0 = qstart; q0 < qend; q0 += BM) {
+#if FA_INFER
+      /* The same value in every work-item. */
+      const int tile = fa_band_tile(q0, min(q0 + BM, Sq), k0, k0 + BLOCK_KEYS, Sq, Sk, causal, wl, wr);
+#endif
 #if FA_BLOCK_MASK
       /* The same value in every work-item: a skipped tile skips its barriers uniformly. */
       const int tile = fa_block_tile(mh, bm_sr, bm_sc, block_q, block_k, q0, min(q0 + BM, Sq), k0,
@@ -189,9 +214,9 @@ NV_UNROLL
       for (int r = lid; r < BM; r += NTHREADS) {
         float l2 = INFINITY, di = 0.0f;
         if (r < valid) {
-          const float x = lse[l_off + b * l_sb + h * l_sh + (long)(q0 + r) * l_ss];
+          const float x = lse[l_off + bt * l_sb + h * l_sh + (long)(qfirst + q0 + r) * l_ss];
           if (x != -INFINITY) l2 = x * FA_LOG2E;
-          di = ws[di_off + ((long)b * Hq + h) * Sq + q0 + r];
+          di = ws[di_off + ((long)bt * Hq + h) * Sq_all + qfirst + q0 + r];
         }
         srow[r] = l2, srow[BM + r] = di;
       }
@@ -252,9 +277,19 @@ NV_UNROLL
           for (int e = 0; e < 4; e++) {
             const int r = c * 16 + nt * 8 + 2 * t + (e & 1);
             const long key = kw + g + 8 * (e >> 1);
+            const float l2 = srow[r];
+#if FA_INFER
+            /* The modified score; P zero outside the band of query q0 + r; dS takes softcap's factor. */
+            float gf;
+            const float x = nv_mod_score(sct[nt][e] * scale_log2, softcap2, slope2, (long)(q0 + r) + diag, (int)key, &gf);
+            const int visible = l2 != INFINITY && (tile == FA_TILE_FULL || (key >= fa_band_lo(q0 + r, Sq, Sk, wl) &&
+                                                                          key < fa_band_hi(q0 + r, Sq, Sk, causal, wr)));
+            const float pe = visible ? EXP2(x - l2) : 0.0f;
+            sct[nt][e] = pe;
+            dpt[nt][e] = pe * (dpt[nt][e] - srow[BM + r]) * gf;
+#else
             long last = (long)Sk - 1; /* the last key query q0 + r sees */
             if (causal) last = min(last, (long)(q0 + r) + diag);
-            const float l2 = srow[r];
             int visible = l2 != INFINITY && key <= last;
 #if FA_BLOCK_MASK
             if (visible && tile == FA_TILE_PARTIAL)
@@ -268,6 +303,7 @@ NV_UNROLL
 #else
             sct[nt][e] = pe;
             dpt[nt][e] = pe * (dpt[nt][e] - srow[BM + r]);
+#endif
 #endif
           }
         uint ap[4], as[4];
@@ -295,8 +331,8 @@ NV_UNROLL
   for (int hh = 0; hh < 2; hh++) {
     const int j = kw + g + 8 * hh;
     if (j < Sk) {
-      const long kb = dk_off + b * dk_sb + hk * dk_sh + (long)j * dk_ss;
-      const long vb = dv_off + b * dv_sb + hk * dv_sh + (long)j * dv_ss;
+      const long kb = dk_off + bt * dk_sb + hk * dk_sh + (long)(kfirst + j) * dk_ss;
+      const long vb = dv_off + bt * dv_sb + hk * dv_sh + (long)(kfirst + j) * dv_ss;
 NV_UNROLL
       for (int nd = 0; nd < DH / 8; nd++)
         if (c0 + nd * 8 < HEAD_DIM) {
@@ -313,8 +349,8 @@ NV_UNROLL
 __kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1))) void
 flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort, v), VIEW(const ushort, dout),
                 VIEW(fa_t, dq), __global const float *lse, long l_off, long l_sb, long l_sh, long l_ss,
-                __global const float *ws, long di_off, int Sq, int Sk, int Hq, int group, int causal, float scale,
-                float scale_log2 FA_BMASK_ARGS FA_DROP_ARGS) {
+                __global const float *ws, long di_off, int Sq_all, int Sk_all, int Hq, int group, int causal,
+                float scale, float scale_log2 FA_BMASK_ARGS FA_DROP_ARGS FA_INFER_ARGS) {
   /* K, V row-major. */
   __local uint4 tiles4[2 * BN * DS / 8];
   __local ushort *sk = (__local ushort *)tiles4, *sv = sk + BN * DS;
@@ -330,8 +366,14 @@ flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort,
   const int h = get_group_id(1), b = get_group_id(2), hk = h / group;
   const int m0 = mb * BLOCK_ROWS, mw = m0 + warp / NSPLIT * 16, row0 = mw + g; /* this warp's rows */
   const int c0 = warp % NSPLIT * DH;                                            /* and first column */
+  NV_SEQ_SETUP(b)
+#if FA_INFER
+  if (m0 >= Sq) return; /* varlen: past this sequence's rows (the whole group) */
+  const float slope2 = NV_SLOPE2(b, h);
+#endif
   const long diag = (long)Sk - Sq;
-  const long kb = k_off + b * k_sb + hk * k_sh, vb = v_off + b * v_sb + hk * v_sh;
+  const long kb = k_off + bt * k_sb + hk * k_sh + (long)kfirst * k_ss;
+  const long vb = v_off + bt * v_sb + hk * v_sh + (long)kfirst * v_ss;
 #if FA_BLOCK_MASK
   const __global uchar *mh = bmask + bm_off + b * bm_sb + h * bm_sh;
 #endif
@@ -340,29 +382,46 @@ flash_bwd_nv_dq(VIEW(const ushort, q), VIEW(const ushort, k), VIEW(const ushort,
 #endif
 
   uint qf[DH / 16][4], of[DH / 16][4];
-  nv_a_frags(qf, DH / 16, c0, q, q_off + b * q_sb + h * q_sh, q_ss, mw, Sq);
-  nv_a_frags(of, DH / 16, c0, dout, dout_off + b * dout_sb + h * dout_sh, dout_ss, mw, Sq);
-  /* lse2 (+inf: no key seen, or past Sq) and Di of rows row0 and row0 + 8. */
+  nv_a_frags(qf, DH / 16, c0, q, q_off + bt * q_sb + h * q_sh + (long)qfirst * q_ss, q_ss, mw, Sq);
+  nv_a_frags(of, DH / 16, c0, dout, dout_off + bt * dout_sb + h * dout_sh + (long)qfirst * dout_ss, dout_ss, mw, Sq);
+  /* lse2 (+inf: no key seen, or past Sq) and Di of rows row0 and row0 + 8 (with FA_INFER, and their bands). */
   float l2[2], di[2];
+#if FA_INFER
+  int klo[2], khi[2];
+#endif
   for (int rr = 0; rr < 2; rr++) {
     const int row = row0 + 8 * rr;
     l2[rr] = INFINITY, di[rr] = 0.0f;
     if (row < Sq) {
-      const float x = lse[l_off + b * l_sb + h * l_sh + (long)row * l_ss];
+      const float x = lse[l_off + bt * l_sb + h * l_sh + (long)(qfirst + row) * l_ss];
       if (x != -INFINITY) l2[rr] = x * FA_LOG2E;
-      di[rr] = ws[di_off + ((long)b * Hq + h) * Sq + row];
+      di[rr] = ws[di_off + ((long)bt * Hq + h) * Sq_all + qfirst + row];
     }
+#if FA_INFER
+    klo[rr] = fa_band_lo(row, Sq, Sk, wl), khi[rr] = fa_band_hi(row, Sq, Sk, causal, wr);
+#endif
   }
   float dqa[DH / 8][4];
 NV_UNROLL
   for (int nd = 0; nd < DH / 8; nd++) dqa[nd][0] = dqa[nd][1] = dqa[nd][2] = dqa[nd][3] = 0.0f;
 
-  /* Key tiles the block needs: up to the last row's causal limit; none when every row is masked. */
+  /* Key tiles j0 .. n_tiles - 1 the block needs: up to the last row's causal limit (with FA_INFER, the band of
+   * the block's rows); none when every row is masked. */
+#if FA_INFER
+  const int qlast = min(m0 + BLOCK_ROWS, Sq);
+  const int j0 = fa_band_lo(m0, Sq, Sk, wl) / BN, kend = fa_band_hi(qlast - 1, Sq, Sk, causal, wr);
+  const int n_tiles = kend <= j0 * BN ? j0 : (kend + BN - 1) / BN;
+#else
+  const int j0 = 0;
   long max_key = (long)Sk - 1;
   if (causal) max_key = min(max_key, (long)min(m0 + BLOCK_ROWS, Sq) - 1 + diag);
   const int n_tiles = max_key < 0 ? 0 : (int)(max_key / BN) + 1;
-  for (int j = 0; j < n_tiles; j++) {
+#endif
+  for (int j = j0; j < n_tiles; j++) {
     const int n0 = j * BN;
+#if FA_INFER
+    const int tile = fa_band_tile(m0, qlast, n0, n0 + BN, Sq, Sk, causal, wl, wr); /* uniform */
+#endif
 #if FA_BLOCK_MASK
     const int tile = fa_block_tile(mh, bm_sr, bm_sc, block_q, block_k, m0, min(m0 + BLOCK_ROWS, Sq), n0,
                                    min(n0 + BN, Sk));
@@ -410,6 +469,13 @@ NV_UNROLL
       for (int e = 0; e < 4; e++) {
         const int rr = e >> 1, row = row0 + 8 * rr;
         const long key = n0 + nt * 8 + 2 * t + (e & 1);
+#if FA_INFER
+        float gf;
+        const float x = nv_mod_score(s[nt][e] * scale_log2, softcap2, slope2, (long)row + diag, (int)key, &gf);
+        const int visible = l2[rr] != INFINITY && (tile == FA_TILE_FULL || (key >= klo[rr] && key < khi[rr]));
+        const float pe = visible ? EXP2(x - l2[rr]) : 0.0f;
+        s[nt][e] = pe * (dp[nt][e] - di[rr]) * gf;
+#else
         long last = (long)Sk - 1;
         if (causal) last = min(last, (long)row + diag);
         int visible = l2[rr] != INFINITY && key <= last;
@@ -423,6 +489,7 @@ NV_UNROLL
         s[nt][e] = pe * (dpz - di[rr]);
 #else
         s[nt][e] = pe * (dp[nt][e] - di[rr]);
+#endif
 #endif
       }
     }
@@ -451,7 +518,7 @@ NV_UNROLL
   for (int rr = 0; rr < 2; rr++) {
     const int row = row0 + 8 * rr;
     if (row < Sq) {
-      const long ob = dq_off + b * dq_sb + h * dq_sh + (long)row * dq_ss;
+      const long ob = dq_off + bt * dq_sb + h * dq_sh + (long)(qfirst + row) * dq_ss;
 NV_UNROLL
       for (int nd = 0; nd < DH / 8; nd++)
         if (c0 + nd * 8 < HEAD_DIM) {

@@ -34,7 +34,13 @@
  * kernel as it was); each key tile classified over the group's 64 rows (fa_block_tile, uniform), skipped
  * before any load when no block of it is on, masked score by score when some are; dropout zeroes P after the
  * row sums are taken, one Philox call per n-tile per thread (its four accumulators are one masks.h group),
- * and scales the final 1/l by 1/(1-p). */
+ * and scales the final 1/l by 1/(1-p).
+ * FA_INFER (0 or 1, not with the two above; kernels/nv_warp.cl): the inference options of kernels/masks.h, their
+ * arguments (FA_INFER_ARGS) after scale_log2, as flash_fwd.cl's. Varlen: the grid's dimension 2 counts
+ * sequences; a group takes its sequence's span and leaves when its rows start past it; q, o, lse and k, v are
+ * then the packed token axes (batch 0). The key loop walks the band of the group's 64 rows only (tiles outside
+ * it are never loaded: a window of W keys costs about (W + BM) / BN + 1 tiles), each tile classified with
+ * fa_band_tile (uniform): FULL tiles take no per-score test. Softcap and ALiBi act on the base-2 scores. */
 
 #ifndef BLOCK_N
 #error "BLOCK_N must be defined"
@@ -52,6 +58,18 @@
 
 #ifndef FA_BLOCK_MASK
 #define FA_BLOCK_MASK 0
+#endif
+/* FA_NV_STAGES 2: K and V of tile j + 1 move into a second buffer pair while tile j computes, one barrier per
+ * tile (flash_fwd.cu's ring); 1: one K and one V buffer, FlashAttention-2's half-tile overlap above. The block
+ * mask's walk takes 1. */
+#ifndef FA_NV_STAGES
+#define FA_NV_STAGES 1
+#endif
+#if FA_NV_STAGES != 1 && FA_NV_STAGES != 2
+#error "FA_NV_STAGES must be 1 or 2"
+#endif
+#if FA_NV_STAGES == 2 && FA_BLOCK_MASK
+#error "FA_NV_STAGES 2 does not take FA_BLOCK_MASK"
 #endif
 #ifndef FA_DROPOUT
 #define FA_DROPOUT 0
@@ -74,12 +92,11 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
              __global const ushort *v, long v_off, long v_sb, long v_ss, long v_sh,
              __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
              __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse,
-             int Sq, int Sk, int group, int causal, float scale_log2 FA_MASK_ARGS) {
-  /* K and V tiles; uint4 so that 16-byte accesses are aligned. */
-  __local uint4 sk4[BN * DS / 8];
-  __local uint4 sv4[BN * DS / 8];
-  __local ushort *sk = (__local ushort *)sk4;
-  __local ushort *sv = (__local ushort *)sv4;
+             int Sq_all, int Sk_all, int group, int causal, float scale_log2 FA_MASK_ARGS FA_INFER_ARGS) {
+  /* K and V tiles (stage s of FA_NV_STAGES at s * 2 * BN * DS: K, then V); uint4 so that 16-byte accesses
+   * are aligned. */
+  __local uint4 kv4[FA_NV_STAGES * 2 * BN * DS / 8];
+  __local ushort *sk = (__local ushort *)kv4, *sv = sk + BN * DS;
 #if FA_NV_EMULATE
   __local uint emul[NTHREADS * 6];
 #endif
@@ -91,10 +108,15 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
   const int h = get_group_id(1), b = get_group_id(2);
   const int hk = h / group;
   const int m0 = mb * BM;
+  NV_SEQ_SETUP(b)
+#if FA_INFER
+  if (m0 >= Sq) return; /* varlen: past this sequence's rows (the whole group: no barrier is left waiting) */
+  const float slope2 = NV_SLOPE2(b, h);
+#endif
   const long diag = (long)Sk - Sq; /* row i sees keys j <= i + diag */
-  const long qb = q_off + b * q_sb + h * q_sh + (long)m0 * q_ss;
-  const long kb = k_off + b * k_sb + hk * k_sh;
-  const long vb = v_off + b * v_sb + hk * v_sh;
+  const long qb = q_off + bt * q_sb + h * q_sh + (long)(qfirst + m0) * q_ss;
+  const long kb = k_off + bt * k_sb + hk * k_sh + (long)kfirst * k_ss;
+  const long vb = v_off + bt * v_sb + hk * v_sh + (long)kfirst * v_ss;
 #if FA_BLOCK_MASK
   const __global uchar *mbase = bmask + bm_off + b * bm_sb + h * bm_sh; /* this batch and head's block (0, 0) */
 #endif
@@ -107,10 +129,18 @@ flash_fwd_nv(__global const ushort *q, long q_off, long q_sb, long q_ss, long q_
   (void)drop_seed, (void)drop_offset, (void)drop_threshold, (void)drop_scale;
 #endif
 
-  /* Key tiles the block needs: up to the last row's causal limit; 0 when every row is masked. */
+  /* Key tiles j0 .. n_tiles - 1 the block needs: up to the last row's causal limit (with FA_INFER, the band of
+   * the block's rows: from the first row's first key to the last row's last); none when every row is masked. */
+#if FA_INFER
+  const int qlast = min(m0 + BM, Sq);
+  const int j0 = fa_band_lo(m0, Sq, Sk, wl) / BN, kend = fa_band_hi(qlast - 1, Sq, Sk, causal, wr);
+  const int n_tiles = kend <= j0 * BN ? j0 : (kend + BN - 1) / BN;
+#else
+  const int j0 = 0;
   long max_key = (long)Sk - 1;
   if (causal) max_key = min(max_key, (long)min(m0 + BM, Sq) - 1 + diag);
   const int n_tiles = max_key < 0 ? 0 : (int)(max_key / BN) + 1;
+#endif
 
   /* Q fragments straight into registers (local memory holds only K and V^T, so D = 256 fits). */
   uint qf[DP / 16][4];
@@ -123,6 +153,13 @@ NV_UNROLL
    * scores are -inf and -inf - (-inf) never occurs. */
   float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.0f, 0.0f};
   const int row0 = m0 + warp * 16 + g;
+#if FA_INFER
+  /* The keys [klo, khi) rows row0 and row0 + 8 see, once: per tile they cost registers the kernel lacks. */
+  int klo[2], khi[2];
+NV_UNROLL
+  for (int rr = 0; rr < 2; rr++)
+    klo[rr] = fa_band_lo(row0 + 8 * rr, Sq, Sk, wl), khi[rr] = fa_band_hi(row0 + 8 * rr, Sq, Sk, causal, wr);
+#endif
 
   /* Staging registers of the tile on its way (FA_ALIGNED without cp.async; unused otherwise). */
   uint4 st[NV_STAGED(BN)];
@@ -130,12 +167,41 @@ NV_UNROLL
   /* Classes of the next NTHREADS key tiles, one classified by each work-item: at low densities most tiles are
    * skipped, and walking them one mask load after another would cost more than the tiles computed. */
   __local uchar tile_class[NTHREADS];
+#elif FA_NV_STAGES == 2
+  /* K and V of the first tile, in place before the loop; later ones are fetched a whole tile ahead. */
+  if (j0 < n_tiles) {
+    nv_fetch(st, sk, k, kb + (long)j0 * BN * k_ss, k_ss, BN, min(BN, Sk - j0 * BN));
+    nv_put(st, sk, k, kb + (long)j0 * BN * k_ss, k_ss, BN, min(BN, Sk - j0 * BN));
+    nv_fetch(st, sv, v, vb + (long)j0 * BN * v_ss, v_ss, BN, min(BN, Sk - j0 * BN));
+    nv_put(st, sv, v, vb + (long)j0 * BN * v_ss, v_ss, BN, min(BN, Sk - j0 * BN));
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
 #else
   /* K of the first tile; later ones are fetched during the previous tile's O += P V. */
-  if (n_tiles > 0) nv_fetch(st, sk, k, kb, k_ss, BN, min(BN, Sk));
+  if (j0 < n_tiles) nv_fetch(st, sk, k, kb + (long)j0 * BN * k_ss, k_ss, BN, min(BN, Sk - j0 * BN));
 #endif
-  for (int j = 0; j < n_tiles; j++) {
+  for (int j = j0; j < n_tiles; j++) {
     const int n0 = j * BN;
+#if FA_NV_STAGES == 2
+    /* This tile's stage, and the next tile into the other one: its readers (tile j - 1) passed the barrier
+     * that ended their iteration. With cp.async the copies run under this tile's work and nv_put at the end
+     * waits for them; otherwise they are done here, at once. */
+    const __local ushort *skj = sk + ((j - j0) & 1) * 2 * BN * DS, *svj = skj + BN * DS;
+    __local ushort *skn = sk + ((j - j0 + 1) & 1) * 2 * BN * DS, *svn = skn + BN * DS;
+    const int n1 = n0 + BN, more = j + 1 < n_tiles;
+    if (more) {
+      nv_fetch(st, skn, k, kb + (long)n1 * k_ss, k_ss, BN, min(BN, Sk - n1));
+#if !(FA_ALIGNED && FA_NV_CPASYNC)
+      nv_put(st, skn, k, kb + (long)n1 * k_ss, k_ss, BN, min(BN, Sk - n1));
+#endif
+      nv_fetch(st, svn, v, vb + (long)n1 * v_ss, v_ss, BN, min(BN, Sk - n1));
+#if !(FA_ALIGNED && FA_NV_CPASYNC)
+      nv_put(st, svn, v, vb + (long)n1 * v_ss, v_ss, BN, min(BN, Sk - n1));
+#endif
+    }
+#else
+    const __local ushort *skj = sk, *svj = sv;
+#endif
 #if FA_BLOCK_MASK
     if (j % NTHREADS == 0) {
       barrier(CLK_LOCAL_MEM_FENCE); /* the previous chunk's classes read */
@@ -153,12 +219,14 @@ NV_UNROLL
      * S, are done: the barrier before its O += P V). */
     nv_fetch(st, sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
 #endif
+#if FA_NV_STAGES == 1
     nv_put(st, sk, k, kb + (long)n0 * k_ss, k_ss, BN, min(BN, Sk - n0));
     barrier(CLK_LOCAL_MEM_FENCE); /* K_j in place; the previous tile's readers of V are done */
     nv_fetch(st, sv, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
+#endif
 
     /* S = Q K^T for this warp's 16 rows and the tile's BN keys: B[k][n] = K[key n][d k]. */
-    const __local ushort *kl = NV_LANE_B(sk), *vl = NV_LANE_BT(sv); /* this lane's fragment pointers */
+    const __local ushort *kl = NV_LANE_B(skj), *vl = NV_LANE_BT(svj); /* this lane's fragment pointers */
     float s[BN / 8][4];
 NV_UNROLL
     for (int nt = 0; nt < BN / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
@@ -178,6 +246,32 @@ NV_UNROLL
     for (int nt = 0; nt < BN / 8; nt++)
 NV_UNROLL
       for (int e = 0; e < 4; e++) s[nt][e] *= scale_log2;
+#if FA_INFER
+    /* Softcap and ALiBi on every score (the masked ones become -inf below), then the band's per-score test on
+     * the tiles it covers in part (keys past Sk included: a tile reaching past Sk is never FULL). */
+    if (softcap2 > 0.0f || slope2 != 0.0f) {
+NV_UNROLL
+      for (int nt = 0; nt < BN / 8; nt++)
+NV_UNROLL
+        for (int e = 0; e < 4; e++) {
+          float gf;
+          s[nt][e] = nv_mod_score(s[nt][e], softcap2, slope2, (long)(row0 + 8 * (e >> 1)) + diag,
+                                  n0 + nt * 8 + 2 * t + (e & 1), &gf);
+        }
+    }
+    if (fa_band_tile(m0, qlast, n0, n0 + BN, Sq, Sk, causal, wl, wr) != FA_TILE_FULL) {
+NV_UNROLL
+      for (int rr = 0; rr < 2; rr++) {
+        const int lo = klo[rr] - n0, hi = khi[rr] - n0;
+NV_UNROLL
+        for (int nt = 0; nt < BN / 8; nt++) {
+          const int col = nt * 8 + 2 * t;
+          if (col < lo || col >= hi) s[nt][2 * rr] = -INFINITY;
+          if (col + 1 < lo || col + 1 >= hi) s[nt][2 * rr + 1] = -INFINITY;
+        }
+      }
+    }
+#else
     if ((long)n0 + BN > Sk || (causal && (long)n0 + BN - 1 > (long)m0 + diag)) {
 NV_UNROLL
       for (int rr = 0; rr < 2; rr++) {
@@ -191,6 +285,7 @@ NV_UNROLL
         }
       }
     }
+#endif
 #if FA_BLOCK_MASK
     /* Tiles the mask covers in part: score by score, like the causal mask (rows past Sq and keys past Sk have
      * no mask byte; those keys are -inf already). */
@@ -244,10 +339,12 @@ NV_UNROLL
       fa_dropout_fragment(drop_seed, drop_offset, drop_threshold, bh, (uint)row0, (uint)(n0 + nt * 8 + 2 * t), s[nt]);
 #endif
 
+#if FA_NV_STAGES == 1
     nv_put(st, sv, v, vb + (long)n0 * v_ss, v_ss, BN, min(BN, Sk - n0));
     barrier(CLK_LOCAL_MEM_FENCE); /* V_j in place; every warp's S is done with K_j */
 #if !FA_BLOCK_MASK
     if (j + 1 < n_tiles) nv_fetch(st, sk, k, kb + (long)(n0 + BN) * k_ss, k_ss, BN, min(BN, Sk - n0 - BN));
+#endif
 #endif
 
     /* O += P V: the accumulators of key n-tiles 2 kb and 2 kb + 1 are exactly the A fragment of k-step kb;
@@ -267,6 +364,12 @@ NV_UNROLL
         MMA(oacc[nd + 1], a, bv[2], bv[3]);
       }
     }
+#if FA_NV_STAGES == 2
+#if FA_ALIGNED && FA_NV_CPASYNC
+    if (more) nv_cp_wait(); /* the next tile's copies (nv_put's wait) */
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE); /* the next tile in place; every warp is done with this one */
+#endif
   }
 
   /* Epilogue: O / l, and lse = ln(sum exp(scale s)) = (m + log2 l) ln 2. */
@@ -282,7 +385,7 @@ NV_UNROLL
 #endif
     const int row = row0 + rr * 8;
     if (row < Sq) {
-      const long ob = o_off + b * o_sb + h * o_sh + (long)row * o_ss;
+      const long ob = o_off + bt * o_sb + h * o_sh + (long)(qfirst + row) * o_ss;
 NV_UNROLL
       for (int nd = 0; nd < DP / 8; nd++)
         if (nd * 8 < HEAD_DIM) {
@@ -291,7 +394,7 @@ NV_UNROLL
           fa_store(o, ob + col + 1, oacc[nd][2 * rr + 1] * inv);
         }
       if (has_lse && t == 0)
-        lse[l_off + b * l_sb + h * l_sh + (long)row * l_ss] = lt > 0.0f ? (m[rr] + log2(lt)) * FA_LN2 : -INFINITY;
+        lse[l_off + bt * l_sb + h * l_sh + (long)(qfirst + row) * l_ss] = lt > 0.0f ? (m[rr] + log2(lt)) * FA_LN2 : -INFINITY;
     }
   }
 }

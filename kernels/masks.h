@@ -240,6 +240,12 @@ FA_FN float fa_softcap(float s, float cap) { return cap * FA_TANH(s / cap); }
 FA_FN float fa_softcap_fast(float s, float cap) {
   return cap * (1.0f - __fdividef(2.0f, 1.0f + exp2f(s * (2.8853900817779268f / cap))));
 }
+#elif defined(__OPENCL_C_VERSION__) || defined(__OPENCL_VERSION__)
+/* The same for the OpenCL tensor-core kernels (kernels/flash_fwd_nv.cl, flash_bwd_nv.cl), whose registers are
+ * as tight. */
+FA_FN float fa_softcap_fast(float s, float cap) {
+  return cap * (1.0f - native_divide(2.0f, 1.0f + native_exp2(s * (2.8853900817779268f / cap))));
+}
 #endif
 
 /* The backward's factor on dS for a capped score c = fa_softcap(s, cap): d c / d s = 1 - tanh^2(s / cap). */

@@ -134,9 +134,17 @@ inline const __local ushort *nv_fresh(const __local ushort *p) {
   return (const __local ushort *)(ulong)a;
 }
 
+/* The same for a global pointer (nv_fetch's running source pointer). */
+inline const __global ushort *nv_fresh_g(const __global ushort *p) {
+  ulong a;
+  __asm__ __volatile__("mov.b64 %0, %1;" : "=l"(a) : "l"((ulong)p));
+  return (const __global ushort *)a;
+}
+
 #define MMA(d, a, b0, b1) mma16816(d, a, b0, b1)
 #define SHFL_XOR_U(x, m) shfl_xor_u(x, m)
 #define NV_FRESH(p) nv_fresh(p)
+#define NV_FRESH_G(p) nv_fresh_g(p)
 #define LDSM(r, p, off, trans) nv_ldsm(r, p, off, trans)
 /* ex2.approx: relative error near 2^-22, far below the 16-bit inputs' rounding; ex2(-inf) = +0. */
 #define EXP2(x) native_exp2(x)
@@ -224,6 +232,7 @@ inline void nv_cp_commit(void) {}
 inline void nv_cp_wait(void) {}
 
 #define NV_FRESH(p) (p)
+#define NV_FRESH_G(p) (p)
 #define MMA(d, a, b0, b1) mma_emul(d, a, b0, b1, emul)
 #define SHFL_XOR_U(x, m) shfl_emul(x, m, emul)
 #define LDSM(r, p, off, trans) ldsm_emul(r, p, off, trans, emul)
@@ -302,7 +311,29 @@ inline uint ld2r(const __local ushort *p, int stride) { return (uint)p[0] | ((ui
 
 static inline void nv_fetch(uint4 *st, __local ushort *dst, const __global ushort *gm, long base, long stride,
                             int rows, int valid) {
-#if FA_ALIGNED
+#if FA_ALIGNED && FA_NV_CPASYNC && NTHREADS % CH == 0
+  /* Work-item lid copies chunk lid % CH of rows lid / CH + NTHREADS / CH * i through one running source
+   * pointer and one running destination, as flash_fwd.cu's load_tile, both laundered at each step: computed
+   * from base per chunk, the compiler hoisted every chunk's 64-bit source offset and its shared address out of
+   * the key loop (clang's PTX at D 128: about 48 registers for the K and V tiles). */
+  (void)st;
+  const int lid = get_local_id(0), c = lid % CH, r0 = lid / CH, rpi = NTHREADS / CH;
+  const int okc = c * 8 < HEAD_DIM;
+  const __global ushort *row = NV_FRESH_G(gm + base + (long)r0 * stride + c * 8);
+  __local ushort *d = dst + r0 * DS + c * 8;
+  const long step = (long)rpi * stride;
+NV_UNROLL
+  for (int i = 0; i < (rows + rpi - 1) / rpi; i++) {
+    const int r = r0 + i * rpi;
+    if (rows % rpi == 0 || r < rows) {
+      const int ok = okc && r < valid;
+      nv_cp16((__local ushort *)NV_FRESH(d), ok ? row : gm + base, ok ? 16 : 0); /* row 0: valid */
+    }
+    row = NV_FRESH_G(row + step);
+    d += rpi * DS;
+  }
+  nv_cp_commit();
+#elif FA_ALIGNED
   const int lid = get_local_id(0);
 NV_UNROLL
   for (int i = 0; i < NV_STAGED(rows); i++) {
@@ -369,3 +400,41 @@ NV_UNROLL
     a[kk][3] = nv_gld2(gm, base, stride, row0 + g + 8, valid, c + 8);
   }
 }
+
+/* ---- the inference options (FA_INFER: varlen, the causal / sliding-window band, ALiBi, softcap) ----
+ *
+ * Both kernels take masks.h's rules: fa_seq_span for a sequence's rows, fa_band_lo / fa_band_hi / fa_band_tile /
+ * fa_band_rows for the band and the walk over it, and the modifiers below on the base-2 scaled score. */
+#ifndef FA_INFER
+#define FA_INFER 0
+#endif
+#if FA_INFER
+#if (defined(FA_BLOCK_MASK) && FA_BLOCK_MASK) || (defined(FA_DROPOUT) && FA_DROPOUT)
+#error "FA_INFER does not combine with FA_BLOCK_MASK or FA_DROPOUT"
+#endif
+#define FA_INFER_ARGS FA_INFER_CL_PARAMS /* masks.h */
+/* x (base 2, scaled) of a row at diagonal position p and key j: softcap (fa_softcap_fast: tanh's evaluation
+ * costs registers these kernels do not have), then ALiBi; *g gets softcap's factor on dS (1 without it). */
+inline float nv_mod_score(float x, float softcap2, float slope2, long p, int j, float *g) {
+  *g = 1.0f;
+  if (softcap2 > 0.0f) {
+    x = fa_softcap_fast(x, softcap2);
+    *g = fa_softcap_grad(x, softcap2);
+  }
+  return slope2 != 0.0f ? x + fa_alibi(slope2, p, j) : x;
+}
+/* ALiBi's slope of head h of sequence b, in base 2 (0: none). */
+#define NV_SLOPE2(b, h) (has_alibi ? alibi[al_off + (long)(b) * al_sb + (long)(h) * al_sh] * FA_LOG2E : 0.0f)
+/* The sequence of grid index b: query rows qfirst .. qfirst + Sq - 1, keys kfirst .. kfirst + Sk - 1 of tensor
+ * batch bt (varlen: batch 0 of the packed axes; else all of batch b). */
+#define NV_SEQ_SETUP(b)                                           \
+  int Sq = Sq_all, Sk = Sk_all, qfirst = 0, kfirst = 0, bt = (b); \
+  if (varlen) {                                                   \
+    fa_seq_span(cu_q + cuq_off, cuq_s, (b), Sq_all, &qfirst, &Sq); \
+    fa_seq_span(cu_k + cuk_off, cuk_s, (b), Sk_all, &kfirst, &Sk); \
+    bt = 0;                                                       \
+  }
+#else
+#define FA_INFER_ARGS
+#define NV_SEQ_SETUP(b) const int Sq = Sq_all, Sk = Sk_all, qfirst = 0, kfirst = 0, bt = (b);
+#endif

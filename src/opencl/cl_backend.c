@@ -26,8 +26,7 @@ static fa_status cl_forward(fa_context *ctx, const fa_problem *p) {
    * (PERFORMANCE.md). */
   const char *nv_tc = getenv("FLASHATTN_OPENCL_NV_TC");
   const int nv_try = fa_cl_of(ctx)->is_nvidia ? !(nv_tc && strcmp(nv_tc, "0") == 0) : nv_tc && strcmp(nv_tc, "emulate") == 0;
-  /* The tensor-core kernels take no inference option: those run on the portable ones. */
-  if ((p->dtype == FA_F16 || p->dtype == FA_BF16) && nv_try && !fa_problem_flash_infer(p)) {
+  if ((p->dtype == FA_F16 || p->dtype == FA_BF16) && nv_try) {
     fa_status s = fa_cl_flash_nv_forward(ctx, p);
     if (s != FA_ERROR_UNSUPPORTED) return s;
   }

@@ -194,7 +194,7 @@ fa_status fa_cl_backward(fa_context *ctx, const fa_problem *p) {
   if (p->algo == FA_ALGO_STANDARD) return fa_cl_standard_backward(ctx, p);
   /* f16/bf16: the tensor-core kernels first (cl_backward_nv.c, NVIDIA or FLASHATTN_OPENCL_NV_TC=emulate);
    * what they do not serve (FA_ERROR_UNSUPPORTED) runs here. */
-  if ((p->dtype == FA_F16 || p->dtype == FA_BF16) && !fa_problem_flash_infer(p)) { /* no inference option there */
+  if (p->dtype == FA_F16 || p->dtype == FA_BF16) {
     fa_status s = fa_cl_flash_nv_backward(ctx, p);
     if (s != FA_ERROR_UNSUPPORTED) return s;
   }

@@ -53,16 +53,16 @@ fa_status fa_cl_flash_nv_backward(fa_context *ctx, const fa_problem *p) {
   const int bm = dkdv_block(dp, budget, extra + xch), bn = dq_block(dp, budget, extra + xch);
   if (!bm || !bn) return FA_ERROR_UNSUPPORTED;
 
-  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f;
+  const int masked = p->mask.buf != NULL, dropout = p->dropout_p > 0.0f, infer = fa_problem_flash_infer(p);
   const int aligned = fa_cl_nv_aligned8(&p->q) && fa_cl_nv_aligned8(&p->k) && fa_cl_nv_aligned8(&p->v) &&
                       fa_cl_nv_aligned8(&p->dout);
   char options[256];
   snprintf(options, sizeof options,
            "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d -DFA_BLOCK_MASK=%d "
-           "-DFA_DROPOUT=%d",
-           fa_cl_dtype_define(p->dtype), d, bm, bn, aligned, emulate, masked, dropout);
+           "-DFA_DROPOUT=%d -DFA_INFER=%d",
+           fa_cl_dtype_define(p->dtype), d, bm, bn, aligned, emulate, masked, dropout, infer);
   const char *files = "masks.h nv_warp.cl flash_bwd_nv.cl";
-  _Atomic uintptr_t *failed = masked || dropout ? &nv_failed_device_masked : &nv_failed_device;
+  _Atomic uintptr_t *failed = masked || dropout || infer ? &nv_failed_device_masked : &nv_failed_device;
   cl_kernel pre, dkdv, dq;
   fa_status s;
   if ((s = fa_cl_nv_kernel(ctx, mode, failed, files, options, "flash_bwd_nv_pre", &pre)) != FA_SUCCESS) return s;
@@ -104,13 +104,17 @@ fa_status fa_cl_flash_nv_backward(fa_context *ctx, const fa_problem *p) {
   arg_walk(&a, p, group, scale_log2);
   if (a.status != FA_SUCCESS) return a.status;
 
+  /* Varlen: the block kernels' grids cover the longest sequence, once per sequence (groups past their own
+   * sequence leave); flash_bwd_nv_pre covers the token axis. */
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  const int64_t sq = varlen ? p->max_seqlen_q : p->seqlen_q, sk = varlen ? p->max_seqlen_k : p->seqlen_k;
+  const size_t seqs = (size_t)(varlen ? p->seqs : p->batch);
   const size_t local[3] = {NV_THREADS, 1, 1};
   const size_t pre_global[3] = {(size_t)(p->seqlen_q + 3) / 4 * NV_THREADS, (size_t)p->heads_q, (size_t)p->batch};
-  const size_t kv_global[3] = {(size_t)(p->seqlen_k + per_group - 1) / per_group * NV_THREADS,
-                               (size_t)p->heads_kv, (size_t)p->batch};
-  const size_t q_global[3] = {(size_t)(p->seqlen_q + per_group - 1) / per_group * NV_THREADS, (size_t)p->heads_q,
-                              (size_t)p->batch};
+  const size_t kv_global[3] = {(size_t)(sk + per_group - 1) / per_group * NV_THREADS, (size_t)p->heads_kv, seqs};
+  const size_t q_global[3] = {(size_t)(sq + per_group - 1) / per_group * NV_THREADS, (size_t)p->heads_q, seqs};
   if ((s = fa_cl_launch(ctx, pre, 3, pre_global, local, "flash_bwd_nv_pre")) != FA_SUCCESS) return s;
-  if ((s = fa_cl_launch(ctx, dkdv, 3, kv_global, local, "flash_bwd_nv_dkdv")) != FA_SUCCESS) return s;
-  return fa_cl_launch(ctx, dq, 3, q_global, local, "flash_bwd_nv_dq");
+  /* Varlen whose sequences are all empty on one side: no group on that side (the other writes its zeros). */
+  if (kv_global[0] && (s = fa_cl_launch(ctx, dkdv, 3, kv_global, local, "flash_bwd_nv_dkdv")) != FA_SUCCESS) return s;
+  return q_global[0] ? fa_cl_launch(ctx, dq, 3, q_global, local, "flash_bwd_nv_dq") : FA_SUCCESS;
 }

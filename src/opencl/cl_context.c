@@ -653,6 +653,14 @@ static fa_status build_program(fa_context *ctx, const char *files, const char *o
                                                                                             : FA_ERROR_DEVICE,
                    "clBuildProgram(%s, \"%s\"): %s: %s", files, options, fa_cl_error_name(err), log);
   }
+  /* FLASHATTN_OPENCL_BUILD_LOG=1: a successful build's log on stderr too (measurements: with
+   * FLASHATTN_OPENCL_NV_DEFINES=-cl-nv-verbose, NVIDIA's ptxas reports each kernel's registers there). */
+  const char *show = getenv("FLASHATTN_OPENCL_BUILD_LOG");
+  if (show && strcmp(show, "1") == 0) {
+    char log[4000];
+    build_log_head(cl, prog, log, sizeof log);
+    fprintf(stderr, "flashattn: clBuildProgram(%s, \"%s\"): %s\n", files, options, log);
+  }
   unsigned char *made = program_binary(cl, prog, &bin_size);
   if (made) fa_cache_store(key, made, bin_size);
   free(made);

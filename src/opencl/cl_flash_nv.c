@@ -15,7 +15,7 @@
  * tried again without cp.async, then without ldmatrix, then without both, before the portable kernel; what
  * was dropped, and the first refusal's log, go into fa_device_info.kernels, and later builds on the device
  * leave it out at once. FLASHATTN_OPENCL_NV_DEFINES: more build options appended (measurements; NVIDIA's
- * compiler rejects -cl-nv-maxrregcount); FLASHATTN_OPENCL_NV_BLOCK_N: the forward's key tile (below). */
+ * compiler rejects -cl-nv-maxrregcount); FLASHATTN_OPENCL_NV_BLOCK_N (16, 32, 48): the forward's key tile (below). */
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -135,11 +135,20 @@ void fa_cl_nv_describe(const fa_cl *cl, char *buf, size_t len) {
 /* The last device whose driver refused to build the kernel: later calls fall back at once instead of paying
  * for a failing build each time (one device remembered is enough for the usual one-GPU process). */
 static _Atomic uintptr_t nv_failed_device;
-/* The same for the block-mask / dropout variants, so that a driver refusing those keeps the dense path. */
+/* The same for the block-mask / dropout / inference variants, so that a driver refusing those keeps the dense
+ * path. */
 static _Atomic uintptr_t nv_failed_device_masked;
 
 #define NV_BM 64 /* query rows per group, as in the kernel */
 #define NV_THREADS 128
+
+/* The widest key tile, a multiple of 16 up to bn_max, whose `stages` K and V buffers (BN x (D+8) 16-bit
+ * elements each) and `extra` bytes fit `budget`; 0 when none does. */
+static int fwd_block_n(int stages, int bn_max, int dp, size_t budget, size_t extra) {
+  for (int bn = bn_max; bn >= 16; bn -= 16)
+    if ((size_t)stages * 2 * bn * (dp + 8) * 2 + extra <= budget) return bn;
+  return 0;
+}
 
 fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   const fa_cl *cl = fa_cl_of(ctx);
@@ -149,26 +158,32 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   if (p->dtype != FA_F16 && p->dtype != FA_BF16) return FA_ERROR_UNSUPPORTED;
   if (p->head_dim > 256 || p->head_dim % 8 != 0) return FA_ERROR_UNSUPPORTED;
   if (p->seqlen_q > INT32_MAX || p->seqlen_k > INT32_MAX) return FA_ERROR_UNSUPPORTED;
-  const int has_mask = p->mask.buf != NULL, has_dropout = p->dropout_p > 0.0f, masked = has_mask || has_dropout;
+  const int has_mask = p->mask.buf != NULL, has_dropout = p->dropout_p > 0.0f, infer = fa_problem_flash_infer(p);
+  const int masked = has_mask || has_dropout || infer;
   /* Local memory: K and V, BN x (D+8) 16-bit elements each: 34 KB at D = 128, BN = 64; the widest key tile
    * that fits (32 at D = 256 in 48 KiB). */
   const int d = (int)p->head_dim, dp = fa_cl_nv_dp(d);
   const size_t budget = fa_env_local_mem((size_t)cl->local_mem_bytes);
-  /* FLASHATTN_OPENCL_NV_BLOCK_N=16|32: a narrower key tile, for measurements (fewer registers). */
+  /* FLASHATTN_OPENCL_NV_BLOCK_N=16|32|48: a narrower key tile, for measurements (fewer registers). */
   const char *bn_env = getenv("FLASHATTN_OPENCL_NV_BLOCK_N");
-  int bn = bn_env && (strcmp(bn_env, "16") == 0 || strcmp(bn_env, "32") == 0) ? atoi(bn_env) : 64;
-  for (; bn >= 16; bn /= 2) {
-    const size_t bytes = (size_t)2 * bn * (dp + 8) * 2 + (emulate ? NV_THREADS * 24 : 0) +
-                         (p->mask.buf ? NV_THREADS : 0); /* the block mask's tile classes */
-    if (bytes <= budget) break;
-  }
-  if (bn < 16) return FA_ERROR_UNSUPPORTED;
+  const int bn_max = bn_env && (strcmp(bn_env, "16") == 0 || strcmp(bn_env, "32") == 0 || strcmp(bn_env, "48") == 0)
+                       ? atoi(bn_env)
+                       : 64;
+  /* FLASHATTN_OPENCL_NV_STAGES=2: K and V double-buffered (the kernel's FA_NV_STAGES), where that still leaves
+   * a key tile of 32 or more; not with a block mask. */
+  const char *st_env = getenv("FLASHATTN_OPENCL_NV_STAGES");
+  const size_t extra = (emulate ? NV_THREADS * 24 : 0) + (p->mask.buf ? NV_THREADS : 0); /* the mask's tile classes */
+  int stages = st_env && strcmp(st_env, "2") == 0 && !has_mask ? 2 : 1;
+  int bn = stages == 2 ? fwd_block_n(2, bn_max, dp, budget, extra) : 0;
+  if (bn < 32) stages = 1, bn = fwd_block_n(1, bn_max, dp, budget, extra);
+  if (!bn) return FA_ERROR_UNSUPPORTED;
 
   const int aligned = fa_cl_nv_aligned8(&p->q) && fa_cl_nv_aligned8(&p->k) && fa_cl_nv_aligned8(&p->v);
   char options[256];
   snprintf(options, sizeof options,
-           "%s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d",
-           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate, has_mask, has_dropout);
+           "%s -DHEAD_DIM=%d -DBLOCK_N=%d -DFA_ALIGNED=%d -DFA_NV_EMULATE=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d "
+           "-DFA_INFER=%d -DFA_NV_STAGES=%d",
+           fa_cl_dtype_define(p->dtype), d, bn, aligned, emulate, has_mask, has_dropout, infer, stages);
   cl_kernel kern;
   fa_status s = fa_cl_nv_kernel(ctx, mode, masked ? &nv_failed_device_masked : &nv_failed_device,
                                 "masks.h nv_warp.cl flash_fwd_nv.cl", options, "flash_fwd_nv", &kern);
@@ -177,8 +192,11 @@ fa_status fa_cl_flash_nv_forward(fa_context *ctx, const fa_problem *p) {
   /* The same arguments as the portable kernel (cl_flash.c). */
   if ((s = fa_cl_forward_args(ctx, kern, p, "flash_fwd_nv")) != FA_SUCCESS) return s;
 
-  size_t blocks = (size_t)((p->seqlen_q + NV_BM - 1) / NV_BM);
+  /* Varlen: a row of groups per sequence, enough for the longest; groups past their sequence's rows leave. */
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  size_t blocks = (size_t)(((varlen ? p->max_seqlen_q : p->seqlen_q) + NV_BM - 1) / NV_BM);
   size_t local[3] = {NV_THREADS, 1, 1};
-  size_t global[3] = {blocks * NV_THREADS, (size_t)p->heads_q, (size_t)p->batch};
+  size_t global[3] = {blocks * NV_THREADS, (size_t)p->heads_q, (size_t)(varlen ? p->seqs : p->batch)};
+  if (!blocks) return FA_SUCCESS; /* every sequence empty: nothing to write */
   return fa_cl_launch(ctx, kern, 3, global, local, "flash_fwd_nv");
 }
