@@ -28,7 +28,8 @@
  *   flash_bwd_sm90      grid (ceil(Sk / BLOCK_N), Hkv, B), 384 threads.
  *   flash_bwd_sm90_dq   dq = scale dq_acc in dq's dtype and strides, one warp per row. Grid (ceil(Sq / 8), Hq, B).
  * Defines: FA_DTYPE (1, 2), HEAD_DIM (multiple of 8, <= 256), BLOCK_M (64), BLOCK_N (128; 64 when
- * HEAD_DIM > 128), STAGES, FA_DQ_ORDERED, FA_BLOCK_MASK, FA_DROPOUT. */
+ * HEAD_DIM > 128), STAGES, FA_DQ_ORDERED, FA_BLOCK_MASK, FA_DROPOUT, FA_INFER, FA_INFER_MODS (0: softcap and
+ * ALiBi off, their code left out). */
 #include "cuda_common.cuh"
 #include "cuda_params.h"
 #include "masks.h"
@@ -36,6 +37,9 @@
 #include "sm90_wgmma.cuh"
 #ifndef FA_INFER
 #define FA_INFER 0
+#endif
+#ifndef FA_INFER_MODS
+#define FA_INFER_MODS FA_INFER
 #endif
 #include "flash_infer.cuh"
 #if FA_INFER && (FA_BLOCK_MASK || FA_DROPOUT)
@@ -484,17 +488,26 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 #if FA_INFER
       /* Softcap's factor on dS is known only here, and a register array for it does not fit: with softcap, P
        * and dS are computed in one pass, once dP is in. Rows past the sequence have lse2 = +inf: P = 0. */
-      const bool capped = p.inf.softcap2 > 0.f;
-      const float slope2 = slope2_of(p, b, h);
-      if (capped) {
-        fa_wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < QW / 2; i++) fa_reg_fence(dp[i]);
-      }
+      const bool capped = FA_INFER_MODS && p.inf.softcap2 > 0.f;
+      const float slope2 = FA_INFER_MODS ? slope2_of(p, b, h) : 0.f;
       /* MODS: softcap or ALiBi, in a loop of its own: with them tested per score, the compiler computed
        * softcap's exp2 and division (and ALiBi's 64-bit distance) for every score and selected, and the
-       * backward with a window or varlen alone ran 1.7x slower per step than without (H200). */
-      auto probs = [&](auto mods) {
+       * backward with a window or varlen alone ran 1.7x slower per step than without (H200). CAP: dS here
+       * too, in the one path that has waited for dP: a read of dP that ptxas cannot place after its wait
+       * serialises every wgmma of the kernel (ptxas C7514). */
+      auto probs = [&](auto mods, auto cap) {
+        /* The band: the queries that see this thread's keys, from its first query q0 + qc + 2 t on (one unsigned
+         * test of a constant per score; per-score bounds spilled 128 bytes at D 256, deterministic). */
+        int rlo[2];
+        unsigned rspan[2];
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+          const int key = n0 + kr + 8 * hh;
+          int r0, r1;
+          fa_band_rows(key, key + 1, Sq, Sk, p.causal, WIN_L, WIN_R, &r0, &r1);
+          rlo[hh] = r0 - (q0 + qc + 2 * t);
+          rspan[hh] = key < Sk ? (unsigned)(r1 - r0) : 0u;
+        }
 #pragma unroll
         for (int i = 0; i < QW / 8; i++)
 #pragma unroll
@@ -507,18 +520,21 @@ extern "C" __global__ void __launch_bounds__(384, 1)
                 pr = exp2f(mod_score<true>(p, s[x], slope2, qa + Sk - Sq, key, g) - lse2[q]);
               else
                 pr = exp2f(fmaf(s[x], p.scale_log2, -lse2[q]));
-              if (cls == FA_TILE_PARTIAL &&
-                  (key < fa_band_lo(qa, Sq, Sk, WIN_L) || key >= fa_band_hi(qa, Sq, Sk, p.causal, WIN_R)))
-                pr = 0.f;
+              if (cls == FA_TILE_PARTIAL && (unsigned)(8 * i + e - rlo[hh]) >= rspan[hh]) pr = 0.f;
               s[x] = pr;
-              if (decltype(mods)::value && capped) dp[x] = pr * g * (dp[x] - dis[q]);
+              if (decltype(cap)::value) dp[x] = pr * g * (dp[x] - dis[q]);
             }
       };
-      if (capped || slope2 != 0.f)
-        probs(fa_bool<true>());
-      else
-        probs(fa_bool<false>());
-      if (!capped) {
+      if (capped) {
+        fa_wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < QW / 2; i++) fa_reg_fence(dp[i]);
+        probs(fa_bool<true>(), fa_bool<true>());
+      } else {
+        if (slope2 != 0.f)
+          probs(fa_bool<true>(), fa_bool<false>());
+        else
+          probs(fa_bool<false>(), fa_bool<false>());
         fa_wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < QW / 2; i++) fa_reg_fence(dp[i]);

@@ -44,7 +44,8 @@
  *
  * Defines: FA_DTYPE (1 f16, 2 bf16), HEAD_DIM (multiple of 8, <= 256), BLOCK_M (64 NWG), BLOCK_N (multiple
  * of 16, <= 256), NWG (consumer warpgroups, 1..3), STAGES, FA_SM90_PINGPONG, FA_SM90_OVERLAP, FA_BLOCK_MASK,
- * FA_DROPOUT, FA_INFER. src/cuda/cu_flash.c picks them and checks that every tensor suits TMA. */
+ * FA_DROPOUT, FA_INFER, FA_INFER_MODS (0: softcap and ALiBi off, their code left out: with it D 64 and D 128's
+ * widest tiles spill 100 bytes). src/cuda/cu_flash.c picks them and checks that every tensor suits TMA. */
 #include "cuda_common.cuh"
 #include "cuda_params.h"
 #include "masks.h"
@@ -66,6 +67,9 @@
 #endif
 #ifndef FA_SM90_OVERLAP
 #define FA_SM90_OVERLAP 1
+#endif
+#ifndef FA_INFER_MODS
+#define FA_INFER_MODS FA_INFER
 #endif
 
 #define BM BLOCK_M
@@ -201,7 +205,10 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
 
   /* ======== consumers ======== */
   fa_regs_alloc<CONSUMER_REGS>();
-  const int c = wg - 1, w = (tid >> 5) & 3, g = lane >> 2, t = lane & 3;
+  /* c through a shuffle: ptxas then knows it is the same across a warp. Taken from tid, the FA_INFER variant's
+   * skip loop before the first S (its exit depends on c) counted as divergent, and ptxas serialised every
+   * wgmma of the kernel (C7520; CUTLASS's canonical_warp_group_idx does the same). */
+  const int c = __shfl_sync(0xffffffffu, wg - 1, 0), w = (tid >> 5) & 3, g = lane >> 2, t = lane & 3;
   const int mc = m0 + 64 * c;            /* this warpgroup's first row */
   const int row0 = mc + 16 * w + g;      /* this thread's rows: row0 and row0 + 8 */
   const unsigned q_addr = base + SMEM_Q + c * 64 * 128;
@@ -219,7 +226,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
     return mc < Sq ? fa_band_tile(mc, r_end, j * BN, j * BN + BN, Sq, Sk, p.causal, wl, wr) : FA_TILE_SKIP;
   };
   /* With softcap or ALiBi the scores are scaled before them and the softmax takes them as they are. */
-  const bool mods = p.inf.softcap2 > 0.f || bw.seq.slope2 != 0.f;
+  const bool mods = FA_INFER_MODS && (p.inf.softcap2 > 0.f || bw.seq.slope2 != 0.f);
   const float sl2 = mods ? 1.f : p.scale_log2;
   int j_last = 0; /* the last tile this warpgroup computed */
 #define FA_CLS(info) wg_class((info) & 0x0fffffff)
@@ -286,16 +293,17 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
       /* (ALiBi's distance diag - col as one int: fa_alibi's 64-bit difference spilled 56 bytes at D 64) */
     }
     if (cls == FA_TILE_PARTIAL) { /* the band's per-score test (keys past Sk too) */
+      /* Against this thread's first key n0 + 2 t: one unsigned test of a constant per score (with the keys'
+       * indices in registers, D 64's consumers spilled 108 bytes). */
 #pragma unroll
       for (int hh = 0; hh < 2; hh++) {
-        const int lo = fa_band_lo(row0 + 8 * hh, Sq, Sk, wl), hi = fa_band_hi(row0 + 8 * hh, Sq, Sk, p.causal, wr);
+        const int lo = fa_band_lo(row0 + 8 * hh, Sq, Sk, wl) - (n0 + 2 * t);
+        const unsigned span = (unsigned)max(fa_band_hi(row0 + 8 * hh, Sq, Sk, p.causal, wr) - (n0 + 2 * t) - lo, 0);
 #pragma unroll
         for (int i = 0; i < BN / 8; i++)
 #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const int col = n0 + 8 * i + 2 * t + e;
-            if (col < lo || col >= hi) s[4 * i + 2 * hh + e] = FA_NEG_INF;
-          }
+          for (int e = 0; e < 2; e++)
+            if ((unsigned)(8 * i + e - lo) >= span) s[4 * i + 2 * hh + e] = FA_NEG_INF;
       }
     }
 #else

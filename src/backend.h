@@ -91,6 +91,8 @@ static inline int fa_problem_inference(const fa_problem *p) {
 static inline int fa_problem_flash_infer(const fa_problem *p) {
   return p->alibi.buf || p->window || p->softcap > 0.0f || p->cu_seqlens_q.buf;
 }
+/* Whether a score modifier (softcap, ALiBi) is on. */
+static inline int fa_problem_score_mods(const fa_problem *p) { return p->alibi.buf || p->softcap > 0.0f; }
 
 /* The window bounds as the kernels take them: -1 unbounded (also without a window), else at most INT32_MAX. */
 static inline int fa_problem_window_left(const fa_problem *p) {

@@ -118,13 +118,15 @@ fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, in
   /* Starting points after FlashAttention-3's tile_size_fwd_sm90 and the register budget of two (three)
    * consumer warpgroups at 240 (160) registers a thread: O takes D / 2, S block_k / 2 and P block_k / 4.
    * Non-causal work favours wide key tiles; banded ones (causal, a window) waste less on the band's edges
-   * with narrower ones. The FA_INFER variant at D 256 takes 64 keys: with 80 its consumers spilled 112 bytes. */
+   * with narrower ones. With softcap or ALiBi (infer 2) the FA_INFER variant spilled 100-130 bytes at D 64's 192
+   * rows, D 128's 176 keys and (8) D 256's 80: those take the next tile down. */
+  const int mods = infer == 2;
   int bm = 128, bn;
-  if (head_dim <= 64) bm = 192, bn = 128;
+  if (head_dim <= 64) bm = mods ? 128 : 192, bn = 128;
   else if (head_dim <= 96) bn = 128;
-  else if (head_dim <= 128) bn = banded ? 128 : 176;
+  else if (head_dim <= 128) bn = banded || mods ? 128 : 176;
   else if (head_dim <= 192) bn = banded ? 96 : 112;
-  else bn = banded || infer ? 64 : 80;
+  else bn = banded || mods ? 64 : 80;
   /* D 64's 192 rows run 7 % faster than 128 at S 4096 (H200, causal bf16: 424 against 395 TFLOP/s) but pad
    * each sequence's last block: where that pads 8 % more rows than 128 would, 128 wins (270 against 240 at
    * S 1024, where 192 pads 1152 rows for 1024). */

@@ -27,7 +27,8 @@ FA_HIDDEN fa_status fa_tiles_cuda_forward(const fa_tile_limits *lim, int head_di
                                           fa_tiles *out);
 /* Tiles of the Hopper forward (kernels/flash_fwd_sm90.cu): block_q = 64 x consumer warpgroups, threads
  * = block_q + 128 (the producer), *stages the K/V ring depth. banded: a row sees a band of the keys (causal,
- * or a sliding window); infer: the FA_INFER variant (varlen, window, ALiBi, softcap); seqlen_q (0: unknown;
+ * or a sliding window); infer: 0, or the FA_INFER variant (varlen, window: 1; with ALiBi or softcap, whose code
+ * takes registers: 2); seqlen_q (0: unknown;
  * varlen: the mean sequence) and the block mask's blocks mask_bq x mask_bk (0: none) steer the choice.
  * UNSUPPORTED when no key tile of 64 or more fits the budget (the sm_80 kernel serves those). */
 FA_HIDDEN fa_status fa_tiles_cuda_sm90_forward(const fa_tile_limits *lim, int head_dim, int banded, int infer,

@@ -93,8 +93,10 @@ fa_status fa_cu_backward_sm90(fa_context *ctx, const fa_problem *p) {
 
   char defs[256];
   snprintf(defs, sizeof defs,
-           "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DFA_DQ_ORDERED=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d -DFA_INFER=%d",
-           fa_cu_dtype_define(p->dtype), d, t.block_q, t.block_k, ordered, masked, dropout, infer);
+           "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DFA_DQ_ORDERED=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d -DFA_INFER=%d "
+           "-DFA_INFER_MODS=%d",
+           fa_cu_dtype_define(p->dtype), d, t.block_q, t.block_k, ordered, masked, dropout, infer,
+           infer && fa_problem_score_mods(p));
   CUfunction pre, main_fn, conv;
   fa_status st = fa_cu_function_arch(ctx, "sm_90a", "flash_bwd_sm90.cu", defs, "flash_bwd_sm90_pre", 0, &pre);
   if (st == FA_SUCCESS)

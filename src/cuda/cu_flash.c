@@ -128,7 +128,8 @@ static const char *sm90_reason(fa_context *ctx, const fa_problem *p, fa_cu_fwd_v
   const int mbq = p->mask.buf ? (int)p->block_q : 0, mbk = p->mask.buf ? (int)p->block_k : 0;
   /* Varlen: the mean sequence stands for the lengths in the tile choice (each sequence pads its last block). */
   const int64_t sq = p->cu_seqlens_q.buf ? p->seqlen_q / (p->seqs > 0 ? p->seqs : 1) : p->seqlen_q;
-  if (fa_cu_forward_sm90_variant(&lim, (int)p->head_dim, p->dtype, p->causal || p->window, fa_problem_flash_infer(p),
+  const int infer = fa_problem_flash_infer(p) ? 1 + fa_problem_score_mods(p) : 0;
+  if (fa_cu_forward_sm90_variant(&lim, (int)p->head_dim, p->dtype, p->causal || p->window, infer,
                                  sq, mbq, mbk, var) != FA_SUCCESS)
     return "no tile fits the shared-memory budget";
   const size_t es = 2;
@@ -163,7 +164,7 @@ static fa_status forward_sm90(fa_context *ctx, const fa_problem *p, fa_cu_fwd_va
                        "v")) != FA_SUCCESS)
     return st;
   fa_cu_forward_features(var, p->mask.buf != NULL, p->dropout_p > 0.0f);
-  if (fa_problem_flash_infer(p)) fa_cu_forward_infer(var);
+  if (fa_problem_flash_infer(p)) fa_cu_forward_infer(var, fa_problem_score_mods(p));
   CUfunction fn;
   st = fa_cu_function_arch(ctx, "sm_90a", "flash_fwd_sm90.cu", var->defines, var->kernel, t->local_mem_bytes, &fn);
   if (st != FA_SUCCESS) return st;
@@ -226,7 +227,7 @@ fa_status fa_cu_forward(fa_context *ctx, const fa_problem *p) {
   fa_status st = plan(ctx, d, p->dtype, async, &var);
   if (st != FA_SUCCESS) return st;
   fa_cu_forward_features(&var, p->mask.buf != NULL, p->dropout_p > 0.0f);
-  if (fa_problem_flash_infer(p)) fa_cu_forward_infer(&var);
+  if (fa_problem_flash_infer(p)) fa_cu_forward_infer(&var, fa_problem_score_mods(p));
   CUfunction fn;
   st = fa_cu_function(ctx, "flash_fwd.cu", var.defines, var.kernel, var.tiles.local_mem_bytes, &fn);
   if (st != FA_SUCCESS) return st;

@@ -132,8 +132,10 @@ FA_HIDDEN fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int he
                                                fa_cu_fwd_variant *out);
 /* Add the optional features' defines to a variant: FA_BLOCK_MASK=1 with a block mask, FA_DROPOUT=1 with dropout. */
 FA_HIDDEN void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout);
-/* Add FA_INFER=1 for the inference options (varlen, window, ALiBi, softcap), which take no other feature. */
-FA_HIDDEN void fa_cu_forward_infer(fa_cu_fwd_variant *var);
+/* Add FA_INFER=1 for the inference options (varlen, window, ALiBi, softcap), which take no other feature, and
+ * FA_INFER_MODS=mods: whether softcap or ALiBi is on (fa_problem_score_mods; the Hopper kernel leaves their code
+ * out otherwise). */
+FA_HIDDEN void fa_cu_forward_infer(fa_cu_fwd_variant *var, int mods);
 /* cu_flash.c: the inference options' part of both passes' argument blocks (kernels/cuda_params.h). */
 FA_HIDDEN void fa_cu_infer_params(const fa_problem *p, fa_infer_params *a);
 

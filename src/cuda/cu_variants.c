@@ -49,9 +49,9 @@ void fa_cu_forward_features(fa_cu_fwd_variant *var, int block_mask, int dropout)
            dropout ? " -DFA_DROPOUT=1" : "");
 }
 
-void fa_cu_forward_infer(fa_cu_fwd_variant *var) {
+void fa_cu_forward_infer(fa_cu_fwd_variant *var, int mods) {
   const size_t n = strlen(var->defines);
-  snprintf(var->defines + n, sizeof var->defines - n, " -DFA_INFER=1");
+  snprintf(var->defines + n, sizeof var->defines - n, " -DFA_INFER=1 -DFA_INFER_MODS=%d", mods != 0);
 }
 
 fa_status fa_cu_forward_sm90_variant(const fa_tile_limits *lim, int head_dim, fa_dtype dtype, int banded, int infer,
