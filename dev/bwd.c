@@ -114,14 +114,17 @@ static int nvrtc(int argc, char **argv) {
       fa_tile_limits lim = {budgets[0], 1024, 32};
       for (int di = 0; di < t.ndims; di++)
         for (int dt = 1; dt < 3; dt++)
-          for (int v = 0; v < 2 * (t.features ? 4 : 1); v++) {
+          for (int v = 0; v < 2 * (t.features ? 6 : 1); v++) {
             fa_tiles ht;
-            if (fa_tiles_cuda_sm90_backward(&lim, t.dims[di], &ht) != FA_SUCCESS) continue; /* D > 128 */
+            if (fa_tiles_cuda_sm90_backward(&lim, t.dims[di], &ht) != FA_SUCCESS) continue;
+            /* v & 1 deterministic; feat < 4: bit 0 block mask, bit 1 dropout; 4, 5 FA_INFER (5 with softcap or ALiBi) */
+            const int feat = v >> 1;
             char defines[256];
             snprintf(defines, sizeof defines,
-                     "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DFA_DQ_ORDERED=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d",
-                     fa_cu_dtype_define((fa_dtype)dt), t.dims[di], ht.block_q, ht.block_k, v & 1, (v >> 1) & 1,
-                     (v >> 2) & 1);
+                     "%s -DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DFA_DQ_ORDERED=%d -DFA_BLOCK_MASK=%d -DFA_DROPOUT=%d "
+                     "-DFA_INFER=%d -DFA_INFER_MODS=%d",
+                     fa_cu_dtype_define((fa_dtype)dt), t.dims[di], ht.block_q, ht.block_k, v & 1, feat < 4 && (feat & 1),
+                     feat < 4 && (feat & 2), feat >= 4, feat == 5);
             ws_nvrtc_compile(&t, "flash_bwd_sm90.cu", "sm_90a", defines, "");
           }
     }

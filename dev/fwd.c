@@ -72,16 +72,16 @@ static int nvrtc(int argc, char **argv) {
       fa_tile_limits lim = {budgets[bi], 1024, 32};
       for (int di = 0; di < t.ndims; di++)
         for (int dt = 0; dt < 3; dt++)
-          for (int v = 0; v < 2 * (t.features ? 5 : 1); v++) {
-            const int async = 1 - v % 2, feat = v / 2; /* feat: bit 0 block mask, bit 1 dropout; 4 FA_INFER */
+          for (int v = 0; v < 2 * (t.features ? 6 : 1); v++) {
+            const int async = 1 - v % 2, feat = v / 2; /* feat < 4: bit 0 block mask, bit 1 dropout; 4, 5 FA_INFER */
             fa_cu_fwd_variant var;
             if (fa_cu_forward_variant(&lim, cc_major, t.dims[di], (fa_dtype)dt, async, &var) != FA_SUCCESS) {
               if (async && !feat)
                 printf("%s budget %zu D %d %s: no tile fits\n", arch, budgets[bi], t.dims[di], fa_dtype_name((fa_dtype)dt));
               continue;
             }
-            fa_cu_forward_features(&var, feat & 1, (feat & 2) != 0);
-            if (feat == 4) fa_cu_forward_infer(&var);
+            fa_cu_forward_features(&var, feat < 4 && (feat & 1), feat < 4 && (feat & 2));
+            if (feat >= 4) fa_cu_forward_infer(&var, feat == 5); /* 5: with softcap or ALiBi */
             char note[128];
             snprintf(note, sizeof note, "budget %zu, %zu shared bytes, %d threads", budgets[bi],
                      var.tiles.local_mem_bytes, var.tiles.threads);
@@ -93,16 +93,17 @@ static int nvrtc(int argc, char **argv) {
       for (int di = 0; di < t.ndims; di++)
         for (int dt = 1; dt < 3; dt++)
           for (int causal = 0; causal < 2; causal++)
-            for (int feat = 0; feat < (t.features ? 5 : 1); feat++) {
+            for (int feat = 0; feat < (t.features ? 6 : 1); feat++) {
               fa_cu_fwd_variant var;
-              const int mb = feat & 1 ? 128 : 0; /* a block mask takes tiles dividing its blocks */
-              if (fa_cu_forward_sm90_variant(&lim, t.dims[di], (fa_dtype)dt, causal, feat == 4, 0, mb, mb, &var) !=
+              const int mb = feat == 1 || feat == 3 ? 128 : 0; /* a block mask takes tiles dividing its blocks */
+              if (fa_cu_forward_sm90_variant(&lim, t.dims[di], (fa_dtype)dt, causal, feat >= 4 ? feat - 3 : 0, 0, mb, mb,
+                                             &var) !=
                   FA_SUCCESS) {
                 printf("sm_90a D %d: no Hopper tile fits\n", t.dims[di]);
                 continue;
               }
-              fa_cu_forward_features(&var, feat & 1, (feat & 2) != 0);
-              if (feat == 4) fa_cu_forward_infer(&var);
+              fa_cu_forward_features(&var, feat < 4 && (feat & 1), feat < 4 && (feat & 2));
+              if (feat >= 4) fa_cu_forward_infer(&var, feat == 5);
               ws_nvrtc_compile(&t, "flash_fwd_sm90.cu", "sm_90a", var.defines, "");
             }
     }

@@ -449,10 +449,13 @@ int ws_nvrtc_begin(ws_nvrtc *t, int argc, char **argv, const char *usage) {
   return 0;
 }
 
-/* ptxas's lines of a log: "Used N registers, ...", "N bytes stack frame, N bytes spill stores, ...". Returns the
- * largest count of spill-store bytes among its functions. */
-static int ptxas_report(const char *log, int print) {
+/* ptxas's lines of a log: "Used N registers, ...", "N bytes stack frame, N bytes spill stores, ...", and
+ * "Potential Performance Loss: wgmma.mma_async instructions are serialized" (C7510-C7520: every wgmma of the
+ * kernel waits for the one before; sets *serial). Returns the largest count of spill-store bytes among its
+ * functions. */
+static int ptxas_report(const char *log, int print, int *serial) {
   int spills = 0;
+  *serial = 0;
   for (const char *line = log; *line;) {
     const char *end = strchr(line, '\n');
     size_t n = end ? (size_t)(end - line) : strlen(line);
@@ -462,7 +465,9 @@ static int ptxas_report(const char *log, int print) {
       while (q > line && q[-1] != ',') q--;
       if (atoi(q) > spills) spills = atoi(q);
     }
-    if (print && (memmem(line, n, "Compiling entry", 15) || memmem(line, n, "Used", 4) || sp))
+    const int ser = memmem(line, n, "are serialized", 14) != NULL;
+    *serial |= ser;
+    if (print && (memmem(line, n, "Compiling entry", 15) || memmem(line, n, "Used", 4) || sp || ser))
       printf("    %.*s\n", (int)n, line);
     line += n + (end ? 1 : 0);
   }
@@ -490,13 +495,15 @@ void ws_nvrtc_compile(ws_nvrtc *t, const char *file, const char *arch, const cha
     t->failed++;
     printf("FAIL %s\n  %s\n", key, msg);
   } else {
-    const int spills = ptxas_report(log ? log : "", 0);
-    if (!t->quiet || spills > 64) {
+    int serial;
+    const int spills = ptxas_report(log ? log : "", 0, &serial);
+    if (!t->quiet || spills > 64 || serial) {
       printf("%s: %zu-byte CUBIN%s%s, %.1f s\n", key, size, note && *note ? ", " : "", note ? note : "", s);
-      ptxas_report(log ? log : "", 1);
+      ptxas_report(log ? log : "", 1, &serial);
     }
     t->spilled += spills > 0;
     t->big_spills += spills > 64;
+    t->serialized += serial;
     if (t->out_dir) {
       char path[1024];
       snprintf(path, sizeof path, "%s/%d.cubin", t->out_dir, t->compiled);
@@ -515,9 +522,9 @@ void ws_nvrtc_compile_given(ws_nvrtc *t, const char *file) {
 }
 
 int ws_nvrtc_end(ws_nvrtc *t) {
-  printf("%d variants compiled in %.1f s, %d failed, %d spill (%d more than 64 bytes)\n", t->compiled, t->seconds,
-         t->failed, t->spilled, t->big_spills);
-  return t->failed || t->big_spills ? 1 : 0;
+  printf("%d variants compiled in %.1f s, %d failed, %d spill (%d more than 64 bytes), %d with wgmma serialized\n",
+         t->compiled, t->seconds, t->failed, t->spilled, t->big_spills, t->serialized);
+  return t->failed || t->big_spills || t->serialized ? 1 : 0;
 }
 #else
 int ws_nvrtc_begin(ws_nvrtc *t, int argc, char **argv, const char *usage) {

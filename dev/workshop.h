@@ -128,7 +128,7 @@ typedef struct ws_nvrtc {
   const char *archs[16];
   int narch;
   int dims[32], ndims; /* head dims: 16 32 64 80 96 128 160 192 224 256, or -a's 8..256 */
-  int compiled, failed, spilled, big_spills;
+  int compiled, failed, spilled, big_spills, serialized;
   double seconds;
 } ws_nvrtc;
 
