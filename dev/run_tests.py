@@ -9,6 +9,7 @@ ONLY=name,name (in the environment) runs only those tests; TEST_TIMEOUT=N caps e
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +39,9 @@ for t in tests:
         env[k] = v
     env.update(extra)
     cmd = [fix(c) for c in t['cmd']]
+    # An interpreter recorded at build time (a pyenv shim) may not exist here: take the same name from PATH.
+    if not os.path.exists(cmd[0]) and shutil.which(os.path.basename(cmd[0])):
+        cmd[0] = shutil.which(os.path.basename(cmd[0]))
     name = re.sub(r'[^A-Za-z0-9_.-]', '_', t['name'])
     start = time.time()
     try:

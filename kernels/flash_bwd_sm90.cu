@@ -348,15 +348,12 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       fa_tile_walk tw = fa_walk_start(m_first, m_end);
       int cls;
       int m = fa_walk_next(tw, lane, FA_DQ_ORDERED, classify, &cls);
-#elif FA_INFER
+#else
       int m = m_first;
       auto band_class = [&](int ml) {
         return fa_band_tile(ml * BM, min(ml * BM + BM, Sq), n0, n0 + BN, Sq, Sk, p.causal, WIN_L, WIN_R);
       };
       int cls = band_class(m);
-#else
-      const int cls = FA_TILE_FULL;
-      int m = m_first;
 #endif
       for (; m < m_end; n++) {
         const int st = n % STAGES;
@@ -392,10 +389,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
         }
 #if FA_BLOCK_MASK
         m = fa_walk_next(tw, lane, FA_DQ_ORDERED, classify, &cls);
-#elif FA_INFER
-        if (++m < m_end) cls = band_class(m);
 #else
-        m++;
+        if (++m < m_end) cls = band_class(m);
 #endif
         __syncwarp();
       }
@@ -419,7 +414,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 #endif
   const int kr = kb + 16 * w + g; /* this thread's key rows: kr and kr + 8 (of the block) */
   const unsigned k_rows = base + SM_K + kb * 128, v_rows = base + SM_V + kb * 128;
-#if !FA_INFER
+#if FA_BLOCK_MASK
   const float sl2 = p.scale_log2;
 #endif
 #if FA_DROPOUT
@@ -485,7 +480,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       for (int i = 0; i < QW / 2; i++) fa_reg_fence(s[i]);
 
       /* P^T: s[4 i + 2 hh + e] is key kr + 8 hh, query q0 + qc + 8 i + 2 t + e. */
-#if FA_INFER
+#if !FA_BLOCK_MASK
       /* Softcap's factor on dS is known only here, and a register array for it does not fit: with softcap, P
        * and dS are computed in one pass, once dP is in. Rows past the sequence have lse2 = +inf: P = 0. */
       const bool capped = FA_INFER_MODS && p.inf.softcap2 > 0.f;
@@ -541,9 +536,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
       }
 #else
       const bool edge = n0 + BN > Sk || (p.causal && n0 + BN - 1 > q0 + Sk - Sq);
-#if FA_BLOCK_MASK
       const unsigned char *mk = (const unsigned char *)p.mask + b * p.mask_sb + h * p.mask_sh;
-#endif
 #pragma unroll
       for (int i = 0; i < QW / 8; i++)
 #pragma unroll
@@ -553,11 +546,9 @@ extern "C" __global__ void __launch_bounds__(384, 1)
             const int q = qc + 8 * i + 2 * t + e, key = n0 + kr + 8 * hh, x = 4 * i + 2 * hh + e;
             float pr = exp2f(fmaf(s[x], sl2, -lse2[q]));
             if (edge && (key >= Sk || (p.causal && key > q0 + q + Sk - Sq))) pr = 0.f;
-#if FA_BLOCK_MASK
             if (cls == FA_TILE_PARTIAL && q0 + q < Sq && key < Sk &&
                 !fa_block_keep(mk, p.mask_sr, p.mask_sc, p.block_q, p.block_k, q0 + q, key))
               pr = 0.f;
-#endif
             s[x] = pr;
           }
       fa_wgmma_wait<0>();
@@ -597,7 +588,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
               const float z = keep[ci][e] ? p.dropout_scale : 0.f;
               s[x] = pr * z;
               dp[x] = pr * (dp[x] * z - dis[q]);
-#elif FA_INFER
+#elif !FA_BLOCK_MASK
               if (!capped) dp[x] = pr * (dp[x] - dis[q]);
 #else
               dp[x] = pr * (dp[x] - dis[q]);

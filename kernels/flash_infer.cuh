@@ -23,7 +23,6 @@ template <class P> static __device__ __forceinline__ seq_span seq_of(const P &p,
   return s;
 }
 
-#if FA_INFER
 /* ALiBi's slope of head h of sequence b in base 2 (0: none). */
 template <class P> static __device__ __forceinline__ float slope2_of(const P &p, int b, int h) {
   return p.inf.has_alibi ? ((const float *)p.inf.alibi)[b * p.inf.al_sb + h * p.inf.al_sh] * 1.4426950408889634f
@@ -42,6 +41,5 @@ static __device__ __forceinline__ float mod_score(const P &p, float x, float slo
   }
   return slope2 != 0.f ? x + fa_alibi(slope2, diag, j) : x;
 }
-#endif
 
 #endif
