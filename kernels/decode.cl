@@ -167,8 +167,12 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
   }
 }
 
-/* fa_combine: o = sum_p exp(lse_p - lse) o_p, lse = log sum_p exp(lse_p). One work-group per (row, head,
- * batch), its work-items over the columns. Parts are views of part 0 (offsets and strides in elements of
+/* fa_combine: o = sum_p exp(lse_p - lse) o_p, lse = log sum_p exp(lse_p). One work-group of FA_COMBINE_WG
+ * work-items per (row, head, batch), as decode.cu's: the max and the sum go over the parts with the work-items
+ * side by side; then slice s of FA_COMBINE_WG / 32 sums parts s, s + slices, ... with its 32 work-items over
+ * the columns (HEAD_DIM / 32 each, rounded up), so that a split decode's many parts cost a few rounds of
+ * independent loads rather than one round per part (one work-group per row walking them in turn was most of a
+ * B 1 decode's time), and the slices add up in local memory. Parts are views of part 0 (offsets and strides in elements of
  * their dtype, FA_PART_DTYPE) stepped by op_stride / lp_stride per part. */
 #ifndef FA_PART_DTYPE
 #define FA_PART_DTYPE FA_DTYPE
@@ -184,30 +188,56 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
 #define fa_part_load fa_load_bf16
 #endif
 
-__kernel void fa_combine(const __global fa_part_t *op, long op_off, long op_sb, long op_ss, long op_sh,
-                         long op_stride, const __global float *lp, long lp_off, long lp_sb, long lp_sh, long lp_ss,
-                         long lp_stride, __global fa_t *o, long o_off, long o_sb, long o_ss, long o_sh,
-                         __global float *lse, long l_off, long l_sb, long l_sh, long l_ss, int has_lse, int parts,
-                         int head_dim) {
+#define FA_COMBINE_WG 128
+#define FA_COMBINE_SLICES (FA_COMBINE_WG / 32)
+#define FA_COMBINE_COLS ((HEAD_DIM + 31) / 32)
+
+__kernel __attribute__((reqd_work_group_size(FA_COMBINE_WG, 1, 1))) void fa_combine(
+    const __global fa_part_t *op, long op_off, long op_sb, long op_ss, long op_sh, long op_stride,
+    const __global float *lp, long lp_off, long lp_sb, long lp_sh, long lp_ss, long lp_stride, __global fa_t *o,
+    long o_off, long o_sb, long o_ss, long o_sh, __global float *lse, long l_off, long l_sb, long l_sh, long l_ss,
+    int has_lse, int parts, int head_dim) {
+  __local float red[FA_COMBINE_WG], acc_s[FA_COMBINE_SLICES][FA_COMBINE_COLS * 32];
   const int i = (int)get_group_id(0), h = (int)get_group_id(1), b = (int)get_group_id(2);
+  const int t = (int)get_local_id(0), slice = t / 32, c = t % 32;
   const long lrow = lp_off + b * lp_sb + (long)h * lp_sh + (long)i * lp_ss;
   float mx = -INFINITY;
-  for (int p = 0; p < parts; p++) mx = fmax(mx, lp[lrow + p * lp_stride]);
+  for (int p = t; p < parts; p += FA_COMBINE_WG) mx = fmax(mx, lp[lrow + p * lp_stride]);
+  red[t] = mx;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  mx = -INFINITY;
+  for (int x = 0; x < FA_COMBINE_WG; x++) mx = fmax(mx, red[x]);
+  barrier(CLK_LOCAL_MEM_FENCE); /* red is reused for the sum */
   float sum = 0.0f;
   if (mx > -INFINITY)
-    for (int p = 0; p < parts; p++) sum += exp(lp[lrow + p * lp_stride] - mx);
+    for (int p = t; p < parts; p += FA_COMBINE_WG) sum += exp(lp[lrow + p * lp_stride] - mx);
+  red[t] = sum;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  sum = 0.0f;
+  for (int x = 0; x < FA_COMBINE_WG; x++) sum += red[x];
   const float total = mx > -INFINITY ? mx + log(sum) : -INFINITY;
   const long orow = op_off + b * op_sb + (long)i * op_ss + (long)h * op_sh;
-  for (int d = (int)get_local_id(0); d < head_dim; d += (int)get_local_size(0)) {
-    float val = 0.0f;
-    if (mx > -INFINITY)
-      for (int p = 0; p < parts; p++) {
-        const float lv = lp[lrow + p * lp_stride];
-        if (lv > -INFINITY) val += exp(lv - total) * fa_part_load(op, orow + p * op_stride + d);
+  float acc[FA_COMBINE_COLS];
+  for (int j = 0; j < FA_COMBINE_COLS; j++) acc[j] = 0.0f;
+  if (mx > -INFINITY)
+    for (int p = slice; p < parts; p += FA_COMBINE_SLICES) {
+      const float lv = lp[lrow + p * lp_stride];
+      if (lv > -INFINITY) {
+        const float wt = exp(lv - total);
+        for (int j = 0; j < FA_COMBINE_COLS; j++) {
+          const int d = c + 32 * j;
+          if (d < head_dim) acc[j] += wt * fa_part_load(op, orow + p * op_stride + d);
+        }
       }
+    }
+  for (int j = 0; j < FA_COMBINE_COLS; j++) acc_s[slice][c + 32 * j] = acc[j];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int d = t; d < head_dim; d += FA_COMBINE_WG) {
+    float val = 0.0f;
+    for (int x = 0; x < FA_COMBINE_SLICES; x++) val += acc_s[x][d];
     fa_store(o, o_off + b * o_sb + (long)i * o_ss + (long)h * o_sh + d, val);
   }
-  if (has_lse && get_local_id(0) == 0) lse[l_off + b * l_sb + (long)h * l_sh + (long)i * l_ss] = total;
+  if (has_lse && t == 0) lse[l_off + b * l_sb + (long)h * l_sh + (long)i * l_ss] = total;
 }
 
 /* fa_kv_append: element (b, t, h, d) of k_new and v_new into cache position seqlens_k[b] + t (clamped into the

@@ -6,7 +6,12 @@
  * Each case: fresh random q, k, v (k and v as pages when paged: the reference reads the logical cache the
  * block table describes), random cache lengths with 0 and the full capacity among them, o and lse poisoned;
  * then o within the dtype's bound, lse within 1e-3 (exactly -inf on rows that see no key, where o must be 0),
- * nothing written outside o and lse, inputs untouched. */
+ * nothing written outside o and lse, inputs untouched.
+ *
+ * FLASHATTN_DECODE_KERNEL=nv (suite decode-nv-emulate, and on an NVIDIA GPU): the OpenCL backend then runs
+ * the tensor-core decode kernel or fails the call, so a case that passes has run it; the cases it cannot
+ * serve (f32, D not a multiple of 16 or above 128, k or v rows off 16 bytes) are skipped on OpenCL, and the
+ * varlen cases keep v packed. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +79,18 @@ static const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 static const char *layout_name(th_layout l) {
   static const char *names[] = {"packed", "bhsd", "padded", "bhsd+padded"};
   return names[l];
+}
+
+/* Whether the OpenCL backend must run the tensor-core decode kernel (FLASHATTN_DECODE_KERNEL=nv), and whether
+ * that kernel serves a case: 16-bit, D a multiple of 16 up to 128, k and v rows on 16 bytes (the padded
+ * layouts put a head's rows one element apart, and v five elements in). */
+static int nv_only(int bi) {
+  const char *e = getenv("FLASHATTN_DECODE_KERNEL");
+  return e && strcmp(e, "nv") == 0 && th_backend_kind(bi) == FA_BACKEND_OPENCL;
+}
+
+static int nv_serves(const dec_case *c) {
+  return c->dtype != F32 && c->head_dim % 16 == 0 && c->head_dim <= 128 && (c->in == PACK || c->in == BHSD);
 }
 
 /* Everything one case builds. */
@@ -175,6 +192,10 @@ static void check_outputs(const dec_case *c, int bi, uint64_t seed, dec_run *d) 
 }
 
 static void run_case(const dec_case *c, int case_number, int bi) {
+  if (nv_only(bi) && !nv_serves(c)) {
+    th_unsupported(bi, "FLASHATTN_DECODE_KERNEL=nv: not a case of the tensor-core decode kernel");
+    return;
+  }
   fa_context *ctx = th_context(bi);
   const uint64_t seed = th_case_seed(case_number);
   th_rng r;
@@ -327,6 +348,10 @@ END_TEST
 
 static void varlen_case(int bi, fa_dtype dt, int causal, int window, int alibi, int splits, const int *sq, const int *sk,
                         int nseq) {
+  if (nv_only(bi) && dt == F32) {
+    th_unsupported(bi, "FLASHATTN_DECODE_KERNEL=nv: f32 is not a case of the tensor-core decode kernel");
+    return;
+  }
   fa_context *ctx = th_context(bi);
   const char *be = th_backend_label(bi);
   th_rng r;
@@ -338,7 +363,7 @@ static void varlen_case(int bi, fa_dtype dt, int causal, int window, int alibi, 
   th_tensor q, k, v, o, lse;
   ck_assert_int_eq(th_tensor_create(&q, ctx, dt, qshape, PACK, 0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&k, ctx, dt, kshape, PACK, 0), FA_SUCCESS);
-  ck_assert_int_eq(th_tensor_create(&v, ctx, dt, kshape, PAD, 0), FA_SUCCESS);
+  ck_assert_int_eq(th_tensor_create(&v, ctx, dt, kshape, nv_only(bi) ? PACK : PAD, 0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&o, ctx, dt, qshape, PACK, 3), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_create(&lse, ctx, FA_F32, lshape, PACK, 0), FA_SUCCESS);
   ck_assert_int_eq(th_tensor_fill_random(&q, &r, 1.0), FA_SUCCESS);

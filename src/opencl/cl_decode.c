@@ -7,7 +7,8 @@
 #include "cl_internal.h"
 #include "decode.h"
 
-#define WG 64 /* work-items per group, and keys per tile */
+#define WG 64          /* work-items per group, and keys per tile */
+#define COMBINE_WG 128 /* kernels/decode.cl's FA_COMBINE_WG */
 
 /* Set arguments from a list of (size, pointer) pairs, numbering from *arg. */
 static fa_status set_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, int n, const size_t *sizes,
@@ -56,8 +57,9 @@ static fa_status combine_launch(fa_context *ctx, const fa_problem *p, const comb
   const size_t isz[3] = {4, 4, 4};
   const void *ival[3] = {&ints[0], &ints[1], &ints[2]};
   if ((s = set_args(ctx, kern, &arg, 3, isz, ival, "fa_combine")) != FA_SUCCESS) return s;
-  const size_t local[3] = {WG, 1, 1};
-  const size_t global[3] = {(size_t)p->seqlen_q * WG, (size_t)p->heads_q, (size_t)p->batch};
+  if ((s = fa_cl_check_group(ctx, kern, COMBINE_WG, "fa_combine")) != FA_SUCCESS) return s;
+  const size_t local[3] = {COMBINE_WG, 1, 1};
+  const size_t global[3] = {(size_t)p->seqlen_q * COMBINE_WG, (size_t)p->heads_q, (size_t)p->batch};
   return fa_cl_launch(ctx, kern, 3, global, local, "fa_combine");
 }
 
@@ -73,29 +75,17 @@ fa_status fa_cl_combine(fa_context *ctx, const fa_problem *p) {
 }
 
 size_t fa_cl_decode_workspace(fa_context *ctx, const fa_problem *p) {
-  fa_decode_plan plan;
-  fa_decode_plan_make(p, FA_DECODE_MAX_ROWS, (int)fa_cl_of(ctx)->compute_units, 4, &plan);
-  return fa_decode_workspace_bytes(p, &plan);
+  fa_cl_decode_choice ch;
+  fa_cl_decode_choose(ctx, p, &ch);
+  return fa_decode_workspace_bytes(p, &ch.plan);
 }
 
-fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p) {
-  const fa_cl *cl = fa_cl_of(ctx);
-  fa_decode_plan plan;
-  fa_decode_plan_make(p, FA_DECODE_MAX_ROWS, (int)cl->compute_units, 4, &plan);
-  const int64_t rows = p->batch * p->heads_q * p->seqlen_q;
-  const size_t part_o = (size_t)(plan.splits > 1 ? plan.splits : 0) * (size_t)rows * (size_t)p->head_dim;
-  cl_mem ws = NULL;
-  fa_status s;
-  if (plan.splits > 1 && (s = fa_cl_workspace(ctx, fa_decode_workspace_bytes(p, &plan), &ws)) != FA_SUCCESS) return s;
-
-  const int mods = p->softcap > 0.0f || p->alibi.buf;
-  char options[160];
-  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DROWS=%d -DWG=%d -DFA_DEC_MODS=%d",
-           fa_cl_dtype_define(p->dtype), (int)p->head_dim, plan.rows, WG, mods);
-  cl_kernel kern;
-  if ((s = fa_cl_kernel(ctx, "masks.h decode.h decode.cl", options, "fa_decode", &kern)) != FA_SUCCESS) return s;
+/* The arguments fa_decode and fa_decode_nv share, for p and its plan; ws (NULL with one split) holds the float32
+ * partial outputs, then from element part_o the partial log-sum-exps. */
+static fa_status decode_args(fa_context *ctx, cl_kernel kern, const fa_problem *p, const fa_decode_plan *plan,
+                             cl_mem ws, size_t part_o, const char *what) {
   cl_uint arg = 0;
-  const char *what = "fa_decode";
+  fa_status s;
   const fa_view *views[4] = {&p->q, &p->k, &p->v, &p->o};
   for (int x = 0; x < 4; x++)
     if ((s = view_args(ctx, kern, &arg, views[x], NULL, 4, what)) != FA_SUCCESS) return s;
@@ -125,17 +115,58 @@ fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p) {
   const cl_int varlen = p->cu_seqlens_q.buf != NULL;
   if (s == FA_SUCCESS) s = fa_cl_arg(ctx, kern, arg++, 4, &varlen, what);
   if (s != FA_SUCCESS) return s;
-  const cl_int ints[11] = {(cl_int)p->batch, (cl_int)p->seqlen_q, (cl_int)p->seqlen_k, (cl_int)p->heads_q,
-                           (cl_int)(p->heads_q / p->heads_kv), p->causal, p->window,
-                           (cl_int)(p->window ? p->window_left : -1), (cl_int)(p->window ? p->window_right : -1)};
+  const cl_int ints[9] = {(cl_int)p->batch, (cl_int)p->seqlen_q, (cl_int)p->seqlen_k, (cl_int)p->heads_q,
+                          (cl_int)(p->heads_q / p->heads_kv), p->causal, p->window,
+                          (cl_int)(p->window ? p->window_left : -1), (cl_int)(p->window ? p->window_right : -1)};
   for (int x = 0; x < 9 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, arg++, 4, &ints[x], what);
   const cl_float floats[2] = {p->scale, p->softcap};
   for (int x = 0; x < 2 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, arg++, 4, &floats[x], what);
-  const cl_int tail[2] = {plan.splits, plan.row_blocks};
+  const cl_int tail[2] = {plan->splits, plan->row_blocks};
   for (int x = 0; x < 2 && s == FA_SUCCESS; x++) s = fa_cl_arg(ctx, kern, arg++, 4, &tail[x], what);
+  return s;
+}
+
+/* The kernel for a choice: fa_decode_nv, or where it does not serve (or its build was refused, mode on) the
+ * portable fa_decode with its own plan; *local is its group size. FLASHATTN_DECODE_KERNEL=nv turns a problem
+ * fa_decode_nv cannot serve into FA_ERROR_UNSUPPORTED before anything runs. */
+static fa_status decode_kernel(fa_context *ctx, const fa_problem *p, fa_cl_decode_choice *ch, cl_kernel *kern,
+                               size_t *local) {
+  const char *why = fa_cl_decode_choose(ctx, p, ch);
+  if (why && fa_cl_decode_forced())
+    return fa_fail(ctx, FA_ERROR_UNSUPPORTED, "fa_forward: FLASHATTN_DECODE_KERNEL=nv, but the tensor-core decode "
+                   "kernel cannot serve this problem: %s", why);
+  if (ch->nv) {
+    fa_status s = fa_cl_decode_nv_kernel(ctx, p, ch, kern);
+    *local = 32 * (size_t)ch->warps;
+    if (s != FA_ERROR_UNSUPPORTED) return s;
+    /* Refused by the driver: the portable kernel and its plan. */
+    memset(ch, 0, sizeof *ch);
+    fa_decode_plan_make(p, FA_DECODE_MAX_ROWS, (int)fa_cl_of(ctx)->compute_units, 4, &ch->plan);
+  }
+  const int mods = p->softcap > 0.0f || p->alibi.buf;
+  char options[160];
+  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DROWS=%d -DWG=%d -DFA_DEC_MODS=%d",
+           fa_cl_dtype_define(p->dtype), (int)p->head_dim, ch->plan.rows, WG, mods);
+  *local = WG;
+  return fa_cl_kernel(ctx, "masks.h decode.h decode.cl", options, "fa_decode", kern);
+}
+
+fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p) {
+  fa_cl_decode_choice ch;
+  cl_kernel kern;
+  size_t wg = WG;
+  fa_status s = decode_kernel(ctx, p, &ch, &kern, &wg);
   if (s != FA_SUCCESS) return s;
-  const size_t local[3] = {WG, 1, 1};
-  const size_t global[3] = {(size_t)plan.row_blocks * (size_t)plan.splits * WG, (size_t)p->heads_kv,
+  const fa_decode_plan plan = ch.plan;
+  const char *what = ch.nv ? "fa_decode_nv" : "fa_decode";
+  const int64_t rows = p->batch * p->heads_q * p->seqlen_q;
+  const size_t part_o = (size_t)(plan.splits > 1 ? plan.splits : 0) * (size_t)rows * (size_t)p->head_dim;
+  cl_mem ws = NULL;
+  if (plan.splits > 1 && (s = fa_cl_workspace(ctx, fa_decode_workspace_bytes(p, &plan), &ws)) != FA_SUCCESS) return s;
+  if ((s = decode_args(ctx, kern, p, &plan, ws, part_o, what)) != FA_SUCCESS) return s;
+  const int varlen = p->cu_seqlens_q.buf != NULL;
+  const size_t local[3] = {wg, 1, 1};
+  const size_t global[3] = {(size_t)plan.row_blocks * (size_t)plan.splits * wg, (size_t)p->heads_kv,
                             (size_t)(varlen ? p->seqs : p->batch)};
   if ((s = fa_cl_launch(ctx, kern, 3, global, local, what)) != FA_SUCCESS || plan.splits == 1) return s;
   const int64_t d = p->head_dim, sq = p->seqlen_q, hq = p->heads_q;

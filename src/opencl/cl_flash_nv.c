@@ -120,7 +120,8 @@ void fa_cl_nv_describe(const fa_cl *cl, char *buf, size_t len) {
   const fa_cl_nv_mode mode = fa_cl_nv_mode_of(cl);
   if (mode == FA_CL_NV_EMULATE)
     snprintf(buf, len, "forward and backward: the tensor-core kernels' structure with emulated warp primitives "
-                       "(FLASHATTN_OPENCL_NV_TC=emulate, for tests) for f16/bf16, portable kernels otherwise");
+                       "(FLASHATTN_OPENCL_NV_TC=emulate, for tests) for f16/bf16, the decode kernel's too (fa_decode_nv), "
+                       "portable kernels otherwise");
   else if (mode == FA_CL_NV_OFF)
     snprintf(buf, len, "forward and backward: portable OpenCL C kernels%s",
              nv_has_mma(cl) ? " (FLASHATTN_OPENCL_NV_TC=0)" : "");
@@ -128,7 +129,8 @@ void fa_cl_nv_describe(const fa_cl *cl, char *buf, size_t len) {
     snprintf(buf, len,
              "forward: inline-PTX mma.sync tensor cores for f16/bf16 at D <= 256, portable kernel otherwise; "
              "backward: inline-PTX mma.sync tensor cores for f16/bf16 at D <= %d, portable kernels otherwise; "
-             "operands and tiles through %s",
+             "operands and tiles through %s; decode: inline-PTX tensor cores (fa_decode_nv) for f16/bf16 at D a "
+             "multiple of 16 up to 128 with 16-byte K/V rows, portable kernel otherwise",
              FA_CL_NV_BWD_MAX_D, nv_names(nv_wanted()));
 }
 

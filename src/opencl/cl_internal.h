@@ -14,6 +14,7 @@
 #include "cl_loader.h"
 #include "cl_options.h"
 #include "tiling.h"
+#include "decode.h"
 
 /* A built program and the kernels created from it, kept for the context's lifetime. */
 typedef struct fa_cl_kernel_entry {
@@ -171,6 +172,23 @@ FA_HIDDEN fa_status fa_cl_decode(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN size_t fa_cl_decode_workspace(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cl_combine(fa_context *ctx, const fa_problem *p);
 FA_HIDDEN fa_status fa_cl_kv_append(fa_context *ctx, const fa_problem *p);
+/* cl_decode_nv.c: which decode kernel serves p. nv 1: fa_decode_nv (kernels/decode_nv.cl, tensor cores on NVIDIA,
+ * or emulated) with this ring; 0: the portable fa_decode. plan is the kernel's split plan either way. */
+typedef struct fa_cl_decode_choice {
+  int nv;
+  fa_cl_nv_mode mode;
+  int warps, stages;  /* fa_decode_nv's group: warps, and the stages of each warp's ring */
+  size_t local_bytes; /* its local memory */
+  int per_unit;       /* groups resident per compute unit, waves included (the split plan's target) */
+  fa_decode_plan plan;
+} fa_cl_decode_choice;
+/* Fills *ch; returns NULL when fa_decode_nv serves p, else why not (a phrase for an error sentence). */
+FA_HIDDEN const char *fa_cl_decode_choose(fa_context *ctx, const fa_problem *p, fa_cl_decode_choice *ch);
+/* Whether FLASHATTN_DECODE_KERNEL=nv asks for the tensor-core kernel or an error. */
+FA_HIDDEN int fa_cl_decode_forced(void);
+/* fa_decode_nv built for p and ch (fa_cl_nv_kernel: FA_ERROR_UNSUPPORTED when the driver refused it, mode on). */
+FA_HIDDEN fa_status fa_cl_decode_nv_kernel(fa_context *ctx, const fa_problem *p, const fa_cl_decode_choice *ch,
+                                           cl_kernel *out);
 /* cl_backward.c: FA_ERROR_UNSUPPORTED (and a sentence) when the device allows fewer than `local` work-items per
  * group for this kernel: checked before the first launch, so that a failure leaves every output untouched. */
 FA_HIDDEN fa_status fa_cl_check_group(fa_context *ctx, cl_kernel kernel, size_t local, const char *what);
