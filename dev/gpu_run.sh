@@ -18,7 +18,8 @@
 #   sparse-tests    sparse and dropout with both backends in one process (the CUDA-vs-OpenCL mask test)
 #   cl-nv-tests     forward, backward, sparse, dropout on NVIDIA's OpenCL with FLASHATTN_OPENCL_NV_TC=force (a
 #                   refused build of the tensor-core kernels is an error), then =0 (the portable kernels)
-#   decode-tests    decode, forward, errors, api on CUDA, then OpenCL (forward's Sq = 1 cases take decode)
+#   decode-tests    decode, forward, errors, api on CUDA, then OpenCL (forward's Sq = 1 cases take decode); decode
+#                   on OpenCL's tensor-core decode kernel only (FLASHATTN_DECODE_KERNEL=nv): 1 x 4, 2 x 2, plain
 #   python-tests    the Python package's pytest ($PYTEST_ARGS; pytest from .whl when missing)
 #   probe           BUILD/dev/sm90_probe: each layout assumption of kernels/sm90.cuh on the GPU
 # Workshops (dev/fwd, bwd, decode, standard: each line checked against the float64 reference, then timed):
@@ -128,7 +129,14 @@ for step in "$@"; do
       summary+=("tensor-core mask/dropout programs in the cache: $(grep -rlaE 'FA_NV_EMULATE=0 -DFA_BLOCK_MASK=1|FA_NV_EMULATE=0 -DFA_BLOCK_MASK=0 -DFA_DROPOUT=1' "$FLASHATTN_CACHE_DIR" 2>/dev/null | wc -l)")
       suites cl-nv-off forward,backward,sparse,dropout FLASHATTN_TEST_BACKEND=opencl FLASHATTN_OPENCL_NV_TC=0 ;;
     decode-tests)
-      for b in cuda opencl; do suites "decode-$b" decode,forward,errors,api FLASHATTN_TEST_BACKEND=$b; done ;;
+      for b in cuda opencl; do suites "decode-$b" decode,forward,errors,api FLASHATTN_TEST_BACKEND=$b; done
+      # OpenCL's tensor-core decode kernel or an error (its cases only), a refused build an error too; then 4 warps
+      # x 2 stages... lowered to fit 48 KiB (2 x 2), and without ldmatrix and cp.async.
+      suites decode-opencl-nv decode FLASHATTN_TEST_BACKEND=opencl FLASHATTN_DECODE_KERNEL=nv FLASHATTN_OPENCL_NV_TC=force
+      suites decode-opencl-nv-w2 decode FLASHATTN_TEST_BACKEND=opencl FLASHATTN_DECODE_KERNEL=nv \
+        FLASHATTN_OPENCL_NV_TC=force FLASHATTN_DECODE_WARPS=4 FLASHATTN_DECODE_STAGES=2
+      suites decode-opencl-nv-plain decode FLASHATTN_TEST_BACKEND=opencl FLASHATTN_DECODE_KERNEL=nv \
+        FLASHATTN_OPENCL_NV_TC=force FLASHATTN_OPENCL_NV_LDMATRIX=0 FLASHATTN_OPENCL_NV_CPASYNC=0 ;;
     python-tests|python-train)
       export FLASHATTN_LIBRARY=$PWD/$build/libflashattn.so PYTHONPATH=$PWD/python PYTHONDONTWRITEBYTECODE=1
       if [ $step = python-tests ]; then
@@ -341,6 +349,9 @@ for step in "$@"; do
       dshapes="--batch 1,8,64 --seqlens-k 1024,8192,32768,131072 --seqlens-q 1,4"
       FLASHATTN_BACKEND=cuda timeout 120 "$db" $dshapes > "$out/decode-cuda.csv"
       FLASHATTN_BACKEND=opencl timeout 120 "$db" $dshapes --iters 10 > "$out/decode-opencl.csv"
+      FLASHATTN_BACKEND=opencl FLASHATTN_DECODE_KERNEL=simple timeout 120 "$db" $dshapes --iters 10 |
+        sed 's/^flashattn-opencl/flashattn-opencl-simple/' > "$out/decode-opencl-simple.csv"
+      FLASHATTN_BACKEND=opencl timeout 60 "$db" --batch 8 --seqlens-k 8192,32768,131072 --page-size 64 > "$out/decode-paged-opencl.csv"
       FLASHATTN_BACKEND=cuda timeout 60 "$db" --batch 8 --seqlens-k 8192,32768,131072 --page-size 64 > "$out/decode-paged.csv"
       FLASHATTN_BACKEND=cuda timeout 60 "$db" --batch 8 --seqlens-k 131072 --seqlens-q 1 --window 4096 > "$out/decode-window.csv"
       timeout 120 python3 .device-deps/decode_anchor.py $dshapes > "$out/decode-torch.csv"
