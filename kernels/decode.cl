@@ -188,7 +188,9 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void fa_decode(
 #define fa_part_load fa_load_bf16
 #endif
 
-#define FA_COMBINE_WG 128
+#ifndef FA_COMBINE_WG
+#define FA_COMBINE_WG 128 /* or 32, where the device allows fewer for it (src/opencl/cl_decode.c) */
+#endif
 #define FA_COMBINE_SLICES (FA_COMBINE_WG / 32)
 #define FA_COMBINE_COLS ((HEAD_DIM + 31) / 32)
 
