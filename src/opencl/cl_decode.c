@@ -7,8 +7,9 @@
 #include "cl_internal.h"
 #include "decode.h"
 
-#define WG 64          /* work-items per group, and keys per tile */
-#define COMBINE_WG 128 /* kernels/decode.cl's FA_COMBINE_WG, unless the device allows fewer */
+#define WG 64             /* work-items per group, and keys per tile */
+#define COMBINE_WG 128    /* kernels/decode.cl's FA_COMBINE_WG, unless the device allows fewer */
+#define COMBINE_WG_MIN 32 /* its slice of work-items */
 
 /* Set arguments from a list of (size, pointer) pairs, numbering from *arg. */
 static fa_status set_args(fa_context *ctx, cl_kernel kern, cl_uint *arg, int n, const size_t *sizes,
@@ -40,9 +41,11 @@ typedef struct combine_parts {
 } combine_parts;
 
 static fa_status combine_launch(fa_context *ctx, const fa_problem *p, const combine_parts *c) {
-  /* 128 work-items a group, or 32 where the device allows fewer for the kernel (llvmpipe's rusticl: 32). */
+  /* COMBINE_WG work-items a group, or one slice of 32 where the device grants fewer to the kernel as built
+   * (llvmpipe's rusticl: 32). */
   cl_kernel kern;
   size_t wg = COMBINE_WG;
+  int fits = 0;
   fa_status s;
   for (;;) {
     char options[128];
@@ -50,11 +53,10 @@ static fa_status combine_launch(fa_context *ctx, const fa_problem *p, const comb
              "%s -DFA_PART_DTYPE=%d -DHEAD_DIM=%d -DROWS=1 -DWG=%d -DFA_DEC_MODS=0 -DFA_COMBINE_WG=%zu",
              fa_cl_dtype_define(p->dtype), (int)c->dtype, (int)p->head_dim, WG, wg);
     if ((s = fa_cl_kernel(ctx, "masks.h decode.h decode.cl", options, "fa_combine", &kern)) != FA_SUCCESS) return s;
-    size_t most = 0;
-    if (wg == 32 || (clGetKernelWorkGroupInfo(kern, fa_cl_of(ctx)->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most,
-                                              &most, NULL) == CL_SUCCESS && most >= wg))
-      break;
-    wg = 32;
+    fa_tile_limits lim = {0, (int)wg, 1};
+    if ((s = fa_cl_fit_kernel(ctx, kern, wg, &lim, &fits)) != FA_SUCCESS) return s;
+    if (fits || wg == COMBINE_WG_MIN) break;
+    wg = COMBINE_WG_MIN;
   }
   cl_uint arg = 0;
   const size_t sz[12] = {sizeof c->o_mem, 8, 8, 8, 8, 8, sizeof c->lse_mem, 8, 8, 8, 8, 8};
@@ -67,7 +69,7 @@ static fa_status combine_launch(fa_context *ctx, const fa_problem *p, const comb
   const size_t isz[3] = {4, 4, 4};
   const void *ival[3] = {&ints[0], &ints[1], &ints[2]};
   if ((s = set_args(ctx, kern, &arg, 3, isz, ival, "fa_combine")) != FA_SUCCESS) return s;
-  if ((s = fa_cl_check_group(ctx, kern, wg, "fa_combine")) != FA_SUCCESS) return s;
+  if (!fits && (s = fa_cl_check_group(ctx, kern, wg, "fa_combine")) != FA_SUCCESS) return s;
   const size_t local[3] = {wg, 1, 1};
   const size_t global[3] = {(size_t)p->seqlen_q * wg, (size_t)p->heads_q, (size_t)p->batch};
   return fa_cl_launch(ctx, kern, 3, global, local, "fa_combine");
