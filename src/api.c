@@ -522,7 +522,7 @@ static int64_t tensor_extent(const fa_tensor *t) {
     if (!fa_mul_i64(t->shape[i] - 1, t->stride[i], &step) || !fa_add_i64(last, step, &last))
       return -1;
   }
-  return last + 1;
+  return fa_add_i64(last, 1, &last) ? last : -1;
 }
 
 /* The buffer a workspace-size query's tensor without one stands for: large enough, at an aligned address. */

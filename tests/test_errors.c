@@ -674,6 +674,27 @@ START_TEST(t_packed_overflow) {
 }
 END_TEST
 
+/* A view whose last element sits at index INT64_MAX: its extent, one more, overflows int64 (the fuzzer found
+ * the addition unchecked); the call refuses it and names the tensor. */
+START_TEST(t_extent_overflow) {
+  th_case_begin("a view whose last element index is INT64_MAX is refused");
+  for (int bi = 0; bi < th_backend_count(); bi++) {
+    fixture *f = get_fixture(bi);
+    call c;
+    valid_call(f, &c);
+    ck_assert_int_eq(c.v.shape[0], 2);
+    int64_t rest = 0;
+    for (int i = 1; i < 4; i++) rest += (c.v.shape[i] - 1) * c.v.stride[i];
+    c.v.stride[0] = INT64_MAX - rest;
+    ck_assert_int_eq(fa_forward(c.ctx, c.descp, c.qp, c.kp, c.vp, c.op, c.lsep), FA_ERROR_INVALID_ARGUMENT);
+    ck_assert_msg(names_any(fa_context_last_error(f->ctx), "v"), "%s", fa_context_last_error(f->ctx));
+    check_untouched(f, "v reaching index INT64_MAX", 0);
+    th_ran(bi);
+  }
+  th_finish_case();
+}
+END_TEST
+
 /* Device memory beyond what the device reports is refused before the driver is asked (PoCL granted 64 GiB
  * on a 6 GiB device, then aborted inside a forward). Where the device is small (<= 8 GiB: PoCL here), it is
  * filled in quarters first; on a large GPU only requests that cannot fit are made, so nothing big is held. */
@@ -806,6 +827,7 @@ static Suite *make_suite(void) {
   tcase_add_test(tc, t_environment);
   tcase_add_test(tc, t_api_errors);
   tcase_add_test(tc, t_packed_overflow);
+  tcase_add_test(tc, t_extent_overflow);
   tcase_add_test(tc, t_memory_refused);
   tcase_add_test(tc, t_interleaved_accepted);
   suite_add_tcase(s, tc);
