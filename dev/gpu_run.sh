@@ -39,7 +39,15 @@
 #   bwd-bench       issue 11's grid: fwd+bwd on Hopper, sm_80 and deterministic beside FA2 and cuDNN
 #   sparse-bench    CUDA block-sparse against dense (densities, butterfly, local-global), dropout, fwd and bwd
 #   sparse-opencl   the same on NVIDIA's OpenCL, tensor cores on and off
+#   sparse-ab       issue 10's proportionality, bf16 non-causal blocks of 128 (D 64 H 32, D 128 H 16; S 8k, 16k),
+#                   on this build's kernels and, with $KERNELS_B (a kernels folder: FLASHATTN_KERNEL_DIR) and
+#                   $TILE_B (FLASHATTN_SM90_TILE), on those; the dense forward grid on both
+#   infer-bench     issue 16 on the default (Hopper) kernels: varlen 8 x 2048 packed against padded, fixed and
+#                   random lengths; causal windows 256..4096 at S 16384 against full causal, on the default tiles,
+#                   with 64-key tiles and on sm_80; fwd and fwdbwd
 #   cl-nv-bench     OpenCL (tensor cores) against CUDA's sm_80 kernels on issue 12's grid, and the ratios
+#   cl-nv-sweep     the OpenCL tensor-core forward's knobs (FLASHATTN_OPENCL_NV_STAGES 1, 2 x BLOCK_N 64, 48, 32)
+#                   at D 64, 128, 256, S 4096 and 16384, causal and not, beside CUDA's sm_80 forward
 #   decode-bench    flashattn-decode-bench (contiguous, paged, window) beside decode_anchor.py
 #   python-train    examples/train_gpt2.py: GPT-2 small in bf16 at context 1024 (flashattn, sdpa, math, math from
 #                   seed 1 for the noise) and 4096, each <= 300 steps and $SECONDS_1024 / $SECONDS_4096 (35 / 25)
@@ -337,6 +345,44 @@ for step in "$@"; do
         FLASHATTN_OPENCL_NV_TC=$tc "$bench" --backend opencl $sparse --modes fwdbwd --seqlens 4096,16384 \
           --block-density 1,0.5,0.25,0.125 --pattern butterfly --dropout 0,0.1 | sed "s/^opencl,/opencl-tc$tc,/"
       done | tee "$out/sparse-opencl.csv" ;;
+    sparse-ab)
+      sab="--algos flash --modes fwd --dtypes bf16 --causal 0 --batch 1 --block-size 128 --seqlens 8192,16384
+           --block-density 1,0.99,0.5,0.25 --iters 10 --warmup 2"
+      for side in a b; do
+        [ $side = b ] && [ -z "${KERNELS_B:-}" ] && continue
+        for dh in 64,32 128,16; do
+          # shellcheck disable=SC2086
+          ( [ $side = b ] && export FLASHATTN_KERNEL_DIR=$KERNELS_B FLASHATTN_SM90_TILE=${TILE_B:-}
+            timeout 100 "$bench" --backend cuda $sab --head-dims ${dh%,*} --heads ${dh#*,} ) | sed "s/^cuda,/cuda-$side,/"
+        done
+        # shellcheck disable=SC2086
+        ( [ $side = b ] && export FLASHATTN_KERNEL_DIR=$KERNELS_B
+          timeout 150 "$bench" --backend cuda --algos flash $grid --modes fwd --iters 10 ) | sed "s/^cuda,/cuda-$side,/"
+      done | grep -v "^backend" | tee "$out/sparse-ab.csv" ;;
+    infer-bench)
+      for cfg in default 128x64 sm80; do
+        ( case $cfg in 128x64) export FLASHATTN_SM90_TILE=128x64 ;; sm80) export FLASHATTN_CUDA_FWD=sm80 ;; esac
+          timeout 100 "$bench" --backend cuda --algos flash --modes fwd,fwdbwd --dtypes bf16 --head-dims 128 \
+            --seqlens 16384 --batch 1 --heads 16 --causal 1 --sliding-window -1,256,1024,4096 --iters 10 ) |
+          sed "s/^cuda,/cuda-$cfg,/"
+      done | grep -v "^backend" > "$out/infer-window.csv"
+      for lengths in fixed random; do
+        timeout 100 "$bench" --backend cuda --algos flash --modes fwd,fwdbwd --dtypes bf16 --head-dims 64,128 \
+          --seqlens 2048 --batch 8 --heads 16 --causal 0,1 --varlen 0,1 --varlen-lengths $lengths --iters 10 |
+          sed "s/^cuda,/cuda-$lengths,/"
+      done | grep -v "^backend" > "$out/infer-varlen.csv"
+      cat "$out/infer-window.csv" "$out/infer-varlen.csv" ;;
+    cl-nv-sweep)
+      sw="--algos flash --modes fwd --dtypes bf16 --head-dims 64,128,256 --seqlens 4096,16384 --causal 0,1
+          --total-tokens 16384 --model-dim 2048 --iters 5 --warmup 1"
+      for cfg in 1x64 2x64 1x48 2x48 1x32 2x32; do
+        # shellcheck disable=SC2086
+        FLASHATTN_OPENCL_NV_STAGES=${cfg%x*} FLASHATTN_OPENCL_NV_BLOCK_N=${cfg#*x} timeout 80 "$bench" --backend opencl $sw |
+          sed "s/^opencl,/opencl-$cfg,/"
+      done | grep -v "^backend" > "$out/cl-nv-sweep.csv"
+      # shellcheck disable=SC2086
+      FLASHATTN_CUDA_FWD=sm80 timeout 60 "$bench" --backend cuda $sw | sed 's/^cuda,/cuda-sm80,/' >> "$out/cl-nv-sweep.csv"
+      cat "$out/cl-nv-sweep.csv" ;;
     cl-nv-bench)
       nv="--algos flash --modes fwd,fwdbwd $grid --total-tokens 16384 --model-dim 2048 --iters 5 --warmup 1"
       # shellcheck disable=SC2086

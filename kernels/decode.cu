@@ -20,13 +20,8 @@
  * else rows 0 .. Sq - 1 and seqlens_k's length), for both decode kernels. */
 static __device__ __forceinline__ void seq_span(const fa_decode_params &a, int b, int *len, int *sq, int *q0,
                                                 int *kr0) {
-  *sq = a.seqlen_q, *q0 = 0, *kr0 = 0;
-  if (a.varlen) {
-    fa_dec_span((const int *)a.cu_q, a.cu_q_s, b, a.seqlen_q, q0, sq);
-    fa_dec_span((const int *)a.cu_k, a.cu_k_s, b, a.cap, kr0, len);
-  } else {
-    *len = fa_dec_length((const int *)a.seqlens, a.sl_s, a.has_seqlens, b, a.cap);
-  }
+  fa_dec_sequence((const int *)a.cu_q, a.cu_q_s, (const int *)a.cu_k, a.cu_k_s, a.varlen, (const int *)a.seqlens,
+                  a.sl_s, a.has_seqlens, b, a.seqlen_q, a.cap, q0, sq, kr0, len);
 }
 
 #if !FA_DEC_MMA /* one of the two decode kernels per compile: they take the same defines */

@@ -27,6 +27,20 @@ FA_FN void fa_dec_span(const FA_GMEM int *cu, fa_i64 stride, int b, int total, i
   fa_seq_span(cu, stride, b, total, first, count);
 }
 
+/* Sequence b's query rows *q0 .. *q0 + *sq - 1 and keys *kr0 .. *kr0 + *len - 1: varlen, on the packed token
+ * axes of seqlen_q and cap rows; else rows 0 .. seqlen_q - 1 and seqlens_k's length (cap without one). */
+FA_FN void fa_dec_sequence(const FA_GMEM int *cu_q, fa_i64 cuq_s, const FA_GMEM int *cu_k, fa_i64 cuk_s, int varlen,
+                           const FA_GMEM int *seqlens, fa_i64 sl_s, int has_seqlens, int b, int seqlen_q, int cap,
+                           int *q0, int *sq, int *kr0, int *len) {
+  *sq = seqlen_q, *q0 = 0, *kr0 = 0;
+  if (varlen) {
+    fa_dec_span(cu_q, cuq_s, b, seqlen_q, q0, sq);
+    fa_dec_span(cu_k, cuk_s, b, cap, kr0, len);
+  } else {
+    *len = fa_dec_length(seqlens, sl_s, has_seqlens, b, cap);
+  }
+}
+
 /* Keys [*lo, *hi) that query row i sees in a sequence of len keys and sq query rows (empty: *hi == *lo): masks.h's
  * band. */
 FA_FN void fa_dec_row_keys(int i, int sq, int len, int causal, int window, int wl, int wr, int *lo, int *hi) {

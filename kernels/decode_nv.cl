@@ -97,14 +97,10 @@ __kernel __attribute__((reqd_work_group_size(DEC_THREADS, 1, 1))) void fa_decode
   const __global float *alibi = alibi_buf + al_off;
   (void)has_alibi, (void)alibi, (void)softcap;
   /* The sequence's query rows q0 .. q0 + sq - 1 (of batch qb) and keys kr0 .. kr0 + len - 1 (of batch kb). */
-  int len, sq = seqlen_q, q0 = 0, kr0 = 0;
+  int len, sq, q0, kr0;
   const int qb = varlen ? 0 : b, kb = varlen ? 0 : b;
-  if (varlen) {
-    fa_dec_span(cuq_buf + cuq_off, cuq_s, b, seqlen_q, &q0, &sq);
-    fa_dec_span(cuk_buf + cuk_off, cuk_s, b, cap, &kr0, &len);
-  } else {
-    len = fa_dec_length(seqlens, sl_s, has_seqlens, b, cap);
-  }
+  fa_dec_sequence(cuq_buf + cuq_off, cuq_s, cuk_buf + cuk_off, cuk_s, varlen, seqlens, sl_s, has_seqlens, b, seqlen_q,
+                  cap, &q0, &sq, &kr0, &len);
   const int rows_total = sq * group;
 
   /* Every row's keys (their union gives the split), and this lane's rows g and g + 8. */
